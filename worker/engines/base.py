@@ -1,0 +1,49 @@
+"""The contract every engine fulfils."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+#: Called with (step, total_steps); returns True when the run should stop (job cancelled).
+ProgressCallback = Callable[[int, int], bool]
+
+
+class GenerationCancelled(Exception):
+    """Raised by an engine when the progress callback asked it to stop."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to draw ``len(seeds)`` times. Engines may receive several of these as a batch."""
+
+    prompt: str
+    seeds: list[int]
+    steps: int = 20
+    size: int = 64
+    negative_prompt: str | None = None
+    guidance_scale: float = 5.0
+
+
+@dataclass
+class EngineInfo:
+    """What the paired image's label says about the engine that drew a picture."""
+
+    name: str
+    version: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded text-to-image model. Loaded once per worker process; ``generate`` may be called often."""
+
+    info: EngineInfo
+
+    def generate(
+        self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[list[Image.Image]]:
+        """Draw every request; returns one list of images per request, ``len(seeds)`` images each."""
+        ...
