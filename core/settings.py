@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Engines that run on our own workers. ``hf-api`` (hosted) is opt-in.
+#: Engines that run on our own workers.
 LOCAL_ENGINES: tuple[str, ...] = ("dfgan", "diffusion")
-KNOWN_ENGINES: tuple[str, ...] = ("dfgan", "diffusion", "hf-api")
+KNOWN_ENGINES: tuple[str, ...] = ("dfgan", "diffusion")
 
 
 class Settings(BaseSettings):

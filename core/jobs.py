@@ -1,0 +1,99 @@
+"""Job types shared by front-ends, the queue client and the workers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once the job will not change any more (delivery aside)."""
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Conversation(BaseModel):
+    """Where a job came from and where its result goes back to."""
+
+    platform: str = Field(description="web | discord | telegram | cli")
+    chat_id: str
+    thread_id: str | None = None
+    reply_to: str | None = None
+    interaction_token: str | None = None
+    application_id: str | None = None
+
+
+class JobRequest(BaseModel):
+    """What a user asked for, after parsing, before validation."""
+
+    prompt: str
+    engines: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    count: int = 1
+    steps: int | None = None
+    size: int | None = None
+    negative_prompt: str | None = None
+    user: str = Field(description="platform:user_id, used for rate limits and admin checks")
+    conversation: Conversation
+
+
+class EngineResult(BaseModel):
+    """One engine's part of a finished job."""
+
+    engine: str
+    version: str
+    seconds: float
+    image_keys: list[str]
+
+
+class Progress(BaseModel):
+    """Latest progress report of a running job."""
+
+    engine: str
+    step: int
+    total: int
+
+
+class JobRecord(BaseModel):
+    """The stored state of a job; the single source of truth, kept in Redis."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request: JobRequest
+    seed: int
+    steps: int
+    size: int
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    delivered_at: float | None = None
+    progress: Progress | None = None
+    results: list[EngineResult] = Field(default_factory=list)
+    pair_key: str | None = None
+    error: str | None = None
+    worker: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    batch_size: int = 1
+
+    @property
+    def seeds(self) -> list[int]:
+        """One seed per image: the job's seed, then the following ones."""
+        return [(self.seed + i) % (2**32) for i in range(self.request.count)]
+
+    @property
+    def engine_seconds(self) -> float:
+        """Time the engines spent drawing this job."""
+        return sum(r.seconds for r in self.results)

@@ -1,0 +1,110 @@
+"""Turn what a person typed into a :class:`JobRequest`, with a specific message for every mistake.
+
+Syntax: ``[/imagine] <prompt words> [--seed N] [--engine a,b] [--steps N] [--n N] [--size N] [--no "text"]``.
+Flags may also be written ``--flag=value``. Quotes group words for ``--no``; apostrophes inside a
+prompt ("a bird's nest") are ordinary characters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from core.errors import InputError
+
+#: Flag name -> (field name, kind). Aliases point to the same field.
+FLAGS: dict[str, tuple[str, str]] = {
+    "seed": ("seed", "int"),
+    "engine": ("engines", "list"),
+    "engines": ("engines", "list"),
+    "steps": ("steps", "int"),
+    "n": ("count", "int"),
+    "count": ("count", "int"),
+    "size": ("size", "int"),
+    "no": ("negative_prompt", "text"),
+    "negative": ("negative_prompt", "text"),
+}
+FLAG_HELP = '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --no "text"'
+
+_TOKEN = re.compile(r'"[^"]*"|\S+')
+
+
+@dataclass
+class ParsedPrompt:
+    """The prompt text and the flag values a person gave (None where not given)."""
+
+    prompt: str
+    seed: int | None = None
+    engines: list[str] = field(default_factory=list)
+    steps: int | None = None
+    count: int | None = None
+    size: int | None = None
+    negative_prompt: str | None = None
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] == '"':
+        return token[1:-1]
+    return token
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Split ``text`` into prompt words and flags. Raises :class:`InputError` on a malformed flag."""
+    text = text.strip()
+    if text.lower().startswith("/imagine"):
+        text = text[len("/imagine") :]
+        text = text.split("@", 1)[1].split(None, 1)[-1] if text.startswith("@") else text
+    tokens = _TOKEN.findall(text)
+    words: list[str] = []
+    parsed = ParsedPrompt(prompt="")
+    seen: set[str] = set()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("--") or token == "--":
+            words.append(token)
+            continue
+        name, _, inline = token[2:].partition("=")
+        name = name.lower()
+        if name not in FLAGS:
+            raise InputError("unknown_flag", f"Unknown option --{name}. Options are: {FLAG_HELP}.")
+        attr, kind = FLAGS[name]
+        if attr in seen:
+            raise InputError("duplicate_flag", f"Option --{name} is given twice; give it once.")
+        seen.add(attr)
+        if inline:
+            value = inline
+        elif i < len(tokens) and not tokens[i].startswith("--"):
+            value = tokens[i]
+            i += 1
+        else:
+            raise InputError("missing_value", f"Option --{name} needs a value, e.g. {_example(name)}.")
+        value = _unquote(value)
+        if kind == "int":
+            try:
+                setattr(parsed, attr, int(value))
+            except ValueError:
+                raise InputError(
+                    "not_a_number", f"--{name} must be a whole number, not '{value[:20]}'."
+                ) from None
+        elif kind == "list":
+            parsed.engines = [e.strip().lower() for e in value.split(",") if e.strip()]
+        else:
+            parsed.negative_prompt = value.strip()
+    parsed.prompt = " ".join(_unquote(w) if w.startswith('"') else w for w in words).strip()
+    return parsed
+
+
+def _example(name: str) -> str:
+    return {
+        "seed": "--seed 42",
+        "engine": "--engine dfgan,diffusion",
+        "engines": "--engine dfgan",
+        "steps": "--steps 20",
+        "n": "--n 2",
+        "count": "--n 2",
+        "size": "--size 64",
+        "no": '--no "blurry"',
+        "negative": '--no "blurry"',
+    }[name]

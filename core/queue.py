@@ -1,0 +1,89 @@
+"""The queue client every front-end uses: submit, status (with queue position) and cancel."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import redis
+from celery import Celery
+
+from core.errors import InputError
+from core.jobs import JobRecord, JobRequest, JobStatus
+from core.limits import RateLimiter, check_queue_depth
+from core.settings import Settings
+from core.store import PENDING_KEY, History, ImageStore, JobStore, connect
+from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
+
+
+class QueueClient:
+    """Front-end side of the job queue. Cheap to create; holds a Redis client and a Celery producer."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis | None = None, producer: Celery | None = None
+    ) -> None:
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url must be set (the embedded Redis sets it at start)")
+        self.settings = settings
+        self.redis = client or connect(settings.redis_url)
+        self.producer = producer or make_producer(settings.redis_url)
+        self.jobs = JobStore(self.redis, settings.result_ttl_s)
+        self.images = ImageStore(self.redis, settings.result_ttl_s)
+        self.history = History(self.redis, settings.result_ttl_s)
+        self.rate_limiter = RateLimiter(self.redis, settings.rate_limit_jobs, settings.rate_limit_window_s)
+
+    def submit(self, request: JobRequest) -> JobRecord:
+        """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue."""
+        check_queue_depth(self.redis, self.settings.max_queue_depth)
+        self.rate_limiter.hit(request.user)
+        record = JobRecord(
+            request=request,
+            seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
+            steps=request.steps if request.steps is not None else self.settings.default_steps,
+            size=request.size if request.size is not None else self.settings.default_size,
+        )
+        # Record first, then the task: a worker never sees a task whose record is missing.
+        self.jobs.save(record)
+        self.redis.zadd(PENDING_KEY, {record.id: record.created_at})
+        self.producer.send_task(GENERATE_TASK, args=[record.id], queue=QUEUE_GPU)
+        return record
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in the queue while waiting, else None."""
+        rank = self.redis.zrank(PENDING_KEY, job_id)
+        return None if rank is None else int(rank) + 1
+
+    def status(self, job_id: str) -> tuple[JobRecord, int | None]:
+        """The job record and its queue position. Raises :class:`~core.errors.JobNotFound`."""
+        return self.jobs.get(job_id), self.position(job_id)
+
+    def cancel(self, job_id: str, user: str | None = None) -> JobRecord:
+        """Cancel a waiting or running job. ``user`` (when given) must own it."""
+
+        def change(record: JobRecord) -> JobRecord:
+            if user is not None and record.request.user != user:
+                raise InputError("not_your_job", "You can only cancel your own jobs.")
+            if record.status.finished:
+                raise InputError("already_finished", f"That job is already {record.status.value}.")
+            record.status = JobStatus.CANCELLED
+            record.finished_at = time.time()
+            return record
+
+        record = self.jobs.update(job_id, change)
+        self.redis.zrem(PENDING_KEY, job_id)
+        # Tell the conversation; the generate task skips cancelled jobs when it gets to them.
+        self.producer.send_task(DELIVER_TASK, args=[job_id], queue=QUEUE_DELIVERY)
+        return record
+
+    def wait(self, job_id: str, timeout_s: float = 300.0, delivered: bool = True) -> JobRecord:
+        """Block until the job is finished (and delivered, when asked). For the CLI and scripts."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            record = self.jobs.get(job_id)
+            if record.status.finished and (not delivered or record.delivered_at is not None):
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout_s} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)

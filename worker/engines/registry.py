@@ -1,0 +1,45 @@
+"""Loads each engine once per worker process and hands out the loaded instance."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from core.settings import Settings
+from worker.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+
+class EngineRegistry:
+    """Lazily loaded engines, keyed by name. Thread-safe; loading happens at most once per name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Engine:
+        """The loaded engine ``name`` (loads it on first use)."""
+        engine = self._engines.get(name)
+        if engine is not None:
+            return engine
+        with self._lock:
+            if name not in self._engines:
+                started = time.perf_counter()
+                self._engines[name] = self._load(name)
+                log.info("loaded engine %s in %.1f s", name, time.perf_counter() - started)
+            return self._engines[name]
+
+    def _load(self, name: str) -> Engine:
+        s = self.settings
+        if name == "dfgan":
+            from worker.engines.dfgan import DFGANEngine, resolve_default_checkpoint
+
+            return DFGANEngine(resolve_default_checkpoint(s.dfgan_checkpoint), s.device)
+        if name == "diffusion":
+            from worker.engines.diffusion import DiffusionEngine
+
+            return DiffusionEngine(s.diffusion_model, s.data_dir, device=s.device)
+        raise ValueError(f"no engine called {name!r}")

@@ -1,0 +1,43 @@
+"""Per-process state of a worker: Redis stores, the engine registry and the task producer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from celery import Celery
+
+from core.settings import Settings
+from core.store import History, ImageStore, JobStore, connect
+from worker.engines.registry import EngineRegistry
+
+
+class Runtime:
+    """Created once per worker process (lazily, on the first task)."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        if not settings.redis_url:
+            raise ValueError("worker needs settings.redis_url")
+        self.settings = settings
+        self.app = app
+        self.redis = connect(settings.redis_url)
+        self.jobs = JobStore(self.redis, settings.result_ttl_s)
+        self.images = ImageStore(self.redis, settings.result_ttl_s)
+        self.history = History(self.redis, settings.result_ttl_s)
+        self.engines = EngineRegistry(settings)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+
+_runtimes: dict[int, Runtime] = {}
+_lock = threading.Lock()
+
+
+def runtime_for(app: Celery) -> Runtime:
+    """The :class:`Runtime` of ``app`` in this process."""
+    key = id(app)
+    with _lock:
+        if key not in _runtimes or _runtimes[key].app is not app:
+            settings: Settings = getattr(app, "imaginebot_settings", None) or Settings()
+            _runtimes[key] = Runtime(settings, app)
+        return _runtimes[key]

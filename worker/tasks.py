@@ -1,0 +1,48 @@
+"""Celery tasks. Each takes a job id (never a blob) and is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+
+from core.delivery import DeliveryFailed, DeliveryRetry
+from core.errors import JobNotFound
+from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU
+from worker.deliver import run_deliver
+from worker.generate import run_generate
+from worker.runtime import runtime_for
+
+log = logging.getLogger(__name__)
+MAX_DELIVERY_RETRIES = 8
+
+
+@shared_task(bind=True, name=GENERATE_TASK)
+def generate(self: Task, job_id: str) -> list[str]:
+    """Draw job ``job_id`` (batched with compatible waiting jobs) and chain a delivery for each."""
+    rt = runtime_for(self.app)
+    outcome = run_generate(rt, job_id)
+    if outcome.recheck_in is not None:
+        # Another worker holds the lease; look again when it would have expired, so the job is
+        # taken over if that worker died.
+        self.app.send_task(GENERATE_TASK, args=[job_id], queue=QUEUE_GPU, countdown=outcome.recheck_in)
+    for done_id in outcome.ran:
+        self.app.send_task(DELIVER_TASK, args=[done_id], queue=QUEUE_DELIVERY)
+    return outcome.ran
+
+
+@shared_task(bind=True, name=DELIVER_TASK, max_retries=MAX_DELIVERY_RETRIES)
+def deliver(self: Task, job_id: str) -> str:
+    """Post job ``job_id``'s outcome to its conversation; retried with backoff, never posted twice."""
+    rt = runtime_for(self.app)
+    try:
+        return run_deliver(rt, job_id)
+    except JobNotFound:
+        log.warning("deliver: job %s expired before delivery", job_id)
+        return "missing"
+    except DeliveryRetry as exc:
+        countdown = exc.retry_after if exc.retry_after is not None else 2 ** min(self.request.retries, 6)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    except DeliveryFailed as exc:
+        log.error("deliver: job %s cannot be delivered: %s", job_id, exc)
+        return "failed"
