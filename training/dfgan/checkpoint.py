@@ -1,0 +1,170 @@
+"""DF-GAN checkpoints as folders: ``config.json`` beside ``generator.safetensors`` (diffusers style).
+
+Nothing here unpickles: weights and optimiser state are safetensors, everything else is JSON.
+A training folder additionally holds ``training_state.safetensors`` + ``training_state.json``
+(discriminator, EMA, optimisers, step) so a run can resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from training.dfgan.config import DFGANConfig
+from training.dfgan.model import NetG
+from training.text.encoders import TextEncoder, load_text_encoder
+
+CONFIG_FILE = "config.json"
+GENERATOR_FILE = "generator.safetensors"
+STATE_FILE = "training_state.safetensors"
+STATE_META_FILE = "training_state.json"
+
+#: Version label of the untrained placeholder generator.
+RANDOM_INIT_VERSION = "random-init"
+
+
+def build_generator(config: DFGANConfig) -> NetG:
+    """A freshly initialised generator of the architecture ``config`` describes."""
+    return NetG(ngf=config.ngf, nz=config.nz, cond_dim=config.cond_dim, imsize=config.imsize)
+
+
+def save_checkpoint(
+    folder: str | Path,
+    netG: nn.Module,
+    config: DFGANConfig,
+    extra: dict[str, Any] | None = None,
+    ema: nn.Module | None = None,
+) -> Path:
+    """Write ``generator.safetensors`` (the ``ema`` weights when given, else ``netG``'s) and
+    ``config.json`` (the config plus ``extra`` under ``"training"``) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = (ema if ema is not None else netG).state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    _atomic_save_tensors(tensors, folder / GENERATOR_FILE)
+    data = json.loads(config.to_json())
+    data["version"] = config.version or folder.name
+    data["training"] = extra or {}
+    _atomic_write_text(folder / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+    return folder
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready for inference, with the text encoder its condition vectors come from."""
+
+    netG: NetG
+    config: DFGANConfig
+    version: str
+    text_encoder: TextEncoder
+
+
+def load_generator(folder: str | Path | None, device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Load a checkpoint folder written by :func:`save_checkpoint`, in eval mode on ``device``.
+
+    ``folder=None`` gives a deterministic, randomly initialised 64x64 generator of the real
+    architecture (version ``"random-init"``): a placeholder until a trained checkpoint is configured.
+    """
+    if folder is None:
+        config = DFGANConfig(
+            imsize=64, ngf=32, cond_dim=384, text_encoder="minilm", version=RANDOM_INIT_VERSION
+        )
+        # Seed a private generator state so the placeholder is the same in every process without
+        # disturbing the caller's global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            netG = build_generator(config)
+        version = RANDOM_INIT_VERSION
+    else:
+        folder = Path(folder)
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_FILE} in DF-GAN checkpoint folder {folder}")
+        data = json.loads(config_path.read_text())
+        config = DFGANConfig.from_dict(data)
+        netG = build_generator(config)
+        netG.load_state_dict(load_file(folder / GENERATOR_FILE))
+        version = str(data.get("version") or folder.name)
+    netG.to(device).eval().requires_grad_(False)
+    encoder = load_text_encoder(config.text_encoder, device)
+    if encoder.dim != config.cond_dim:
+        raise ValueError(
+            f"text encoder {config.text_encoder} gives {encoder.dim}-d, model wants {config.cond_dim}"
+        )
+    return LoadedGenerator(netG=netG, config=config, version=version, text_encoder=encoder)
+
+
+# --- resumable training state ---------------------------------------------------------------------
+
+
+def save_training_state(
+    folder: str | Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    meta: dict[str, Any],
+) -> None:
+    """Save module weights and optimiser state as safetensors, and ``meta`` plus optimiser
+    hyper-parameters as JSON, so :func:`load_training_state` can resume a run exactly."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
+    groups: dict[str, Any] = {}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        for index, param_state in state["state"].items():
+            for key, value in param_state.items():
+                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        groups[name] = state["param_groups"]
+    _atomic_save_tensors(tensors, folder / STATE_FILE)
+    _atomic_write_text(folder / STATE_META_FILE, json.dumps({"meta": meta, "param_groups": groups}, indent=2))
+
+
+def load_training_state(
+    folder: str | Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote into ``modules`` and ``optimizers``.
+
+    Returns the ``meta`` dict that was saved with them."""
+    folder = Path(folder)
+    tensors = load_file(folder / STATE_FILE)
+    saved = json.loads((folder / STATE_META_FILE).read_text())
+    for name, module in modules.items():
+        prefix = f"module.{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        prefix = f"optim.{name}."
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, field = key[len(prefix) :].split(".", 1)
+                state.setdefault(int(index), {})[field] = value
+        groups = saved["param_groups"][name]
+        for group in groups:
+            if "betas" in group:
+                group["betas"] = tuple(group["betas"])
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    return saved["meta"]
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    # Write then rename so a worker reading the folder never sees a half-written file.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, tmp)
+    tmp.replace(path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

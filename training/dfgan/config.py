@@ -1,0 +1,93 @@
+"""Everything that defines a DF-GAN run, in one JSON-serialisable object."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from training.dfgan.model import NOISE_DIM
+
+
+@dataclass
+class DFGANConfig:
+    """Architecture, text encoder and optimisation settings of one DF-GAN model.
+
+    The defaults follow the DF-GAN paper (hinge loss, MA-GP k=2 p=6, Adam lr 1e-4 / 4e-4,
+    betas (0, 0.9)) with the 384-d MiniLM sentence encoder in place of the paper's DAMSM LSTM.
+    """
+
+    imsize: int = 64
+    ngf: int = 32
+    ndf: int = 32
+    nz: int = NOISE_DIM
+    cond_dim: int = 384
+    text_encoder: str = "minilm"
+    max_caption_tokens: int = 0  # 0 = no truncation; > 0 keeps the first N word tokens
+    loss: Literal["hinge", "bce"] = "hinge"
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    batch_size: int = 32
+    epochs: int = 100
+    ema_decay: float = 0.999  # 0 disables the EMA generator
+    gp_k: float = 2.0
+    gp_p: float = 6.0
+    seed: int = 0
+    checkpoint_every: int = 500  # optimiser steps
+    sample_prompts: list[str] = field(default_factory=list)
+    version: str = ""
+
+    def to_json(self) -> str:
+        """The config as pretty-printed JSON."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> DFGANConfig:
+        """Parse :meth:`to_json` output; unknown keys are ignored so newer files still load."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DFGANConfig:
+        """Build from a plain dict (e.g. a ``config.json``), ignoring keys this version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_json` to ``path``."""
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DFGANConfig:
+        """Read a config written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text())
+
+
+def original_project_config() -> DFGANConfig:
+    """The settings of the project this one replaces: BCE loss, 256-d text embedding, 64x64,
+    batch 64, captions cut to 15 tokens, Adam lr 2e-4 betas (0.5, 0.999), 100 epochs.
+
+    Its 256-d embedding came from a text encoder we do not ship; ``minilm-256`` (MiniLM followed by
+    a fixed projection to 256 dimensions) stands in for it.
+    """
+    return DFGANConfig(
+        imsize=64,
+        cond_dim=256,
+        text_encoder="minilm-256",
+        max_caption_tokens=15,
+        loss="bce",
+        lr_g=2e-4,
+        lr_d=2e-4,
+        betas=(0.5, 0.999),
+        batch_size=64,
+        epochs=100,
+    )
+
+
+#: Named presets for ``--config``.
+PRESETS = {"default": DFGANConfig, "original": original_project_config}

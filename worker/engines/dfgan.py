@@ -1,0 +1,118 @@
+"""The DF-GAN engine: one batched forward pass of our own generator per call."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training.dfgan.checkpoint import CONFIG_FILE, load_generator
+from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
+
+#: The checkpoint that ships with the project, used when none is configured.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "shipped_models" / "dfgan-shapes-64"
+
+_EMBEDDING_CACHE_SIZE = 512
+
+
+def resolve_default_checkpoint(setting: str | None) -> str | None:
+    """The checkpoint folder to load: ``setting`` when given, else the shipped checkpoint when
+    present, else ``None`` (a randomly initialised placeholder generator)."""
+    if setting:
+        return setting
+    if (SHIPPED_CHECKPOINT / CONFIG_FILE).is_file():
+        return str(SHIPPED_CHECKPOINT)
+    return None
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class DFGANEngine:
+    """Text-to-image with a DF-GAN generator. Load once per process; :meth:`generate` is cheap."""
+
+    def __init__(self, checkpoint: str | None, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.loaded = load_generator(checkpoint, self.device)
+        # Measured on a 2-core CPU, 64x64 ngf=32: channels_last is 15-35% faster (batch 1-16).
+        self.loaded.netG.to(memory_format=torch.channels_last)
+        config = self.loaded.config
+        self.info = EngineInfo(
+            name="dfgan",
+            version=self.loaded.version,
+            extra={"imsize": str(config.imsize), "text_encoder": config.text_encoder},
+        )
+        # Prompts repeat a lot in chat; the frozen encoder's output per prompt never changes.
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def generate(
+        self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[list[Image.Image]]:
+        """Draw one image per seed of every request in a single batched forward pass.
+
+        The noise of each image comes only from its seed, so a seed gives the same picture whatever
+        else is in the batch. Images are resized (Lanczos) to ``request.size`` when it differs from
+        the model's resolution. (Batching can change float rounding inside BLAS/oneDNN kernels, so
+        a pixel may differ by a grey level between batch compositions; the picture is the same.)
+        ``steps``, ``negative_prompt`` and ``guidance_scale`` do not apply to a one-pass GAN and are
+        ignored. ``progress(0, 1)`` is asked before the pass (True cancels) and ``progress(1, 1)``
+        is reported after it.
+        """
+        if progress is not None and progress(0, 1):
+            raise GenerationCancelled()
+        counts = [len(r.seeds) for r in requests]
+        if sum(counts) == 0:
+            return [[] for _ in requests]
+        netG, nz = self.loaded.netG, self.loaded.config.nz
+        seeds = [seed for r in requests for seed in r.seeds]
+        with torch.inference_mode():
+            sentences = torch.cat(
+                [self._embed(r.prompt).expand(len(r.seeds), -1) for r in requests if r.seeds]
+            )
+            noise = torch.stack(
+                [torch.randn(nz, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+            ).to(self.device)
+            with self._lock:  # one forward at a time; the model is shared by the worker's threads
+                images = netG(noise, sentences)
+            pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        out: list[list[Image.Image]] = []
+        index = 0
+        for request, count in zip(requests, counts, strict=True):
+            group = [self._to_pil(pixels[i], request.size) for i in range(index, index + count)]
+            out.append(group)
+            index += count
+        if progress is not None:
+            progress(1, 1)
+        return out
+
+    def _embed(self, prompt: str) -> torch.Tensor:
+        # One prompt per encoder call: the embedding then never depends on the other prompts' padding.
+        with self._lock:
+            cached = self._embeddings.get(prompt)
+            if cached is not None:
+                self._embeddings.move_to_end(prompt)
+                return cached
+        emb = self.loaded.text_encoder.encode([prompt]).to(self.device)
+        with self._lock:
+            self._embeddings[prompt] = emb
+            if len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
+                self._embeddings.popitem(last=False)
+        return emb
+
+    @staticmethod
+    def _to_pil(array: np.ndarray, size: int) -> Image.Image:
+        image = Image.fromarray(array)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.LANCZOS)
+        return image
+
