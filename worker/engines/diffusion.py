@@ -1,0 +1,252 @@
+"""The diffusion engine: any diffusers text-to-image pipeline (SD 1.x, SDXL, Flux, or the tiny default).
+
+Nothing is downloaded here. A model is a local diffusers folder, or a hub id already in the local
+Hugging Face cache; anything else raises :class:`ModelNotAvailable` with the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
+from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
+
+#: Largest image side we ask any pipeline for; beyond this a single image can exhaust a GPU.
+MAX_SIZE = 2048
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+class ModelNotAvailable(RuntimeError):
+    """The configured diffusion model is neither a usable local folder nor in the local hub cache."""
+
+
+class _StopRun(Exception):
+    """Raised from the step callback by pipelines that have no ``interrupt`` support."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str, pipeline_class: str) -> torch.dtype:
+    """Pick the weight dtype: fp32 on CPU (half precision is slow or unsupported there), bf16 for Flux
+    (it overflows in fp16), fp16 for other pipelines on a GPU. An explicit ``dtype`` wins."""
+    if dtype != "auto":
+        try:
+            return _DTYPES[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}") from None
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if pipeline_class.startswith("Flux") else torch.float16
+
+
+def _download_hint(model: str, data_dir: Path) -> str:
+    folder = Path(data_dir) / "models" / re.sub(r"[^A-Za-z0-9._-]+", "--", model)
+    return (
+        f"Diffusion model {model!r} is not a local folder and is not in the local Hugging Face cache; "
+        "imaginebot never downloads models at run time. Download it once on a machine with network "
+        f"access:\n    hf download {model} --local-dir {folder}\n"
+        f"(older huggingface_hub: huggingface-cli download {model} --local-dir {folder})\n"
+        f"then set IMAGINEBOT_DIFFUSION_MODEL={folder}, or unset it to use the built-in tiny model."
+    )
+
+
+class DiffusionEngine:
+    """A diffusers text-to-image pipeline, loaded once and used by one worker thread at a time."""
+
+    def __init__(
+        self,
+        model: str | None,
+        data_dir: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        attention_slicing: bool = False,
+        cpu_offload: bool = False,
+    ) -> None:
+        """Load the pipeline.
+
+        Args:
+            model: A diffusers folder, a hub id present in the local cache, or None for the built-in
+                tiny model (built under ``data_dir/models`` on first use).
+            data_dir: Where the tiny model lives; also named in the download hint.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            dtype: ``auto`` or a dtype name (``float16``, ``bfloat16``, ``float32``).
+            attention_slicing: Trade speed for memory on small GPUs.
+            cpu_offload: Keep sub-models on the CPU and move each to the GPU only while it runs.
+
+        Raises:
+            ModelNotAvailable: the model is not a diffusers folder and not in the local hub cache.
+        """
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        source, folder = self._locate(model, Path(data_dir))
+        try:
+            index = DiffusionPipeline.load_config(source, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            if folder is not None:
+                raise ModelNotAvailable(
+                    f"{folder} is not a diffusers pipeline folder (no readable model_index.json)"
+                ) from exc
+            raise ModelNotAvailable(_download_hint(source, Path(data_dir))) from exc
+        pipeline_class = str(index.get("_class_name", ""))
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, pipeline_class)
+        try:
+            pipe = AutoPipelineForText2Image.from_pretrained(source, local_files_only=True, dtype=self.dtype)
+        except OSError as exc:
+            # model_index.json was cached but some component's files were not.
+            hint = f"{folder} is incomplete" if folder is not None else _download_hint(source, Path(data_dir))
+            raise ModelNotAvailable(f"{hint}\n({exc})") from exc
+        pipe.set_progress_bar_config(disable=True)
+        if attention_slicing:
+            pipe.enable_attention_slicing()
+        if cpu_offload and self.device.startswith("cuda"):
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        self.pipe = pipe
+        self._call_params = set(inspect.signature(pipe.__call__).parameters)
+        # Flux packs 2×2 latent patches, so its sides must be multiples of 16; others need multiples of 8.
+        scale = int(getattr(pipe, "vae_scale_factor", 8))
+        self.size_multiple = max(8, scale * 2 if pipeline_class.startswith("Flux") else scale)
+        self._lock = threading.Lock()
+        self.info = EngineInfo(
+            name="diffusion",
+            version=self._version(source, folder),
+            extra={"pipeline": type(pipe).__name__, "device": self.device, "dtype": str(self.dtype)},
+        )
+
+    @staticmethod
+    def _locate(model: str | None, data_dir: Path) -> tuple[str, Path | None]:
+        """Return (what to pass to from_pretrained, the local folder or None for a hub id)."""
+        if model is None:
+            folder = ensure_tiny_pipeline(data_dir)
+            return str(folder), folder
+        path = Path(model).expanduser()
+        if path.is_dir():
+            return str(path), path
+        return model, None
+
+    @staticmethod
+    def _version(source: str, folder: Path | None) -> str:
+        if folder is None:
+            return source
+        meta = folder / META_FILE
+        if meta.is_file():
+            try:
+                version = json.loads(meta.read_text(encoding="utf-8")).get("version")
+            except (OSError, ValueError, AttributeError):
+                version = None
+            if isinstance(version, str) and version:
+                return version
+        return folder.name
+
+    def image_size(self, size: int) -> int:
+        """The side actually drawn for a requested ``size``: nearest allowed multiple, within limits."""
+        m = self.size_multiple
+        side = max(m, (size + m // 2) // m * m)
+        return min(side, MAX_SIZE - MAX_SIZE % m)
+
+    def generate(
+        self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[list[Image.Image]]:
+        """Draw every request, one pipeline call per group of requests with the same settings.
+
+        Each image gets its own CPU generator seeded with its seed, so a seed gives the same starting
+        noise on any device and in any batch. ``progress`` sees steps summed over all calls.
+
+        Raises:
+            GenerationCancelled: ``progress`` returned True; the run stopped at that step.
+        """
+        groups: dict[tuple[int, int, str | None, float], list[int]] = {}
+        for i, req in enumerate(requests):
+            if req.seeds:
+                key = (req.steps, self.image_size(req.size), req.negative_prompt, req.guidance_scale)
+                groups.setdefault(key, []).append(i)
+        total = sum(steps for steps, *_ in groups)
+        results: list[list[Image.Image]] = [[] for _ in requests]
+        done = 0
+        with self._lock:
+            for (steps, side, negative, guidance), members in groups.items():
+                prompts = [requests[i].prompt for i in members for _ in requests[i].seeds]
+                seeds = [s for i in members for s in requests[i].seeds]
+                images = self._run(prompts, seeds, steps, side, negative, guidance, progress, done, total)
+                done += steps
+                for i in members:
+                    n = len(requests[i].seeds)
+                    results[i], images = images[:n], images[n:]
+        return results
+
+    def _run(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int,
+        side: int,
+        negative: str | None,
+        guidance: float,
+        progress: ProgressCallback | None,
+        done: int,
+        total: int,
+    ) -> list[Image.Image]:
+        """One pipeline call; raises GenerationCancelled when ``progress`` asks to stop."""
+        cancelled = False
+        stopped_at = 0
+        can_interrupt = isinstance(getattr(type(self.pipe), "interrupt", None), property)
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal cancelled, stopped_at
+            # Some schedulers (Heun, DPM2) run more model steps than asked; scale back to the user's steps.
+            n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or steps)
+            current = done + max(1, round((step + 1) * steps / n_timesteps))
+            if progress is not None and progress(current, total):
+                cancelled, stopped_at = True, current
+                if can_interrupt:
+                    # The pipeline skips the remaining steps; it still decodes, which we discard.
+                    pipe._interrupt = True
+                else:
+                    raise _StopRun
+            return tensors
+
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "num_inference_steps": steps,
+            "height": side,
+            "width": side,
+            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
+            "output_type": "pil",
+        }
+        if "guidance_scale" in self._call_params:
+            kwargs["guidance_scale"] = guidance
+        if negative and "negative_prompt" in self._call_params:
+            kwargs["negative_prompt"] = [negative] * len(prompts)
+        if "callback_on_step_end" in self._call_params:
+            kwargs["callback_on_step_end"] = on_step_end
+        try:
+            with torch.inference_mode():
+                images = self.pipe(**kwargs).images
+        except _StopRun:
+            pass
+        if cancelled:
+            raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
+        return list(images)
