@@ -1,0 +1,563 @@
+/* imaginebot web chat: plain JS, no build step, no network access beyond this server.
+ * All text from users or the server goes into the page via textContent, never innerHTML. */
+(() => {
+  "use strict";
+
+  const CID_KEY = "imaginebot.conversation";
+  const CID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+  const FINISHED = new Set(["done", "failed", "cancelled"]);
+  const ENGINE_TITLES = { dfgan: "DF-GAN", diffusion: "Diffusion", "hf-api": "HF Inference API" };
+
+  const $ = (sel) => document.querySelector(sel);
+  const messagesEl = $("#messages");
+  const welcomeEl = $("#welcome");
+  const form = $("#form");
+  const input = $("#prompt");
+  const sendBtn = $("#send");
+  const healthEl = $("#health");
+  const lightbox = $("#lightbox");
+  const lightboxImg = $("#lightbox-img");
+  const lightboxOpen = $("#lightbox-open");
+
+  /* ---------- conversation id ---------- */
+
+  function randomId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    return "web-" + b64;
+  }
+
+  let memoryCid = null; // when localStorage is unavailable (some private modes)
+  function getConversationId(fresh = false) {
+    let cid = null;
+    try {
+      cid = fresh ? null : localStorage.getItem(CID_KEY);
+    } catch (_) {
+      cid = fresh ? null : memoryCid;
+    }
+    if (!cid || !CID_RE.test(cid)) {
+      cid = randomId();
+      try {
+        localStorage.setItem(CID_KEY, cid);
+      } catch (_) {
+        memoryCid = cid;
+      }
+    }
+    return cid;
+  }
+
+  let conversationId = getConversationId();
+
+  /* ---------- small DOM helpers ---------- */
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function timeLabel(ts) {
+    const d = ts ? new Date(ts * 1000) : new Date();
+    return d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  function nearBottom() {
+    const s = document.scrollingElement;
+    return s.scrollHeight - s.scrollTop - window.innerHeight < 160;
+  }
+
+  function scrollToBottom(smooth) {
+    const s = document.scrollingElement;
+    window.scrollTo({ top: s.scrollHeight, behavior: smooth ? "smooth" : "auto" });
+  }
+
+  function append(node, force = false) {
+    const stick = force || nearBottom();
+    messagesEl.appendChild(node);
+    updateWelcome();
+    if (stick) scrollToBottom(true);
+    return node;
+  }
+
+  function updateWelcome() {
+    welcomeEl.hidden = messagesEl.children.length > 0;
+  }
+
+  function userBubble(text, ts) {
+    const li = el("li", "message user");
+    li.title = timeLabel(ts);
+    const body = el("div", "bubble");
+    if (text.trim()) {
+      body.textContent = text;
+    } else {
+      body.classList.add("empty");
+      body.textContent = "(empty message)";
+    }
+    li.appendChild(body);
+    return li;
+  }
+
+  function botBubble(text, { error = false, ts } = {}) {
+    const li = el("li", "message bot" + (error ? " error" : ""));
+    li.title = timeLabel(ts);
+    const body = el("div", "bubble");
+    if (error) body.appendChild(el("span", "badge", "!"));
+    body.appendChild(el("span", "text", text));
+    li.appendChild(body);
+    return li;
+  }
+
+  /* ---------- jobs ---------- */
+
+  const jobs = new Map(); // id -> { li, job, timer, delay, createdAt }
+
+  function formatSeconds(s) {
+    if (s === null || s === undefined) return "";
+    return s < 10 ? `${s.toFixed(2)} s` : `${s.toFixed(1)} s`;
+  }
+
+  function engineTitle(name) {
+    return ENGINE_TITLES[name] || name;
+  }
+
+  function statusText(job) {
+    switch (job.status) {
+      case "queued":
+        return job.position ? `Queued — position ${job.position}` : "Queued";
+      case "running": {
+        const p = job.progress;
+        if (p && p.total) return `Drawing… ${p.engine} step ${p.step}/${p.total}`;
+        return "Drawing… (warming up the engines)";
+      }
+      case "done":
+        return job.delivered ? "Done" : "Done — finishing up…";
+      case "failed":
+        return "Failed";
+      case "cancelled":
+        return "Cancelled";
+      default:
+        return job.status;
+    }
+  }
+
+  function progressFraction(job) {
+    if (job.status !== "running" || !job.progress || !job.progress.total) return null;
+    const engines = job.engines && job.engines.length ? job.engines : [job.progress.engine];
+    const idx = Math.max(0, engines.indexOf(job.progress.engine));
+    const within = job.progress.step / job.progress.total;
+    return Math.min(1, (idx + within) / engines.length);
+  }
+
+  function createJobBubble(job, ts) {
+    const li = el("li", "message bot job");
+    li.dataset.jobId = job.id;
+    li.title = timeLabel(ts || job.created_at);
+    const body = el("div", "bubble");
+
+    const head = el("div", "job-head");
+    head.appendChild(el("span", "spinner"));
+    head.appendChild(el("span", "status"));
+    head.appendChild(el("span", "elapsed"));
+    const cancel = el("button", "cancel ghost small", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => cancelJob(job.id, cancel));
+    head.appendChild(cancel);
+    body.appendChild(head);
+
+    const meter = el("div", "meter");
+    meter.appendChild(el("div", "meter-fill"));
+    body.appendChild(meter);
+
+    body.appendChild(el("div", "job-prompt"));
+    body.appendChild(el("div", "job-error"));
+    body.appendChild(el("div", "job-result"));
+    li.appendChild(body);
+    const entry = { li, job: null, timer: null, delay: 600, createdAt: job.created_at, misses: 0 };
+    jobs.set(job.id, entry);
+    renderJob(job);
+    return li;
+  }
+
+  function renderJob(job) {
+    const entry = jobs.get(job.id);
+    if (!entry) return;
+    const prev = entry.job;
+    entry.job = job;
+    const li = entry.li;
+    li.dataset.status = job.status;
+    li.classList.toggle("pending", !FINISHED.has(job.status));
+    li.querySelector(".status").textContent = statusText(job);
+
+    const cancel = li.querySelector(".cancel");
+    cancel.hidden = FINISHED.has(job.status);
+
+    const frac = progressFraction(job);
+    const meter = li.querySelector(".meter");
+    meter.hidden = FINISHED.has(job.status);
+    meter.classList.toggle("indeterminate", frac === null);
+    li.querySelector(".meter-fill").style.width = frac === null ? "" : `${Math.round(frac * 100)}%`;
+
+    const promptEl = li.querySelector(".job-prompt");
+    const flags = [`seed ${job.seed}`, `${job.steps} steps`, `${job.size} px`];
+    if (job.count > 1) flags.push(`${job.count} each`);
+    if (job.negative) flags.push(`no “${job.negative}”`);
+    promptEl.textContent = flags.join(" · ");
+
+    const errEl = li.querySelector(".job-error");
+    if (job.status === "failed") {
+      errEl.textContent = job.error || "Something went wrong while drawing.";
+    } else if (job.status === "cancelled") {
+      errEl.textContent = job.error || "This job was cancelled.";
+    } else {
+      errEl.textContent = "";
+    }
+
+    const showImage = job.status === "done" && job.delivered && job.image_url;
+    const resultEl = li.querySelector(".job-result");
+    if (showImage && !(prev && prev.status === "done" && prev.delivered && resultEl.firstChild)) {
+      resultEl.replaceChildren(renderResult(job));
+    }
+    updateElapsed(entry);
+  }
+
+  function renderResult(job) {
+    const frag = document.createDocumentFragment();
+    const link = el("a", "pair-link");
+    link.href = job.image_url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.title = "Open full size";
+    const img = el("img", "pair");
+    img.alt = `${job.prompt} — ${(job.engines || []).map(engineTitle).join(" and ")}, seed ${job.seed}`;
+    img.decoding = "async";
+    const stick = nearBottom();
+    img.addEventListener("load", () => {
+      img.classList.add("loaded");
+      if (stick) scrollToBottom(false);
+    });
+    img.addEventListener("error", () => {
+      img.replaceWith(el("div", "img-missing", "The image is no longer available (it may have expired)."));
+    });
+    img.src = job.image_url;
+    link.appendChild(img);
+    link.addEventListener("click", (ev) => {
+      if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return; // let the browser open a tab
+      if (typeof lightbox.showModal !== "function") return;
+      ev.preventDefault();
+      openLightbox(job.image_url, img.alt);
+    });
+    frag.appendChild(link);
+
+    const caption = el("div", "caption");
+    caption.appendChild(el("span", "chip seed", `seed ${job.seed}`));
+    for (const r of job.images || []) {
+      const chip = el("span", "chip engine");
+      chip.appendChild(el("strong", null, engineTitle(r.engine)));
+      chip.appendChild(el("span", "version", r.version));
+      chip.appendChild(el("span", "secs", formatSeconds(r.seconds)));
+      caption.appendChild(chip);
+    }
+    frag.appendChild(caption);
+
+    const links = el("div", "links");
+    links.appendChild(el("span", "links-label", "Full size:"));
+    const pairA = el("a", null, "pair");
+    pairA.href = job.image_url;
+    pairA.target = "_blank";
+    pairA.rel = "noopener";
+    links.appendChild(pairA);
+    for (const r of job.images || []) {
+      (r.urls || []).forEach((url, i) => {
+        const a = el("a", null, engineTitle(r.engine) + (r.urls.length > 1 ? ` #${i + 1}` : ""));
+        a.href = url;
+        a.target = "_blank";
+        a.rel = "noopener";
+        a.className = "engine-link";
+        a.dataset.engine = r.engine;
+        links.appendChild(a);
+      });
+    }
+    frag.appendChild(links);
+    return frag;
+  }
+
+  function updateElapsed(entry) {
+    const job = entry.job;
+    const out = entry.li.querySelector(".elapsed");
+    if (!job || FINISHED.has(job.status) || !entry.createdAt) {
+      out.textContent = "";
+      return;
+    }
+    const secs = Math.max(0, Math.round(Date.now() / 1000 - entry.createdAt));
+    out.textContent = secs >= 2 ? `${secs} s` : "";
+  }
+
+  setInterval(() => {
+    for (const entry of jobs.values()) updateElapsed(entry);
+  }, 1000);
+
+  function settled(job) {
+    // done jobs wait for delivery (the image joins the thread then); failures show at once.
+    return FINISHED.has(job.status) && (job.delivered || job.status !== "done");
+  }
+
+  function schedulePoll(id, delay) {
+    const entry = jobs.get(id);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => pollJob(id), delay);
+  }
+
+  async function pollJob(id) {
+    const entry = jobs.get(id);
+    if (!entry) return;
+    try {
+      const res = await fetch(`/api/jobs/${encodeURIComponent(id)}`, { cache: "no-store" });
+      if (res.status === 404) {
+        entry.li.dataset.status = "failed";
+        entry.li.classList.remove("pending");
+        entry.li.querySelector(".status").textContent = "Expired";
+        entry.li.querySelector(".job-error").textContent = "This job has expired.";
+        entry.li.querySelector(".cancel").hidden = true;
+        entry.li.querySelector(".meter").hidden = true;
+        return;
+      }
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const { job } = await res.json();
+      if (jobs.get(id) !== entry) return; // conversation switched meanwhile
+      entry.misses = 0;
+      renderJob(job);
+      if (settled(job)) return;
+      // Gentle polling: quick at first, then slower; slower still in a background tab.
+      entry.delay = job.status === "running" ? 900 : Math.min(entry.delay * 1.3, 2000);
+      schedulePoll(id, document.hidden ? 5000 : entry.delay);
+    } catch (_) {
+      entry.misses += 1;
+      setHealth(false);
+      schedulePoll(id, Math.min(15000, 1000 * 2 ** entry.misses));
+    }
+  }
+
+  function trackJob(job, ts) {
+    const li = createJobBubble(job, ts);
+    if (!settled(job)) schedulePoll(job.id, 400);
+    return li;
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) return;
+    for (const [id, entry] of jobs) {
+      if (entry.job && !settled(entry.job)) schedulePoll(id, 50);
+    }
+  });
+
+  async function cancelJob(id, button) {
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    try {
+      const res = await fetch(`/api/jobs/${encodeURIComponent(id)}/cancel`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ conversation_id: conversationId }),
+      });
+      const data = await res.json().catch(() => ({}));
+      if (res.ok && data.job) {
+        renderJob(data.job);
+        schedulePoll(id, 500);
+      } else {
+        append(botBubble(data.error || `Could not cancel (HTTP ${res.status}).`, { error: true }));
+        schedulePoll(id, 50);
+      }
+    } catch (_) {
+      append(botBubble("Could not reach the server to cancel. Try again in a moment.", { error: true }));
+    } finally {
+      button.disabled = false;
+      button.textContent = "Cancel";
+    }
+  }
+
+  /* ---------- sending ---------- */
+
+  const sent = []; // prompts sent this session, for ArrowUp recall
+  let recall = -1;
+
+  async function send(text) {
+    sent.push(text);
+    recall = -1;
+    append(userBubble(text), true);
+    const placeholder = append(botBubble("Sending…"), true);
+    placeholder.classList.add("sending");
+    let res;
+    let data = {};
+    try {
+      res = await fetch("/api/imagine", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ conversation_id: conversationId, text }),
+      });
+      data = await res.json().catch(() => ({}));
+    } catch (_) {
+      placeholder.replaceWith(
+        botBubble("Could not reach the imaginebot server. Is it running? Your prompt is back in the box.", {
+          error: true,
+        }),
+      );
+      setHealth(false);
+      if (!input.value) input.value = text;
+      return;
+    }
+    setHealth(true);
+    if (res.ok && data.job) {
+      placeholder.replaceWith(trackJob(data.job));
+    } else {
+      let msg = data.error || `The server answered ${res.status}.`;
+      const retry = res.headers.get("Retry-After");
+      if (retry && !/try again/i.test(msg)) msg += ` (try again in ${retry} s)`;
+      placeholder.replaceWith(botBubble(msg, { error: true }));
+    }
+    if (nearBottom()) scrollToBottom(true);
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = input.value;
+    input.value = "";
+    input.focus();
+    send(text); // empty text too: the server explains what a prompt needs
+  });
+
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "ArrowUp" && sent.length && (input.value === "" || recall >= 0)) {
+      ev.preventDefault();
+      recall = recall < 0 ? sent.length - 1 : Math.max(0, recall - 1);
+      input.value = sent[recall];
+    } else if (ev.key === "ArrowDown" && recall >= 0) {
+      ev.preventDefault();
+      recall += 1;
+      if (recall >= sent.length) {
+        recall = -1;
+        input.value = "";
+      } else {
+        input.value = sent[recall];
+      }
+    } else if (ev.key === "Escape") {
+      input.value = "";
+      recall = -1;
+    }
+  });
+
+  // Flag hints and example prompts fill the input.
+  for (const code of document.querySelectorAll(".hint code[data-flag]")) {
+    code.tabIndex = 0;
+    code.setAttribute("role", "button");
+    code.title = "Add to prompt";
+    const add = () => {
+      const flag = code.dataset.flag;
+      input.value = (input.value.trimEnd() + " " + flag).trimStart();
+      input.focus();
+    };
+    code.addEventListener("click", add);
+    code.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        add();
+      }
+    });
+  }
+  for (const ex of document.querySelectorAll(".example")) {
+    ex.addEventListener("click", () => {
+      input.value = ex.textContent;
+      input.focus();
+    });
+  }
+
+  /* ---------- lightbox ---------- */
+
+  function openLightbox(url, alt) {
+    lightboxImg.src = url;
+    lightboxImg.alt = alt || "";
+    lightboxOpen.href = url;
+    lightbox.showModal();
+  }
+  lightbox.addEventListener("click", (ev) => {
+    if (ev.target === lightbox || ev.target === lightboxImg) lightbox.close();
+  });
+  lightbox.addEventListener("close", () => {
+    lightboxImg.removeAttribute("src");
+  });
+
+  /* ---------- history & health ---------- */
+
+  function resetThread() {
+    for (const entry of jobs.values()) clearTimeout(entry.timer);
+    jobs.clear();
+    messagesEl.replaceChildren();
+    updateWelcome();
+  }
+
+  async function loadHistory() {
+    messagesEl.setAttribute("aria-busy", "true");
+    try {
+      const res = await fetch(`/api/conversations/${encodeURIComponent(conversationId)}`, { cache: "no-store" });
+      const data = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
+      setHealth(true);
+      for (const m of data.messages || []) {
+        if (m.role === "user") {
+          messagesEl.appendChild(userBubble(String(m.text ?? ""), m.ts));
+        } else if (m.role === "job" && m.job) {
+          messagesEl.appendChild(trackJob(m.job, m.ts));
+        } else if (m.role === "bot") {
+          // The history keeps the bot's answers to bad input (and expiry notices).
+          messagesEl.appendChild(botBubble(String(m.text ?? ""), { error: true, ts: m.ts }));
+        }
+      }
+    } catch (err) {
+      setHealth(false);
+      messagesEl.appendChild(
+        botBubble(`Could not load this conversation's history (${err.message}). New prompts still work.`, {
+          error: true,
+        }),
+      );
+    } finally {
+      messagesEl.removeAttribute("aria-busy");
+      updateWelcome();
+      scrollToBottom(false);
+    }
+  }
+
+  let healthDetail = "online";
+  function setHealth(ok, detail) {
+    if (detail) healthDetail = detail;
+    healthEl.classList.toggle("ok", ok === true);
+    healthEl.classList.toggle("down", ok === false);
+    healthEl.title = ok ? `Connected — engines: ${healthDetail}` : "Cannot reach the server";
+    healthEl.textContent = ok ? healthDetail : "offline";
+  }
+
+  async function checkHealth() {
+    try {
+      const res = await fetch("/api/health", { cache: "no-store" });
+      const data = await res.json();
+      if (!res.ok || !data.ok) throw new Error();
+      const engines = (data.engines || []).join(" + ");
+      setHealth(true, engines || "online");
+    } catch (_) {
+      setHealth(false);
+    }
+  }
+
+  $("#new-chat").addEventListener("click", () => {
+    conversationId = getConversationId(true);
+    sent.length = 0;
+    resetThread();
+    input.focus();
+  });
+
+  updateWelcome();
+  checkHealth();
+  loadHistory();
+  input.focus();
+})();

@@ -1,0 +1,190 @@
+"""The web chat page, driven in a real (headless) Chromium against the live API, Redis and worker.
+
+Uses Debian's Chromium (``apt-get install chromium``); Playwright's own browser downloads are never used.
+Writes the desktop screenshot the README shows to ``docs/web-chat.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-chat.png"
+PROMPT = "a red circle --seed 7 --steps 2"
+# The worker loads both engines on its first job: about a minute on a small CPU.
+FIRST_JOB_TIMEOUT_MS = 240_000
+UI_TIMEOUT_MS = 15_000
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)"
+    ),
+    pytest.mark.timeout(600),
+]
+
+# Records every status text and data-status a job bubble shows, so the test can tell that the
+# "Queued — position N" state was rendered even when the worker is quick.
+RECORD_STATES = """
+window.__seen = [];
+new MutationObserver(() => {
+  for (const job of document.querySelectorAll('.job[data-job-id]')) {
+    const status = job.querySelector('.status');
+    const entry = job.dataset.status + '|' + (status ? status.textContent : '');
+    if (window.__seen[window.__seen.length - 1] !== entry) window.__seen.push(entry);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+
+IMG_LOADED = "img => img.complete && img.naturalWidth > 0"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    page_errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.add_init_script(RECORD_STATES)
+    page.goto(web_server + "/")
+
+    prompt = page.locator("#prompt")
+    messages = page.locator("#messages")
+    expect(prompt).to_be_visible()
+    expect(page.locator("#send")).to_be_visible()
+    expect(page.locator(".hint")).to_contain_text("--seed N")
+    cid = page.evaluate("localStorage.getItem('imaginebot.conversation')")
+    assert cid and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", cid), cid
+
+    # Send a prompt: the user's message, then a job bubble that goes queued -> ... -> done with the image.
+    prompt.fill(PROMPT)
+    page.click("#send")
+    expect(messages.locator(".message.user").first).to_have_text(PROMPT)
+    job = messages.locator(".job[data-job-id]").first
+    expect(job).to_be_visible(timeout=UI_TIMEOUT_MS)
+    job_id = job.get_attribute("data-job-id")
+    assert job_id and re.fullmatch(r"[0-9a-f]{16}", job_id)
+    expect(prompt).to_have_value("")
+
+    image = job.locator("img.pair")
+    expect(image).to_be_visible(timeout=FIRST_JOB_TIMEOUT_MS)
+    page.wait_for_function(IMG_LOADED, arg=image.element_handle(), timeout=UI_TIMEOUT_MS)
+    expect(job).to_have_attribute("data-status", "done")
+    seen = page.evaluate("window.__seen")
+    # The API answers "queued" with the place in the queue (gone if the worker took the job that instant).
+    assert re.fullmatch(r"queued\|Queued( — position \d+)?", seen[0]), seen
+    assert seen[-1] == "done|Done", seen
+
+    api_job = requests.get(f"{web_server}/api/jobs/{job_id}", timeout=10).json()["job"]
+    assert api_job["status"] == "done" and api_job["delivered"], api_job
+    assert api_job["seed"] == 7 and api_job["steps"] == 2
+
+    # Caption (seed, each engine's version and time) and a full-size link per engine image.
+    caption = job.locator(".caption")
+    expect(caption).to_contain_text("seed 7")
+    for result in api_job["images"]:
+        expect(caption).to_contain_text(result["version"])
+    engine_links = job.locator(".links a.engine-link")
+    expect(engine_links).to_have_count(sum(len(r["urls"]) for r in api_job["images"]))
+    for i in range(engine_links.count()):
+        href = engine_links.nth(i).get_attribute("href")
+        assert href
+        png = page.request.get(web_server + href)
+        assert png.ok and png.headers["content-type"] == "image/png"
+        assert engine_links.nth(i).get_attribute("target") == "_blank"
+    assert job.locator("a.pair-link").get_attribute("href") == api_job["image_url"]
+
+    # Clicking the image opens it full size in a lightbox; Escape closes it.
+    image.click()
+    lightbox = page.locator("#lightbox")
+    expect(lightbox).to_have_attribute("open", "")
+    page.wait_for_function(IMG_LOADED, arg=page.locator("#lightbox-img").element_handle())
+    page.keyboard.press("Escape")
+    expect(lightbox).not_to_have_attribute("open", "")
+
+    # A reload shows the same conversation from the server's history.
+    page.reload()
+    expect(messages.locator(".message.user").first).to_have_text(PROMPT, timeout=UI_TIMEOUT_MS)
+    job = messages.locator(f'.job[data-job-id="{job_id}"]')
+    expect(job).to_have_attribute("data-status", "done", timeout=UI_TIMEOUT_MS)
+    image = job.locator("img.pair")
+    expect(image).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(IMG_LOADED, arg=image.element_handle(), timeout=UI_TIMEOUT_MS)
+    assert page.evaluate("localStorage.getItem('imaginebot.conversation')") == cid
+
+    # Whitespace only, sent with Enter: the server's specific message, in an error bubble.
+    prompt.fill("   ")
+    prompt.press("Enter")
+    empty_error = messages.locator(".message.error", has_text="Your prompt is empty")
+    expect(empty_error).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(empty_error).to_contain_text("Describe a picture")
+
+    page.wait_for_timeout(400)  # let the entry animations settle before the picture
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
+
+    # Text is shown as text, never as markup (and a bad flag gets its own message).
+    prompt.fill("<b id=injected>bold</b> --bogus 1")
+    page.click("#send")
+    expect(messages.locator(".message.error", has_text="Unknown option --bogus")).to_be_visible(
+        timeout=UI_TIMEOUT_MS
+    )
+    expect(messages.locator(".message.user").last).to_have_text("<b id=injected>bold</b> --bogus 1")
+    assert page.locator("#injected").count() == 0
+
+    # A pending job has a Cancel button; cancelling shows in its bubble.
+    prompt.fill("a slow blue square --seed 3 --steps 60 --n 2")
+    page.click("#send")
+    slow = messages.locator(".job[data-job-id]").last
+    expect(slow).not_to_have_attribute("data-job-id", job_id, timeout=UI_TIMEOUT_MS)
+    slow.locator("button.cancel").click()
+    expect(slow).to_have_attribute("data-status", "cancelled", timeout=UI_TIMEOUT_MS)
+    expect(slow.locator(".status")).to_have_text("Cancelled")
+    expect(slow.locator("button.cancel")).to_be_hidden()
+    expect(slow.locator("img.pair")).to_have_count(0)
+
+    assert not page_errors, page_errors
+    context.close()
+
+    # A phone: the same conversation fits 390 px without sideways scrolling.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone.add_init_script(f"localStorage.setItem('imaginebot.conversation', {json.dumps(cid)})")
+    page = phone.new_page()
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.goto(web_server + "/")
+    image = page.locator(f'.job[data-job-id="{job_id}"] img.pair')
+    expect(image).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(IMG_LOADED, arg=image.element_handle(), timeout=UI_TIMEOUT_MS)
+    expect(page.locator(".message.error", has_text="Your prompt is empty")).to_be_visible()
+    scroll_width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert scroll_width <= 390 + 1, f"horizontal scroll on a phone: scrollWidth {scroll_width}"
+    for hook in ("#prompt", "#send", "img.pair"):
+        box = page.locator(hook).first.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, (hook, box)
+    page.screenshot(path=str(tmp_path / "web-chat-phone.png"))
+    assert not page_errors, page_errors
+    phone.close()
