@@ -108,12 +108,14 @@ def save_training_state(
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     meta: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Save module weights and optimiser state as safetensors, and ``meta`` plus optimiser
-    hyper-parameters as JSON, so :func:`load_training_state` can resume a run exactly."""
+    """Save module weights, optimiser state and ``extra_tensors`` (e.g. RNG states) as safetensors,
+    and ``meta`` plus optimiser hyper-parameters as JSON, so :func:`load_training_state` can resume
+    a run exactly."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
+    tensors = {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
@@ -132,10 +134,10 @@ def load_training_state(
     folder: str | Path,
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore what :func:`save_training_state` wrote into ``modules`` and ``optimizers``.
 
-    Returns the ``meta`` dict that was saved with them."""
+    Returns the ``meta`` dict and the ``extra_tensors`` that were saved with them."""
     folder = Path(folder)
     tensors = load_file(folder / STATE_FILE)
     saved = json.loads((folder / STATE_META_FILE).read_text())
@@ -154,7 +156,13 @@ def load_training_state(
             if "betas" in group:
                 group["betas"] = tuple(group["betas"])
         opt.load_state_dict({"state": state, "param_groups": groups})
-    return saved["meta"]
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return saved["meta"], extra
+
+
+def has_training_state(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a resumable training state."""
+    return (Path(folder) / STATE_FILE).is_file() and (Path(folder) / STATE_META_FILE).is_file()
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -88,6 +88,11 @@ _cache: dict[tuple[str, str], TextEncoder] = {}
 _cache_lock = threading.RLock()  # re-entrant: "minilm-256" loads "minilm" while holding it
 
 
+def truncate_caption(text: str, max_tokens: int) -> str:
+    """The first ``max_tokens`` whitespace-separated words of ``text`` (all of it when 0)."""
+    return " ".join(text.split()[:max_tokens]) if max_tokens > 0 else text
+
+
 def text_encoder_names() -> list[str]:
     """Names accepted by :func:`load_text_encoder`."""
     return sorted(_BUILDERS)

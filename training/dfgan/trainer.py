@@ -1,0 +1,346 @@
+"""Train DF-GAN. The whole optimisation step is :func:`train_step`; :func:`train` adds the loop,
+EMA, checkpoints, resume, loss curve and sample grids.
+
+Output folder layout::
+
+    out/checkpoint/            config.json + generator.safetensors (EMA) + training_state.*
+    out/losses.jsonl           one line of losses per step
+    out/loss_curve.png         redrawn every epoch and at the end
+    out/samples/epoch_NNN.png  fixed prompts x fixed seeds, every epoch; latest.png is the newest
+    out/caption_embeddings.safetensors   the frozen text encoder's output for every caption
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from training.dfgan.checkpoint import (
+    build_generator,
+    has_training_state,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from training.dfgan.config import DFGANConfig
+from training.dfgan.losses import (
+    discriminator_loss,
+    generator_loss,
+    matching_aware_gradient_penalty,
+)
+from training.dfgan.model import NetC, NetD, NetG
+from training.text.encoders import TextEncoder, load_text_encoder, truncate_caption
+
+CHECKPOINT_DIR = "checkpoint"
+#: Seeds of the noise in every sample grid, so grids of different epochs are comparable.
+SAMPLE_SEEDS = (0, 1, 2, 3)
+
+#: Called after every step with (step, total_steps, losses); returning True stops training early.
+TrainProgress = Callable[[int, int, dict[str, float]], bool | None]
+
+
+class CaptionedDataset(Protocol):
+    """What the trainer needs from a dataset: items ``(image [3,H,W] in [-1,1], caption)``, and
+    all captions up front so their embeddings can be computed once."""
+
+    captions: list[str]
+    sample_prompts: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
+
+
+@dataclass
+class Models:
+    """Everything that is optimised, and the EMA copy of the generator that is shipped."""
+
+    netG: NetG
+    netD: NetD
+    netC: NetC
+    ema: NetG
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+
+
+@dataclass
+class TrainResult:
+    """Where a finished (or stopped) run left its outputs."""
+
+    step: int
+    checkpoint: Path
+    loss_curve: Path
+    sample_grid: Path
+    seconds: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def build_models(config: DFGANConfig, device: str) -> Models:
+    """Generator, discriminator, conditional head, EMA generator and their Adam optimisers."""
+    torch.manual_seed(config.seed)
+    netG = build_generator(config).to(device)
+    netD = NetD(config.ndf, config.imsize).to(device)
+    netC = NetC(config.ndf, config.cond_dim).to(device)
+    ema = copy.deepcopy(netG).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(netG.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam([*netD.parameters(), *netC.parameters()], lr=config.lr_d, betas=config.betas)
+    return Models(netG, netD, netC, ema, opt_g, opt_d)
+
+
+def train_step(
+    m: Models, config: DFGANConfig, real: torch.Tensor, sent: torch.Tensor, noise: torch.Tensor
+) -> dict[str, float]:
+    """One DF-GAN step: update D (+ MA-GP) on real / fake / mismatched pairs, then G, then the EMA."""
+    # --- discriminator ---
+    real = real.requires_grad_()
+    sent = sent.requires_grad_()  # MA-GP differentiates w.r.t. the sentence as well
+    feats_real = m.netD(real)
+    score_real = m.netC(feats_real, sent)
+    score_mis = m.netC(feats_real.roll(-1, dims=0), sent)  # every image paired with its neighbour's caption
+    fake = m.netG(noise, sent.detach())
+    score_fake = m.netC(m.netD(fake.detach()), sent)
+    loss_d = discriminator_loss(score_real, score_fake, score_mis, config.loss)
+    gp = (
+        matching_aware_gradient_penalty(real, sent, score_real, config.gp_k, config.gp_p)
+        if config.gp_k > 0
+        else torch.zeros(())
+    )
+    m.opt_d.zero_grad(set_to_none=True)
+    (loss_d + gp).backward()
+    m.opt_d.step()
+
+    # --- generator ---
+    loss_g = generator_loss(m.netC(m.netD(fake), sent.detach()), config.loss)
+    m.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    m.opt_g.step()
+
+    # --- EMA of the generator, the weights we ship ---
+    if config.ema_decay > 0:
+        step = int(m.opt_g.state[next(iter(m.netG.parameters()))]["step"])
+        decay = min(config.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows closely
+        with torch.no_grad():
+            for p_ema, p in zip(m.ema.parameters(), m.netG.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+    else:
+        m.ema.load_state_dict(m.netG.state_dict())
+    return {
+        "loss_d": loss_d.item(),
+        "loss_g": loss_g.item(),
+        "gp": gp.item(),
+        "score_real": score_real.mean().item(),
+        "score_fake": score_fake.mean().item(),
+        "score_mis": score_mis.mean().item(),
+    }
+
+
+def embed_captions(
+    captions: Sequence[str], encoder: TextEncoder, config: DFGANConfig, cache: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed every distinct caption once (the encoder is frozen). Returns ``(table [U, dim],
+    row [len(captions)])`` so caption ``i``'s embedding is ``table[row[i]]``. Reuses ``cache`` when it
+    was written for the same captions and encoder."""
+    unique = sorted(set(captions))
+    key = hashlib.sha256(
+        json.dumps([config.text_encoder, config.max_caption_tokens, unique]).encode()
+    ).hexdigest()
+    table: torch.Tensor | None = None
+    if cache is not None and cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as f:
+            if (f.metadata() or {}).get("key") == key:
+                table = load_file(cache)["embeddings"]
+    if table is None:
+        texts = [truncate_caption(c, config.max_caption_tokens) for c in unique]
+        table = torch.cat([encoder.encode(texts[i : i + 256]).cpu() for i in range(0, len(texts), 256)])
+        if cache is not None:
+            save_file({"embeddings": table.contiguous()}, cache, metadata={"key": key})
+    index = {c: i for i, c in enumerate(unique)}
+    return table, torch.tensor([index[c] for c in captions])
+
+
+def train(
+    config: DFGANConfig,
+    dataset: CaptionedDataset,
+    out_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: TrainProgress | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train on ``dataset`` for ``max_steps`` steps (default ``config.epochs`` epochs), writing
+    checkpoints, losses, loss curve and sample grids under ``out_dir``.
+
+    With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
+    EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
+    except for ``epochs``.
+    """
+    out = Path(out_dir)
+    ckpt_dir = out / CHECKPOINT_DIR
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    if resume and has_training_state(ckpt_dir):
+        epochs = config.epochs
+        config = DFGANConfig.load(ckpt_dir / "config.json")
+        config.epochs = epochs
+    steps_per_epoch = max(len(dataset) // config.batch_size, 1)
+    total = max_steps if max_steps is not None else config.epochs * steps_per_epoch
+
+    m = build_models(config, device)
+    noise_rng = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if resume and has_training_state(ckpt_dir):
+        meta, extra = load_training_state(
+            ckpt_dir, {"netG": m.netG, "netD": m.netD, "netC": m.netC, "ema": m.ema},
+            {"opt_g": m.opt_g, "opt_d": m.opt_d},
+        )
+        step = int(meta["step"])
+        noise_rng.set_state(extra["noise_rng"])
+        console.print(f"resumed from {ckpt_dir} at step {step}")
+    history = _read_history(out / "losses.jsonl", up_to=step)
+
+    encoder = load_text_encoder(config.text_encoder, device)
+    table, rows = embed_captions(dataset.captions, encoder, config, out / "caption_embeddings.safetensors")
+    table = table.to(device)
+    prompts = list(config.sample_prompts or dataset.sample_prompts)
+    prompt_emb = encoder.encode([truncate_caption(p, config.max_caption_tokens) for p in prompts]).to(device)
+
+    def save(step: int) -> None:
+        extra_info = {"step": step, "epoch": step / steps_per_epoch, "images_seen": step * config.batch_size}
+        save_checkpoint(ckpt_dir, m.netG, config, extra_info, ema=m.ema)
+        save_training_state(
+            ckpt_dir,
+            {"netG": m.netG, "netD": m.netD, "netC": m.netC, "ema": m.ema},
+            {"opt_g": m.opt_g, "opt_d": m.opt_d},
+            {"step": step},
+            {"noise_rng": noise_rng.get_state()},
+        )
+
+    def report_epoch(step: int) -> Path:
+        plot_losses(history, out / "loss_curve.png")
+        grid = sample_grid(m.ema, prompt_emb, prompts, config.nz)
+        path = out / "samples" / f"epoch_{step // steps_per_epoch:03d}.png"
+        grid.save(path)
+        grid.save(out / "samples" / "latest.png")
+        return path
+
+    started, start_step, losses = time.monotonic(), step, {}
+    m.netG.train(), m.netD.train(), m.netC.train()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("DF-GAN", total=total, completed=step)
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch))
+            index = order[k * config.batch_size : (k + 1) * config.batch_size]
+            real = torch.stack([dataset[int(i)][0] for i in index]).to(device)
+            sent = table[rows[index].to(device)]
+            noise = torch.randn(len(index), config.nz, generator=noise_rng).to(device)
+
+            losses = train_step(m, config, real, sent, noise)
+            step += 1
+            history.append({"step": step, **losses})
+            with (out / "losses.jsonl").open("a") as f:
+                f.write(json.dumps(history[-1]) + "\n")
+            bar.update(task, advance=1, description=f"D {losses['loss_d']:.3f} G {losses['loss_g']:.3f}")
+            if not console.is_terminal and (step % 50 == 0 or step == total):
+                rate = (time.monotonic() - started) / (step - start_step)
+                console.print(f"step {step}/{total} {_fmt(losses)} {rate:.2f}s/step")
+
+            stop = bool(progress and progress(step, total, losses))
+            if step % steps_per_epoch == 0:
+                report_epoch(step)
+            if step % config.checkpoint_every == 0 or step == total or stop:
+                save(step)
+            if stop:
+                break
+    if step == 0 or step % config.checkpoint_every:
+        save(step)
+    plot_losses(history, out / "loss_curve.png")
+    grid = sample_grid(m.ema, prompt_emb, prompts, config.nz)
+    grid.save(out / "samples" / "latest.png")
+    return TrainResult(
+        step=step,
+        checkpoint=ckpt_dir,
+        loss_curve=out / "loss_curve.png",
+        sample_grid=out / "samples" / "latest.png",
+        seconds=time.monotonic() - started,
+        last_losses=losses,
+    )
+
+
+def sample_grid(
+    netG: NetG, sentences: torch.Tensor, prompts: list[str], nz: int, seeds: Sequence[int] = SAMPLE_SEEDS
+) -> Image.Image:
+    """One row per prompt (labelled), one column per noise seed."""
+    was_training = netG.training
+    netG.eval()
+    noise = torch.stack([torch.randn(nz, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    noise = noise.to(sentences.device)
+    with torch.no_grad():
+        rows = [
+            netG(noise, sentences[i : i + 1].expand(len(seeds), -1)) for i in range(len(prompts))
+        ]
+    netG.train(was_training)
+    images = ((torch.stack(rows).clamp(-1, 1) + 1) * 127.5).round().byte().cpu()  # [P, S, 3, H, W]
+    side, label_width = images.shape[-1], 240
+    grid = Image.new("RGB", (label_width + side * len(seeds), side * len(prompts)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, prompt in enumerate(prompts):
+        draw.text((4, r * side + side // 2 - 5), prompt[:40], fill="black")
+        for c in range(len(seeds)):
+            tile = Image.fromarray(images[r, c].permute(1, 2, 0).numpy())
+            grid.paste(tile, (label_width + c * side, r * side))
+    return grid
+
+
+def plot_losses(history: list[dict[str, float]], path: Path) -> None:
+    """Discriminator, generator and gradient-penalty losses against steps (moving average)."""
+    # A bare Figure renders with Agg and never touches pyplot's global state or a display.
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    if history:
+        steps = np.array([h["step"] for h in history])
+        window = max(1, len(history) // 100)
+        for key in ("loss_d", "loss_g", "gp"):
+            values = np.array([h[key] for h in history])
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _read_history(path: Path, up_to: int) -> list[dict[str, float]]:
+    # Steps after the last checkpoint were lost with the process; drop them so the log matches.
+    if not path.is_file():
+        return []
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = [h for h in history if h["step"] <= up_to]
+    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    return history
+
+
+def _fmt(losses: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in losses.items())
