@@ -82,3 +82,23 @@ def test_without_resume_a_run_starts_over(tmp_path: Path, tiny_data) -> None:  #
     assert again.step == 2
     steps = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_cli_refuses_unknown_dataset_and_evaluates_a_checkpoint(tmp_path: Path, tiny_data) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["train", "--dataset", "nope", "--out", str(tmp_path / "x"), "--steps", "1"])
+    assert refused.exit_code != 0 and "unknown dataset" in refused.output
+
+    train(TINY, tiny_data, tmp_path / "run", max_steps=2)
+    scores_file = tmp_path / "scores.json"
+    args = ["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--count", "20", "--device", "cpu"]
+    evaluated = runner.invoke(app, [*args, "--json", str(scores_file)])
+    assert evaluated.exit_code == 0, evaluated.output
+    scores = json.loads(scores_file.read_text())
+    assert scores["version"] == "tiny" and scores["count"] == 20
+    assert {"colour", "shape", "size", "position", "all"} <= scores.keys()
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("colour", "shape", "size", "position", "all"))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from training.dfgan.checkpoint import CONFIG_FILE, load_generator
+from training.text.encoders import truncate_caption
 from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
 
 #: The checkpoint that ships with the project, used when none is configured.
@@ -102,7 +103,9 @@ class DFGANEngine:
             if cached is not None:
                 self._embeddings.move_to_end(prompt)
                 return cached
-        emb = self.loaded.text_encoder.encode([prompt]).to(self.device)
+        # Same caption preprocessing as in training (some configs cut captions to N words).
+        text = truncate_caption(prompt, self.loaded.config.max_caption_tokens)
+        emb = self.loaded.text_encoder.encode([text]).to(self.device)
         with self._lock:
             self._embeddings[prompt] = emb
             if len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
