@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("data"), description="Models, datasets, embedded Redis files.")
     device: str = Field(default="auto", description="auto | cpu | cuda")
+    torch_threads: int = Field(
+        default=0,
+        description="CPU threads per worker process for torch; 0 keeps torch's default (all cores). "
+        "Set 1 when several workers share a CPU: oversubscribed threads run many times slower.",
+    )
 
     # --- chat platforms -------------------------------------------------------------------------
     discord_token: str | None = None
@@ -56,6 +61,12 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = 60
     max_queue_depth: int = Field(default=100, description="Pending jobs at most; beyond, 'queue full'.")
     result_ttl_s: int = Field(default=7 * 24 * 3600, description="How long images and job records live.")
+    job_lease_s: float = Field(
+        default=300.0, description="A worker silent this long on a job is presumed dead; another takes over."
+    )
+    broker_visibility_timeout_s: int = Field(
+        default=3600, description="Redis gives an unacknowledged task to another worker after this long."
+    )
     progress_interval_s: float = Field(default=2.0, description="At most one progress edit this often.")
 
     @field_validator("device")

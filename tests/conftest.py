@@ -29,6 +29,7 @@ def make_settings(redis_url: str, data_dir: Path, **overrides: object) -> Settin
         "redis_url": redis_url,
         "data_dir": data_dir,
         "device": "cpu",
+        "torch_threads": 1,  # the test worker shares 2 cores with the browser and other workers
         "default_steps": 4,
         "rate_limit_jobs": 1000,
         "max_queue_depth": 1000,
@@ -124,3 +125,19 @@ def wait_for_job(base_url: str, job_id: str, timeout_s: float = 120.0, delivered
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} not finished within {timeout_s} s: {job}")
+
+
+def worker_subprocess(settings: Settings, queues: str = "gpu,delivery", **env: str):  # noqa: ANN201
+    """Start ``imaginebot worker`` as a real separate process with exactly ``settings`` (via env)."""
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            full_env[f"IMAGINEBOT_{name.upper()}"] = str(value)
+    full_env.update(env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--queues", queues, "--loglevel", "WARNING"],
+        env=full_env,
+    )

@@ -25,9 +25,15 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # Training runs for hours: the Redis visibility timeout must exceed the longest task, or
-        # Redis hands the message to a second worker while the first still runs it.
-        broker_transport_options={"visibility_timeout": 12 * 3600},
+        # Redis hands an unacknowledged message to another worker after the visibility timeout:
+        # that is how a job of a worker that died is recovered. A job still running past it is
+        # not drawn twice: the job record's lease tells the second worker to wait (see generate.py).
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            # Sweep for abandoned messages at a pace that matches the timeout.
+            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1 if settings.broker_visibility_timeout_s < 60 else 10,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_ignore_result=True,

@@ -21,7 +21,6 @@ from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 600.0  # a worker that has not reported for this long is presumed dead
 MAX_ATTEMPTS = 3
 MAX_BATCH = 8
 PROGRESS_WRITE_S = 0.25
@@ -61,7 +60,7 @@ def claim(rt: Runtime, job_id: str) -> tuple[JobRecord | None, str]:
         record.status = JobStatus.RUNNING
         record.started_at = record.started_at or now
         record.worker = rt.name
-        record.lease_until = now + LEASE_S
+        record.lease_until = now + rt.settings.job_lease_s
         record.attempts += 1
         verdict["why"] = "claimed"
         return record
@@ -129,7 +128,9 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
                 return False
             last_write[0] = now
             for job_id in list(live):
-                rec = rt.jobs.update(job_id, lambda r: _report(r, engine_name, step, total))
+                rec = rt.jobs.update(
+                    job_id, lambda r: _report(r, engine_name, step, total, rt.settings.job_lease_s)
+                )
                 if rec.status == JobStatus.CANCELLED:
                     live.discard(job_id)
             return not live  # stop only when every job of the batch was cancelled
@@ -183,10 +184,10 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
         )
 
 
-def _report(record: JobRecord, engine: str, step: int, total: int) -> JobRecord:
+def _report(record: JobRecord, engine: str, step: int, total: int, lease_s: float) -> JobRecord:
     if record.status == JobStatus.RUNNING:
         record.progress = Progress(engine=engine, step=step, total=total)
-        record.lease_until = time.time() + LEASE_S
+        record.lease_until = time.time() + lease_s
     return record
 
 

@@ -34,6 +34,10 @@ class EngineRegistry:
 
     def _load(self, name: str) -> Engine:
         s = self.settings
+        if s.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(s.torch_threads)
         if name == "dfgan":
             from worker.engines.dfgan import DFGANEngine, resolve_default_checkpoint
 

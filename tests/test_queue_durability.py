@@ -1,0 +1,99 @@
+"""Jobs are never lost: they wait for a worker, and survive a worker killed mid-job.
+
+These tests use their own Redis database and separate worker processes (``imaginebot worker``),
+so the session's in-process worker does not take their jobs.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.embedded_redis import EmbeddedRedis
+from core.jobs import Conversation, JobRecord, JobStatus
+from core.queue import QueueClient
+from core.settings import Settings
+from core.validation import request_from_text
+from tests.conftest import make_settings, worker_subprocess
+
+
+@pytest.fixture
+def isolated(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
+    """Settings on database 5 of the session Redis, emptied first; short lease and visibility timeout."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(url).flushdb()
+    return make_settings(url, data_dir, job_lease_s=3.0, broker_visibility_timeout_s=4)
+
+
+def _submit(client: QueueClient, settings: Settings, text: str, user: str = "web:durable") -> JobRecord:
+    request = request_from_text(text, settings, user, Conversation(platform="web", chat_id="durable-chat"))
+    return client.submit(request)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _wait(client: QueueClient, job_id: str, timeout_s: float) -> JobRecord:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = client.jobs.get(job_id)
+        if record.status.finished and record.delivered_at is not None:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not delivered in {timeout_s} s: {client.jobs.get(job_id)}")
+
+
+def test_jobs_wait_without_a_worker_then_run_batched_when_one_starts(isolated: Settings) -> None:
+    client = QueueClient(isolated)
+    jobs = [_submit(client, isolated, f"a red circle --engine dfgan --seed {i}") for i in range(4)]
+    time.sleep(1.0)  # nobody is consuming: everything stays queued, in order
+    assert [client.position(j.id) for j in jobs] == [1, 2, 3, 4]
+    assert all(client.jobs.get(j.id).status == JobStatus.QUEUED for j in jobs)
+
+    proc = worker_subprocess(isolated)
+    try:
+        done = [_wait(client, j.id, 120) for j in jobs]
+    finally:
+        _stop(proc)
+    assert all(r.status == JobStatus.DONE for r in done)
+    # They waited together, so the worker drew them together.
+    assert max(r.batch_size for r in done) > 1
+    history = client.history.read("web", "durable-chat")
+    assert sorted(e["job_id"] for e in history) == sorted(j.id for j in jobs)  # each delivered once
+
+
+def test_a_job_survives_its_worker_being_killed_mid_run(isolated: Settings) -> None:
+    client = QueueClient(isolated)
+    # Long enough (a few seconds on this CPU) to be caught mid-run.
+    record = _submit(client, isolated, "a blue square --engine diffusion --size 128 --steps 60 --seed 3")
+    first = worker_subprocess(isolated)
+    try:
+        deadline = time.monotonic() + 120
+        while client.jobs.get(record.id).progress is None:
+            assert time.monotonic() < deadline, "job never started"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # no warm shutdown, no ack: the worker just dies
+        first.wait(timeout=10)
+        assert client.jobs.get(record.id).status == JobStatus.RUNNING
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = worker_subprocess(isolated)
+    try:
+        done = _wait(client, record.id, 240)
+    finally:
+        _stop(second)
+    assert done.status == JobStatus.DONE
+    assert done.attempts == 2
+    assert [e["job_id"] for e in client.history.read("web", "durable-chat")] == [record.id]
