@@ -13,7 +13,9 @@ from tests.conftest import imagine, wait_for_job
 pytestmark = pytest.mark.usefixtures("clean_redis")
 
 
-def test_prompt_comes_back_as_paired_png_in_the_same_conversation(web_server: str, conversation_id: str) -> None:
+def test_prompt_comes_back_as_paired_png_in_the_same_conversation(
+    web_server: str, conversation_id: str
+) -> None:
     resp = imagine(web_server, conversation_id, "/imagine a red circle --seed 7 --steps 2")
     assert resp.status_code == 202, resp.text
     job = resp.json()["job"]
@@ -30,7 +32,8 @@ def test_prompt_comes_back_as_paired_png_in_the_same_conversation(web_server: st
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
     pair = Image.open(io.BytesIO(png.content))
     singles = [
-        Image.open(io.BytesIO(requests.get(web_server + r["urls"][0], timeout=10).content)) for r in job["images"]
+        Image.open(io.BytesIO(requests.get(web_server + r["urls"][0], timeout=10).content))
+        for r in job["images"]
     ]
     assert all(img.size == (64, 64) for img in singles)
     # Two 256-px-high cells side by side plus labels: wider than two cells, taller than one.
@@ -100,5 +103,7 @@ def test_unknown_job_and_bad_ids_are_404_not_errors(web_server: str) -> None:
     assert requests.get(f"{web_server}/api/jobs/0123456789abcdef", timeout=10).status_code == 404
     assert requests.get(f"{web_server}/api/jobs/..%2F..%2Fetc", timeout=10).status_code == 404
     assert requests.get(f"{web_server}/api/jobs/0123456789abcdef/pair.png", timeout=10).status_code == 404
-    resp = requests.post(f"{web_server}/api/imagine", json={"conversation_id": "../x", "text": "hi"}, timeout=10)
+    resp = requests.post(
+        f"{web_server}/api/imagine", json={"conversation_id": "../x", "text": "hi"}, timeout=10
+    )
     assert resp.status_code == 400 and resp.json()["code"] == "bad_conversation"

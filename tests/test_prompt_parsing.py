@@ -1,0 +1,70 @@
+"""Prompt parsing and validation rules (pure core, no Redis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InputError
+from core.jobs import Conversation
+from core.prompt import parse_prompt
+from core.settings import Settings
+from core.validation import request_from_text
+
+CONV = Conversation(platform="web", chat_id="c1")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(_env_file=None, redis_url=None)  # type: ignore[call-arg]
+
+
+def test_flags_are_taken_out_of_the_prompt_in_any_position() -> None:
+    parsed = parse_prompt(
+        '/imagine --seed 42 a bird\'s nest --engine dfgan --no "blurry, dark" --n=2 at dawn'
+    )
+    assert parsed.prompt == "a bird's nest at dawn"
+    assert parsed.seed == 42
+    assert parsed.engines == ["dfgan"]
+    assert parsed.negative_prompt == "blurry, dark"
+    assert parsed.count == 2
+
+
+def test_telegram_style_command_with_bot_name() -> None:
+    assert parse_prompt("/imagine@imagine_bot a red circle").prompt == "a red circle"
+
+
+def test_engine_list_is_lowercased_and_split() -> None:
+    assert parse_prompt("x --engine Diffusion,DFGAN").engines == ["diffusion", "dfgan"]
+
+
+def test_defaults_fill_in_and_repeated_engines_collapse(settings: Settings) -> None:
+    req = request_from_text("a cat --engine dfgan,dfgan", settings, "web:u", CONV)
+    assert req.engines == ["dfgan"]
+    assert req.steps == settings.default_steps and req.size == settings.default_size
+    req = request_from_text("a cat", settings, "web:u", CONV)
+    assert req.engines == ["dfgan", "diffusion"]
+
+
+def test_a_flag_given_twice_is_refused() -> None:
+    with pytest.raises(InputError) as err:
+        parse_prompt("a cat --seed 1 --seed 2")
+    assert err.value.code == "duplicate_flag"
+
+
+def test_engine_known_but_disabled_says_so() -> None:
+    settings = Settings(_env_file=None, engines="dfgan")  # type: ignore[call-arg]
+    with pytest.raises(InputError) as err:
+        request_from_text("a cat --engine diffusion", settings, "web:u", CONV)
+    assert err.value.message == "'diffusion' is not enabled here. Enabled engines: dfgan."
+
+
+def test_prompt_at_the_limit_passes_and_one_over_fails(settings: Settings) -> None:
+    assert request_from_text("x" * settings.max_prompt_chars, settings, "web:u", CONV)
+    with pytest.raises(InputError):
+        request_from_text("x" * (settings.max_prompt_chars + 1), settings, "web:u", CONV)
+
+
+def test_admin_ids_are_per_platform() -> None:
+    settings = Settings(_env_file=None, admin_ids="discord:1, telegram:2")  # type: ignore[call-arg]
+    assert settings.is_admin("discord", "1") and settings.is_admin("telegram", "2")
+    assert not settings.is_admin("telegram", "1")
