@@ -45,7 +45,7 @@ def test_imagine_refuses_bad_input_before_starting_anything(tmp_path: Path) -> N
 def test_every_command_has_help(tmp_path: Path) -> None:
     top = _run(["--help"], _clean_env(tmp_path), timeout=60)
     assert top.returncode == 0
-    for command in ("up", "worker", "web", "imagine"):
+    for command in ("up", "worker", "web", "imagine", "train", "eval"):
         assert command in top.stdout
         assert _run([command, "--help"], _clean_env(tmp_path), timeout=60).returncode == 0
 

@@ -215,6 +215,29 @@ def _wait_with_status(client: object, job_id: str, timeout_s: float) -> object:
             time.sleep(0.1)
 
 
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=FORWARD)
+def train(ctx: typer.Context) -> None:
+    """Train DF-GAN on a dataset (see `imaginebot train --help`)."""
+    _forward("train", ctx.args)
+
+
+@app.command("eval", context_settings=FORWARD)
+def eval_(ctx: typer.Context) -> None:
+    """Evaluate a DF-GAN checkpoint (see `imaginebot eval --help`)."""
+    _forward("eval", ctx.args)
+
+
+def _forward(command: str, args: list[str]) -> None:
+    # The training commands import torch; loading them only when called keeps the other
+    # commands (the bots' processes) torch-free.
+    from training.cli import app as training_app
+
+    training_app([command, *args], prog_name="imaginebot")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
