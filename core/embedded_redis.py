@@ -41,7 +41,7 @@ class EmbeddedRedis:
     """
 
     def __init__(self, workdir: Path, port: int | None = None, persist: bool = True) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # redis-server chdirs to --dir before opening its log
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None

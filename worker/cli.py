@@ -50,7 +50,8 @@ def worker_process(settings: Settings, queues: str, quiet: bool = False) -> subp
     args = [sys.executable, "-m", "worker.cli", "worker", "--queues", queues]
     if quiet:
         args += ["--loglevel", "WARNING"]
-    return subprocess.Popen(args, env=env)
+    # Own session: a Ctrl-C in the terminal reaches only us, and we stop the worker in order.
+    return subprocess.Popen(args, env=env, start_new_session=True)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -63,6 +64,10 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -78,13 +83,16 @@ def up(
         worker = worker_process(settings, ",".join(ALL_QUEUES))
         server = WebServer(settings, host=host, port=port)
         console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
         try:
-            server.serve_forever()
+            server.serve_forever()  # returns on Ctrl-C (werkzeug catches KeyboardInterrupt)
         except KeyboardInterrupt:
-            console.print("stopping…")
+            pass
         finally:
+            console.print("stopping: web chat, worker (finishing its current task), Redis…")
             server.server.server_close()
             stop_process(worker)
+        console.print("stopped.")
 
 
 @app.command()
@@ -92,6 +100,7 @@ def worker(
     queues: str = typer.Option(",".join(ALL_QUEUES), help="Comma-separated queues: gpu, delivery, train."),
     concurrency: int = typer.Option(1, help="Tasks at once (keep 1 per GPU)."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
+    preload: bool = typer.Option(True, help="Load the engines before taking jobs (gpu queue only)."),
 ) -> None:
     """Run a Celery worker. Start more of them, on more machines, to scale out."""
     settings = Settings()
@@ -105,6 +114,15 @@ def worker(
     from worker.app import create_app
 
     celery_app = create_app(settings)
+    if preload and "gpu" in queues.split(","):
+        # The first job should not wait for model loading; a broken model fails here, loudly.
+        from worker.runtime import runtime_for
+
+        runtime = runtime_for(celery_app)
+        for name in settings.enabled_engines:
+            with console.status(f"loading engine {name}…"):
+                engine = runtime.engines.get(name)
+            console.print(f"engine {name} ready: {engine.info.version}")
     pool = "solo" if concurrency == 1 else "threads"
     celery_app.worker_main(
         ["worker", "-Q", queues, "-P", pool, "-c", str(concurrency), "--loglevel", loglevel,

@@ -43,7 +43,11 @@ class EngineRegistry:
 
             return DFGANEngine(resolve_default_checkpoint(s.dfgan_checkpoint), s.device)
         if name == "diffusion":
+            from diffusers.utils import logging as diffusers_logging
+
             from worker.engines.diffusion import DiffusionEngine
+
+            diffusers_logging.disable_progress_bar()  # bars in worker logs are noise
 
             return DiffusionEngine(s.diffusion_model, s.data_dir, device=s.device)
         raise ValueError(f"no engine called {name!r}")
