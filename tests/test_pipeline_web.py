@@ -93,7 +93,7 @@ def test_bad_input_gets_a_specific_message_in_the_thread(
     assert body["code"] == code
     assert fragment in body["error"]
     history = requests.get(f"{web_server}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
-    assert history[-1] == {"role": "bot", "text": body["error"], "ts": history[-1]["ts"]}
+    assert history[-1] == {"role": "bot", "text": body["error"], "code": code, "ts": history[-1]["ts"]}
     # Nothing was queued, and the chat keeps working after the mistake.
     ok = imagine(web_server, conversation_id, "a red circle --engine dfgan")
     assert ok.status_code == 202

@@ -86,13 +86,16 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
             raise InputError("bad_conversation", "conversation_id must be 8-64 letters, digits, - or _.")
         return cid
 
+    # no-cache: browsers revalidate (cheap 304s), so an upgrade never runs an old app.js.
     @app.get("/")
     def index() -> Response:
-        return send_from_directory(STATIC_DIR, "index.html")
+        return send_from_directory(STATIC_DIR, "index.html", max_age=0)
 
     @app.get("/static/<path:name>")
     def static_file(name: str) -> Response:
-        return send_from_directory(STATIC_DIR, name)
+        response = send_from_directory(STATIC_DIR, name, max_age=0)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @app.get("/api/health")
     def health() -> Response:
@@ -179,7 +182,10 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
                     continue
                 messages.append({"role": "job", "ts": event["ts"], "job": job_view(record, position)})
             elif event.get("role") in ("user", "bot") and "text" in event and "job_id" not in event:
-                messages.append({"role": event["role"], "text": event["text"], "ts": event["ts"]})
+                message = {"role": event["role"], "text": event["text"], "ts": event["ts"]}
+                if "code" in event:
+                    message["code"] = event["code"]  # lets the page style errors apart from notices
+                messages.append(message)
         return jsonify({"messages": messages}), 200
 
     @app.errorhandler(413)
