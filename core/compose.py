@@ -6,6 +6,7 @@ Above each column: engine name, model version, time taken. Under them: the promp
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Panel:
     images: list[Image.Image]
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
