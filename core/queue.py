@@ -8,12 +8,14 @@ import time
 import redis
 from celery import Celery
 
-from core.errors import InputError
+from core.errors import InputError, JobNotFound
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter, check_queue_depth
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
+
+USER_JOBS_KEPT = 50
 
 
 class QueueClient:
@@ -45,8 +47,24 @@ class QueueClient:
         # Record first, then the task: a worker never sees a task whose record is missing.
         self.jobs.save(record)
         self.redis.zadd(PENDING_KEY, {record.id: record.created_at})
+        user_key = f"ib:userjobs:{request.user}"
+        self.redis.rpush(user_key, record.id)
+        self.redis.ltrim(user_key, -USER_JOBS_KEPT, -1)
+        self.redis.expire(user_key, self.settings.result_ttl_s)
         self.producer.send_task(GENERATE_TASK, args=[record.id], queue=QUEUE_GPU)
         return record
+
+    def user_jobs(self, user: str, unfinished_only: bool = True) -> list[tuple[JobRecord, int | None]]:
+        """``user``'s recent jobs (oldest first) with queue positions, for ``/queue``."""
+        out = []
+        for raw in self.redis.lrange(f"ib:userjobs:{user}", 0, -1):
+            try:
+                record, position = self.status(raw.decode())
+            except JobNotFound:
+                continue
+            if not (unfinished_only and record.status.finished):
+                out.append((record, position))
+        return out
 
     def position(self, job_id: str) -> int | None:
         """1-based place in the queue while waiting, else None."""

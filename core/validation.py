@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.errors import InputError
 from core.jobs import Conversation, JobRequest
+from core.preferences import Preferences
 from core.prompt import ParsedPrompt, parse_prompt
 from core.settings import KNOWN_ENGINES, Settings
 
@@ -63,16 +64,26 @@ def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
     )
 
 
-def request_from_text(text: str, settings: Settings, user: str, conversation: Conversation) -> JobRequest:
-    """Parse chat text (``/imagine ...`` or a bare prompt) and validate it."""
+def request_from_text(
+    text: str,
+    settings: Settings,
+    user: str,
+    conversation: Conversation,
+    defaults: Preferences | None = None,
+) -> JobRequest:
+    """Parse chat text (``/imagine ...`` or a bare prompt) and validate it.
+
+    ``defaults`` (the user's ``/settings``) fill what the text does not say.
+    """
     parsed: ParsedPrompt = parse_prompt(text)
+    prefs = defaults or Preferences()
     request = JobRequest(
         prompt=parsed.prompt,
-        engines=parsed.engines,
+        engines=parsed.engines or prefs.engines or [],
         seed=parsed.seed,
-        count=parsed.count if parsed.count is not None else 1,
-        steps=parsed.steps,
-        size=parsed.size,
+        count=parsed.count if parsed.count is not None else (prefs.count or 1),
+        steps=parsed.steps if parsed.steps is not None else prefs.steps,
+        size=parsed.size if parsed.size is not None else prefs.size,
         negative_prompt=parsed.negative_prompt,
         user=user,
         conversation=conversation,

@@ -105,3 +105,26 @@ def test_delivery_happens_once_even_if_the_task_runs_again(
     time.sleep(1.0)
     events = [e for e in rt.history.read("web", conversation_id) if e.get("role") == "bot"]
     assert [e["job_id"] for e in events] == [job["id"]]
+
+
+def test_settings_are_validated_stored_and_listed_jobs_have_positions(idle_web: str, redis_server) -> None:  # noqa: ANN001
+    from core.errors import InputError
+    from core.preferences import PreferenceStore
+    from core.queue import QueueClient
+    from core.settings import Settings
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/6"
+    settings = Settings(_env_file=None, redis_url=url)  # type: ignore[call-arg]
+    store = PreferenceStore(redis.Redis.from_url(url))
+    prefs = store.set_from_text("telegram:9", "--engine dfgan --steps 30", settings)
+    assert prefs.engines == ["dfgan"] and store.get("telegram:9").steps == 30
+    with pytest.raises(InputError) as err:
+        store.set_from_text("telegram:9", "--steps 1000", settings)
+    assert err.value.code == "steps_out_of_range"
+    assert store.get("telegram:9").steps == 30  # a bad change loses nothing
+    assert store.set_from_text("telegram:9", "reset", settings).engines is None
+
+    for _ in range(2):
+        imagine(idle_web, "queue-lister-1", "a red circle")
+    jobs = QueueClient(settings).user_jobs("web:queue-lister-1")
+    assert [position for _, position in jobs] == [1, 2]

@@ -68,3 +68,11 @@ def test_admin_ids_are_per_platform() -> None:
     settings = Settings(_env_file=None, admin_ids="discord:1, telegram:2")  # type: ignore[call-arg]
     assert settings.is_admin("discord", "1") and settings.is_admin("telegram", "2")
     assert not settings.is_admin("telegram", "1")
+
+
+def test_user_defaults_fill_what_the_prompt_does_not_say(settings: Settings) -> None:
+    from core.preferences import Preferences
+
+    prefs = Preferences(engines=["dfgan"], steps=30, count=2)
+    req = request_from_text("a cat --steps 5", settings, "web:u", CONV, defaults=prefs)
+    assert (req.engines, req.steps, req.count) == (["dfgan"], 5, 2)
