@@ -145,3 +145,15 @@ def test_engine_reports_progress_and_honours_cancel(engine: DFGANEngine) -> None
     assert calls[-1] == (1, 1)
     with pytest.raises(GenerationCancelled):
         engine.generate([GenerationRequest("a", [1])], progress=lambda s, t: True)
+
+
+def test_sentence_vectors_apply_truncation_and_scale(engine: DFGANEngine) -> None:
+    from training.dfgan.conditioning import sentence_vectors
+
+    encoder = engine.loaded.text_encoder
+    plain = sentence_vectors(encoder, ["a small red circle on the left"], DFGANConfig())
+    assert plain.norm().item() == pytest.approx(1.0, abs=1e-4)  # MiniLM is unit-norm
+    scaled = sentence_vectors(encoder, ["a small red circle on the left"], DFGANConfig(cond_scale=5.0))
+    assert torch.allclose(scaled, 5 * plain, atol=1e-5)
+    cut = sentence_vectors(encoder, ["a small red circle on the left"], DFGANConfig(max_caption_tokens=3))
+    assert torch.allclose(cut, sentence_vectors(encoder, ["a small red"], DFGANConfig()), atol=1e-5)

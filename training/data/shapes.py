@@ -1,6 +1,6 @@
 """A procedural dataset small enough for a GAN to learn on a CPU, with an exact answer key.
 
-Each image is one filled shape on a white background; its caption states colour, shape, size and
+Each image is one filled shape on a grey background; its caption states colour, shape, size and
 position, e.g. ``"a large green triangle on the left"``. :func:`check_image` reads those attributes
 back from any image (a rendered one or a generated one), which makes text-image agreement measurable
 without a learned metric.
@@ -16,14 +16,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-BACKGROUND = (255, 255, 255)
+# A mid-grey background and colours within [35, 230]: the generator ends in tanh, and a white
+# background asks for values near +1. Shapes runs on white (255) and light grey (235) backgrounds
+# collapsed within a few hundred steps to all +1, where tanh's gradient vanishes and G stops learning.
+BACKGROUND = (150, 150, 150)
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 40),
-    "blue": (30, 70, 220),
-    "yellow": (240, 210, 20),
-    "purple": (140, 40, 180),
-    "orange": (250, 130, 0),
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 215),
+    "yellow": (230, 205, 40),
+    "purple": (140, 50, 175),
+    "orange": (230, 130, 35),
 }
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
@@ -82,7 +85,7 @@ def parse_caption(caption: str) -> ShapeSpec:
 
 
 def render(spec: ShapeSpec, imsize: int = 64, rng: random.Random | None = None) -> Image.Image:
-    """Draw ``spec`` on a white ``imsize`` square; ``rng`` jitters position and size slightly."""
+    """Draw ``spec`` on a grey ``imsize`` square; ``rng`` jitters position and size slightly."""
     rng = rng or random.Random(0)
     image = Image.new("RGB", (imsize, imsize), BACKGROUND)
     side = imsize * (_SIZE_FRACTION[spec.size] + rng.uniform(-_JITTER, _JITTER) / 2)

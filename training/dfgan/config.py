@@ -26,6 +26,7 @@ class DFGANConfig:
     cond_dim: int = 384
     text_encoder: str = "minilm"
     max_caption_tokens: int = 0  # 0 = no truncation; > 0 keeps the first N word tokens
+    cond_scale: float = 1.0  # sentence vectors are multiplied by this (see dfgan/conditioning.py)
     loss: Literal["hinge", "bce"] = "hinge"
     lr_g: float = 1e-4
     lr_d: float = 4e-4

@@ -7,7 +7,7 @@ from PIL import Image
 
 from training.data.shapes import ATTRIBUTES, check_image, make_specs
 from training.dfgan.checkpoint import LoadedGenerator
-from training.text.encoders import truncate_caption
+from training.dfgan.conditioning import sentence_vectors
 
 
 def evaluate_shapes(
@@ -24,7 +24,7 @@ def evaluate_shapes(
     for start in range(0, count, batch_size):
         batch = captions[start : start + batch_size]
         with torch.inference_mode():
-            sent = loaded.text_encoder.encode([truncate_caption(c, config.max_caption_tokens) for c in batch])
+            sent = sentence_vectors(loaded.text_encoder, batch, config)
             noise = torch.stack(
                 [
                     torch.randn(config.nz, generator=torch.Generator().manual_seed(seed + start + i))

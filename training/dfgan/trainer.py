@@ -36,6 +36,7 @@ from training.dfgan.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
+from training.dfgan.conditioning import sentence_vectors
 from training.dfgan.config import DFGANConfig
 from training.dfgan.losses import (
     discriminator_loss,
@@ -43,7 +44,7 @@ from training.dfgan.losses import (
     matching_aware_gradient_penalty,
 )
 from training.dfgan.model import NetC, NetD, NetG
-from training.text.encoders import TextEncoder, load_text_encoder, truncate_caption
+from training.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT_DIR = "checkpoint"
 #: Seeds of the noise in every sample grid, so grids of different epochs are comparable.
@@ -156,7 +157,7 @@ def embed_captions(
     was written for the same captions and encoder."""
     unique = sorted(set(captions))
     key = hashlib.sha256(
-        json.dumps([config.text_encoder, config.max_caption_tokens, unique]).encode()
+        json.dumps([config.text_encoder, config.max_caption_tokens, config.cond_scale, unique]).encode()
     ).hexdigest()
     table: torch.Tensor | None = None
     if cache is not None and cache.is_file():
@@ -166,8 +167,8 @@ def embed_captions(
             if (f.metadata() or {}).get("key") == key:
                 table = load_file(cache)["embeddings"]
     if table is None:
-        texts = [truncate_caption(c, config.max_caption_tokens) for c in unique]
-        table = torch.cat([encoder.encode(texts[i : i + 256]).cpu() for i in range(0, len(texts), 256)])
+        chunks = [unique[i : i + 256] for i in range(0, len(unique), 256)]
+        table = torch.cat([sentence_vectors(encoder, chunk, config).cpu() for chunk in chunks])
         if cache is not None:
             save_file({"embeddings": table.contiguous()}, cache, metadata={"key": key})
     index = {c: i for i, c in enumerate(unique)}
@@ -220,7 +221,7 @@ def train(
     table, rows = embed_captions(dataset.captions, encoder, config, out / "caption_embeddings.safetensors")
     table = table.to(device)
     prompts = list(config.sample_prompts or dataset.sample_prompts)
-    prompt_emb = encoder.encode([truncate_caption(p, config.max_caption_tokens) for p in prompts]).to(device)
+    prompt_emb = sentence_vectors(encoder, prompts, config).to(device)
 
     def save(step: int) -> None:
         extra_info = {"step": step, "epoch": step / steps_per_epoch, "images_seen": step * config.batch_size}

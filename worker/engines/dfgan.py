@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from training.dfgan.checkpoint import CONFIG_FILE, load_generator
-from training.text.encoders import truncate_caption
+from training.dfgan.conditioning import sentence_vectors
 from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
 
 #: The checkpoint that ships with the project, used when none is configured.
@@ -103,9 +103,8 @@ class DFGANEngine:
             if cached is not None:
                 self._embeddings.move_to_end(prompt)
                 return cached
-        # Same caption preprocessing as in training (some configs cut captions to N words).
-        text = truncate_caption(prompt, self.loaded.config.max_caption_tokens)
-        emb = self.loaded.text_encoder.encode([text]).to(self.device)
+        # Exactly the preprocessing used in training (truncation, scale).
+        emb = sentence_vectors(self.loaded.text_encoder, [prompt], self.loaded.config).to(self.device)
         with self._lock:
             self._embeddings[prompt] = emb
             if len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
