@@ -62,7 +62,10 @@ def compose_pair(panels: list[Panel], prompt: str, seed: int, cell: int = 256, p
         y = pad + label_h
         for img in panel.images:
             w = round(img.width * cell / img.height)
-            scaled = img.convert("RGB").resize((w, cell), Image.Resampling.LANCZOS)
+            # Whole-number upscales (64 -> 256) keep crisp pixels and cost ~nothing; others smooth.
+            exact = cell % img.height == 0 and w % img.width == 0
+            method = Image.Resampling.NEAREST if exact else Image.Resampling.LANCZOS
+            scaled = img.convert("RGB").resize((w, cell), method)
             canvas.paste(scaled, (x + (col_w - w) // 2, y))
             y += cell + pad
         x += col_w + pad

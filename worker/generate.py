@@ -43,6 +43,15 @@ def claim(rt: Runtime, job_id: str) -> tuple[JobRecord | None, str]:
     """Try to take ``job_id``. Returns (record, why): record is set only when we now hold it."""
     now = time.time()
     verdict = {"why": ""}
+    try:
+        current = rt.jobs.get(job_id)  # cheap read first: most late duplicates end here, no write
+    except JobNotFound:
+        return None, "missing"
+    if current.status.finished:
+        rt.redis.zrem(PENDING_KEY, job_id)
+        return None, "delivered" if current.delivered_at is not None else "finished"
+    if current.status == JobStatus.RUNNING and (current.lease_until or 0) > now:
+        return None, "held"
 
     def change(record: JobRecord) -> JobRecord:
         if record.status.finished:
@@ -105,6 +114,8 @@ def run_generate(rt: Runtime, job_id: str) -> Outcome:
             held = rt.jobs.get(job_id)
             return Outcome(ran=[], recheck_in=max(1.0, (held.lease_until or 0) - time.time() + 1.0))
         if why in ("finished", "gave_up"):
+            # Finished but not delivered: the worker that drew it may have died before
+            # sending the delivery. Delivery is idempotent, so make sure.
             return Outcome(ran=[job_id], deliver_only=True)
         return Outcome(ran=[])
     batch = _collect_batch(rt, record)
@@ -117,14 +128,16 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
     engines = list(batch[0].request.engines)
     panels: dict[str, list[Panel]] = {job.id: [] for job in batch}
     results: dict[str, list[EngineResult]] = {job.id: [] for job in batch}
-    last_write = [0.0]
+    # Start the throttle clock now: a one-pass engine (DF-GAN) then writes no progress at all,
+    # and _finish overwrites the last report anyway.
+    last_write = [time.monotonic()]
     live = set(ids)
 
     for engine_name in engines:
 
         def progress(step: int, total: int, engine_name: str = engine_name) -> bool:
             now = time.monotonic()
-            if step < total and now - last_write[0] < PROGRESS_WRITE_S:
+            if now - last_write[0] < PROGRESS_WRITE_S:
                 return False
             last_write[0] = now
             for job_id in list(live):

@@ -11,10 +11,11 @@ from core.errors import JobNotFound
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU
 from worker.deliver import run_deliver
 from worker.generate import run_generate
-from worker.runtime import runtime_for
+from worker.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
 MAX_DELIVERY_RETRIES = 8
+INLINE_PLATFORMS = ("web", "cli")
 
 
 @shared_task(bind=True, name=GENERATE_TASK)
@@ -27,8 +28,25 @@ def generate(self: Task, job_id: str) -> list[str]:
         # taken over if that worker died.
         self.app.send_task(GENERATE_TASK, args=[job_id], queue=QUEUE_GPU, countdown=outcome.recheck_in)
     for done_id in outcome.ran:
-        self.app.send_task(DELIVER_TASK, args=[done_id], queue=QUEUE_DELIVERY)
+        if not _deliver_inline(rt, done_id):
+            self.app.send_task(DELIVER_TASK, args=[done_id], queue=QUEUE_DELIVERY)
     return outcome.ran
+
+
+def _deliver_inline(rt: Runtime, job_id: str) -> bool:
+    """Deliver local conversations (web, CLI) right here, saving a Celery hop per job.
+
+    They only write to Redis, so they cannot be slow or rate limited. Chat platforms, whose
+    tokens and retries belong to the delivery worker, go through the ``deliver`` task.
+    """
+    try:
+        if rt.jobs.get(job_id).request.conversation.platform not in INLINE_PLATFORMS:
+            return False
+        run_deliver(rt, job_id)
+        return True
+    except Exception:  # anything odd: fall back to the deliver task, which retries
+        log.exception("inline delivery of %s failed; queueing the deliver task", job_id)
+        return False
 
 
 @shared_task(bind=True, name=DELIVER_TASK, max_retries=MAX_DELIVERY_RETRIES)
