@@ -33,6 +33,9 @@ class Conversation(BaseModel):
     reply_to: str | None = None
     interaction_token: str | None = None
     application_id: str | None = None
+    status_message_id: str | None = Field(
+        default=None, description="The bot's 'Queued…' message that the sender removes when done"
+    )
 
 
 class JobRequest(BaseModel):

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     engines: str = Field(default="dfgan,diffusion", description="Enabled engines, comma separated.")
     datasets: str = Field(default="shapes,emoji", description="Dataset names admins may retrain on.")
 
+    blocklist: str = Field(
+        default="", description="Comma-separated words or phrases refused in prompts (both engines)."
+    )
+    blocklist_file: Path | None = Field(
+        default=None, description="A file with one blocked word or phrase per line."
+    )
+
     # --- limits ---------------------------------------------------------------------------------
     max_prompt_chars: int = 300
     min_steps: int = 1
@@ -98,6 +105,15 @@ class Settings(BaseSettings):
     def dataset_names(self) -> list[str]:
         """Dataset names that admins may retrain on (never paths)."""
         return [d.strip() for d in self.datasets.split(",") if d.strip()]
+
+    @property
+    def blocked_terms(self) -> list[str]:
+        """Lower-cased blocked words and phrases from ``blocklist`` and ``blocklist_file``."""
+        terms = [t.strip().lower() for t in self.blocklist.split(",")]
+        if self.blocklist_file is not None and self.blocklist_file.is_file():
+            lines = self.blocklist_file.read_text(encoding="utf-8").splitlines()
+            terms += [line.strip().lower() for line in lines if not line.lstrip().startswith("#")]
+        return [t for t in terms if t]
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         """Whether ``platform:user_id`` is listed in ``IMAGINEBOT_ADMIN_IDS``."""

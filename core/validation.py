@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from core.errors import InputError
 from core.jobs import Conversation, JobRequest
 from core.preferences import Preferences
@@ -24,6 +26,7 @@ def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
             "prompt_too_long",
             f"Your prompt has {len(prompt)} characters; the limit is {settings.max_prompt_chars}.",
         )
+    _check_blocklist(prompt, request.negative_prompt, settings)
     engines = request.engines or settings.default_engines
     for engine in engines:
         if engine not in settings.enabled_engines:
@@ -62,6 +65,20 @@ def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
             "negative_prompt": negative,
         }
     )
+
+
+def _check_blocklist(prompt: str, negative: str | None, settings: Settings) -> None:
+    """Refuse prompts containing a blocked word or phrase (whole words, any case)."""
+    terms = settings.blocked_terms
+    if not terms:
+        return
+    words = " " + " ".join(re.findall(r"[\w']+", prompt.lower())) + " "
+    for term in terms:
+        if " " + " ".join(re.findall(r"[\w']+", term)) + " " in words:
+            raise InputError(
+                "blocked_prompt",
+                "Your prompt contains a word this server does not allow. Please rephrase it.",
+            )
 
 
 def request_from_text(

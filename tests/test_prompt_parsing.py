@@ -76,3 +76,14 @@ def test_user_defaults_fill_what_the_prompt_does_not_say(settings: Settings) -> 
     prefs = Preferences(engines=["dfgan"], steps=30, count=2)
     req = request_from_text("a cat --steps 5", settings, "web:u", CONV, defaults=prefs)
     assert (req.engines, req.steps, req.count) == (["dfgan"], 5, 2)
+
+
+def test_blocklist_refuses_whole_words_in_any_case(tmp_path) -> None:  # noqa: ANN001
+    blockfile = tmp_path / "blocked.txt"
+    blockfile.write_text("# comment\nred panda\n")
+    settings = Settings(_env_file=None, blocklist="gore", blocklist_file=blockfile)  # type: ignore[call-arg]
+    for text in ("some GORE here", "a Red  Panda on a branch"):
+        with pytest.raises(InputError) as err:
+            request_from_text(text, settings, "web:u", CONV)
+        assert err.value.code == "blocked_prompt"
+    assert request_from_text("a gorilla and a red pandas", settings, "web:u", CONV)
