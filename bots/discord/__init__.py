@@ -1,0 +1,1 @@
+"""The Discord front-end: slash commands and buttons (``bot.py``, ``handlers.py``), delivery (``send.py``)."""

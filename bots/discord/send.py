@@ -1,0 +1,116 @@
+"""Delivery to Discord, run by the worker's ``deliver`` task: plain HTTPS to the REST API, no gateway.
+
+A result goes back as a follow-up on the interaction that asked for it (``POST /webhooks/{app}/{token}``).
+Interaction tokens live 15 minutes; past 14 (or when Discord says the token is gone: 401/404) the
+result goes to the channel instead (``POST /channels/{id}/messages`` with the bot token), mentioning
+the user. 429 and 5xx mean "later" (:class:`DeliveryRetry`), other refusals are final
+(:class:`DeliveryFailed`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import requests
+
+from bots.discord.components import result_buttons
+from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result_caption
+from core.jobs import JobRecord, JobStatus
+
+#: Discord's interaction tokens expire after 15 minutes; leave a minute of slack.
+WEBHOOK_TTL_S = 14 * 60
+HTTP_TIMEOUT_S = 30.0
+MAX_CONTENT = 2000
+NO_MENTIONS: dict[str, Any] = {"parse": []}
+
+
+def send(record: JobRecord, ctx: DeliveryContext) -> None:
+    """Post ``record``'s outcome (image, error or cancellation) into its Discord conversation."""
+    conv = record.request.conversation
+    payload, png = _message(record, ctx)
+    base = ctx.settings.discord_api_base.rstrip("/")
+    fresh = time.time() - record.created_at < WEBHOOK_TTL_S
+    if conv.interaction_token and conv.application_id and fresh:
+        url = f"{base}/webhooks/{conv.application_id}/{conv.interaction_token}"
+        response = _post(url, {**payload, "allowed_mentions": NO_MENTIONS}, png, headers={})
+        if response.status_code not in (401, 404):  # 401/404: the token expired; use the channel
+            _check(response)
+            return
+    token = ctx.settings.discord_token
+    if not token:
+        raise DeliveryFailed("the interaction token expired and IMAGINEBOT_DISCORD_TOKEN is not set")
+    user_id = record.request.user.split(":", 1)[-1]
+    mentioned = {
+        **payload,
+        "content": f"<@{user_id}> {payload['content']}"[:MAX_CONTENT],
+        "allowed_mentions": {"users": [user_id]},
+    }
+    channel_id = conv.thread_id or conv.chat_id
+    url = f"{base}/channels/{channel_id}/messages"
+    _check(_post(url, mentioned, png, headers={"Authorization": f"Bot {token}"}))
+
+
+def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], bytes | None]:
+    """The message JSON and the paired PNG (None for a text-only message)."""
+    prompt = record.request.prompt
+    if record.status == JobStatus.FAILED:
+        error = record.error or "something went wrong while drawing"
+        return {"content": f"Sorry, “{prompt}” failed: {error}"[:MAX_CONTENT]}, None
+    if record.status == JobStatus.CANCELLED:
+        return {"content": f"Cancelled: “{prompt}”"[:MAX_CONTENT]}, None
+    png = ctx.images.get(record.pair_key) if record.pair_key else None
+    if png is None:
+        return {"content": f"“{prompt}” is done, but its image has expired."[:MAX_CONTENT]}, None
+    payload = {
+        "content": result_caption(record)[:MAX_CONTENT],
+        "attachments": [{"id": 0, "filename": _filename(record)}],
+        "components": result_buttons(record.id, ctx.settings.enabled_engines),
+    }
+    return payload, png
+
+
+def _filename(record: JobRecord) -> str:
+    return f"imaginebot-{record.id}.png"
+
+
+def _post(url: str, payload: dict[str, Any], png: bytes | None, headers: dict[str, str]) -> requests.Response:
+    """POST JSON, or multipart (``payload_json`` + ``files[0]``) when there is an image."""
+    try:
+        if png is None:
+            return requests.post(url, json=payload, headers=headers, timeout=HTTP_TIMEOUT_S)
+        filename = payload["attachments"][0]["filename"]
+        files = {
+            "payload_json": (None, json.dumps(payload), "application/json"),
+            "files[0]": (filename, png, "image/png"),
+        }
+        return requests.post(url, files=files, headers=headers, timeout=HTTP_TIMEOUT_S)
+    except requests.RequestException as exc:  # connection refused, reset, timeout
+        raise DeliveryRetry(f"Discord unreachable: {exc.__class__.__name__}") from exc
+
+
+def _check(response: requests.Response) -> None:
+    """Raise unless Discord accepted the message."""
+    status = response.status_code
+    if status < 300:
+        return
+    if status == 429:
+        raise DeliveryRetry("Discord rate limit", retry_after=_retry_after(response))
+    if status >= 500:
+        raise DeliveryRetry(f"Discord answered {status}")
+    raise DeliveryFailed(f"Discord refused the message: {status} {response.text[:200]}")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait, from the JSON body (precise) or the ``Retry-After`` header."""
+    try:
+        value = response.json().get("retry_after")
+    except (ValueError, AttributeError):
+        value = None
+    if value is None:
+        value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

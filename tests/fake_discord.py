@@ -1,0 +1,412 @@
+"""A small fake Discord on 127.0.0.1: enough REST and gateway for discord.py and our sender.
+
+REST (under ``/api/v10``): ``GET /gateway/bot``, ``GET /users/@me``, ``GET /oauth2/applications/@me``,
+``PUT /applications/{app}/commands``, ``POST /interactions/{id}/{token}/callback``,
+``POST /webhooks/{app}/{token}`` (follow-ups), ``PATCH|GET /webhooks/{app}/{token}/messages/@original``,
+``POST /channels/{id}/messages``. JSON and multipart (``payload_json`` + ``files[n]``) bodies are both
+recorded in :attr:`FakeDiscord.calls`.
+
+Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
+heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
+
+The server runs in its own thread and event loop; every public method is safe to call from tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_ID = "900000000000000001"
+APP_ID = "900000000000000002"
+GUILD_ID = "900000000000000003"
+OWNER_ID = "900000000000000004"
+TIMESTAMP = "2026-01-01T00:00:00.000000+00:00"
+_ids = itertools.count(910_000_000_000_000_000)
+
+
+def snowflake() -> str:
+    """A fresh, unique Discord-style id."""
+    return str(next(_ids))
+
+
+def user_json(user_id: str, name: str, bot: bool = False) -> dict[str, Any]:
+    """A Discord user object."""
+    return {
+        "id": user_id,
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+        "flags": 0,
+    }
+
+
+def text_channel_json(channel_id: str) -> dict[str, Any]:
+    """A guild text channel object."""
+    return {
+        "id": channel_id,
+        "type": 0,
+        "guild_id": GUILD_ID,
+        "name": "general",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+    }
+
+
+def thread_json(thread_id: str, parent_id: str) -> dict[str, Any]:
+    """A public thread object inside ``parent_id``."""
+    return {
+        "id": thread_id,
+        "type": 11,
+        "guild_id": GUILD_ID,
+        "parent_id": parent_id,
+        "owner_id": OWNER_ID,
+        "name": "pictures",
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": TIMESTAMP,
+            "locked": False,
+        },
+    }
+
+
+@dataclass
+class Call:
+    """One REST request the fake received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    json: Any = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    status: int = 200
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeDiscord:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``api_base`` goes into the settings."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.interactions_sent: list[dict[str, Any]] = []
+        self.rate_limit_followups = 0  # answer this many follow-ups/channel posts with 429
+        self.expired_tokens: set[str] = set()  # webhook tokens answered with 404 Unknown Webhook
+        self.identified = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ws: web.WebSocketResponse | None = None
+        self._seq = 0
+        self.port = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def api_base(self) -> str:
+        """What ``IMAGINEBOT_DISCORD_API_BASE`` should be."""
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    def start(self) -> FakeDiscord:
+        """Serve on a free port in a background thread."""
+        started = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start_server())
+            started.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-discord", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fake Discord did not start")
+        return self
+
+    def stop(self) -> None:
+        """Close the gateway and the server, end the thread."""
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._stop_server(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _start_server(self) -> None:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop_server(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- what tests use -------------------------------------------------------------------------
+    def calls_to(self, method: str, prefix: str) -> list[Call]:
+        """Recorded calls with ``method`` whose path (after ``/api/v10``) starts with ``prefix``."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method and c.path.startswith(prefix)]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "it") -> Any:
+        """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"fake Discord: waited {timeout_s} s for {what}; calls: {self.summary()}")
+
+    def summary(self) -> list[str]:
+        """One line per call, for assertion messages."""
+        with self._lock:
+            return [f"{c.method} {c.path} -> {c.status}" for c in self.calls]
+
+    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a DISPATCH (op 0) event to the connected bot."""
+        if self._loop is None or self._ws is None:
+            raise RuntimeError("no bot connected to the fake gateway")
+        asyncio.run_coroutine_threadsafe(self._send(0, data, event), self._loop).result(10)
+
+    def slash_command(
+        self,
+        name: str,
+        options: dict[str, Any],
+        user_id: str,
+        channel_id: str,
+        thread_parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for ``/name`` with ``options``; returns the interaction."""
+        kinds = {bool: 5, int: 4, float: 10, str: 3}
+        data = {
+            "id": snowflake(),
+            "name": name,
+            "type": 1,
+            "options": [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()],
+        }
+        return self._interaction(2, data, user_id, channel_id, thread_parent_id)
+
+    def button_click(self, custom_id: str, user_id: str, channel_id: str) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for a click on the button ``custom_id`` (type 3)."""
+        message = self.message_json(channel_id, {"content": "result"})
+        return self._interaction(
+            3, {"custom_id": custom_id, "component_type": 2}, user_id, channel_id, None, message
+        )
+
+    def _interaction(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        user_id: str,
+        channel_id: str,
+        thread_parent_id: str | None,
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        channel = (
+            thread_json(channel_id, thread_parent_id) if thread_parent_id else text_channel_json(channel_id)
+        )
+        interaction: dict[str, Any] = {
+            "id": snowflake(),
+            "application_id": APP_ID,
+            "type": kind,
+            "data": data,
+            "guild_id": GUILD_ID,
+            "channel_id": channel_id,
+            "channel": channel,
+            "member": {
+                "user": user_json(user_id, f"user{user_id[-4:]}"),
+                "roles": [],
+                "joined_at": TIMESTAMP,
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": "0",
+            },
+            "token": "itok-" + snowflake(),
+            "version": 1,
+            "app_permissions": "0",
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": GUILD_ID},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if message is not None:
+            interaction["message"] = message
+        with self._lock:
+            self.interactions_sent.append(interaction)
+        self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction
+
+    @staticmethod
+    def message_json(channel_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A message object as Discord returns it after a post or an edit."""
+        return {
+            "id": snowflake(),
+            "channel_id": channel_id,
+            "author": user_json(BOT_ID, "imaginebot", bot=True),
+            "content": body.get("content") or "",
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": body.get("flags", 0) or 0,
+            "components": [],
+        }
+
+    # --- gateway --------------------------------------------------------------------------------
+    async def _send(self, op: int, data: Any, event: str | None = None) -> None:
+        payload: dict[str, Any] = {"op": op, "d": data, "s": None, "t": event}
+        if op == 0:
+            self._seq += 1
+            payload["s"] = self._seq
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps(payload))
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws = ws
+        self._seq = 0
+        await self._send(10, {"heartbeat_interval": 41250})
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            payload = json.loads(msg.data)
+            op = payload.get("op")
+            if op == 1:
+                await self._send(11, None)
+            elif op == 2:
+                await self._send(
+                    0,
+                    {
+                        "v": 10,
+                        "user": user_json(BOT_ID, "imaginebot", bot=True),
+                        "guilds": [],
+                        "session_id": "fake-session",
+                        "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
+                        "shard": [0, 1],
+                        "application": {"id": APP_ID, "flags": 0},
+                    },
+                    "READY",
+                )
+                self.identified.set()
+        return ws
+
+    # --- REST -----------------------------------------------------------------------------------
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        call = Call(request.method, path, dict(request.headers), dict(request.query))
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            for name, value in form.items():
+                raw = value.file.read() if isinstance(value, web.FileField) else value
+                if name == "payload_json":
+                    call.json = json.loads(raw)
+                else:
+                    call.files[name] = bytes(raw.encode() if isinstance(raw, str) else raw)
+        elif request.can_read_body:
+            call.json = await request.json()
+        status, body, headers = self._answer(call)
+        call.status = status
+        with self._lock:
+            self.calls.append(call)
+        if body is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
+
+    def _answer(self, call: Call) -> tuple[int, Any, dict[str, str]]:
+        method, parts = call.method, call.path.strip("/").split("/")
+        body = call.json or {}
+        if method == "GET" and call.path == "/gateway/bot":
+            limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            url = f"ws://127.0.0.1:{self.port}/gateway"
+            return 200, {"url": url, "shards": 1, "session_start_limit": limit}, {}
+        if method == "GET" and call.path == "/users/@me":
+            return 200, user_json(BOT_ID, "imaginebot", bot=True), {}
+        if method == "GET" and call.path == "/oauth2/applications/@me":
+            return 200, self._application(), {}
+        if method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
+            return 200, [self._command(c) for c in (call.json or [])], {}
+        if method == "POST" and parts[0] == "interactions" and parts[-1] == "callback":
+            return 200, {"interaction": {"id": parts[1], "type": 2}}, {}
+        if parts[0] == "webhooks" and len(parts) >= 3 and parts[2] in self.expired_tokens:
+            return 404, {"message": "Unknown Webhook", "code": 10015}, {}
+        posting = method == "POST" and (parts[0] == "webhooks" and len(parts) == 3 or parts[0] == "channels")
+        if posting and self.rate_limit_followups > 0:
+            self.rate_limit_followups -= 1
+            limited = {"message": "You are being rate limited.", "retry_after": 1.5, "global": False}
+            return 429, limited, {"Retry-After": "2"}
+        if parts[0] == "webhooks" or parts[0] == "channels":
+            if method == "GET" or method in ("POST", "PATCH"):
+                return 200, self.message_json(parts[1], body), {}
+            if method == "DELETE":
+                return 204, None, {}
+        return 404, {"message": f"fake Discord has no {method} {call.path}", "code": 0}, {}
+
+    @staticmethod
+    def _application() -> dict[str, Any]:
+        return {
+            "id": APP_ID,
+            "name": "imaginebot",
+            "icon": None,
+            "description": "",
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": user_json(OWNER_ID, "owner"),
+            "verify_key": "00",
+            "flags": 0,
+            "summary": "",
+        }
+
+    @staticmethod
+    def _command(data: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": snowflake(),
+            "application_id": APP_ID,
+            "version": "1",
+            "type": 1,
+            "options": [],
+            "default_member_permissions": None,
+            "dm_permission": True,
+            "nsfw": False,
+            **data,
+        }
