@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Engines that run on our own workers.
+#: Engines that run on our own workers; ``hf-api`` (hosted) is opt-in through ``engines``.
 LOCAL_ENGINES: tuple[str, ...] = ("dfgan", "diffusion")
-KNOWN_ENGINES: tuple[str, ...] = ("dfgan", "diffusion")
+KNOWN_ENGINES: tuple[str, ...] = ("dfgan", "diffusion", "hf-api")
 
 
 class Settings(BaseSettings):
@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     # --- models ---------------------------------------------------------------------------------
     diffusion_model: str | None = Field(default=None, description="Diffusers folder or cached hub id.")
     dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
+    hf_api_model: str = Field(
+        default="stabilityai/stable-diffusion-xl-base-1.0", description="Hub model id for the hf-api engine."
+    )
+    hf_api_token: str | None = Field(default=None, description="Hugging Face token for the hf-api engine.")
+    hf_api_base_url: str | None = Field(
+        default=None, description="Inference endpoint URL (default: Hugging Face's router for hf_api_model)."
+    )
+    hf_api_timeout_s: float = 120.0
     engines: str = Field(default="dfgan,diffusion", description="Enabled engines, comma separated.")
     datasets: str = Field(default="shapes,emoji", description="Dataset names admins may retrain on.")
 

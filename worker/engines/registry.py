@@ -50,4 +50,8 @@ class EngineRegistry:
             diffusers_logging.disable_progress_bar()  # bars in worker logs are noise
 
             return DiffusionEngine(s.diffusion_model, s.data_dir, device=s.device)
+        if name == "hf-api":
+            from worker.engines.hf_api import HFApiEngine
+
+            return HFApiEngine(s.hf_api_model, s.hf_api_token, s.hf_api_base_url, s.hf_api_timeout_s)
         raise ValueError(f"no engine called {name!r}")
