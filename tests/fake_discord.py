@@ -217,12 +217,14 @@ class FakeDiscord:
         }
         return self._interaction(2, data, user_id, channel_id, thread_parent_id)
 
-    def button_click(self, custom_id: str, user_id: str, channel_id: str) -> dict[str, Any]:
-        """Dispatch INTERACTION_CREATE for a click on the button ``custom_id`` (type 3)."""
-        message = self.message_json(channel_id, {"content": "result"})
-        return self._interaction(
-            3, {"custom_id": custom_id, "component_type": 2}, user_id, channel_id, None, message
-        )
+    def button_click(
+        self, custom_id: str, user_id: str, channel_id: str, components: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for a click on ``custom_id`` (type 3) under a message that
+        carries ``components`` (discord.py finds the clicked button in them)."""
+        message = {**self.message_json(channel_id, {"content": "result"}), "components": components}
+        data = {"custom_id": custom_id, "component_type": 2}
+        return self._interaction(3, data, user_id, channel_id, None, message)
 
     def _interaction(
         self,
@@ -351,7 +353,12 @@ class FakeDiscord:
             self.calls.append(call)
         if body is None:
             return web.Response(status=status, headers=headers)
-        return web.json_response(body, status=status, headers=headers)
+        # discord.py parses a body only when Content-Type is exactly application/json, as Discord sends it.
+        return web.Response(
+            body=json.dumps(body).encode(),
+            status=status,
+            headers={**headers, "Content-Type": "application/json"},
+        )
 
     def _answer(self, call: Call) -> tuple[int, Any, dict[str, str]]:
         method, parts = call.method, call.path.strip("/").split("/")

@@ -6,7 +6,9 @@ bot tests run the real discord.py client (gateway + REST) in a thread against th
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,15 +16,17 @@ from pathlib import Path
 
 import pytest
 import redis
+import yarl
 from PIL import Image
 
 from bots.discord import send as discord_send
+from bots.discord.bot import ImagineBot, build_client
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.queue import QueueClient
 from core.settings import Settings
 from tests.conftest import make_settings
-from tests.fake_discord import APP_ID, FakeDiscord, snowflake
+from tests.fake_discord import APP_ID, Call, FakeDiscord, snowflake
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BOT_TOKEN = "fake-bot-token"
@@ -227,3 +231,224 @@ def test_worker_delivers_once_after_a_429(
     assert_png(posts[1].files["files[0]"])
     time.sleep(0.5)
     assert len(fake.calls_to("POST", f"/webhooks/{APP_ID}/{token}")) == 2  # never posted twice
+
+
+# --- the real discord.py client on the fake gateway ---------------------------------------------
+
+
+class BotThread:
+    """Runs the bot's event loop in a thread; :meth:`stop` closes the client and ends the thread."""
+
+    def __init__(self, client: ImagineBot) -> None:
+        self.client = client
+        self.loop = asyncio.new_event_loop()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="discord-bot", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.client.start(BOT_TOKEN, reconnect=False))
+        except BaseException as exc:  # reported by the fixture
+            self.error = exc
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def start(self) -> BotThread:
+        """Start the client (login, command sync, gateway connect)."""
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the client and wait for the thread (bounded)."""
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(20)
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "the bot thread did not stop"
+
+
+@pytest.fixture(scope="module")
+def bot(fake: FakeDiscord, discord_settings: Settings, worker_to_fake: None) -> Iterator[ImagineBot]:
+    """The bot connected to the fake gateway, with the session worker delivering to the fake."""
+    client = build_client(discord_settings)
+    runner = BotThread(client).start()
+    try:
+        fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
+        assert runner.error is None, runner.error
+        yield client
+    finally:
+        runner.stop()
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
+        # Leave discord.py as we found it for any other test in this process.
+        Route.BASE = "https://discord.com/api/v10"
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
+
+
+def new_user() -> str:
+    """A fresh Discord user id (so limits and preferences start empty)."""
+    return str(700_000 + int(uuid.uuid4().int % 100_000))
+
+
+def callback_of(fake: FakeDiscord, interaction: dict) -> dict:
+    """Wait for the interaction's initial response (POST .../callback) and return its JSON."""
+    path = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+    [call] = fake.wait_for(lambda: fake.calls_to("POST", path), timeout_s=10, what=path)
+    return call.json
+
+
+def delivery_of(fake: FakeDiscord, interaction: dict, timeout_s: float = 60.0) -> Call:
+    """Wait for the result follow-up on the interaction's webhook."""
+    path = f"/webhooks/{APP_ID}/{interaction['token']}"
+    posts = fake.wait_for(
+        lambda: [c for c in fake.calls_to("POST", path) if c.status == 200], timeout_s=timeout_s, what=path
+    )
+    return posts[0]
+
+
+def test_bot_syncs_its_slash_commands(fake: FakeDiscord, bot: ImagineBot) -> None:
+    [sync] = fake.calls_to("PUT", f"/applications/{APP_ID}/commands")
+    names = {c["name"] for c in sync.json}
+    assert {"imagine", "queue", "cancel", "settings", "retrain", "model"} <= names
+    imagine = next(c for c in sync.json if c["name"] == "imagine")
+    assert [o["name"] for o in imagine["options"]][:1] == ["prompt"]
+
+
+def test_imagine_defers_answers_with_position_reports_progress_and_delivers_png(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user, channel = new_user(), snowflake()
+    sent = time.monotonic()
+    interaction = fake.slash_command(
+        "imagine", {"prompt": "a red circle", "engine": "dfgan", "steps": 2, "seed": 5}, user, channel
+    )
+    assert callback_of(fake, interaction)["type"] == 5  # deferred, "thinking"
+    callback_at = fake.calls_to("POST", f"/interactions/{interaction['id']}")[0].at
+    assert callback_at - sent < 3.0
+    original = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+    edits = fake.wait_for(lambda: fake.calls_to("PATCH", original), timeout_s=10, what="position answer")
+    assert edits[0].json["content"].startswith("Queued “a red circle” (dfgan, seed 5), position ")
+
+    delivered = delivery_of(fake, interaction)
+    assert_png(delivered.files["files[0]"])
+    assert "“a red circle”" in delivered.json["content"] and "seed 5" in delivered.json["content"]
+    # The progress editor ends on the finished state.
+    fake.wait_for(
+        lambda: fake.calls_to("PATCH", original)[-1].json["content"].startswith("Done"),
+        timeout_s=10,
+        what="the final progress edit",
+    )
+    [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    conv = record.request.conversation
+    assert (conv.chat_id, conv.thread_id, conv.application_id) == (channel, None, APP_ID)
+    assert conv.interaction_token == interaction["token"] and record.steps == 2
+
+
+def test_imagine_in_a_thread_keeps_the_thread(fake: FakeDiscord, bot: ImagineBot, queue: QueueClient) -> None:
+    user, parent, thread = new_user(), snowflake(), snowflake()
+    interaction = fake.slash_command(
+        "imagine",
+        {"prompt": "a green star", "engine": "dfgan", "steps": 2},
+        user,
+        thread,
+        thread_parent_id=parent,
+    )
+    assert_png(delivery_of(fake, interaction).files["files[0]"])
+    [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    assert (record.request.conversation.chat_id, record.request.conversation.thread_id) == (parent, thread)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps must be between 1 and 100."),
+        ({"engine": "dalle"}, "'dalle' is not an engine. Enabled engines: dfgan, diffusion."),
+        ({"count": 9}, "count must be between 1 and 4."),
+        ({"prompt": "   "}, "Your prompt is empty."),
+    ],
+)
+def test_bad_option_gets_an_ephemeral_specific_error_and_nothing_is_queued(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient, options: dict, message: str
+) -> None:
+    user = new_user()
+    interaction = fake.slash_command("imagine", {"prompt": "a red circle", **options}, user, snowflake())
+    answer = callback_of(fake, interaction)
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64
+    assert answer["data"]["content"].startswith(message)
+    time.sleep(0.3)
+    assert queue.user_jobs(f"discord:{user}", unfinished_only=False) == []
+    assert queue.redis.zcard("ib:pending") == 0
+
+
+def test_retrain_is_refused_to_non_admins_and_checks_the_dataset(fake: FakeDiscord, bot: ImagineBot) -> None:
+    refused = callback_of(fake, fake.slash_command("retrain", {"dataset": "shapes"}, new_user(), snowflake()))
+    assert refused["type"] == 4
+    assert refused["data"]["content"] == "Only admins can retrain the model."
+    assert refused["data"]["flags"] == 64
+    unknown = callback_of(fake, fake.slash_command("retrain", {"dataset": "../etc"}, "424242", snowflake()))
+    assert unknown["data"]["content"].startswith("Unknown dataset '../etc'. Known datasets: shapes, emoji.")
+    accepted = callback_of(fake, fake.slash_command("retrain", {"dataset": "shapes"}, "424242", snowflake()))
+    assert "training-queue release" in accepted["data"]["content"] and accepted["data"]["flags"] == 64
+    model = callback_of(fake, fake.slash_command("model", {}, new_user(), snowflake()))
+    assert model["data"]["content"].startswith("Only admins") and model["data"]["flags"] == 64
+
+
+def test_settings_become_the_defaults_of_imagine(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user = new_user()
+    saved = callback_of(
+        fake, fake.slash_command("settings", {"engine": "dfgan", "steps": 2}, user, snowflake())
+    )
+    assert saved["data"]["content"].startswith("Your defaults: engines dfgan, steps 2,")
+    bad = callback_of(fake, fake.slash_command("settings", {"steps": 500}, user, snowflake()))
+    assert bad["data"]["content"] == "steps must be between 1 and 100." and bad["data"]["flags"] == 64
+    interaction = fake.slash_command("imagine", {"prompt": "a small square"}, user, snowflake())
+    delivery_of(fake, interaction)
+    [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    assert record.request.engines == ["dfgan"] and record.steps == 2
+
+
+def test_cancel_and_queue_commands(fake: FakeDiscord, bot: ImagineBot, queue: QueueClient) -> None:
+    owner, other = new_user(), new_user()
+    # A job that stays queued: stored, but no generate task sent.
+    record = discord_record(queue, status=JobStatus.QUEUED, token="itok-cancel", user_id=owner)
+    queue.redis.rpush(f"ib:userjobs:discord:{owner}", record.id)
+    listed = callback_of(fake, fake.slash_command("queue", {}, owner, snowflake()))
+    assert record.id in listed["data"]["content"] and listed["data"]["flags"] == 64
+    refused = callback_of(fake, fake.slash_command("cancel", {"job": record.id}, other, snowflake()))
+    assert refused["data"]["content"] == "You can only cancel your own jobs."
+    done = callback_of(fake, fake.slash_command("cancel", {}, owner, snowflake()))
+    assert done["data"]["content"] == "Cancelled “a red circle”."
+    # The cancellation is delivered to the job's own conversation.
+    [note] = fake.wait_for(
+        lambda: fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-cancel"), what="cancel note"
+    )
+    assert note.json["content"] == "Cancelled: “a red circle”"
+
+
+def test_reroll_and_variation_buttons_queue_new_jobs(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user, channel = new_user(), snowflake()
+    first = fake.slash_command(
+        "imagine", {"prompt": "a blue circle", "engine": "dfgan", "steps": 2}, user, channel
+    )
+    components = delivery_of(fake, first).json["components"]
+    [(original, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+
+    click = fake.button_click(f"ib:rr:{original.id}", user, channel, components)
+    assert callback_of(fake, click)["type"] == 5
+    assert_png(delivery_of(fake, click).files["files[0]"])
+    jobs = [r for r, _ in queue.user_jobs(f"discord:{user}", unfinished_only=False)]
+    assert len(jobs) == 2 and jobs[1].id != original.id
+    assert (
+        jobs[1].request.prompt == "a blue circle"
+        and jobs[1].request.conversation.interaction_token == click["token"]
+    )
+
+    info = fake.button_click(f"ib:info:{original.id}", new_user(), channel, components)
+    answer = callback_of(fake, info)
+    assert answer["data"]["flags"] == 64 and f"seed {original.seed}" in answer["data"]["content"]

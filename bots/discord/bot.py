@@ -1,0 +1,75 @@
+"""The Discord bot process: a discord.py client with the slash commands of ``handlers.py``.
+
+``IMAGINEBOT_DISCORD_API_BASE`` moves both the REST API (discord.py builds every URL from
+``discord.http.Route.BASE``) and the gateway (asked from ``GET /gateway/bot`` at login, instead of
+discord.py's built-in ``wss://gateway.discord.gg``) to another server: a proxy or a test fake.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord.handlers import ProgressTracker, ResultButton, register
+from core.preferences import PreferenceStore
+from core.queue import QueueClient
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ImagineBot(discord.Client):
+    """The client: a command tree, the queue, per-user preferences and the progress editor."""
+
+    def __init__(self, settings: Settings, queue: QueueClient, sync_commands: bool = True) -> None:
+        # Slash commands and buttons arrive without any privileged (or other) intent.
+        super().__init__(intents=discord.Intents.none())
+        self.settings = settings
+        self.queue = queue
+        self.prefs = PreferenceStore(queue.redis)
+        self.sync_commands = sync_commands
+        self.tree = app_commands.CommandTree(self)
+        self.progress = ProgressTracker(self, settings.progress_interval_s)
+        register(self)
+
+    async def login(self, token: str) -> None:
+        """Point REST at ``settings.discord_api_base``, log in, then look up the gateway there."""
+        # Route.BASE is a class attribute read when each request is built; one bot per process.
+        Route.BASE = self.settings.discord_api_base.rstrip("/")
+        await super().login(token)
+        _, url, _ = await self.http.get_bot_gateway()
+        # A non-sharded discord.py client connects to DEFAULT_GATEWAY (also its fallback after an
+        # invalidated session); use the one this API base names.
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+
+    async def setup_hook(self) -> None:
+        """Register the persistent buttons and publish the slash commands."""
+        self.add_dynamic_items(ResultButton)
+        if self.sync_commands:
+            commands = await self.tree.sync()
+            log.info("synced %d slash commands", len(commands))
+
+    async def close(self) -> None:
+        """Stop progress edits, then disconnect."""
+        await self.progress.close()
+        await super().close()
+
+
+def build_client(
+    settings: Settings, queue: QueueClient | None = None, sync_commands: bool = True
+) -> ImagineBot:
+    """The bot for ``settings`` (start it with ``await client.start(token)`` or :func:`run`)."""
+    return ImagineBot(settings, queue or QueueClient(settings), sync_commands=sync_commands)
+
+
+def run(settings: Settings) -> None:
+    """Run the bot until it is stopped (Ctrl-C / SIGTERM). Needs ``IMAGINEBOT_DISCORD_TOKEN``."""
+    if not settings.discord_token:
+        raise ValueError("IMAGINEBOT_DISCORD_TOKEN is not set")
+    client = build_client(settings)
+    client.run(settings.discord_token, log_handler=None)
