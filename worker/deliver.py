@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 #: platform -> module holding ``send(record, ctx)``. Each sender lives with its bot and imports no torch.
 SENDERS = {
     "web": "bots.web.send",
+    "telegram": "bots.telegram.send",
     "discord": "bots.discord.send",
 }
 LOCK_S = 120

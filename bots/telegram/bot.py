@@ -1,0 +1,54 @@
+"""The Telegram bot process: ``imaginebot telegram`` calls :func:`run`.
+
+It long-polls Telegram for updates (no public URL needed), answers in chat and queues jobs; results
+are posted by the delivery worker (``bots/telegram/send.py``). ``IMAGINEBOT_TELEGRAM_API_BASE`` points
+it at another Bot API server (a local ``telegram-bot-api``, a proxy, or a test server).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, ApplicationBuilder
+
+from bots.telegram.api import api_urls
+from bots.telegram.handlers import COMMANDS, register
+from core.queue import QueueClient
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+
+def build_application(settings: Settings, queue: QueueClient | None = None) -> Application:
+    """The bot's :class:`~telegram.ext.Application` with every handler registered (not started)."""
+    if not settings.telegram_token:
+        raise ValueError("IMAGINEBOT_TELEGRAM_TOKEN is not set")
+    base_url, base_file_url = api_urls(settings)
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_token)
+        .base_url(base_url)
+        .base_file_url(base_file_url)
+        .post_init(_announce_commands)
+        .build()
+    )
+    register(application, settings, queue or QueueClient(settings))
+    return application
+
+
+async def _announce_commands(application: Application) -> None:
+    """Fill Telegram's command menu; a failure here must not stop the bot."""
+    try:
+        await application.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+    except TelegramError as exc:
+        log.warning("could not set the bot's command list: %s", exc)
+
+
+def run(settings: Settings) -> None:
+    """Run the bot until interrupted (Ctrl-C / SIGTERM), long-polling for updates."""
+    application = build_application(settings)
+    log.info("telegram bot polling %s", settings.telegram_api_base)
+    application.run_polling(allowed_updates=ALLOWED_UPDATES)

@@ -1,0 +1,266 @@
+"""A small fake Telegram Bot API server (aiohttp, in a background thread) for the bot's tests.
+
+It serves the methods the bot and its sender use, records every call (parameters and uploaded
+files), hands out updates that a test injects through ``getUpdates`` (long-poll with a short wait),
+and can answer the next call of a method with an error (e.g. a 429 "retry after 2").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_USER = {"id": 123, "is_bot": True, "first_name": "imaginebot", "username": "imaginebot_test_bot"}
+ID_FIELDS = ("chat_id", "message_thread_id", "message_id", "reply_to_message_id")
+JSON_FIELDS = ("reply_parameters", "reply_markup", "media", "allowed_updates", "commands")
+TRUE_METHODS = ("deleteWebhook", "setMyCommands", "answerCallbackQuery", "deleteMessage")
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+    status: int = 200
+    result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fake answered it with success."""
+        return self.status == 200
+
+    @property
+    def reply_to(self) -> int | None:
+        """The message this one replies to (``reply_parameters`` or the older field)."""
+        if isinstance(self.params.get("reply_parameters"), dict):
+            return self.params["reply_parameters"].get("message_id")
+        return self.params.get("reply_to_message_id")
+
+    @property
+    def callback_data(self) -> list[str]:
+        """Every ``callback_data`` of the inline keyboard sent with this call."""
+        markup = self.params.get("reply_markup") or {}
+        return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+class FakeTelegram:
+    """Start with :meth:`start`, point the bot at :attr:`url`, stop with :meth:`stop`."""
+
+    def __init__(self, token: str = "123:TEST") -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.url = ""
+        self._lock = threading.Lock()
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(5000)
+        self._failures: list[tuple[str, int | None, int, dict[str, Any]]] = []
+        self._loop = asyncio.new_event_loop()
+        self._new_update: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-telegram", daemon=True)
+
+    # --- life --------------------------------------------------------------------------------
+    def start(self) -> FakeTelegram:
+        """Serve on a free port of 127.0.0.1."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
+        return self
+
+    async def _serve(self) -> None:
+        self._new_update = asyncio.Event()
+        app = web.Application(client_max_size=60 * 1024 * 1024)
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    # --- what tests drive ---------------------------------------------------------------------
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue ``update`` (without ``update_id``) for the bot's next ``getUpdates``; returns its id."""
+        update_id = next(self._update_ids)
+        with self._lock:
+            self._updates.append({"update_id": update_id, **update})
+        if self._new_update is not None:
+            self._loop.call_soon_threadsafe(self._new_update.set)
+        return update_id
+
+    def fail_next(self, method: str, status: int, body: dict[str, Any], chat_id: int | None = None) -> None:
+        """Answer the next ``method`` call (to ``chat_id``, if given) with HTTP ``status`` and ``body``."""
+        with self._lock:
+            self._failures.append((method, chat_id, status, body))
+
+    def find(self, predicate: Callable[[Call], bool]) -> list[Call]:
+        """Calls so far that match ``predicate``, in order."""
+        with self._lock:
+            return [c for c in self.calls if predicate(c)]
+
+    def wait_for(self, predicate: Callable[[Call], bool], timeout_s: float = 60.0) -> Call:
+        """The first call matching ``predicate``, waiting up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = self.find(predicate)
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        with self._lock:
+            seen = [(c.method, c.params.get("chat_id"), c.params.get("text")) for c in self.calls[-15:]]
+        raise AssertionError(f"no matching call within {timeout_s} s; last calls: {seen}")
+
+    # --- the API ------------------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        method = request.match_info["method"]
+        params, files = await self._read(request)
+        if method == "getUpdates":
+            return web.json_response({"ok": True, "result": await self._get_updates(params)})
+        call = Call(method, params, files)
+        with self._lock:
+            failure = next(
+                (f for f in self._failures if f[0] == method and f[1] in (None, params.get("chat_id"))), None
+            )
+            if failure is not None:
+                self._failures.remove(failure)
+                call.status = failure[2]
+            self.calls.append(call)
+        if failure is not None:
+            return web.json_response(failure[3], status=failure[2])
+        result = self._answer(method, params)
+        if result is None:
+            call.status = 404
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        call.result = result
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    async def _read(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        params: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        if request.content_type == "application/json":
+            params = await request.json()
+        elif request.can_read_body:
+            form = await request.post()
+            for name, value in form.items():
+                if isinstance(value, web.FileField):
+                    files[name] = value.file.read()
+                else:
+                    params[name] = value
+        for name in ID_FIELDS:
+            if isinstance(params.get(name), str):
+                params[name] = int(params[name])
+        for name in JSON_FIELDS:
+            if isinstance(params.get(name), str):
+                params[name] = json.loads(params[name])
+        return params, files
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        wait_s = min(float(params.get("timeout") or 0), 1.0)
+        deadline = time.monotonic() + wait_s
+        assert self._new_update is not None
+        while True:
+            with self._lock:
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                pending = list(self._updates)
+                self._new_update.clear()
+            remaining = deadline - time.monotonic()
+            if pending or remaining <= 0:
+                return pending
+            try:
+                await asyncio.wait_for(self._new_update.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _answer(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return BOT_USER
+        if method in TRUE_METHODS:
+            return True
+        if method in ("sendMessage", "sendPhoto", "sendDocument"):
+            return self._message(params, text=params.get("text"), caption=params.get("caption"))
+        if method == "editMessageText":
+            message = self._message(params, text=params.get("text"))
+            message["message_id"] = params["message_id"]
+            return message
+        if method == "sendMediaGroup":
+            return [self._message(params, caption=item.get("caption")) for item in params.get("media", [])]
+        return None
+
+    def _message(self, params: dict[str, Any], text: str | None = None, caption: str | None = None) -> dict:
+        chat_id = params["chat_id"]
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "from": BOT_USER,
+        }
+        if params.get("message_thread_id"):
+            message.update(message_thread_id=params["message_thread_id"], is_topic_message=True)
+        if text is not None:
+            message["text"] = text
+        if caption is not None:
+            message["caption"] = caption
+        return message
+
+
+def user_message(
+    chat_id: int,
+    user_id: int,
+    text: str,
+    message_id: int,
+    thread_id: int | None = None,
+    chat_type: str = "private",
+) -> dict[str, Any]:
+    """A ``message`` update as Telegram sends it (with the bot_command entity for ``/commands``)."""
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": {"id": chat_id, "type": chat_type},
+        "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+        "text": text,
+    }
+    if chat_type == "supergroup":
+        message["chat"].update(title="test group", is_forum=thread_id is not None)
+    if thread_id is not None:
+        message.update(message_thread_id=thread_id, is_topic_message=True)
+    if text.startswith("/"):
+        command = text.split()[0]
+        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+    return {"message": message}
+
+
+def button_press(user_id: int, data: str, message: dict[str, Any], query_id: str) -> dict[str, Any]:
+    """A ``callback_query`` update: ``user_id`` pressed the button ``data`` under ``message``."""
+    return {
+        "callback_query": {
+            "id": query_id,
+            "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+            "chat_instance": "test",
+            "data": data,
+            "message": message,
+        }
+    }
