@@ -1,0 +1,228 @@
+"""The DF-GAN model registry: which trained versions exist, and which one the workers draw with.
+
+Versions live in two places:
+
+- files: ``settings.data_dir/models/dfgan/<version>/`` holds ``config.json`` + ``generator.safetensors``
+  (a checkpoint folder :func:`training.dfgan.checkpoint.load_generator` reads) and ``model.json``
+  (the metadata below). Every worker must see the same ``data_dir`` (a shared volume) to load them.
+- Redis (no expiry): ``ib:models:dfgan:version:<version>`` (the metadata as JSON),
+  ``ib:models:dfgan:versions`` (sorted set of versions by creation time),
+  ``ib:models:dfgan:promoted`` (the version inference workers use; absent: the configured default) and
+  ``ib:models:dfgan:promoted:previous`` (a stack of earlier promoted versions, for rollback).
+
+Version names are made here (``dfgan-<dataset>-<UTC timestamp>``) and checked against a strict pattern
+before they become a folder name, so nothing typed in chat can name a path. This module imports no torch:
+the CLI and the bots may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+
+from core.settings import Settings
+
+PREFIX = "ib:models:dfgan"
+PROMOTED_KEY = f"{PREFIX}:promoted"
+PREVIOUS_KEY = f"{PREFIX}:promoted:previous"
+VERSIONS_KEY = f"{PREFIX}:versions"
+#: The only version names the registry accepts (and so the only folder names it creates).
+VERSION_PATTERN = re.compile(r"^dfgan-[a-z0-9_]{1,32}-\d{8}T\d{6}Z(-\d{1,3})?$")
+#: Files copied from a training checkpoint folder into the registry (weights and config, no optimiser).
+CHECKPOINT_FILES = ("config.json", "generator.safetensors")
+METADATA_FILE = "model.json"
+PREVIOUS_KEPT = 50
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be honoured (unknown version, bad name, nothing to roll back)."""
+
+
+@dataclass
+class ModelVersion:
+    """One registered DF-GAN version."""
+
+    version: str
+    folder: str
+    dataset: str
+    created_at: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent: str | None = None  # the version promoted when the run that made this one started
+    run_id: str | None = None
+    note: str = ""
+
+    def to_json(self) -> str:
+        """The metadata as JSON (what Redis and ``model.json`` hold)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ModelVersion:
+        """Parse :meth:`to_json`."""
+        return cls(**json.loads(raw))
+
+
+def check_version(version: str) -> str:
+    """``version`` when it is a well-formed version name; raises :class:`RegistryError` otherwise."""
+    if not VERSION_PATTERN.match(version):
+        raise RegistryError(f"'{version[:60]}' is not a DF-GAN version name (dfgan-<dataset>-<timestamp>).")
+    return version
+
+
+def models_root(settings: Settings) -> Path:
+    """``data_dir/models/dfgan``: where registered versions' folders live."""
+    return Path(settings.data_dir) / "models" / "dfgan"
+
+
+def version_folder(settings: Settings, version: str) -> Path:
+    """The folder of ``version`` (name checked first, so it is always inside :func:`models_root`)."""
+    return models_root(settings) / check_version(version)
+
+
+def version_key(version: str) -> str:
+    """Redis key of ``version``'s metadata."""
+    return f"{PREFIX}:version:{version}"
+
+
+class ModelRegistry:
+    """Register, list, promote and roll back DF-GAN versions."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = client
+
+    # --- names ------------------------------------------------------------------------------------
+    def new_version_name(self, dataset: str, when: float | None = None) -> str:
+        """A fresh, unused name ``dfgan-<dataset>-<UTC timestamp>`` (suffixed ``-2``… on a clash)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if when is None else when))
+        base = f"dfgan-{dataset}-{stamp}"
+        for n in range(1, 1000):
+            name = check_version(base if n == 1 else f"{base}-{n}")
+            if not self.redis.exists(version_key(name)) and not version_folder(self.settings, name).exists():
+                return name
+        raise RegistryError(f"no free version name for {base}")
+
+    # --- register / read --------------------------------------------------------------------------
+    def register(
+        self,
+        version: str,
+        checkpoint_dir: str | Path,
+        dataset: str,
+        metrics: dict[str, float] | None = None,
+        parent: str | None = None,
+        run_id: str | None = None,
+        note: str = "",
+    ) -> ModelVersion:
+        """Copy a checkpoint's weights and config into the version's folder and record it.
+
+        The copied ``config.json`` carries ``version``, so an engine loading the folder reports it.
+        Idempotent: registering a version again (a retried task) rewrites the same files and entry.
+        """
+        target = version_folder(self.settings, version)
+        source = Path(checkpoint_dir)
+        missing = [name for name in CHECKPOINT_FILES if not (source / name).is_file()]
+        if missing:
+            raise RegistryError(f"checkpoint {source} lacks {', '.join(missing)}")
+        existing = self.get(version)
+        entry = ModelVersion(
+            version=version,
+            folder=str(target),
+            dataset=dataset,
+            created_at=existing.created_at if existing else time.time(),
+            metrics=dict(metrics or {}),
+            parent=parent,
+            run_id=run_id,
+            note=note,
+        )
+        # Build next to the target and rename, so a worker never loads a half-copied folder.
+        staging = target.with_name(f".{version}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copyfile(source / "generator.safetensors", staging / "generator.safetensors")
+        config = json.loads((source / "config.json").read_text())
+        config["version"] = version
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (staging / METADATA_FILE).write_text(entry.to_json() + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        pipe = self.redis.pipeline()
+        pipe.set(version_key(version), entry.to_json())
+        pipe.zadd(VERSIONS_KEY, {version: entry.created_at})
+        pipe.execute()
+        return entry
+
+    def get(self, version: str) -> ModelVersion | None:
+        """The entry of ``version``, or None when it is not registered."""
+        raw = self.redis.get(version_key(check_version(version)))
+        return None if raw is None else ModelVersion.from_json(raw)
+
+    def set_metrics(self, version: str, metrics: dict[str, float]) -> ModelVersion:
+        """Replace ``version``'s stored evaluation figures (e.g. after a re-evaluation)."""
+        entry = self._require(version)
+        entry.metrics = dict(metrics)
+        self.redis.set(version_key(version), entry.to_json())
+        return entry
+
+    def list(self) -> list[ModelVersion]:
+        """Every registered version, oldest first."""
+        names = [raw.decode() for raw in self.redis.zrange(VERSIONS_KEY, 0, -1)]
+        raws = self.redis.mget([version_key(n) for n in names]) if names else []
+        return [ModelVersion.from_json(raw) for raw in raws if raw is not None]
+
+    # --- promotion --------------------------------------------------------------------------------
+    def promoted(self) -> str | None:
+        """The promoted version's name (one GET), or None: workers then use the configured default."""
+        raw = self.redis.get(PROMOTED_KEY)
+        return None if raw is None else raw.decode()
+
+    def promoted_entry(self) -> ModelVersion | None:
+        """The promoted version's entry, or None."""
+        name = self.promoted()
+        return None if name is None else self.get(name)
+
+    def promote(self, version: str) -> ModelVersion:
+        """Make ``version`` the one every inference worker draws with (from its next batch on)."""
+        entry = self._require(version)
+        if not (Path(entry.folder) / "config.json").is_file():
+            raise RegistryError(f"the files of {version} are missing from {entry.folder}")
+        current = self.promoted()
+        if current == version:
+            return entry
+        pipe = self.redis.pipeline()
+        if current is not None:
+            pipe.rpush(PREVIOUS_KEY, current)
+            pipe.ltrim(PREVIOUS_KEY, -PREVIOUS_KEPT, -1)
+        pipe.set(PROMOTED_KEY, version)
+        pipe.execute()
+        return entry
+
+    def rollback(self) -> str | None:
+        """Go back to the version promoted before the current one. Returns it (None: the default).
+
+        With no earlier promoted version, the promotion is cleared and workers use the configured
+        default checkpoint again. Raises :class:`RegistryError` when nothing is promoted.
+        """
+        current = self.promoted()
+        if current is None:
+            raise RegistryError("No DF-GAN version is promoted; there is nothing to roll back.")
+        while True:
+            raw = self.redis.rpop(PREVIOUS_KEY)
+            if raw is None:
+                self.redis.delete(PROMOTED_KEY)
+                return None
+            previous = raw.decode()
+            if previous != current and self.get(previous) is not None:
+                self.redis.set(PROMOTED_KEY, previous)
+                return previous
+
+    def _require(self, version: str) -> ModelVersion:
+        entry = self.get(version)
+        if entry is None:
+            raise RegistryError(f"Unknown DF-GAN version '{version[:60]}'. See `imaginebot models list`.")
+        return entry
