@@ -8,10 +8,11 @@ from celery import Task, shared_task
 
 from core.delivery import DeliveryFailed, DeliveryRetry
 from core.errors import JobNotFound
-from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU
+from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
 from worker.deliver import run_deliver
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
+from worker.train_task import run_train, schedule_recheck
 
 log = logging.getLogger(__name__)
 MAX_DELIVERY_RETRIES = 8
@@ -64,3 +65,13 @@ def deliver(self: Task, job_id: str) -> str:
     except DeliveryFailed as exc:
         log.error("deliver: job %s cannot be delivered: %s", job_id, exc)
         return "failed"
+
+
+@shared_task(bind=True, name=TRAIN_TASK)
+def train(self: Task, run_id: str) -> str:
+    """Take retraining run ``run_id`` to its end (resuming its checkpoint); see worker/train_task.py."""
+    rt = runtime_for(self.app)
+    outcome = run_train(rt, run_id)
+    if outcome.recheck_in is not None:
+        schedule_recheck(rt, self.app, run_id, outcome.recheck_in)
+    return outcome.state

@@ -23,6 +23,7 @@ from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.queue import QueueClient
 from core.settings import Settings
+from core.training_client import TrainingClient
 from core.validation import request_from_text
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -79,6 +80,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     client = queue or QueueClient(settings)
+    trainer = TrainingClient(settings, client.redis, client.producer)
 
     def conversation_id(data: dict[str, Any]) -> str:
         cid = str(data.get("conversation_id", ""))
@@ -114,12 +116,16 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
         history.append("web", cid, {"role": "user", "text": text})
         try:
             if text.strip().lower().startswith("/retrain"):
-                parse_retrain(text, settings, "web", cid)
-                raise InputError(
-                    "not_available",
-                    "Retraining from the web chat comes in a later release. "
-                    "For now run: imaginebot train --dataset shapes",
-                )
+                plan = parse_retrain(text, settings, "web", cid)  # admins and known datasets only
+                run = trainer.submit_retrain(plan, f"web:{cid}", Conversation(platform="web", chat_id=cid))
+                # The train worker posts progress and the result into this conversation's history.
+                history.append(
+                    "web",
+                    cid,
+                    {"role": "bot", "text": f"Retraining DF-GAN on {run.dataset} ({run.epochs} epochs) "
+                     f"queued as run {run.id}; progress follows here.", "run_id": run.id},
+                )  # fmt: skip
+                return jsonify({"run": run.model_dump(mode="json")}), 202
             job_request = request_from_text(
                 text, settings, user=f"web:{cid}", conversation=Conversation(platform="web", chat_id=cid)
             )

@@ -1,0 +1,248 @@
+"""Retraining runs from the front-ends' side: the run record, submit, status and cancel.
+
+A run is a record in Redis (``ib:trainrun:<id>``, a :class:`TrainRun`) plus one ``train`` task on
+queue ``train`` that carries only the run id. The training worker (``worker/train_task.py``) updates
+the record as it goes (step, losses, time left), evaluates, and fills in the verdict and the new
+version. Only admins may start a run; dataset names come from ``settings.dataset_names`` and are
+never used as paths. Nothing here imports torch or the worker.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+import redis
+from celery import Celery
+from pydantic import BaseModel, Field
+
+from core.commands import MAX_EPOCHS, RetrainRequest
+from core.errors import InputError
+from core.jobs import Conversation
+from core.settings import Settings
+from core.store import connect
+from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
+
+#: The one lock every training run takes: one run at a time, whatever the number of train workers.
+LOCK_KEY = "ib:trainrun:lock"
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+MAX_TRAIN_STEPS = 1_000_000
+#: Config overrides a caller may pass (architecture and optimisation knobs; never paths or names).
+CONFIG_KEYS = frozenset(
+    {"imsize", "ngf", "ndf", "batch_size", "lr_g", "lr_d", "ema_decay", "gp_k", "gp_p", "seed",
+     "checkpoint_every", "cond_scale", "loss"}
+)  # fmt: skip
+
+
+class TrainRunStatus(StrEnum):
+    """Where a training run is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once the run will not change any more."""
+        return self in (TrainRunStatus.DONE, TrainRunStatus.FAILED, TrainRunStatus.CANCELLED)
+
+
+class TrainRun(BaseModel):
+    """The stored state of one retraining run; the single source of truth, kept in Redis."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    dataset: str
+    epochs: int
+    max_steps: int | None = None
+    count: int | None = Field(default=None, description="Images of a procedural dataset (None: default)")
+    eval_count: int = 1000
+    force: bool = False
+    config: dict[str, Any] = Field(default_factory=dict, description="DFGANConfig overrides")
+    requested_by: str
+    conversation: Conversation
+    status: TrainRunStatus = TrainRunStatus.QUEUED
+    note: str = ""
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
+    # --- progress ---
+    step: int = 0
+    total: int | None = None
+    losses: dict[str, float] = Field(default_factory=dict)
+    eta_s: float | None = None
+    resumed_from: int | None = None
+    # --- ownership (lease, as for jobs) ---
+    worker: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    # --- result ---
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: float | None = None
+    baseline_version: str | None = None
+    gate: str | None = Field(default=None, description="passed | failed | skipped | forced")
+    gate_note: str = ""
+    parent: str | None = None
+    version: str | None = None
+    promoted: bool = False
+    checkpoint: str | None = None
+    loss_curve: str | None = None
+    sample_grid: str | None = None
+    error: str | None = None
+
+
+def run_key(run_id: str) -> str:
+    """Key of a run record."""
+    return f"ib:trainrun:{run_id}"
+
+
+class RunNotFound(Exception):
+    """No training run with this id (never existed, or expired)."""
+
+
+class TrainRunStore:
+    """Reads and atomically updates :class:`TrainRun` records."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    def save(self, run: TrainRun) -> None:
+        """Write the whole record."""
+        self.redis.set(run_key(run.id), run.model_dump_json(), ex=self.ttl_s)
+
+    def get(self, run_id: str) -> TrainRun:
+        """The record of ``run_id``; raises :class:`RunNotFound`."""
+        raw = self.redis.get(run_key(run_id)) if RUN_ID.match(run_id) else None
+        if raw is None:
+            raise RunNotFound(run_id)
+        return TrainRun.model_validate_json(raw)
+
+    def update(self, run_id: str, change: Callable[[TrainRun], TrainRun | None]) -> TrainRun:
+        """Apply ``change`` atomically (WATCH/MULTI, retried on conflict); returns the stored record."""
+        key = run_key(run_id)
+        while True:
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise RunNotFound(run_id)
+                    run = TrainRun.model_validate_json(raw)
+                    new = change(run) or run
+                    pipe.multi()
+                    pipe.set(key, new.model_dump_json(), ex=self.ttl_s)
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+
+def may_retrain(settings: Settings, user: str) -> bool:
+    """Whether ``user`` (``platform:id``) may start a run: a listed admin, or the local CLI operator
+    (who already holds the Redis URL and so the whole deployment)."""
+    platform, _, user_id = user.partition(":")
+    return platform == "cli" or settings.is_admin(platform, user_id)
+
+
+class TrainingClient:
+    """Front-end side of retraining. Cheap to create; holds a Redis client and a Celery producer."""
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis | None = None, producer: Celery | None = None
+    ) -> None:
+        if not settings.redis_url:
+            raise ValueError("settings.redis_url must be set")
+        self.settings = settings
+        self.redis = client or connect(settings.redis_url)
+        self.producer = producer or make_producer(settings.redis_url)
+        self.runs = TrainRunStore(self.redis, settings.result_ttl_s)
+
+    def submit_retrain(
+        self,
+        request: RetrainRequest,
+        user: str,
+        conversation: Conversation,
+        max_steps: int | None = None,
+        *,
+        force: bool = False,
+        config: dict[str, Any] | None = None,
+        count: int | None = None,
+        eval_count: int | None = None,
+    ) -> TrainRun:
+        """Create the run record and queue its ``train`` task. Raises :class:`InputError` for a
+        non-admin, an unknown dataset or out-of-range numbers. ``config``/``count``/``eval_count``
+        (for operators and tests) shrink the model, the dataset and the evaluation."""
+        if not may_retrain(self.settings, user):
+            raise InputError("not_admin", "Only admins can retrain the model.")
+        if request.dataset not in self.settings.dataset_names:
+            known = ", ".join(self.settings.dataset_names)
+            raise InputError("unknown_dataset", f"Unknown dataset '{request.dataset[:30]}'. Known: {known}.")
+        if not 1 <= request.epochs <= MAX_EPOCHS:
+            raise InputError("epochs_out_of_range", f"epochs must be between 1 and {MAX_EPOCHS}.")
+        if max_steps is not None and not 1 <= max_steps <= MAX_TRAIN_STEPS:
+            raise InputError("steps_out_of_range", f"steps must be between 1 and {MAX_TRAIN_STEPS}.")
+        unknown = sorted(set(config or {}) - CONFIG_KEYS)
+        if unknown:
+            raise InputError("bad_config", f"Unknown config keys: {', '.join(unknown)}.")
+        run = TrainRun(
+            dataset=request.dataset,
+            epochs=request.epochs,
+            max_steps=max_steps,
+            count=count,
+            eval_count=eval_count or 1000,
+            force=force,
+            config=dict(config or {}),
+            requested_by=user,
+            conversation=conversation,
+        )
+        # Record first, then the task: the worker never sees a task whose record is missing.
+        self.runs.save(run)
+        self.producer.send_task(TRAIN_TASK, args=[run.id], queue=QUEUE_TRAIN)
+        return run
+
+    def status(self, run_id: str) -> TrainRun:
+        """The run record. Raises :class:`RunNotFound`."""
+        return self.runs.get(run_id)
+
+    def cancel(self, run_id: str) -> TrainRun:
+        """Cancel a waiting or running run; a running one stops at its next progress report
+        (its last checkpoint is kept, nothing is registered)."""
+
+        def change(run: TrainRun) -> TrainRun:
+            if run.status.finished:
+                raise InputError("already_finished", f"That training run is already {run.status.value}.")
+            run.status = TrainRunStatus.CANCELLED
+            run.finished_at = time.time()
+            return run
+
+        return self.runs.update(run_id, change)
+
+    def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.5) -> TrainRun:
+        """Block until the run is finished. Raises :class:`TimeoutError`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.runs.get(run_id)
+            if run.status.finished:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"training run {run_id} still {run.status.value} after {timeout_s} s")
+            time.sleep(poll_s)
+
+
+def submit_retrain(
+    settings: Settings,
+    request: RetrainRequest,
+    user: str,
+    conversation: Conversation,
+    max_steps: int | None = None,
+    **options: Any,
+) -> TrainRun:
+    """Shorthand for :meth:`TrainingClient.submit_retrain` with a fresh client."""
+    return TrainingClient(settings).submit_retrain(request, user, conversation, max_steps, **options)

@@ -1,0 +1,224 @@
+"""Admin retraining as a worker task: refusal, progress, evaluation gate, hot reload, resume after a kill.
+
+Real Redis (database 7 of the session server, emptied per test), real ``imaginebot worker``
+processes for the ``train`` and ``gpu`` queues, a tiny DF-GAN (ngf=ndf=4, 64 shapes images) so a
+run takes seconds on a CPU. Short lease and visibility timeout, as in test_queue_durability.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.commands import RetrainRequest
+from core.embedded_redis import EmbeddedRedis
+from core.errors import InputError
+from core.jobs import Conversation, EngineResult, JobStatus
+from core.queue import QueueClient
+from core.settings import Settings
+from core.training_client import TrainingClient, TrainRun, TrainRunStatus
+from core.validation import request_from_text
+from tests.conftest import make_settings, worker_subprocess
+from worker.model_registry import ModelRegistry
+
+ADMIN = "admin-conversation-1"
+TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay": 0.9}
+
+
+@pytest.fixture
+def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on database 7 (emptied), a private data dir, dfgan only, short lease and timeouts."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield make_settings(
+        url,
+        tmp_path / "data",
+        engines="dfgan",
+        admin_ids=f"web:{ADMIN},discord:42",
+        job_lease_s=3.0,
+        broker_visibility_timeout_s=4,
+        progress_interval_s=0.3,
+    )
+    client.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _admin_run(client: TrainingClient, max_steps: int, **options: object) -> TrainRun:
+    return client.submit_retrain(
+        RetrainRequest(dataset="shapes", epochs=1),
+        f"web:{ADMIN}",
+        Conversation(platform="web", chat_id=ADMIN),
+        max_steps,
+        config=TINY,
+        count=64,
+        eval_count=32,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _follow(client: TrainingClient, run_id: str, timeout_s: float) -> tuple[TrainRun, list[TrainRun]]:
+    """Poll until the run finishes; returns the final record and every running record seen."""
+    seen: list[TrainRun] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = client.status(run_id)
+        if run.status.finished:
+            return run, seen
+        if run.status == TrainRunStatus.RUNNING and run.step > 0:
+            seen.append(run)
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} not finished in {timeout_s} s: {client.status(run_id)}")
+
+
+def _draw(queue: QueueClient, settings: Settings, seed: int) -> EngineResult:
+    request = request_from_text(
+        f"a red circle --engine dfgan --seed {seed}",
+        settings,
+        "web:drawer",
+        Conversation(platform="web", chat_id="drawer-chat"),
+    )
+    record = queue.wait(queue.submit(request).id, timeout_s=90)
+    assert record.status == JobStatus.DONE, record.error
+    return record.results[0]
+
+
+def test_non_admins_cannot_retrain_from_core_or_the_web_chat(isolated: Settings) -> None:
+    from bots.web.app import create_app
+
+    client = TrainingClient(isolated)
+    with pytest.raises(InputError) as refused:
+        client.submit_retrain(
+            RetrainRequest(dataset="shapes", epochs=1),
+            "web:someone-else",
+            Conversation(platform="web", chat_id="x"),
+        )
+    assert refused.value.code == "not_admin"
+    with pytest.raises(InputError) as unknown:
+        client.submit_retrain(
+            RetrainRequest(dataset="../etc", epochs=1),
+            f"web:{ADMIN}",
+            Conversation(platform="web", chat_id=ADMIN),
+        )
+    assert unknown.value.code == "unknown_dataset"
+    assert client.redis.llen("train") == 0 and not list(client.redis.scan_iter("ib:trainrun:*"))
+
+    web = create_app(isolated).test_client()
+    for cid, text, status, code in [
+        ("someone-else-1", "/retrain dataset:shapes epochs:2", 403, "not_admin"),
+        (ADMIN, "/retrain dataset:../../etc epochs:2", 400, "unknown_dataset"),
+        (ADMIN, "/retrain dataset:shapes epochs:0", 400, "epochs_out_of_range"),
+    ]:
+        resp = web.post("/api/imagine", json={"conversation_id": cid, "text": text})
+        assert resp.status_code == status and resp.get_json()["code"] == code, resp.get_json()
+    assert client.redis.llen("train") == 0
+
+    resp = web.post(
+        "/api/imagine", json={"conversation_id": ADMIN, "text": "/retrain dataset:shapes epochs:2"}
+    )
+    assert resp.status_code == 202, resp.get_json()
+    run = client.status(resp.get_json()["run"]["id"])
+    assert (run.status, run.dataset, run.epochs, run.requested_by) == ("queued", "shapes", 2, f"web:{ADMIN}")
+    assert client.redis.llen("train") == 1  # the task waits on the train queue, not the gpu one
+    messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
+    assert messages[-1]["role"] == "bot" and run.id in messages[-1]["text"]
+
+
+def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(isolated: Settings) -> None:
+    client = TrainingClient(isolated)
+    queue = QueueClient(isolated)
+    registry = ModelRegistry(isolated, client.redis)
+    gpu = worker_subprocess(isolated, queues="gpu,delivery")
+    trainer = worker_subprocess(isolated, queues="train")
+    try:
+        assert _draw(queue, isolated, 1).version == "random-init"  # nothing promoted yet
+
+        # 1. Nothing promoted: the gate passes and the new version is promoted.
+        run, seen = _follow(client, _admin_run(client, max_steps=15).id, timeout_s=120)
+        assert run.status == TrainRunStatus.DONE, run.error
+        assert seen and all(r.total == 15 and r.eta_s is not None and "loss_d" in r.losses for r in seen)
+        assert run.step == 15 and run.resumed_from is None and run.attempts == 1
+        assert (run.gate, run.promoted, run.baseline) == ("passed", True, None)
+        assert 0.0 <= run.metrics["all"] <= 1.0 and set(run.metrics) >= {"colour", "shape", "all"}
+        assert run.version is not None and run.version.startswith("dfgan-shapes-")
+        assert registry.promoted() == run.version
+        entry = registry.get(run.version)
+        assert entry is not None and entry.metrics == run.metrics and entry.run_id == run.id
+        assert (Path(entry.folder) / "generator.safetensors").is_file()
+        assert Path(str(run.loss_curve)).is_file() and Path(str(run.sample_grid)).is_file()
+
+        # The gpu worker, never restarted, draws the next job with the new version.
+        assert _draw(queue, isolated, 2).version == run.version
+        assert gpu.poll() is None
+
+        # 2. The promoted version now claims a perfect score: the next run fails the gate.
+        registry.set_metrics(run.version, {**run.metrics, "all": 1.0})
+        second, _ = _follow(client, _admin_run(client, max_steps=5).id, timeout_s=120)
+        assert second.status == TrainRunStatus.DONE, second.error
+        assert (second.gate, second.promoted, second.baseline) == ("failed", False, 1.0)
+        assert second.parent == run.version and second.version != run.version
+        assert registry.promoted() == run.version  # registered, not promoted
+        assert [v.version for v in registry.list()] == [run.version, second.version]
+        assert _draw(queue, isolated, 3).version == run.version
+    finally:
+        _stop(trainer)
+        _stop(gpu)
+    texts = [e["text"] for e in queue.history.read("web", ADMIN)]
+    assert any(run.id in t and "promoted" in t for t in texts)
+    assert any(second.id in t and "kept the current model" in t for t in texts)
+
+
+def test_a_killed_training_worker_is_resumed_from_its_checkpoint_and_finishes_once(
+    isolated: Settings,
+) -> None:
+    client = TrainingClient(isolated)
+    first = worker_subprocess(isolated, queues="train")
+    try:
+        run = _admin_run(client, max_steps=60)
+        deadline = time.monotonic() + 120
+        while client.status(run.id).step < 12:  # past the checkpoints at steps 5 and 10
+            assert time.monotonic() < deadline and first.poll() is None, client.status(run.id)
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # no warm shutdown, no ack, no lock release
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    state = Path(isolated.data_dir) / "runs" / run.id / "checkpoint" / "training_state.json"
+    checkpoint_step = json.loads(state.read_text())["meta"]["step"]
+    killed_at = client.status(run.id)
+    assert killed_at.status == TrainRunStatus.RUNNING and 10 <= checkpoint_step < 60
+
+    second = worker_subprocess(isolated, queues="train")
+    try:
+        done, seen = _follow(client, run.id, timeout_s=150)
+    finally:
+        _stop(second)
+    assert done.status == TrainRunStatus.DONE, done.error
+    assert done.attempts == 2 and done.resumed_from == checkpoint_step
+    resumed = [r for r in seen if r.attempts == 2]
+    assert resumed and min(r.step for r in resumed) >= checkpoint_step  # continued, not from 0
+    assert done.step == 60
+    # The loss log holds each step once: the steps after the checkpoint were redone, not appended twice.
+    log = Path(isolated.data_dir) / "runs" / run.id / "losses.jsonl"
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 61))
+    registry = ModelRegistry(isolated, client.redis)
+    assert [v.version for v in registry.list()] == [done.version]  # finished exactly once
+    assert client.redis.get("ib:trainrun:lock") is None

@@ -1,0 +1,439 @@
+"""The body of the ``train`` task: claim a run, train (resuming), evaluate, gate, register, promote.
+
+Safety comes from three things, none of which trusts the broker to deliver exactly once:
+
+- the run record's lease (as for jobs in :mod:`worker.generate`): a worker claims the run with a
+  compare-and-set and renews ``lease_until`` from a heartbeat thread. A second copy of the task that
+  arrives while the lease is live (a premature redelivery after the visibility timeout) schedules a
+  re-check and leaves; a copy arriving after the owner died (no renewal) takes the run over;
+- the training lock ``ib:trainrun:lock`` (value: the run id, expiry: the lease, renewed by the same
+  heartbeat): one run at a time across all train workers; a dead worker's lock lapses;
+- the run directory ``data_dir/runs/<run_id>/``: training always starts with ``resume=True``, so a
+  taken-over run continues from its last checkpoint, and the new version's name is written to the record
+  before it is registered, so a retried end registers that same version again, never a second one.
+
+Run a train worker with a visibility timeout longer than any run, e.g.
+``IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=86400 imaginebot worker --queues train``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.training_client import LOCK_KEY, RUN_ID, RunNotFound, TrainRun, TrainRunStatus, TrainRunStore
+from worker.model_registry import ModelRegistry
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+LOCK_WAIT_RECHECK_S = 30.0
+#: Base configs per dataset, inside the installed package (a name lookup, never a user path).
+BASE_CONFIGS = {"shapes": Path(__file__).resolve().parent.parent / "training/dfgan/configs/shapes-64.json"}
+MILESTONES = (0.25, 0.5, 0.75)
+
+# Take the lock when it is free or already ours (a previous attempt of this run); renew or release
+# it only while it is ours.
+_ACQUIRE = "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] then " \
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"  # fmt: skip
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # fmt: skip
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`run_train` did, for the task wrapper."""
+
+    state: str  # done | failed | cancelled | lost | skipped:<why>
+    recheck_in: float | None = None  # someone holds the run or the lock: look again after this many s
+
+
+def run_dir(rt: Runtime, run_id: str) -> Path:
+    """``data_dir/runs/<run_id>`` (the id is checked: 16 hex digits)."""
+    if not RUN_ID.match(run_id):
+        raise ValueError(f"bad run id {run_id[:40]!r}")
+    return Path(rt.settings.data_dir) / "runs" / run_id
+
+
+def run_train(rt: Runtime, run_id: str) -> TrainOutcome:
+    """Claim run ``run_id`` and take it to its end (or hand back a re-check delay)."""
+    store = TrainRunStore(rt.redis, rt.settings.result_ttl_s)
+    registry = ModelRegistry(rt.settings, rt.redis)
+    run, why = claim(rt, store, registry, run_id)
+    if run is None:
+        if why == "held":
+            held = store.get(run_id)
+            wait = max(1.0, (held.lease_until or 0) - time.time() + 1.0)
+            return TrainOutcome("skipped:held", recheck_in=wait)
+        return TrainOutcome(f"skipped:{why}")
+    lease_ms = int(rt.settings.job_lease_s * 1000)
+    if not rt.redis.eval(_ACQUIRE, 1, LOCK_KEY, run_id, lease_ms):
+        holder = (rt.redis.get(LOCK_KEY) or b"?").decode()
+        _requeue(store, rt.name, run_id, f"waiting for training run {holder} to finish")
+        wait = min(LOCK_WAIT_RECHECK_S, rt.settings.job_lease_s + 1.0)
+        return TrainOutcome("skipped:locked", recheck_in=wait)
+    heartbeat = Heartbeat(rt, store, run_id)
+    heartbeat.start()
+    try:
+        return _train_and_register(rt, store, registry, run, heartbeat)
+    except Exception as exc:  # a failed run fails its record, not the worker
+        log.exception("training run %s failed", run_id)
+        message = f"{type(exc).__name__}: {str(exc)[:300]}"
+        failed = _finish(store, rt.name, run_id, TrainRunStatus.FAILED, error=message)
+        if failed is not None:
+            _tell(rt, failed, f"Training run {run_id} failed: {message}")
+        return TrainOutcome("failed")
+    finally:
+        heartbeat.stop()
+        if not heartbeat.lost:  # a worker that lost the run must not free the new owner's lock
+            rt.redis.eval(_RELEASE, 1, LOCK_KEY, run_id)
+
+
+def claim(
+    rt: Runtime, store: TrainRunStore, registry: ModelRegistry, run_id: str
+) -> tuple[TrainRun | None, str]:
+    """Try to take ``run_id``. Returns (record, why): record is set only when we now hold it."""
+    now = time.time()
+    verdict = {"why": ""}
+    try:
+        current = store.get(run_id)  # cheap read first: duplicates of finished or held runs end here
+    except RunNotFound:
+        return None, "missing"
+    if current.status.finished:
+        return None, current.status.value
+    if current.status == TrainRunStatus.RUNNING and (current.lease_until or 0) > now:
+        return None, "held"
+    promoted = registry.promoted()
+
+    def change(run: TrainRun) -> TrainRun:
+        if run.status.finished:
+            verdict["why"] = run.status.value
+            return run
+        if run.status == TrainRunStatus.RUNNING and (run.lease_until or 0) > now:
+            verdict["why"] = "held"
+            return run
+        if run.attempts >= MAX_ATTEMPTS:
+            run.status = TrainRunStatus.FAILED
+            run.error = f"Gave up after {MAX_ATTEMPTS} attempts: the training worker kept stopping."
+            run.finished_at = now
+            verdict["why"] = "gave_up"
+            return run
+        run.status = TrainRunStatus.RUNNING
+        run.started_at = run.started_at or now
+        run.worker = rt.name
+        run.lease_until = now + rt.settings.job_lease_s
+        run.attempts += 1
+        run.note = ""
+        if run.attempts == 1 and run.parent is None:
+            run.parent = promoted  # lineage: what was promoted when this run began
+        verdict["why"] = "claimed"
+        return run
+
+    try:
+        run = store.update(run_id, change)
+    except RunNotFound:
+        return None, "missing"
+    return (run if verdict["why"] == "claimed" else None), verdict["why"] or "?"
+
+
+def _requeue(store: TrainRunStore, me: str, run_id: str, note: str) -> None:
+    """Give a claimed run back (it waits for the lock); the attempt does not count."""
+
+    def change(run: TrainRun) -> TrainRun:
+        if run.status == TrainRunStatus.RUNNING and run.worker == me:
+            run.status = TrainRunStatus.QUEUED
+            run.lease_until = None
+            run.attempts = max(0, run.attempts - 1)
+            run.note = note
+        return run
+
+    store.update(run_id, change)
+
+
+class Heartbeat:
+    """Renews the run's lease and the training lock every lease/3 s from a thread; notices when the
+    run was cancelled or taken over (then :attr:`stop_requested` is set and training stops)."""
+
+    def __init__(self, rt: Runtime, store: TrainRunStore, run_id: str) -> None:
+        self.rt, self.store, self.run_id = rt, store, run_id
+        self.lost = False
+        self.cancelled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{run_id}", daemon=True)
+
+    @property
+    def stop_requested(self) -> bool:
+        """True when training should stop now (cancelled, or another worker owns the run)."""
+        return self.lost or self.cancelled
+
+    def start(self) -> None:
+        """Start renewing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (the lease then lapses unless the record was finished)."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def beat(self, **fields: Any) -> TrainRun:
+        """Renew now, writing ``fields`` into the record too; returns the stored record."""
+        lease_s = self.rt.settings.job_lease_s
+        me = self.rt.name
+
+        def change(run: TrainRun) -> TrainRun:
+            if run.status == TrainRunStatus.CANCELLED:
+                self.cancelled = True
+            elif run.status != TrainRunStatus.RUNNING or run.worker != me:
+                self.lost = True
+            else:
+                run.lease_until = time.time() + lease_s
+                run.updated_at = time.time()
+                for name, value in fields.items():
+                    setattr(run, name, value)
+            return run
+
+        run = self.store.update(self.run_id, change)
+        if not self.stop_requested:
+            self.rt.redis.eval(_RENEW, 1, LOCK_KEY, self.run_id, int(lease_s * 1000))
+        return run
+
+    def _loop(self) -> None:
+        interval = max(0.2, self.rt.settings.job_lease_s / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.beat()
+            except Exception:  # Redis hiccup: the next beat tries again, well within the lease
+                log.exception("heartbeat of training run %s failed", self.run_id)
+
+
+def _train_and_register(
+    rt: Runtime, store: TrainRunStore, registry: ModelRegistry, run: TrainRun, heartbeat: Heartbeat
+) -> TrainOutcome:
+    import torch
+    from rich.console import Console
+
+    from training.data import dataset_names, get_dataset
+    from training.dfgan.trainer import train
+    from worker.engines.dfgan import resolve_device
+
+    settings = rt.settings
+    if run.dataset not in dataset_names():
+        raise ValueError(
+            f"dataset '{run.dataset}' is not available on this training worker "
+            f"(it has: {', '.join(dataset_names())})"
+        )
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    out = run_dir(rt, run.id)
+    config = _config_for(run)
+    resumed_from = _checkpoint_step(out)
+    heartbeat.beat(resumed_from=resumed_from)
+    if run.attempts == 1:
+        _tell(rt, run, f"Training run {run.id} started: DF-GAN on {run.dataset}.")
+    elif resumed_from:
+        _tell(rt, run, f"Training run {run.id} resumed from its checkpoint at step {resumed_from}.")
+    dataset = get_dataset(
+        run.dataset, settings.data_dir, imsize=config.imsize, count=run.count or 10_000, seed=config.seed
+    )
+    device = resolve_device(settings.device)
+    progress = _progress_reporter(rt, run, heartbeat)
+    result = train(
+        config,
+        dataset,
+        out,
+        max_steps=run.max_steps,
+        resume=True,
+        device=device,
+        progress=progress,
+        console=Console(quiet=True),
+    )
+    if heartbeat.lost:
+        log.warning("training run %s was taken over by another worker; leaving it", run.id)
+        return TrainOutcome("lost")
+    if heartbeat.cancelled:
+        _tell(rt, run, f"Training run {run.id} cancelled at step {result.step}; nothing was registered.")
+        return TrainOutcome("cancelled")
+    heartbeat.beat(step=result.step, total=result.step, eta_s=0.0, losses=_short(result.last_losses))
+
+    # --- evaluate and gate ---
+    metrics: dict[str, float] = {}
+    if run.dataset == "shapes":
+        from training.dfgan.checkpoint import load_generator
+        from training.dfgan.evaluate import evaluate_shapes
+
+        metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
+    promoted = registry.promoted_entry()
+    baseline = promoted.metrics.get("all") if promoted is not None else None
+    gate, note = _gate(run, metrics, promoted.version if promoted else None, baseline)
+
+    # --- register (name written first: a retried end registers the same version) ---
+    version = run.version or registry.new_version_name(run.dataset)
+    heartbeat.beat(version=version)
+    registry.register(
+        version, result.checkpoint, run.dataset, metrics, parent=run.parent, run_id=run.id, note=note
+    )
+    promote = gate in ("passed", "forced")
+    if promote:
+        registry.promote(version)
+    done = _finish(
+        store,
+        rt.name,
+        run.id,
+        TrainRunStatus.DONE,
+        metrics=metrics,
+        baseline=baseline,
+        baseline_version=promoted.version if promoted else None,
+        gate=gate,
+        gate_note=note,
+        version=version,
+        promoted=promote,
+        checkpoint=str(result.checkpoint),
+        loss_curve=str(result.loss_curve),
+        sample_grid=str(result.sample_grid),
+        step=result.step,
+        eta_s=0.0,
+    )
+    if done is not None:
+        score = f"score {metrics['all']:.3f}" if "all" in metrics else "no score"
+        verdict = "promoted: new images use it now" if promote else "kept the current model"
+        _tell(
+            rt,
+            done,
+            f"Training run {run.id} finished: {version} ({score}), {verdict}. {note} "
+            f"Loss curve: {result.loss_curve}; samples: {result.sample_grid}.",
+        )
+    return TrainOutcome("done")
+
+
+def _gate(
+    run: TrainRun, metrics: dict[str, float], baseline_version: str | None, baseline: float | None
+) -> tuple[str, str]:
+    """(gate, note): promote only a version at least as good as the promoted one (or when forced)."""
+    if "all" not in metrics:
+        if run.force:
+            return "forced", f"No automatic evaluation for dataset '{run.dataset}'; promoted because forced."
+        return "skipped", (
+            f"No automatic evaluation for dataset '{run.dataset}', so it was registered but not promoted; "
+            "promote it by hand with `imaginebot models promote VERSION`."
+        )
+    score = metrics["all"]
+    if baseline is None:
+        return "passed", (
+            "No promoted version with a score to beat."
+            if baseline_version is None
+            else f"The promoted {baseline_version} has no stored score."
+        )
+    if score >= baseline:
+        return "passed", f"Score {score:.3f} >= {baseline:.3f} of {baseline_version}."
+    if run.force:
+        return "forced", f"Score {score:.3f} < {baseline:.3f} of {baseline_version}; promoted because forced."
+    return "failed", f"Score {score:.3f} < {baseline:.3f} of {baseline_version}; not promoted."
+
+
+def _progress_reporter(
+    rt: Runtime, run: TrainRun, heartbeat: Heartbeat
+) -> Callable[[int, int, dict[str, float]], bool]:
+    """The trainer's progress callback: a record write at most every ``progress_interval_s``
+    (step/total, losses, time left; renews the lease), milestones to the conversation, and stop
+    when the run was cancelled or taken over."""
+    interval = rt.settings.progress_interval_s
+    started = time.monotonic()
+    state: dict[str, Any] = {"last": 0.0, "first_step": None, "milestone": 0}
+
+    def progress(step: int, total: int, losses: dict[str, float]) -> bool:
+        now = time.monotonic()
+        if state["first_step"] is None:
+            state["first_step"] = step - 1
+        if now - state["last"] < interval and step < total:
+            return heartbeat.stop_requested
+        state["last"] = now
+        done_here = step - state["first_step"]
+        eta = (now - started) / max(done_here, 1) * (total - step)
+        heartbeat.beat(step=step, total=total, losses=_short(losses), eta_s=round(eta, 1))
+        while state["milestone"] < len(MILESTONES) and step >= MILESTONES[state["milestone"]] * total:
+            state["milestone"] += 1
+            if step < total:
+                _tell(
+                    rt, run,
+                    f"Training run {run.id}: step {step}/{total}, D {losses.get('loss_d', 0):.3f} "
+                    f"G {losses.get('loss_g', 0):.3f}, about {eta:.0f} s left.",
+                )  # fmt: skip
+        return heartbeat.stop_requested
+
+    return progress
+
+
+def _config_for(run: TrainRun) -> Any:
+    """The dataset's base config with the run's overrides and epochs."""
+    from training.dfgan.config import DFGANConfig
+
+    base = BASE_CONFIGS.get(run.dataset)
+    data = json.loads(base.read_text()) if base is not None and base.is_file() else {}
+    data.update(run.config)
+    data["epochs"] = run.epochs
+    data["version"] = ""  # the registry names the version
+    return DFGANConfig.from_dict(data)
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    """The step of the resumable checkpoint in ``out`` (None when there is none)."""
+    meta = out / "checkpoint" / "training_state.json"
+    if not meta.is_file():
+        return None
+    try:
+        return int(json.loads(meta.read_text())["meta"]["step"])
+    except (ValueError, KeyError):
+        return None
+
+
+def _short(losses: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in losses.items() if k in ("loss_d", "loss_g", "gp")}
+
+
+def _finish(
+    store: TrainRunStore, me: str, run_id: str, status: TrainRunStatus, **fields: Any
+) -> TrainRun | None:
+    """End the run if we still own it; returns the record, or None when it was not ours any more."""
+    owned = {"ok": False}
+
+    def change(run: TrainRun) -> TrainRun:
+        if run.status != TrainRunStatus.RUNNING or run.worker != me:
+            return run  # cancelled or taken over meanwhile: theirs to finish
+        owned["ok"] = True
+        run.status = status
+        run.finished_at = time.time()
+        run.lease_until = None
+        for name, value in fields.items():
+            setattr(run, name, value)
+        return run
+
+    run = store.update(run_id, change)
+    return run if owned["ok"] else None
+
+
+def _tell(rt: Runtime, run: TrainRun, text: str) -> None:
+    """Post ``text`` into the requesting conversation. Web conversations get it in their history
+    (the page shows it); other platforms read the run record (``imaginebot retrain`` follows it)."""
+    conversation = run.conversation
+    if conversation.platform == "web":
+        rt.history.append("web", conversation.chat_id, {"role": "bot", "text": text, "run_id": run.id})
+    log.info("train %s: %s", run.id, text)
+
+
+def schedule_recheck(rt: Runtime, app: Any, run_id: str, delay_s: float) -> bool:
+    """Send the ``train`` task for ``run_id`` again after ``delay_s``, unless a re-check is already
+    pending (duplicated messages must not multiply re-checks). Returns whether one was sent."""
+    from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK
+
+    if not rt.redis.set(f"ib:trainrun:{run_id}:recheck", "1", nx=True, px=max(1, int(delay_s * 1000))):
+        return False
+    app.send_task(TRAIN_TASK, args=[run_id], queue=QUEUE_TRAIN, countdown=delay_s)
+    return True
