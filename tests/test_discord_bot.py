@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +22,7 @@ import yarl
 from PIL import Image
 
 from bots.discord import send as discord_send
-from bots.discord.bot import ImagineBot, build_client
+from bots.discord.bot import ImagineBot, build_client, run
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.queue import QueueClient
@@ -452,3 +454,17 @@ def test_reroll_and_variation_buttons_queue_new_jobs(
     info = fake.button_click(f"ib:info:{original.id}", new_user(), channel, components)
     answer = callback_of(fake, info)
     assert answer["data"]["flags"] == 64 and f"seed {original.seed}" in answer["data"]["content"]
+
+
+def test_discord_front_end_never_imports_torch() -> None:
+    code = (
+        "import sys, bots.discord.bot, bots.discord.handlers, bots.discord.send; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_run_without_a_token_says_what_to_set(discord_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="IMAGINEBOT_DISCORD_TOKEN"):
+        run(discord_settings.model_copy(update={"discord_token": None}))
