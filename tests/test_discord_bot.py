@@ -23,6 +23,7 @@ from PIL import Image
 
 from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot, build_client, run
+from bots.discord.components import result_buttons
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.queue import QueueClient
@@ -342,6 +343,9 @@ def test_imagine_defers_answers_with_position_reports_progress_and_delivers_png(
         timeout_s=10,
         what="the final progress edit",
     )
+    progress = fake.calls_to("PATCH", original)[1:]
+    gaps = [b.at - a.at for a, b in zip(progress, progress[1:], strict=False)]
+    assert all(gap >= 0.9 * bot.settings.progress_interval_s for gap in gaps)  # at most one edit per interval
     [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
     conv = record.request.conversation
     assert (conv.chat_id, conv.thread_id, conv.application_id) == (channel, None, APP_ID)
@@ -468,3 +472,20 @@ def test_discord_front_end_never_imports_torch() -> None:
 def test_run_without_a_token_says_what_to_set(discord_settings: Settings) -> None:
     with pytest.raises(ValueError, match="IMAGINEBOT_DISCORD_TOKEN"):
         run(discord_settings.model_copy(update={"discord_token": None}))
+
+
+def test_variation_button_queues_one_engine_only(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user, channel = new_user(), snowflake()
+    # A finished two-engine job the bot has never seen (as after a restart): the button still works.
+    original = discord_record(queue, token="itok-two-engines", user_id=user)
+    original.request.engines = ["dfgan", "diffusion"]
+    queue.jobs.save(original)
+    components = result_buttons(original.id, bot.settings.enabled_engines)
+    click = fake.button_click(f"ib:vd:{original.id}", user, channel, components)
+    assert callback_of(fake, click)["type"] == 5
+    assert_png(delivery_of(fake, click).files["files[0]"])
+    [(variation, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    assert variation.request.engines == ["dfgan"] and variation.request.prompt == original.request.prompt
+    assert [r.engine for r in variation.results] == ["dfgan"]
