@@ -113,6 +113,7 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.interactions_sent: list[dict[str, Any]] = []
         self.rate_limit_followups = 0  # answer this many follow-ups/channel posts with 429
+        self.rate_limit_header_only = False  # such a 429 says how long in the Retry-After header only
         self.expired_tokens: set[str] = set()  # webhook tokens answered with 404 Unknown Webhook
         self.identified = threading.Event()
         self._lock = threading.Lock()
@@ -380,7 +381,9 @@ class FakeDiscord:
         posting = method == "POST" and (parts[0] == "webhooks" and len(parts) == 3 or parts[0] == "channels")
         if posting and self.rate_limit_followups > 0:
             self.rate_limit_followups -= 1
-            limited = {"message": "You are being rate limited.", "retry_after": 1.5, "global": False}
+            limited: dict[str, Any] = {"message": "You are being rate limited.", "global": False}
+            if not self.rate_limit_header_only:
+                limited["retry_after"] = 1.5
             return 429, limited, {"Retry-After": "2"}
         if parts[0] == "webhooks" or parts[0] == "channels":
             if method == "GET" or method in ("POST", "PATCH"):

@@ -181,6 +181,13 @@ def test_rate_limit_raises_retry_with_discords_wait(
     with pytest.raises(DeliveryRetry) as info:
         discord_send.send(record, context(discord_settings, queue))
     assert info.value.retry_after == 1.5
+    fake.rate_limit_followups, fake.rate_limit_header_only = 1, True
+    try:
+        with pytest.raises(DeliveryRetry) as info:
+            discord_send.send(record, context(discord_settings, queue))
+    finally:
+        fake.rate_limit_header_only = False
+    assert info.value.retry_after == 2.0  # from the Retry-After header
 
 
 def test_unreachable_discord_is_retried_and_refusals_are_final(
@@ -426,6 +433,8 @@ def test_cancel_and_queue_commands(fake: FakeDiscord, bot: ImagineBot, queue: Qu
     assert record.id in listed["data"]["content"] and listed["data"]["flags"] == 64
     refused = callback_of(fake, fake.slash_command("cancel", {"job": record.id}, other, snowflake()))
     assert refused["data"]["content"] == "You can only cancel your own jobs."
+    unknown = callback_of(fake, fake.slash_command("cancel", {"job": "../../x"}, owner, snowflake()))
+    assert unknown["data"]["content"] == "No such job (it may have expired)."
     done = callback_of(fake, fake.slash_command("cancel", {}, owner, snowflake()))
     assert done["data"]["content"] == "Cancelled “a red circle”."
     # The cancellation is delivered to the job's own conversation.

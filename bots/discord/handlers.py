@@ -33,6 +33,7 @@ PROGRESS_LIMIT_S = 14 * 60
 # The core messages name the text flags (--steps); on Discord the same things are options (steps:).
 _FLAG_NAMES = {"--seed": "seed", "--steps": "steps", "--n": "count", "--size": "size", "--no": "negative"}
 _FLAG = re.compile(r"--(seed|steps|n|size|no)\b")
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def discord_message(exc: InputError) -> str:
@@ -208,6 +209,8 @@ def register(bot: ImagineBot) -> None:
                 if not pending:
                     raise InputError("nothing_to_cancel", "You have no jobs waiting.")
                 job = pending[-1][0].id
+            if not JOB_ID.match(job.strip()):
+                raise JobNotFound(job)
             record = await asyncio.to_thread(bot.queue.cancel, job.strip(), user)
         except JobNotFound:
             await interaction.response.send_message("No such job (it may have expired).", ephemeral=True)
