@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import threading
 import time
@@ -21,8 +22,12 @@ from PIL import Image
 from telegram.ext import Application
 
 from bots.telegram.bot import ALLOWED_UPDATES, build_application
+from bots.telegram.buttons import ButtonPress, parse_callback, result_keyboard
 from bots.telegram.handlers import TelegramHandlers
+from bots.telegram.send import fit_photo, send
+from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.embedded_redis import EmbeddedRedis
+from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.fake_telegram import Call, FakeTelegram, button_press, user_message
@@ -269,6 +274,8 @@ def test_user_settings_become_the_defaults_of_their_prompts(
     assert record.request.engines == ["dfgan"] and record.steps == 2 and record.seed == 5
     fake.push_update(user_message(chat, user, "/cancel", message_id=73))
     assert "no pictures waiting" in reply_to(fake, "sendMessage", chat, 73).params["text"]
+    fake.push_update(user_message(chat, user, "/cancel ../../etc/passwd", message_id=74))
+    assert reply_to(fake, "sendMessage", chat, 74).params["text"].startswith("No such job")
 
 
 def test_retry_after_on_send_photo_delivers_once_after_the_wait(
@@ -303,3 +310,105 @@ def test_retry_after_on_send_photo_delivers_once_after_the_wait(
     time.sleep(0.5)
     photos = fake.find(lambda c: c.method == "sendPhoto" and c.params["chat_id"] == chat)
     assert [c.status for c in photos] == [429, 200]
+
+
+def test_button_for_a_job_of_another_chat_is_refused(
+    bot: TelegramHandlers, fake: FakeTelegram, forum_result: Call
+) -> None:
+    # Clients can send any callback data; a job id from another chat must not post there.
+    elsewhere = user_message(1008, 1008, "hi", message_id=81)["message"]
+    fake.push_update(button_press(1008, f"rr:{job_id_of(forum_result)}", elsewhere, query_id="q-forged"))
+    answer = fake.wait_for(
+        lambda c: c.method == "answerCallbackQuery" and c.params.get("callback_query_id") == "q-forged",
+        WAIT_S,
+    )
+    assert answer.params["text"] == "That button does not belong to this chat."
+    assert answer.params["show_alert"] in (True, "true")
+    assert not fake.find(
+        lambda c: (
+            c.method == "sendMessage" and c.params.get("chat_id") in (1008, FORUM_CHAT) and c.reply_to == 81
+        )
+    )
+
+
+def _record(chat_id: int, status: JobStatus, error: str | None = None) -> JobRecord:
+    conversation = Conversation(platform="telegram", chat_id=str(chat_id), thread_id="5", reply_to="3")
+    request = JobRequest(prompt="a tree", engines=["dfgan"], user="telegram:1", conversation=conversation)
+    return JobRecord(request=request, seed=1, steps=2, size=64, status=status, error=error)
+
+
+def test_failed_job_is_answered_with_its_error_in_the_topic(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    ctx = DeliveryContext(settings=bot.settings, images=bot.queue.images, history=bot.queue.history)
+    send(_record(1020, JobStatus.FAILED, error="the engine ran out of memory"), ctx)
+    message = reply_to(fake, "sendMessage", 1020, 3)
+    assert message.params["message_thread_id"] == 5
+    assert "the engine ran out of memory" in message.params["text"]
+
+
+@pytest.mark.parametrize(
+    ("status", "description", "raised", "retry_after"),
+    [
+        (429, "Too Many Requests: retry after 2", DeliveryRetry, 2.0),
+        (502, "Bad Gateway", DeliveryRetry, None),
+        (403, "Forbidden: bot was blocked by the user", DeliveryFailed, None),
+        (400, "Bad Request: message thread not found", DeliveryFailed, None),
+    ],
+)
+def test_telegram_errors_map_to_retry_or_failure(
+    bot: TelegramHandlers,
+    fake: FakeTelegram,
+    status: int,
+    description: str,
+    raised: type[Exception],
+    retry_after: float | None,
+) -> None:
+    chat = 1030 + status
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if status == 429:
+        body["parameters"] = {"retry_after": 2}
+    fake.fail_next("sendMessage", status, body, chat_id=chat)
+    ctx = DeliveryContext(settings=bot.settings, images=bot.queue.images, history=bot.queue.history)
+    with pytest.raises(raised) as info:
+        send(_record(chat, JobStatus.CANCELLED), ctx)
+    if raised is DeliveryRetry:
+        assert info.value.retry_after == retry_after
+
+
+def test_oversized_pictures_are_reencoded_or_sent_as_documents() -> None:
+    def png(width: int, height: int, noise: bool = False) -> bytes:
+        out = io.BytesIO()
+        if noise:
+            image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+        else:
+            image = Image.new("RGB", (width, height), (200, 30, 30))
+        image.save(out, "PNG", compress_level=1)
+        return out.getvalue()
+
+    small = png(600, 300)
+    assert fit_photo(small) == (small, "imaginebot.png", False)
+    assert fit_photo(png(4200, 200))[2] is True  # ratio 21 > 20
+    assert fit_photo(png(6000, 4100))[2] is True  # width + height > 10000
+    heavy = png(1900, 1900, noise=True)
+    assert len(heavy) > 10 * 1024 * 1024
+    data, name, as_document = fit_photo(heavy)
+    assert (name, as_document) == ("imaginebot.jpg", False) and len(data) <= 10 * 1024 * 1024
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_buttons_fit_telegrams_callback_limit_and_forged_data_is_rejected() -> None:
+    record = _record(1, JobStatus.DONE)
+    record.request.engines = ["dfgan", "diffusion"]
+    data = [b.callback_data for row in result_keyboard(record).inline_keyboard for b in row]
+    assert data == [
+        f"rr:{record.id}",
+        f"vd:{record.id}:dfgan",
+        f"vd:{record.id}:diffusion",
+        f"st:{record.id}",
+    ]
+    assert all(isinstance(d, str) and len(d.encode()) <= 64 for d in data)
+    assert parse_callback(f"vd:{record.id}:diffusion") == ButtonPress("variation", record.id, "diffusion")
+    for forged in ("rr:../../etc", f"vd:{record.id}:shell", "xx:0123456789abcdef", "rr", ""):
+        with pytest.raises(ValueError):
+            parse_callback(forged)

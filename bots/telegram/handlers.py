@@ -26,7 +26,7 @@ from telegram.ext import (
     filters,
 )
 
-from bots.telegram.buttons import ButtonPress, parse_callback
+from bots.telegram.buttons import JOB_ID, ButtonPress, parse_callback
 from bots.telegram.progress import ProgressTracker, status_text
 from core.commands import parse_retrain
 from core.errors import InputError, JobNotFound
@@ -174,6 +174,8 @@ class TelegramHandlers:
         try:
             if args:
                 job_id = args[0].strip().lower()
+                if not JOB_ID.match(job_id):
+                    raise JobNotFound(job_id)
             else:
                 jobs = await asyncio.to_thread(self.queue.user_jobs, user)
                 if not jobs:
@@ -316,16 +318,19 @@ class TelegramHandlers:
 def register(application: Application, settings: Settings, queue: QueueClient) -> TelegramHandlers:
     """Add every handler of the bot to ``application``; returns the handler object (tests inspect it)."""
     handlers = TelegramHandlers(application, settings, queue)
-    application.add_handler(CommandHandler("imagine", handlers.imagine))
-    application.add_handler(CommandHandler("queue", handlers.show_queue))
-    application.add_handler(CommandHandler("cancel", handlers.cancel))
-    application.add_handler(CommandHandler("settings", handlers.user_settings))
-    application.add_handler(CommandHandler(["help", "start"], handlers.help))
-    application.add_handler(CommandHandler("retrain", handlers.retrain))
-    application.add_handler(CommandHandler("model", handlers.model))
+    new = filters.UpdateType.MESSAGE  # an edited prompt is not a new request
+    application.add_handler(CommandHandler("imagine", handlers.imagine, filters=new))
+    application.add_handler(CommandHandler("queue", handlers.show_queue, filters=new))
+    application.add_handler(CommandHandler("cancel", handlers.cancel, filters=new))
+    application.add_handler(CommandHandler("settings", handlers.user_settings, filters=new))
+    application.add_handler(CommandHandler(["help", "start"], handlers.help, filters=new))
+    application.add_handler(CommandHandler("retrain", handlers.retrain, filters=new))
+    application.add_handler(CommandHandler("model", handlers.model, filters=new))
     application.add_handler(CallbackQueryHandler(handlers.button))
     application.add_handler(
-        MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, handlers.private_text)
+        MessageHandler(
+            new & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, handlers.private_text
+        )
     )
     application.bot_data["handlers"] = handlers
     return handlers
