@@ -24,10 +24,11 @@ from telegram.ext import Application
 from bots.telegram.bot import ALLOWED_UPDATES, build_application
 from bots.telegram.buttons import ButtonPress, parse_callback, result_keyboard
 from bots.telegram.handlers import TelegramHandlers
+from bots.telegram.progress import ProgressTracker
 from bots.telegram.send import fit_photo, send
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.embedded_redis import EmbeddedRedis
-from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
+from core.jobs import Conversation, JobRecord, JobRequest, JobStatus, Progress
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.fake_telegram import Call, FakeTelegram, button_press, user_message
@@ -266,12 +267,21 @@ def test_user_settings_become_the_defaults_of_their_prompts(
     bot: TelegramHandlers, fake: FakeTelegram
 ) -> None:
     chat = user = 1007
-    fake.push_update(user_message(chat, user, "/settings --engine dfgan --steps 2", message_id=71))
-    assert "--engine dfgan --steps 2" in reply_to(fake, "sendMessage", chat, 71).params["text"]
+    fake.push_update(user_message(chat, user, "/settings --engine dfgan --steps 2 --n 2", message_id=71))
+    assert (
+        "--engine dfgan --steps 2 --size 64 --n 2" in reply_to(fake, "sendMessage", chat, 71).params["text"]
+    )
     fake.push_update(user_message(chat, user, "a green triangle --seed 5", message_id=72))
     photo = reply_to(fake, "sendPhoto", chat, 72)
     record = bot.queue.jobs.get(job_id_of(photo))
     assert record.request.engines == ["dfgan"] and record.steps == 2 and record.seed == 5
+    assert record.request.count == 2
+    # Both pictures arrive in one photo (one row per seed), so a 429 can never split them.
+    assert assert_picture(photo).height > 2 * 256
+    assert (
+        len(fake.find(lambda c: c.method in ("sendPhoto", "sendMediaGroup") and c.params["chat_id"] == chat))
+        == 1
+    )
     fake.push_update(user_message(chat, user, "/cancel", message_id=73))
     assert "no pictures waiting" in reply_to(fake, "sendMessage", chat, 73).params["text"]
     fake.push_update(user_message(chat, user, "/cancel ../../etc/passwd", message_id=74))
@@ -412,3 +422,46 @@ def test_buttons_fit_telegrams_callback_limit_and_forged_data_is_rejected() -> N
     for forged in ("rr:../../etc", f"vd:{record.id}:shell", "xx:0123456789abcdef", "rr", ""):
         with pytest.raises(ValueError):
             parse_callback(forged)
+
+
+class _StubApp:
+    """Just enough of an Application for ProgressTracker.track (its poll loop is not started here)."""
+
+    running = False
+
+    def create_task(self, coro: Any, name: str | None = None) -> None:
+        coro.close()
+
+
+class _StubBot:
+    def __init__(self) -> None:
+        self.edits: list[tuple[int, int, str]] = []
+
+    async def edit_message_text(self, text: str, chat_id: int, message_id: int) -> None:
+        self.edits.append((chat_id, message_id, text))
+
+
+def test_progress_edits_at_most_one_per_chat_per_interval(bot: TelegramHandlers) -> None:
+    queue = bot.queue
+    tracker = ProgressTracker(queue, interval_s=60.0)
+    records = {}
+    for name, chat, status in (
+        ("a", 1, JobStatus.RUNNING),
+        ("b", 1, JobStatus.RUNNING),
+        ("c", 2, JobStatus.DONE),
+    ):
+        record = _record(chat, status)
+        record.progress = Progress(engine="dfgan", step=1, total=4)
+        queue.jobs.save(record)
+        records[name] = record
+        tracker.track(_StubApp(), record.id, chat, 100 + len(records), "Queued — position 1")  # type: ignore[arg-type]
+    stub = _StubBot()
+
+    asyncio.run(tracker.tick(stub))  # type: ignore[arg-type]
+    assert stub.edits == [(1, 101, "Drawing — dfgan step 1/4")]  # one edit in chat 1; c finished
+    assert set(tracker.jobs) == {records["a"].id, records["b"].id}
+    asyncio.run(tracker.tick(stub))  # type: ignore[arg-type]
+    assert len(stub.edits) == 1  # chat 1 waits for the interval; a's text did not change
+    tracker.next_edit[1] = 0.0
+    asyncio.run(tracker.tick(stub))  # type: ignore[arg-type]
+    assert stub.edits[1:] == [(1, 102, "Drawing — dfgan step 1/4")]
