@@ -222,3 +222,58 @@ def test_a_killed_training_worker_is_resumed_from_its_checkpoint_and_finishes_on
     registry = ModelRegistry(isolated, client.redis)
     assert [v.version for v in registry.list()] == [done.version]  # finished exactly once
     assert client.redis.get("ib:trainrun:lock") is None
+
+
+def _cli(settings: Settings, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run ``imaginebot ARGS`` as a real process with exactly ``settings`` (via the environment)."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
+    env.update({f"IMAGINEBOT_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
+    env["COLUMNS"] = "200"  # one table row per line
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    trainer = worker_subprocess(isolated, queues="train")
+    try:
+        args = ["--dataset", "shapes", "--steps", "5", "--config", str(config), "--count", "64"]
+        result = _cli(isolated, "retrain", *args, "--eval-count", "32")
+    finally:
+        _stop(trainer)
+    assert result.returncode == 0, result.stdout + result.stderr
+    registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
+    version = registry.promoted()
+    assert version is not None and f"{version}: score" in result.stdout and "promoted" in result.stdout
+
+    listed = _cli(isolated, "models", "list")
+    assert listed.returncode == 0 and f"promoted: {version}" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if version in line and "shapes " in line)
+    assert "*" in row.split(version)[0] and "0." in row  # marked promoted, with its score
+    rolled = _cli(isolated, "models", "rollback")
+    assert rolled.returncode == 0 and registry.promoted() is None
+    assert _cli(isolated, "models", "rollback").returncode == 1  # nothing promoted any more
+    assert _cli(isolated, "models", "promote", version).returncode == 0 and registry.promoted() == version
+    bad = _cli(isolated, "models", "promote", "../../etc")
+    assert bad.returncode == 1 and "not a DF-GAN version name" in bad.stdout
+    refused = _cli(isolated, "retrain", "--dataset", "cats", "--detach")
+    assert refused.returncode == 2 and "Unknown dataset" in refused.stdout
+
+
+def test_the_registry_and_the_training_client_import_no_torch() -> None:
+    import sys
+
+    code = "import sys, core.training_client, worker.model_registry; assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -256,6 +256,184 @@ def _forward(command: str, args: list[str]) -> None:
     training_app([command, *args], prog_name="imaginebot")
 
 
+# --- model registry and retraining (issue #7) ------------------------------------------------------
+
+models_app = typer.Typer(help="DF-GAN versions: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _shared_settings() -> Settings:
+    """Settings that name the shared Redis; exits with a hint when none is configured."""
+    settings = Settings()
+    if not settings.redis_url:
+        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis the workers use.[/red]")
+        raise typer.Exit(2)
+    return settings
+
+
+def _model_registry(settings: Settings) -> object:
+    from core.store import connect
+    from worker.model_registry import ModelRegistry
+
+    return ModelRegistry(settings, connect(str(settings.redis_url)))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered DF-GAN versions (oldest first) with their scores; * marks the promoted one."""
+    from rich.table import Table
+
+    from worker.model_registry import ModelRegistry
+
+    registry = _model_registry(_shared_settings())
+    assert isinstance(registry, ModelRegistry)
+    promoted = registry.promoted()
+    table = Table("", "version", "dataset", "created (UTC)", "score (all)", "parent", "run")
+    for entry in registry.list():
+        score = entry.metrics.get("all")
+        table.add_row(
+            "*" if entry.version == promoted else "",
+            entry.version,
+            entry.dataset,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created_at)),
+            "-" if score is None else f"{score:.3f}",
+            entry.parent or "-",
+            entry.run_id or "-",
+        )
+    console.print(table)
+    console.print(f"promoted: {promoted or 'none (workers use the configured default checkpoint)'}")
+
+
+@models_app.command("promote")
+def models_promote(
+    version: str = typer.Argument(..., help="A version from `imaginebot models list`."),
+) -> None:
+    """Make VERSION the one every inference worker draws with, from its next batch on."""
+    from worker.model_registry import ModelRegistry, RegistryError
+
+    registry = _model_registry(_shared_settings())
+    assert isinstance(registry, ModelRegistry)
+    try:
+        registry.promote(version)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]promoted {version}[/green]")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Go back to the version promoted before the current one (or to the configured default)."""
+    from worker.model_registry import ModelRegistry, RegistryError
+
+    registry = _model_registry(_shared_settings())
+    assert isinstance(registry, ModelRegistry)
+    try:
+        back_to = registry.rollback()
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"[green]promoted {back_to or 'nothing: workers use the configured default checkpoint'}[/green]"
+    )
+
+
+@app.command()
+def retrain(
+    dataset: str = typer.Option("shapes", help="Dataset name (see IMAGINEBOT_DATASETS)."),
+    steps: int = typer.Option(None, help="Stop after this many optimiser steps (default: epochs)."),
+    epochs: int = typer.Option(10, help="Epochs when --steps is not given."),
+    force: bool = typer.Option(False, "--force", help="Promote even when the evaluation gate fails."),
+    config: Path = typer.Option(  # noqa: B008
+        None, help="JSON file of DFGANConfig overrides (ngf, ndf, batch_size, checkpoint_every, …)."
+    ),
+    count: int = typer.Option(None, help="Images of a procedural dataset (default 10000)."),
+    eval_count: int = typer.Option(1000, help="Captions the evaluation gate draws."),
+    detach: bool = typer.Option(False, "--detach", help="Queue the run and return at once."),
+    cancel: str = typer.Option(None, help="Cancel the training run with this id instead."),
+    timeout: float = typer.Option(24 * 3600, help="Seconds to follow the run."),
+) -> None:
+    """Retrain DF-GAN on the train queue (a worker started with --queues train) and follow it."""
+    import json
+
+    from core.commands import RetrainRequest
+    from core.errors import InputError
+    from core.jobs import Conversation
+    from core.training_client import TrainingClient
+
+    settings = _shared_settings()
+    client = TrainingClient(settings)
+    if cancel is not None:
+        try:
+            client.cancel(cancel)
+        except InputError as exc:
+            console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(1) from None
+        console.print(f"cancelled training run {cancel}")
+        return
+    overrides = json.loads(config.read_text()) if config is not None else None
+    try:
+        run = client.submit_retrain(
+            RetrainRequest(dataset=dataset.lower(), epochs=epochs),
+            f"cli:{os.getuid()}",
+            Conversation(platform="cli", chat_id="cli"),
+            steps,
+            force=force,
+            config=overrides,
+            count=count,
+            eval_count=eval_count,
+        )
+    except InputError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"queued training run {run.id} (cancel: imaginebot retrain --cancel {run.id})")
+    if detach:
+        return
+    run = _follow_training(client, run.id, timeout)
+    if run.status.value != "done":
+        console.print(f"[red]training run {run.id} {run.status.value}: {run.error or run.note}[/red]")
+        raise typer.Exit(1)
+    score = f"score {run.metrics['all']:.3f}" if "all" in run.metrics else "no score"
+    verdict = "[green]promoted[/green]" if run.promoted else "[yellow]not promoted[/yellow]"
+    console.print(f"{run.version}: {score}, gate {run.gate}, {verdict}. {run.gate_note}")
+    console.print(f"loss curve {run.loss_curve}\nsamples {run.sample_grid}")
+
+
+def _follow_training(client: object, run_id: str, timeout_s: float) -> object:
+    """Show the run's progress (a rich bar with losses and time left) until it finishes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from core.training_client import TrainingClient
+
+    assert isinstance(client, TrainingClient)
+    deadline = time.monotonic() + timeout_s
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[eta]}"),
+    ]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("waiting for a train worker", total=None, eta="")
+        while True:
+            run = client.status(run_id)
+            if run.status.finished:
+                if run.total:
+                    bar.update(task, total=run.total, completed=run.step, eta="")
+                return run
+            if time.monotonic() > deadline:
+                console.print(f"[red]stopped following after {timeout_s:.0f} s; run {run_id} goes on[/red]")
+                raise typer.Exit(1)
+            if run.status.value == "running" and run.total:
+                losses = " ".join(f"{k.removeprefix('loss_').upper()} {v:.3f}" for k, v in run.losses.items()
+                                  if k.startswith("loss_"))  # fmt: skip
+                eta = f"{run.eta_s:.0f} s left" if run.eta_s is not None else ""
+                bar.update(task, description=f"DF-GAN {losses}", total=run.total, completed=run.step, eta=eta)
+            elif run.note:
+                bar.update(task, description=run.note)
+            time.sleep(0.5)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
