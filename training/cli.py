@@ -84,6 +84,9 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seed of the evaluation captions and noise.")] = 12345,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures here.")] = None,
+    grid: Annotated[
+        Path | None, typer.Option(help="Also write a sample grid PNG (fixed prompts x 4 seeds) here.")
+    ] = None,
 ) -> None:
     """Score a checkpoint: the fraction of generated images whose colour, shape, size and position
     (read back by the dataset's exact checker) match the caption."""
@@ -100,6 +103,15 @@ def eval_command(
     console.print(f"checkpoint {folder or 'random-init'} ({loaded.version}), {count} captions, seed {seed}")
     for name, value in scores.items():
         console.print(f"  {name:<9} {value:.3f}")
+    if grid is not None:
+        from training.data.shapes import ShapesDataset
+        from training.dfgan.conditioning import sentence_vectors
+        from training.dfgan.trainer import sample_grid
+
+        prompts = ShapesDataset.sample_prompts
+        sentences = sentence_vectors(loaded.text_encoder, prompts, loaded.config)
+        sample_grid(loaded.netG, sentences, prompts, loaded.config.nz).save(grid)
+        console.print(f"sample grid written to {grid}")
     if json_out is not None:
         json_out.write_text(
             json.dumps({"version": loaded.version, "count": count, "seed": seed, **scores}, indent=2)
