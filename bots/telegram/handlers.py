@@ -68,6 +68,17 @@ def _thread_id(message: Message) -> int | None:
     return message.message_thread_id if message.is_topic_message else None
 
 
+def _conversation(message: Message) -> Conversation:
+    """Where the answers to ``message`` go: its chat and topic, as a reply to it."""
+    thread_id = _thread_id(message)
+    return Conversation(
+        platform=PLATFORM,
+        chat_id=str(message.chat_id),
+        thread_id=str(thread_id) if thread_id is not None else None,
+        reply_to=str(message.message_id),
+    )
+
+
 def _command_body(message: Message) -> str:
     """The text after ``/command`` (or ``/command@bot``), quotes and spacing kept for the parser."""
     text = message.text or ""
@@ -117,16 +128,9 @@ class TelegramHandlers:
 
     async def _prompt(self, update: Update, message: Message, text: str) -> None:
         user = _user(update)
-        thread_id = _thread_id(message)
-        conversation = Conversation(
-            platform=PLATFORM,
-            chat_id=str(message.chat_id),
-            thread_id=str(thread_id) if thread_id is not None else None,
-            reply_to=str(message.message_id),
-        )
         try:
             prefs = await asyncio.to_thread(self.prefs.get, user)
-            request = request_from_text(text, self.settings, user, conversation, defaults=prefs)
+            request = request_from_text(text, self.settings, user, _conversation(message), defaults=prefs)
         except InputError as exc:
             await self.reply(message, exc.message)
             return
@@ -286,19 +290,12 @@ class TelegramHandlers:
     def _again(self, record: JobRecord, press: ButtonPress, user: str, message: Message) -> JobRequest:
         """The same prompt and options with a new seed (one engine only for a variation)."""
         original = record.request
-        thread_id = _thread_id(message)
-        conversation = Conversation(
-            platform=PLATFORM,
-            chat_id=str(message.chat_id),
-            thread_id=str(thread_id) if thread_id is not None else None,
-            reply_to=str(message.message_id),
-        )
         request = original.model_copy(
             update={
                 "seed": None,
                 "engines": [press.engine] if press.engine else original.engines,
                 "user": user,
-                "conversation": conversation,
+                "conversation": _conversation(message),
             }
         )
         return validate_request(request, self.settings)  # engines may have been disabled since
