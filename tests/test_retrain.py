@@ -224,6 +224,47 @@ def test_a_killed_training_worker_is_resumed_from_its_checkpoint_and_finishes_on
     assert client.redis.get("ib:trainrun:lock") is None
 
 
+def test_one_run_at_a_time_a_duplicate_delivery_is_harmless_and_cancel_stops_a_run(
+    isolated: Settings,
+) -> None:
+    client = TrainingClient(isolated)
+    workers = [worker_subprocess(isolated, queues="train") for _ in range(2)]
+    try:
+        first = _admin_run(client, max_steps=400)
+        deadline = time.monotonic() + 60
+        while client.status(first.id).step == 0:
+            assert time.monotonic() < deadline, client.status(first.id)
+            time.sleep(0.05)
+        second = _admin_run(client, max_steps=5)  # submitted while the first one trains
+        recheck_seen = waiting_seen = False
+        deadline = time.monotonic() + 90
+        # The first run trains past the 4 s visibility timeout: Redis hands its message to the idle
+        # worker too, which finds the live lease and only schedules a re-check.
+        while not (recheck_seen and waiting_seen and client.status(first.id).step >= 20):
+            assert time.monotonic() < deadline, (client.status(first.id), client.status(second.id))
+            recheck_seen = recheck_seen or bool(client.redis.exists(f"ib:trainrun:{first.id}:recheck"))
+            waiting = client.status(second.id)
+            waiting_seen = waiting_seen or waiting.note == f"waiting for training run {first.id} to finish"
+            assert waiting.step == 0 and waiting.status == TrainRunStatus.QUEUED  # never beside the first
+            time.sleep(0.05)
+        client.cancel(first.id)
+        done, _ = _follow(client, second.id, timeout_s=90)
+    finally:
+        for proc in workers:
+            _stop(proc)
+    cancelled = client.status(first.id)
+    assert cancelled.status == TrainRunStatus.CANCELLED and cancelled.attempts == 1  # ran once, not twice
+    assert 20 <= cancelled.step < 400 and cancelled.version is None
+    assert done.status == TrainRunStatus.DONE and done.promoted, done.error
+    registry = ModelRegistry(isolated, client.redis)
+    assert [v.version for v in registry.list()] == [done.version]  # the cancelled run registered nothing
+    steps = [
+        json.loads(line)["step"]
+        for line in (Path(isolated.data_dir) / "runs" / first.id / "losses.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, len(steps) + 1))  # one trainer wrote it, each step once
+
+
 def _cli(settings: Settings, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
     """Run ``imaginebot ARGS`` as a real process with exactly ``settings`` (via the environment)."""
     import os

@@ -68,10 +68,10 @@ def deliver(self: Task, job_id: str) -> str:
 
 
 @shared_task(bind=True, name=TRAIN_TASK)
-def train(self: Task, run_id: str) -> str:
+def train(self: Task, run_id: str, recheck_token: str | None = None) -> str:
     """Take retraining run ``run_id`` to its end (resuming its checkpoint); see worker/train_task.py."""
     rt = runtime_for(self.app)
     outcome = run_train(rt, run_id)
     if outcome.recheck_in is not None:
-        schedule_recheck(rt, self.app, run_id, outcome.recheck_in)
+        schedule_recheck(rt, self.app, run_id, outcome.recheck_in, recheck_token)
     return outcome.state

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 LOCK_WAIT_RECHECK_S = 30.0
+RECHECK_GRACE_S = 120.0  # a pending re-check's marker outlives its countdown by this much
 #: Base configs per dataset, inside the installed package (a name lookup, never a user path).
 BASE_CONFIGS = {"shapes": Path(__file__).resolve().parent.parent / "training/dfgan/configs/shapes-64.json"}
 MILESTONES = (0.25, 0.5, 0.75)
@@ -45,6 +47,8 @@ _ACQUIRE = "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] t
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"  # fmt: skip
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # fmt: skip
+_HANDOVER = "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] then " \
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0"  # fmt: skip
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -67,6 +71,19 @@ def run_train(rt: Runtime, run_id: str) -> TrainOutcome:
     """Claim run ``run_id`` and take it to its end (or hand back a re-check delay)."""
     store = TrainRunStore(rt.redis, rt.settings.result_ttl_s)
     registry = ModelRegistry(rt.settings, rt.redis)
+    wait = min(LOCK_WAIT_RECHECK_S, rt.settings.job_lease_s + 1.0)
+    holder = rt.redis.get(LOCK_KEY)
+    if holder is not None and holder.decode() != run_id:
+        # Another run trains: leave this one queued and look again later (unless it is over).
+        try:
+            current = store.get(run_id)
+        except RunNotFound:
+            return TrainOutcome("skipped:missing")
+        if current.status.finished:
+            return TrainOutcome(f"skipped:{current.status.value}")
+        if current.status == TrainRunStatus.QUEUED:
+            _note_waiting(store, current, f"waiting for training run {holder.decode()} to finish")
+        return TrainOutcome("skipped:locked", recheck_in=wait)
     run, why = claim(rt, store, registry, run_id)
     if run is None:
         if why == "held":
@@ -75,10 +92,9 @@ def run_train(rt: Runtime, run_id: str) -> TrainOutcome:
             return TrainOutcome("skipped:held", recheck_in=wait)
         return TrainOutcome(f"skipped:{why}")
     lease_ms = int(rt.settings.job_lease_s * 1000)
-    if not rt.redis.eval(_ACQUIRE, 1, LOCK_KEY, run_id, lease_ms):
+    if not rt.redis.eval(_ACQUIRE, 1, LOCK_KEY, run_id, lease_ms):  # another run won the race
         holder = (rt.redis.get(LOCK_KEY) or b"?").decode()
         _requeue(store, rt.name, run_id, f"waiting for training run {holder} to finish")
-        wait = min(LOCK_WAIT_RECHECK_S, rt.settings.job_lease_s + 1.0)
         return TrainOutcome("skipped:locked", recheck_in=wait)
     heartbeat = Heartbeat(rt, store, run_id)
     heartbeat.start()
@@ -142,6 +158,19 @@ def claim(
     except RunNotFound:
         return None, "missing"
     return (run if verdict["why"] == "claimed" else None), verdict["why"] or "?"
+
+
+def _note_waiting(store: TrainRunStore, current: TrainRun, note: str) -> None:
+    """Say in a queued run's record why it waits (written only when the note changes)."""
+    if current.note == note:
+        return
+
+    def change(run: TrainRun) -> TrainRun:
+        if run.status == TrainRunStatus.QUEUED:
+            run.note = note
+        return run
+
+    store.update(current.id, change)
 
 
 def _requeue(store: TrainRunStore, me: str, run_id: str, note: str) -> None:
@@ -428,12 +457,22 @@ def _tell(rt: Runtime, run: TrainRun, text: str) -> None:
     log.info("train %s: %s", run.id, text)
 
 
-def schedule_recheck(rt: Runtime, app: Any, run_id: str, delay_s: float) -> bool:
-    """Send the ``train`` task for ``run_id`` again after ``delay_s``, unless a re-check is already
-    pending (duplicated messages must not multiply re-checks). Returns whether one was sent."""
+def schedule_recheck(
+    rt: Runtime, app: Any, run_id: str, delay_s: float, token: str | None = None
+) -> str | None:
+    """Send the ``train`` task for ``run_id`` again after ``delay_s``; returns the new re-check's
+    token, or None when another re-check is pending.
+
+    Only one chain of re-checks exists per run: the pending one's token sits in
+    ``ib:trainrun:<id>:recheck``, and only the task carrying that token (or any task once the key
+    lapsed) may schedule the next. Copies of a message that the broker delivered twice then cannot
+    multiply the re-checks, and the chain cannot die of its own marker.
+    """
     from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK
 
-    if not rt.redis.set(f"ib:trainrun:{run_id}:recheck", "1", nx=True, px=max(1, int(delay_s * 1000))):
-        return False
-    app.send_task(TRAIN_TASK, args=[run_id], queue=QUEUE_TRAIN, countdown=delay_s)
-    return True
+    new = uuid.uuid4().hex
+    ttl_ms = int((delay_s + RECHECK_GRACE_S) * 1000)
+    if not rt.redis.eval(_HANDOVER, 1, f"ib:trainrun:{run_id}:recheck", token or "", new, ttl_ms):
+        return None
+    app.send_task(TRAIN_TASK, args=[run_id, new], queue=QUEUE_TRAIN, countdown=delay_s)
+    return new
