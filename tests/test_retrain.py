@@ -318,3 +318,51 @@ def test_the_registry_and_the_training_client_import_no_torch() -> None:
     code = "import sys, core.training_client, worker.model_registry; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dataset", "score", "baseline", "force", "gate"),
+    [
+        ("shapes", 0.4, None, False, "passed"),  # nothing promoted (or no stored score) to beat
+        ("shapes", 0.4, 0.4, False, "passed"),  # at least as good
+        ("shapes", 0.39, 0.4, False, "failed"),
+        ("shapes", 0.39, 0.4, True, "forced"),
+        ("emoji", None, 0.4, False, "skipped"),  # no automatic metric: registered, not promoted
+        ("emoji", None, None, True, "forced"),
+    ],
+)
+def test_evaluation_gate(
+    dataset: str, score: float | None, baseline: float | None, force: bool, gate: str
+) -> None:
+    from worker.train_task import _gate
+
+    run = TrainRun(
+        dataset=dataset,
+        epochs=1,
+        force=force,
+        requested_by="cli:0",
+        conversation=Conversation(platform="cli", chat_id="cli"),
+    )
+    metrics = {} if score is None else {"all": score}
+    verdict, note = _gate(
+        run, metrics, "dfgan-shapes-20260101T000000Z" if baseline is not None else None, baseline
+    )
+    assert verdict == gate and note
+    if gate == "skipped":
+        assert "not promoted" in note and "models promote" in note
+
+
+def test_duplicated_messages_cannot_multiply_the_re_checks(isolated: Settings) -> None:
+    from types import SimpleNamespace
+
+    from worker.train_task import schedule_recheck
+
+    sent: list[list[str]] = []
+    app = SimpleNamespace(send_task=lambda name, args, queue, countdown: sent.append(args))
+    rt = SimpleNamespace(redis=redis.Redis.from_url(str(isolated.redis_url)))
+    token = schedule_recheck(rt, app, "0123456789abcdef", 5.0)  # type: ignore[arg-type]
+    assert token is not None and sent == [["0123456789abcdef", token]]
+    assert schedule_recheck(rt, app, "0123456789abcdef", 5.0) is None  # a redelivered copy: no second chain
+    nxt = schedule_recheck(rt, app, "0123456789abcdef", 5.0, token)  # type: ignore[arg-type]
+    assert nxt not in (None, token) and len(sent) == 2  # the pending re-check carries the chain on
+    assert schedule_recheck(rt, app, "0123456789abcdef", 5.0, token) is None  # ...once

@@ -284,13 +284,11 @@ def _train_and_register(
         progress=progress,
         console=Console(quiet=True),
     )
-    if heartbeat.lost:
-        log.warning("training run %s was taken over by another worker; leaving it", run.id)
-        return TrainOutcome("lost")
-    if heartbeat.cancelled:
-        _tell(rt, run, f"Training run {run.id} cancelled at step {result.step}; nothing was registered.")
-        return TrainOutcome("cancelled")
+    # A beat now also catches a cancel that came after the last progress report.
     heartbeat.beat(step=result.step, total=result.step, eta_s=0.0, losses=_short(result.last_losses))
+    stopped = _stopped(rt, run, heartbeat, f"at step {result.step}")
+    if stopped is not None:
+        return stopped
 
     # --- evaluate and gate ---
     metrics: dict[str, float] = {}
@@ -306,6 +304,9 @@ def _train_and_register(
     # --- register (name written first: a retried end registers the same version) ---
     version = run.version or registry.new_version_name(run.dataset)
     heartbeat.beat(version=version)
+    stopped = _stopped(rt, run, heartbeat, "after its evaluation")
+    if stopped is not None:
+        return stopped
     registry.register(
         version, result.checkpoint, run.dataset, metrics, parent=run.parent, run_id=run.id, note=note
     )
@@ -340,6 +341,17 @@ def _train_and_register(
             f"Loss curve: {result.loss_curve}; samples: {result.sample_grid}.",
         )
     return TrainOutcome("done")
+
+
+def _stopped(rt: Runtime, run: TrainRun, heartbeat: Heartbeat, when: str) -> TrainOutcome | None:
+    """The outcome when the run was taken over or cancelled (nothing gets registered), else None."""
+    if heartbeat.lost:
+        log.warning("training run %s was taken over by another worker; leaving it", run.id)
+        return TrainOutcome("lost")
+    if heartbeat.cancelled:
+        _tell(rt, run, f"Training run {run.id} cancelled {when}; nothing was registered.")
+        return TrainOutcome("cancelled")
+    return None
 
 
 def _gate(
