@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 
@@ -45,7 +47,7 @@ def test_imagine_refuses_bad_input_before_starting_anything(tmp_path: Path) -> N
 def test_every_command_has_help(tmp_path: Path) -> None:
     top = _run(["--help"], _clean_env(tmp_path), timeout=60)
     assert top.returncode == 0
-    for command in ("up", "worker", "web", "imagine", "train", "eval"):
+    for command in ("up", "worker", "web", "imagine", "train", "eval", "discord", "telegram"):
         assert command in top.stdout
         assert _run([command, "--help"], _clean_env(tmp_path), timeout=60).returncode == 0
 
@@ -63,3 +65,70 @@ def test_front_ends_never_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_bots_without_a_token_say_which_setting_is_missing(tmp_path: Path) -> None:
+    for command, setting in (
+        ("discord", "IMAGINEBOT_DISCORD_TOKEN"),
+        ("telegram", "IMAGINEBOT_TELEGRAM_TOKEN"),
+    ):
+        result = _run([command], _clean_env(tmp_path), timeout=60)
+        assert result.returncode == 2 and setting in result.stdout
+
+
+def test_up_serves_the_web_chat_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    import requests
+
+    from core.embedded_redis import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "up", "--port", str(port)],
+        env=_clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(base + "/api/health", timeout=2).raise_for_status()
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline and proc.poll() is None, "web chat did not come up"
+                time.sleep(0.2)
+        job = requests.post(
+            base + "/api/imagine",
+            json={"conversation_id": "up-test-1", "text": "a red circle --steps 2"},
+            timeout=10,
+        ).json()["job"]
+        while not requests.get(f"{base}/api/jobs/{job['id']}", timeout=5).json()["job"]["delivered"]:
+            assert time.monotonic() < deadline + 120, "job not delivered"
+            time.sleep(0.2)
+        assert requests.get(f"{base}/api/jobs/{job['id']}/pair.png", timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output
+    assert "imaginebot is up" in output and "stopped." in output
+    # The embedded Redis kept its append-only file in the data dir, and no child outlived `up`.
+    assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+    redis_port = re.search(r"redis://127.0.0.1:(\d+)", output)
+    assert redis_port is not None
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(redis_port.group(1))), timeout=2).close()
+    leftovers = []
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            if proc_dir.name.isdigit() and Path(os.readlink(proc_dir / "cwd")) == tmp_path:
+                leftovers.append(proc_dir.name)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    assert leftovers == []

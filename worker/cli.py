@@ -42,16 +42,19 @@ def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
         yield settings.model_copy(update={"redis_url": server.url})
 
 
-def worker_process(settings: Settings, queues: str, quiet: bool = False) -> subprocess.Popen[bytes]:
-    """Start ``imaginebot worker`` as a child process talking to ``settings.redis_url``."""
+def child_process(settings: Settings, *command: str) -> subprocess.Popen[bytes]:
+    """Start ``imaginebot <command>`` as a child process talking to ``settings.redis_url``."""
     env = dict(
         os.environ, IMAGINEBOT_REDIS_URL=str(settings.redis_url), IMAGINEBOT_DATA_DIR=str(settings.data_dir)
     )
-    args = [sys.executable, "-m", "worker.cli", "worker", "--queues", queues]
-    if quiet:
-        args += ["--loglevel", "WARNING"]
-    # Own session: a Ctrl-C in the terminal reaches only us, and we stop the worker in order.
-    return subprocess.Popen(args, env=env, start_new_session=True)
+    # Own session: a Ctrl-C in the terminal reaches only us, and we stop the children in order.
+    return subprocess.Popen([sys.executable, "-m", "worker.cli", *command], env=env, start_new_session=True)
+
+
+def worker_process(settings: Settings, queues: str, quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``imaginebot worker`` as a child process talking to ``settings.redis_url``."""
+    extra = ["--loglevel", "WARNING"] if quiet else []
+    return child_process(settings, "worker", "--queues", queues, *extra)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -75,12 +78,17 @@ def up(
     host: str = typer.Option(None, help="Web chat host (default IMAGINEBOT_WEB_HOST)."),
     port: int = typer.Option(None, help="Web chat port (default IMAGINEBOT_WEB_PORT)."),
 ) -> None:
-    """Run everything here: Redis (embedded unless configured), a worker on all queues, the web chat."""
+    """Run everything here: Redis (embedded unless configured), a worker on all queues, the web chat,
+    and the Discord / Telegram bots when their tokens are set."""
     from bots.web.server import WebServer
 
     settings = Settings()
     with redis_for(settings, persist=True) as settings:
-        worker = worker_process(settings, ",".join(ALL_QUEUES))
+        children = [worker_process(settings, ",".join(ALL_QUEUES))]
+        for platform, token in (("discord", settings.discord_token), ("telegram", settings.telegram_token)):
+            if token:
+                children.append(child_process(settings, platform))
+                console.print(f"{platform} bot started")
         server = WebServer(settings, host=host, port=port)
         console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
         signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
@@ -89,9 +97,10 @@ def up(
         except KeyboardInterrupt:
             pass
         finally:
-            console.print("stopping: web chat, worker (finishing its current task), Redis…")
+            console.print("stopping: web chat, bots, worker (finishing its current task), Redis…")
             server.server.server_close()
-            stop_process(worker)
+            for child in reversed(children):
+                stop_process(child)
         console.print("stopped.")
 
 
@@ -146,6 +155,33 @@ def web(
     console.print(f"web chat on {server.url}")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+@app.command()
+def discord() -> None:
+    """Run the Discord bot (needs IMAGINEBOT_DISCORD_TOKEN and IMAGINEBOT_REDIS_URL)."""
+    from bots.discord.bot import run
+
+    run(_bot_settings("IMAGINEBOT_DISCORD_TOKEN", Settings().discord_token))
+
+
+@app.command()
+def telegram() -> None:
+    """Run the Telegram bot, long-polling (needs IMAGINEBOT_TELEGRAM_TOKEN and IMAGINEBOT_REDIS_URL)."""
+    from bots.telegram.bot import run
+
+    run(_bot_settings("IMAGINEBOT_TELEGRAM_TOKEN", Settings().telegram_token))
+
+
+def _bot_settings(token_name: str, token: str | None) -> Settings:
+    settings = Settings()
+    if not token:
+        console.print(f"[red]Set {token_name} (the bot's token from the platform).[/red]")
+        raise typer.Exit(2)
+    if not settings.redis_url:
+        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis (or use `imaginebot up`).[/red]")
+        raise typer.Exit(2)
+    return settings
 
 
 @app.command()
