@@ -135,27 +135,45 @@ def test_non_admins_cannot_retrain_from_core_or_the_web_chat(isolated: Settings)
     )
     assert resp.status_code == 202, resp.get_json()
     run = client.status(resp.get_json()["run"]["id"])
+    assert run.id in resp.get_json()["message"]  # the page shows it as the bot's answer
     assert (run.status, run.dataset, run.epochs, run.requested_by) == ("queued", "shapes", 2, f"web:{ADMIN}")
     assert client.redis.llen("train") == 1  # the task waits on the train queue, not the gpu one
     messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
     assert messages[-1]["role"] == "bot" and run.id in messages[-1]["text"]
 
 
-def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(isolated: Settings) -> None:
+def _low_scoring_version(registry: ModelRegistry, tmp_path: Path) -> str:
+    """Register and promote an untrained tiny version that claims a score of 0: anything beats it."""
+    from training.dfgan.checkpoint import build_generator, save_checkpoint
+    from training.dfgan.config import DFGANConfig
+
+    config = DFGANConfig(ngf=4, ndf=4)
+    folder = save_checkpoint(tmp_path / "untrained", build_generator(config), config)
+    version = registry.new_version_name("shapes", when=0)
+    registry.register(version, folder, "shapes", {"all": 0.0})
+    registry.promote(version)
+    return version
+
+
+def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(
+    isolated: Settings, tmp_path: Path
+) -> None:
     client = TrainingClient(isolated)
     queue = QueueClient(isolated)
     registry = ModelRegistry(isolated, client.redis)
     gpu = worker_subprocess(isolated, queues="gpu,delivery")
     trainer = worker_subprocess(isolated, queues="train")
     try:
-        assert _draw(queue, isolated, 1).version == "random-init"  # nothing promoted yet
+        default = _draw(queue, isolated, 1).version  # nothing promoted: the configured default
+        low = _low_scoring_version(registry, tmp_path)
+        assert _draw(queue, isolated, 2).version == low != default  # hot reload, no restart
 
-        # 1. Nothing promoted: the gate passes and the new version is promoted.
+        # 1. The promoted version's stored score is 0: the gate passes and the new version is promoted.
         run, seen = _follow(client, _admin_run(client, max_steps=15).id, timeout_s=120)
         assert run.status == TrainRunStatus.DONE, run.error
         assert seen and all(r.total == 15 and r.eta_s is not None and "loss_d" in r.losses for r in seen)
         assert run.step == 15 and run.resumed_from is None and run.attempts == 1
-        assert (run.gate, run.promoted, run.baseline) == ("passed", True, None)
+        assert (run.gate, run.promoted, run.baseline, run.baseline_version) == ("passed", True, 0.0, low)
         assert 0.0 <= run.metrics["all"] <= 1.0 and set(run.metrics) >= {"colour", "shape", "all"}
         assert run.version is not None and run.version.startswith("dfgan-shapes-")
         assert registry.promoted() == run.version
@@ -165,7 +183,7 @@ def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(iso
         assert Path(str(run.loss_curve)).is_file() and Path(str(run.sample_grid)).is_file()
 
         # The gpu worker, never restarted, draws the next job with the new version.
-        assert _draw(queue, isolated, 2).version == run.version
+        assert _draw(queue, isolated, 3).version == run.version
         assert gpu.poll() is None
 
         # 2. The promoted version now claims a perfect score: the next run fails the gate.
@@ -173,10 +191,10 @@ def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(iso
         second, _ = _follow(client, _admin_run(client, max_steps=5).id, timeout_s=120)
         assert second.status == TrainRunStatus.DONE, second.error
         assert (second.gate, second.promoted, second.baseline) == ("failed", False, 1.0)
-        assert second.parent == run.version and second.version != run.version
+        assert (run.parent, second.parent) == (low, run.version) and second.version != run.version
         assert registry.promoted() == run.version  # registered, not promoted
-        assert [v.version for v in registry.list()] == [run.version, second.version]
-        assert _draw(queue, isolated, 3).version == run.version
+        assert [v.version for v in registry.list()] == [low, run.version, second.version]
+        assert _draw(queue, isolated, 4).version == run.version
     finally:
         _stop(trainer)
         _stop(gpu)
@@ -255,7 +273,7 @@ def test_one_run_at_a_time_a_duplicate_delivery_is_harmless_and_cancel_stops_a_r
     cancelled = client.status(first.id)
     assert cancelled.status == TrainRunStatus.CANCELLED and cancelled.attempts == 1  # ran once, not twice
     assert 20 <= cancelled.step < 400 and cancelled.version is None
-    assert done.status == TrainRunStatus.DONE and done.promoted, done.error
+    assert done.status == TrainRunStatus.DONE and done.version is not None, done.error
     registry = ModelRegistry(isolated, client.redis)
     assert [v.version for v in registry.list()] == [done.version]  # the cancelled run registered nothing
     steps = [
@@ -289,14 +307,15 @@ def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
     config.write_text(json.dumps(TINY))
     trainer = worker_subprocess(isolated, queues="train")
     try:
-        args = ["--dataset", "shapes", "--steps", "5", "--config", str(config), "--count", "64"]
+        args = ["--dataset", "shapes", "--steps", "5", "--config", str(config), "--count", "64", "--force"]
         result = _cli(isolated, "retrain", *args, "--eval-count", "32")
     finally:
         _stop(trainer)
     assert result.returncode == 0, result.stdout + result.stderr
     registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
     version = registry.promoted()
-    assert version is not None and f"{version}: score" in result.stdout and "promoted" in result.stdout
+    assert version is not None and f"{version}: score" in result.stdout
+    assert "gate forced" in result.stdout or "gate passed" in result.stdout  # --force: promoted either way
 
     listed = _cli(isolated, "models", "list")
     assert listed.returncode == 0 and f"promoted: {version}" in listed.stdout
@@ -366,3 +385,29 @@ def test_duplicated_messages_cannot_multiply_the_re_checks(isolated: Settings) -
     nxt = schedule_recheck(rt, app, "0123456789abcdef", 5.0, token)  # type: ignore[arg-type]
     assert nxt not in (None, token) and len(sent) == 2  # the pending re-check carries the chain on
     assert schedule_recheck(rt, app, "0123456789abcdef", 5.0, token) is None  # ...once
+
+
+def test_with_nothing_promoted_the_gate_scores_the_default_checkpoint_on_the_same_captions(
+    isolated: Settings,
+) -> None:
+    from types import SimpleNamespace
+
+    from training.dfgan.checkpoint import load_generator
+    from worker.engines.dfgan import resolve_default_checkpoint
+    from worker.train_task import _baseline
+
+    registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
+    run = TrainRun(
+        dataset="shapes",
+        epochs=1,
+        eval_count=16,
+        requested_by="cli:0",
+        conversation=Conversation(platform="cli", chat_id="cli"),
+    )
+    rt = SimpleNamespace(settings=isolated)
+    version, score = _baseline(rt, registry, run, "cpu")  # type: ignore[arg-type]
+    folder = resolve_default_checkpoint(isolated.dfgan_checkpoint)
+    if folder is None:  # only the random-init placeholder: nothing to beat
+        assert (version, score) == (None, None)
+    else:
+        assert version == load_generator(folder).version and score is not None and 0.0 <= score <= 1.0

@@ -297,9 +297,8 @@ def _train_and_register(
         from training.dfgan.evaluate import evaluate_shapes
 
         metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
-    promoted = registry.promoted_entry()
-    baseline = promoted.metrics.get("all") if promoted is not None else None
-    gate, note = _gate(run, metrics, promoted.version if promoted else None, baseline)
+    baseline_version, baseline = _baseline(rt, registry, run, device)
+    gate, note = _gate(run, metrics, baseline_version, baseline)
 
     # --- register (name written first: a retried end registers the same version) ---
     version = run.version or registry.new_version_name(run.dataset)
@@ -320,7 +319,7 @@ def _train_and_register(
         TrainRunStatus.DONE,
         metrics=metrics,
         baseline=baseline,
-        baseline_version=promoted.version if promoted else None,
+        baseline_version=baseline_version,
         gate=gate,
         gate_note=note,
         version=version,
@@ -354,6 +353,28 @@ def _stopped(rt: Runtime, run: TrainRun, heartbeat: Heartbeat, when: str) -> Tra
     return None
 
 
+def _baseline(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, device: str
+) -> tuple[str | None, float | None]:
+    """(version, score) the new version must match: the promoted version's stored score; with
+    nothing promoted, the default checkpoint the workers use (configured or shipped), evaluated now
+    on the same captions; (None, None) when that is the random-init placeholder or no metric applies."""
+    promoted = registry.promoted_entry()
+    if promoted is not None:
+        return promoted.version, promoted.metrics.get("all")
+    if run.dataset != "shapes":
+        return None, None
+    from training.dfgan.checkpoint import load_generator
+    from training.dfgan.evaluate import evaluate_shapes
+    from worker.engines.dfgan import resolve_default_checkpoint
+
+    folder = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+    if folder is None:
+        return None, None
+    loaded = load_generator(folder, device)
+    return loaded.version, evaluate_shapes(loaded, count=run.eval_count)["all"]
+
+
 def _gate(
     run: TrainRun, metrics: dict[str, float], baseline_version: str | None, baseline: float | None
 ) -> tuple[str, str]:
@@ -368,9 +389,9 @@ def _gate(
     score = metrics["all"]
     if baseline is None:
         return "passed", (
-            "No promoted version with a score to beat."
+            "No promoted version or default checkpoint with a score to beat."
             if baseline_version is None
-            else f"The promoted {baseline_version} has no stored score."
+            else f"{baseline_version} has no stored score to beat."
         )
     if score >= baseline:
         return "passed", f"Score {score:.3f} >= {baseline:.3f} of {baseline_version}."

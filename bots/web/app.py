@@ -119,13 +119,12 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
                 plan = parse_retrain(text, settings, "web", cid)  # admins and known datasets only
                 run = trainer.submit_retrain(plan, f"web:{cid}", Conversation(platform="web", chat_id=cid))
                 # The train worker posts progress and the result into this conversation's history.
-                history.append(
-                    "web",
-                    cid,
-                    {"role": "bot", "text": f"Retraining DF-GAN on {run.dataset} ({run.epochs} epochs) "
-                     f"queued as run {run.id}; progress follows here.", "run_id": run.id},
-                )  # fmt: skip
-                return jsonify({"run": run.model_dump(mode="json")}), 202
+                message = (
+                    f"Retraining DF-GAN on {run.dataset} ({run.epochs} epochs) queued as run {run.id}; "
+                    "progress and the result follow in this conversation."
+                )
+                history.append("web", cid, {"role": "bot", "text": message, "run_id": run.id})
+                return jsonify({"run": run.model_dump(mode="json"), "message": message}), 202
             job_request = request_from_text(
                 text, settings, user=f"web:{cid}", conversation=Conversation(platform="web", chat_id=cid)
             )

@@ -411,6 +411,10 @@
     setHealth(true);
     if (res.ok && data.job) {
       placeholder.replaceWith(trackJob(data.job));
+    } else if (res.ok && data.message) {
+      // An accepted command that is not a drawing job (an admin's /retrain); its progress and
+      // result arrive as bot messages in this conversation's history.
+      placeholder.replaceWith(botBubble(String(data.message)));
     } else {
       let msg = data.error || `The server answered ${res.status}.`;
       const retry = res.headers.get("Retry-After");
