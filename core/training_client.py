@@ -236,6 +236,19 @@ class TrainingClient:
             time.sleep(poll_s)
 
 
+def queued_text(run: TrainRun) -> str:
+    """The chat answer to an accepted ``/retrain`` (same words on every platform)."""
+    what = (
+        f"{run.epochs} epoch{'s' if run.epochs != 1 else ''}"
+        if run.max_steps is None
+        else f"{run.max_steps} steps"
+    )
+    return (
+        f"Queued training run {run.id}: DF-GAN on {run.dataset}, {what}. A train worker runs it; "
+        "the new model is promoted only if it evaluates at least as well as the current one."
+    )
+
+
 def submit_retrain(
     settings: Settings,
     request: RetrainRequest,

@@ -28,6 +28,7 @@ from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.queue import QueueClient
 from core.settings import Settings
+from core.training_client import TrainingClient
 from tests.conftest import make_settings
 from tests.fake_discord import APP_ID, Call, FakeDiscord, snowflake
 
@@ -403,7 +404,9 @@ def test_retrain_is_refused_to_non_admins_and_checks_the_dataset(fake: FakeDisco
     unknown = callback_of(fake, fake.slash_command("retrain", {"dataset": "../etc"}, "424242", snowflake()))
     assert unknown["data"]["content"].startswith("Unknown dataset '../etc'. Known datasets: shapes, emoji.")
     accepted = callback_of(fake, fake.slash_command("retrain", {"dataset": "shapes"}, "424242", snowflake()))
-    assert "training-queue release" in accepted["data"]["content"] and accepted["data"]["flags"] == 64
+    assert accepted["data"]["content"].startswith("Queued training run ") and accepted["data"]["flags"] == 64
+    run_id = accepted["data"]["content"].split()[3].rstrip(":")
+    assert TrainingClient(bot.settings).status(run_id).requested_by == "discord:424242"
     model = callback_of(fake, fake.slash_command("model", {}, new_user(), snowflake()))
     assert model["data"]["content"].startswith("Only admins") and model["data"]["flags"] == 64
 

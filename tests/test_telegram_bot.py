@@ -30,6 +30,7 @@ from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.embedded_redis import EmbeddedRedis
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus, Progress
 from core.settings import Settings
+from core.training_client import TrainingClient
 from tests.conftest import make_settings
 from tests.fake_telegram import Call, FakeTelegram, button_press, user_message
 
@@ -260,7 +261,11 @@ def test_retrain_is_for_admins_only(bot: TelegramHandlers, fake: FakeTelegram) -
     fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain dataset:../etc", message_id=52))
     assert "Unknown dataset" in reply_to(fake, "sendMessage", ADMIN_ID, 52).params["text"]
     fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain dataset:shapes epochs:2", message_id=53))
-    assert "training-queue release" in reply_to(fake, "sendMessage", ADMIN_ID, 53).params["text"]
+    answer = reply_to(fake, "sendMessage", ADMIN_ID, 53).params["text"]
+    assert answer.startswith("Queued training run ") and "DF-GAN on shapes, 2 epochs" in answer
+    run_id = answer.split()[3].rstrip(":")
+    run = TrainingClient(bot.settings).status(run_id)
+    assert run.requested_by == f"telegram:{ADMIN_ID}" and run.conversation.reply_to == "53"
 
 
 def test_user_settings_become_the_defaults_of_their_prompts(

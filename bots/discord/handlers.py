@@ -21,6 +21,7 @@ from core.commands import parse_retrain
 from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
+from core.training_client import TrainingClient, queued_text
 from core.validation import validate_request
 
 if TYPE_CHECKING:
@@ -267,11 +268,16 @@ def register(bot: ImagineBot) -> None:
         except InputError as exc:
             await reply_error(interaction, exc)
             return
-        await interaction.response.send_message(
-            f"Retraining from chat arrives with the training-queue release. For now run: "
-            f"`imaginebot train --dataset {plan.dataset} --epochs {plan.epochs}`",
-            ephemeral=True,
-        )
+        bot: ImagineBot = interaction.client  # type: ignore[assignment]
+        client = TrainingClient(settings, client=bot.queue.redis, producer=bot.queue.producer)
+        try:
+            run = await asyncio.to_thread(
+                client.submit_retrain, plan, user_key(interaction.user), conversation_of(interaction)
+            )
+        except InputError as exc:
+            await reply_error(interaction, exc)
+            return
+        await interaction.response.send_message(queued_text(run), ephemeral=True)
 
     @tree.command(name="model", description="Which models this deployment runs (admins)")
     @app_commands.default_permissions(manage_guild=True)

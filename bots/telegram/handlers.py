@@ -35,6 +35,7 @@ from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
 from core.queue import QueueClient
 from core.settings import Settings
+from core.training_client import TrainingClient, queued_text
 from core.validation import request_from_text, validate_request
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class TelegramHandlers:
             await self.reply(update.effective_message, HELP)
 
     async def retrain(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """``/retrain dataset:<name> epochs:<n>``: admins only; checked now, run from the training queue."""
+        """``/retrain dataset:<name> epochs:<n>``: admins only; queues a run on the ``train`` queue."""
         message = update.effective_message
         if message is None:
             return
@@ -236,11 +237,15 @@ class TelegramHandlers:
         except InputError as exc:
             await self.reply(message, exc.message)
             return
-        await self.reply(
-            message,
-            "Retraining from chat arrives with the training-queue release. For now run: "
-            f"imaginebot train --dataset {request.dataset} --epochs {request.epochs}",
-        )
+        client = TrainingClient(self.settings, client=self.queue.redis, producer=self.queue.producer)
+        try:
+            run = await asyncio.to_thread(
+                client.submit_retrain, request, _user(update), _conversation(message)
+            )
+        except InputError as exc:
+            await self.reply(message, exc.message)
+            return
+        await self.reply(message, queued_text(run))
 
     async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/model``: admins only; model management from chat comes with the training queue."""
