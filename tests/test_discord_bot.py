@@ -501,3 +501,14 @@ def test_variation_button_queues_one_engine_only(
     [(variation, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
     assert variation.request.engines == ["dfgan"] and variation.request.prompt == original.request.prompt
     assert [r.engine for r in variation.results] == ["dfgan"]
+
+
+def test_text_messages_for_training_go_to_the_channel_with_the_bot_token(
+    fake: FakeDiscord, discord_settings: Settings
+) -> None:
+    conversation = Conversation(platform="discord", chat_id="777", thread_id="889")
+    discord_send.send_text(conversation, "Training run abc: step 10/20", discord_settings)
+    [call] = fake.calls_to("POST", "/channels/889/messages")
+    assert call.headers["Authorization"] == f"Bot {BOT_TOKEN}"
+    assert call.json["content"] == "Training run abc: step 10/20"
+    assert call.json["allowed_mentions"] == {"parse": []}

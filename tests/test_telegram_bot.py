@@ -470,3 +470,13 @@ def test_progress_edits_at_most_one_per_chat_per_interval(bot: TelegramHandlers)
     tracker.next_edit[1] = 0.0
     asyncio.run(tracker.tick(stub))  # type: ignore[arg-type]
     assert stub.edits[1:] == [(1, 102, "Drawing — dfgan step 1/4")]
+
+
+def test_text_messages_for_training_go_to_the_admins_topic(bot: TelegramHandlers, fake: FakeTelegram) -> None:
+    from bots.telegram.send import send_text
+
+    conversation = Conversation(platform="telegram", chat_id="1030", thread_id="9", reply_to="4")
+    send_text(conversation, "Training run abc: step 10/20", bot.settings)
+    message = reply_to(fake, "sendMessage", 1030, 4)
+    assert message.params["message_thread_id"] == 9
+    assert message.params["text"] == "Training run abc: step 10/20"

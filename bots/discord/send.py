@@ -17,7 +17,8 @@ import requests
 
 from bots.discord.components import result_buttons
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result_caption
-from core.jobs import JobRecord, JobStatus
+from core.jobs import Conversation, JobRecord, JobStatus
+from core.settings import Settings
 
 #: Discord's interaction tokens expire after 15 minutes; leave a minute of slack.
 WEBHOOK_TTL_S = 14 * 60
@@ -114,3 +115,17 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def send_text(conversation: Conversation, text: str, settings: Settings) -> None:
+    """Post a plain text message (training progress, results) in ``conversation``'s channel or thread.
+
+    Uses the bot token (interaction tokens expire long before a training run ends).
+    """
+    if not settings.discord_token:
+        raise DeliveryFailed("IMAGINEBOT_DISCORD_TOKEN is not set on this worker")
+    base = settings.discord_api_base.rstrip("/")
+    channel_id = conversation.thread_id or conversation.chat_id
+    payload = {"content": text[:MAX_CONTENT], "allowed_mentions": NO_MENTIONS}
+    headers = {"Authorization": f"Bot {settings.discord_token}"}
+    _check(_post(f"{base}/channels/{channel_id}/messages", payload, None, headers=headers))

@@ -27,7 +27,8 @@ from telegram.error import (
 from bots.telegram.api import api_urls, retry_after_seconds
 from bots.telegram.buttons import result_keyboard
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result_caption
-from core.jobs import JobRecord, JobStatus
+from core.jobs import Conversation, JobRecord, JobStatus
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +144,37 @@ async def _clear_status(bot: Bot, record: JobRecord) -> None:
             await bot.edit_message_text("Done.", chat_id=chat_id, message_id=message_id)
         except TelegramError as exc:
             log.info("job %s: status message left as is: %s", record.id, exc)
+
+
+def send_text(conversation: Conversation, text: str, settings: Settings) -> None:
+    """Post a plain text message (training progress, results) as a reply in ``conversation``.
+
+    Same error mapping as :func:`send`: :class:`DeliveryRetry` for "later", :class:`DeliveryFailed`
+    for "never".
+    """
+    if not settings.telegram_token:
+        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
+    base_url, base_file_url = api_urls(settings)
+    bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
+
+    async def post() -> None:
+        async with bot:
+            await bot.send_message(
+                chat_id=int(conversation.chat_id),
+                text=text[:TEXT_MAX],
+                message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
+                reply_parameters=(
+                    ReplyParameters(message_id=int(conversation.reply_to), allow_sending_without_reply=True)
+                    if conversation.reply_to
+                    else None
+                ),
+            )
+
+    try:
+        asyncio.run(post())
+    except RetryAfter as exc:
+        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
+    except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
+        raise DeliveryFailed(f"telegram refused a message: {exc}") from exc
+    except NetworkError as exc:
+        raise DeliveryRetry(f"telegram: {exc}") from exc
