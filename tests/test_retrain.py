@@ -411,3 +411,31 @@ def test_with_nothing_promoted_the_gate_scores_the_default_checkpoint_on_the_sam
         assert (version, score) == (None, None)
     else:
         assert version == load_generator(folder).version and score is not None and 0.0 <= score <= 1.0
+
+
+@pytest.mark.parametrize("platform", ["discord", "telegram"])
+def test_progress_notes_go_to_the_admins_chat_through_its_sender(
+    platform: str, isolated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    from types import SimpleNamespace
+
+    from worker.train_task import _tell
+
+    posted: list[tuple[str, str]] = []
+    sender = importlib.import_module(f"bots.{platform}.send")
+    monkeypatch.setattr(sender, "send_text", lambda conv, text, settings: posted.append((conv.chat_id, text)))
+    run = TrainRun(
+        dataset="shapes",
+        epochs=1,
+        requested_by=f"{platform}:42",
+        conversation=Conversation(platform=platform, chat_id="777"),
+    )
+    _tell(SimpleNamespace(settings=isolated), run, "step 5/10")  # type: ignore[arg-type]
+    assert posted == [("777", "step 5/10")]
+
+    def refuse(conv: Conversation, text: str, settings: Settings) -> None:
+        raise RuntimeError("no token on this worker")
+
+    monkeypatch.setattr(sender, "send_text", refuse)
+    _tell(SimpleNamespace(settings=isolated), run, "done")  # type: ignore[arg-type]  # logged, not raised

@@ -481,13 +481,27 @@ def _finish(
     return run if owned["ok"] else None
 
 
+#: platform -> module whose ``send_text(conversation, text, settings)`` posts a chat message.
+TEXT_SENDERS = {"discord": "bots.discord.send", "telegram": "bots.telegram.send"}
+
+
 def _tell(rt: Runtime, run: TrainRun, text: str) -> None:
-    """Post ``text`` into the requesting conversation. Web conversations get it in their history
-    (the page shows it); other platforms read the run record (``imaginebot retrain`` follows it)."""
+    """Post ``text`` into the requesting conversation: web conversations get it in their history (the
+    page shows it), Discord and Telegram a message through their sender (this worker then needs the
+    platform's token); the CLI follows the run record. A message that cannot be sent is logged, and
+    training goes on."""
     conversation = run.conversation
+    log.info("train %s: %s", run.id, text)
     if conversation.platform == "web":
         rt.history.append("web", conversation.chat_id, {"role": "bot", "text": text, "run_id": run.id})
-    log.info("train %s: %s", run.id, text)
+    elif conversation.platform in TEXT_SENDERS:
+        import importlib
+
+        try:
+            sender = importlib.import_module(TEXT_SENDERS[conversation.platform])
+            sender.send_text(conversation, text, rt.settings)
+        except Exception as exc:  # progress notes are best effort; the run record has it all
+            log.warning("train %s: could not post to %s: %s", run.id, conversation.platform, exc)
 
 
 def schedule_recheck(
