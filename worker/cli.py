@@ -42,10 +42,13 @@ def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
         yield settings.model_copy(update={"redis_url": server.url})
 
 
-def child_process(settings: Settings, *command: str) -> subprocess.Popen[bytes]:
+def child_process(settings: Settings, *command: str, **env_overrides: str) -> subprocess.Popen[bytes]:
     """Start ``imaginebot <command>`` as a child process talking to ``settings.redis_url``."""
     env = dict(
-        os.environ, IMAGINEBOT_REDIS_URL=str(settings.redis_url), IMAGINEBOT_DATA_DIR=str(settings.data_dir)
+        os.environ,
+        IMAGINEBOT_REDIS_URL=str(settings.redis_url),
+        IMAGINEBOT_DATA_DIR=str(settings.data_dir),
+        **env_overrides,
     )
     # Own session: a Ctrl-C in the terminal reaches only us, and we stop the children in order.
     return subprocess.Popen([sys.executable, "-m", "worker.cli", *command], env=env, start_new_session=True)
@@ -78,13 +81,20 @@ def up(
     host: str = typer.Option(None, help="Web chat host (default IMAGINEBOT_WEB_HOST)."),
     port: int = typer.Option(None, help="Web chat port (default IMAGINEBOT_WEB_PORT)."),
 ) -> None:
-    """Run everything here: Redis (embedded unless configured), a worker on all queues, the web chat,
-    and the Discord / Telegram bots when their tokens are set."""
+    """Run everything here: Redis (embedded unless configured), workers (images; training), the web
+    chat, and the Discord / Telegram bots when their tokens are set."""
     from bots.web.server import WebServer
 
     settings = Settings()
     with redis_for(settings, persist=True) as settings:
-        children = [worker_process(settings, ",".join(ALL_QUEUES))]
+        # Image jobs and training in separate workers: a retrain must not hold up /imagine. The
+        # train worker's visibility timeout outlasts any run (its lease guards against early copies).
+        children = [
+            worker_process(settings, "gpu,delivery"),
+            child_process(
+                settings, "worker", "--queues", "train", IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=str(48 * 3600)
+            ),
+        ]
         for platform, token in (("discord", settings.discord_token), ("telegram", settings.telegram_token)):
             if token:
                 children.append(child_process(settings, platform))
