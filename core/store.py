@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from pydantic import BaseModel
 
 from core.errors import JobNotFound
 from core.jobs import JobRecord
 
+RecordT = TypeVar("RecordT", bound=BaseModel)
 PENDING_KEY = "ib:pending"  # sorted set: queued job ids by submit time, for positions and the depth cap
 HISTORY_LIMIT = 200
 
@@ -22,6 +24,37 @@ HISTORY_LIMIT = 200
 def connect(url: str) -> redis.Redis:
     """A Redis client for ``url`` with sane timeouts."""
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+
+
+def update_record(
+    client: redis.Redis,
+    key: str,
+    model: type[RecordT],
+    change: Callable[[RecordT], RecordT | None],
+    ttl_s: int,
+    missing: Callable[[], Exception],
+) -> RecordT:
+    """Read the JSON record at ``key``, apply ``change``, write it back, atomically.
+
+    Optimistic WATCH/MULTI, retried on conflict, so concurrent writers (a worker's progress and a
+    user's cancel) never lose each other's update. ``change`` mutates in place or returns a
+    replacement; ``missing()`` is raised when the key does not exist.
+    """
+    while True:
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    raise missing()
+                record = model.model_validate_json(raw)
+                new = change(record) or record
+                pipe.multi()
+                pipe.set(key, new.model_dump_json(), ex=ttl_s)
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
 
 
 def job_key(job_id: str) -> str:
@@ -53,22 +86,9 @@ class JobStore:
         ``change`` mutates the record in place or returns a replacement; returning the record
         unchanged is fine. Returns the stored result.
         """
-        key = job_key(job_id)
-        while True:
-            with self.redis.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise JobNotFound(job_id)
-                    record = JobRecord.model_validate_json(raw)
-                    new = change(record) or record
-                    pipe.multi()
-                    pipe.set(key, new.model_dump_json(), ex=self.ttl_s)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+        return update_record(
+            self.redis, job_key(job_id), JobRecord, change, self.ttl_s, lambda: JobNotFound(job_id)
+        )
 
 
 class ImageStore:

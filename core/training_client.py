@@ -24,7 +24,7 @@ from core.commands import MAX_EPOCHS, RetrainRequest
 from core.errors import InputError
 from core.jobs import Conversation
 from core.settings import Settings
-from core.store import connect
+from core.store import connect, update_record
 from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
 
 #: The one lock every training run takes: one run at a time, whatever the number of train workers.
@@ -126,22 +126,11 @@ class TrainRunStore:
 
     def update(self, run_id: str, change: Callable[[TrainRun], TrainRun | None]) -> TrainRun:
         """Apply ``change`` atomically (WATCH/MULTI, retried on conflict); returns the stored record."""
-        key = run_key(run_id)
-        while True:
-            with self.redis.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise RunNotFound(run_id)
-                    run = TrainRun.model_validate_json(raw)
-                    new = change(run) or run
-                    pipe.multi()
-                    pipe.set(key, new.model_dump_json(), ex=self.ttl_s)
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+        if not RUN_ID.match(run_id):
+            raise RunNotFound(run_id)
+        return update_record(
+            self.redis, run_key(run_id), TrainRun, change, self.ttl_s, lambda: RunNotFound(run_id)
+        )
 
 
 def may_retrain(settings: Settings, user: str) -> bool:
