@@ -43,3 +43,37 @@ def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) ->
     if not 1 <= epochs <= MAX_EPOCHS:
         raise InputError("epochs_out_of_range", f"epochs must be between 1 and {MAX_EPOCHS}.")
     return RetrainRequest(dataset=dataset, epochs=epochs)
+
+
+#: A training run's id, as :mod:`core.training_client` makes them (16 hex digits).
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _retrain_words(text: str) -> list[str]:
+    body = text.strip()
+    if body.lower().startswith("/retrain"):
+        body = body[len("/retrain") :]
+    return body.split()
+
+
+def is_retrain_cancel(text: str) -> bool:
+    """Whether ``text`` is ``/retrain cancel [...]`` (or its body ``cancel [...]``)."""
+    words = _retrain_words(text)
+    return bool(words) and words[0].lower() == "cancel"
+
+
+def parse_retrain_cancel(text: str, settings: Settings, platform: str, user_id: str) -> str | None:
+    """Check ``/retrain cancel [<run_id>]``: admins only. Returns the run id, or None for "my latest
+    unfinished run". The id must look like a run id (it is a Redis key part, never a path)."""
+    if not settings.is_admin(platform, user_id):
+        raise InputError("not_admin", "Only admins can cancel training runs.")
+    words = _retrain_words(text)[1:]
+    if not words:
+        return None
+    run_id = words[0].strip().lower()
+    if len(words) > 1 or not RUN_ID.match(run_id):
+        raise InputError(
+            "bad_run_id",
+            "Usage: /retrain cancel [run id], where a run id is 16 hex digits, e.g. 0123456789abcdef.",
+        )
+    return run_id

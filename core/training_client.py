@@ -213,6 +213,35 @@ class TrainingClient:
 
         return self.runs.update(run_id, change)
 
+    def latest_unfinished(self, user: str) -> TrainRun | None:
+        """The newest run ``user`` started that is not finished yet (None when there is none)."""
+        found: list[TrainRun] = []
+        for key in self.redis.scan_iter(match="ib:trainrun:*", count=500):
+            run_id = key.decode().rsplit(":", 1)[-1]
+            if key.decode() != run_key(run_id) or not RUN_ID.match(run_id):
+                continue  # the lock, re-check markers
+            try:
+                run = self.runs.get(run_id)
+            except RunNotFound:
+                continue
+            if run.requested_by == user and not run.status.finished:
+                found.append(run)
+        return max(found, key=lambda r: r.created_at) if found else None
+
+    def cancel_from_chat(self, run_id: str | None, user: str) -> TrainRun:
+        """Cancel ``run_id`` (None: ``user``'s latest unfinished run) for an admin's chat command.
+        Raises :class:`InputError` with a message for the chat: ``no_run`` (nothing to cancel),
+        ``unknown_run`` or ``already_finished``."""
+        if run_id is None:
+            latest = self.latest_unfinished(user)
+            if latest is None:
+                raise InputError("no_run", "You have no training run waiting or running.")
+            run_id = latest.id
+        try:
+            return self.cancel(run_id)
+        except RunNotFound:
+            raise InputError("unknown_run", f"No training run {run_id} (it may have expired).") from None
+
     def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.5) -> TrainRun:
         """Block until the run is finished. Raises :class:`TimeoutError`."""
         deadline = time.monotonic() + timeout_s
@@ -235,6 +264,14 @@ def queued_text(run: TrainRun) -> str:
     return (
         f"Queued training run {run.id}: DF-GAN on {run.dataset}, {what}. A train worker runs it; "
         "the new model is promoted only if it evaluates at least as well as the current one."
+    )
+
+
+def cancelled_text(run: TrainRun) -> str:
+    """The chat answer to an accepted ``/retrain cancel`` (same words on every platform)."""
+    return (
+        f"Cancelled training run {run.id} (DF-GAN on {run.dataset}); a running one stops at its next "
+        "progress report and registers nothing."
     )
 
 

@@ -216,6 +216,72 @@ def test_failed_job_is_reported_as_text(
     assert "ran out of memory" in call.json["content"] and not call.files
 
 
+def threads_started_from(fake: FakeDiscord, post: Call) -> list[Call]:
+    """Thread creations on the message that ``post`` created."""
+    return fake.calls_to("POST", f"/channels/777/messages/{post.response['id']}/threads")
+
+
+def test_thread_per_job_starts_a_thread_named_after_the_prompt(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    record = discord_record(queue, token="itok-thread")
+    discord_send.send(record, context(threaded, queue))
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-thread")
+    [thread] = threads_started_from(fake, post)
+    assert thread.status == 201
+    assert thread.json == {"name": "a red circle", "auto_archive_duration": 1440}
+    assert thread.headers["Authorization"] == f"Bot {BOT_TOKEN}"
+    # The channel fallback (expired token) gets its thread too; a long prompt is cut to 100 chars.
+    old = discord_record(queue, token="itok-thread-old", age_s=15 * 60, user_id="557")
+    old.request.prompt = "a very long prompt " * 10
+    queue.jobs.save(old)
+    discord_send.send(old, context(threaded, queue))
+    [post] = [
+        c
+        for c in fake.calls_to("POST", "/channels/777/messages")
+        if "<@557>" in (c.json or {}).get("content", "")
+    ]
+    [thread] = threads_started_from(fake, post)
+    assert len(thread.json["name"]) <= 100 and thread.json["name"].startswith("a very long prompt a very")
+
+
+def test_refused_thread_still_delivers_once_without_retry(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    record = discord_record(queue, token="itok-no-thread")
+    fake.refuse_threads = 403
+    try:
+        discord_send.send(record, context(threaded, queue))  # no DeliveryRetry / DeliveryFailed
+    finally:
+        fake.refuse_threads = None
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-no-thread")
+    assert post.status == 200
+    assert_png(post.files["files[0]"])
+    assert [c.status for c in threads_started_from(fake, post)] == [403]
+
+
+def test_no_thread_when_disabled_or_already_in_a_thread(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    assert discord_settings.discord_thread_per_job is False
+    record = discord_record(queue, token="itok-plain")
+    discord_send.send(record, context(discord_settings, queue))
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-plain")
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    in_thread = discord_record(queue, token="itok-in-thread", thread_id="889")
+    discord_send.send(in_thread, context(threaded, queue))
+    [post_in_thread] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-in-thread")
+    assert not threads_started_from(fake, post) and not threads_started_from(fake, post_in_thread)
+    assert not [
+        c
+        for c in fake.calls_to("POST", "/channels/")
+        if c.path.endswith("/threads")
+        and c.path.split("/")[4] in (post.response["id"], post_in_thread.response["id"])
+    ]
+
+
 # --- through the real deliver task ---------------------------------------------------------------
 
 
@@ -512,3 +578,26 @@ def test_text_messages_for_training_go_to_the_channel_with_the_bot_token(
     assert call.headers["Authorization"] == f"Bot {BOT_TOKEN}"
     assert call.json["content"] == "Training run abc: step 10/20"
     assert call.json["allowed_mentions"] == {"parse": []}
+
+
+def test_retrain_cancel_cancels_the_admins_latest_run_or_a_named_one(
+    fake: FakeDiscord, bot: ImagineBot
+) -> None:
+    refused = callback_of(fake, fake.slash_command("retrain_cancel", {}, new_user(), snowflake()))
+    assert (
+        refused["data"]["content"] == "Only admins can cancel training runs."
+        and refused["data"]["flags"] == 64
+    )
+    accepted = callback_of(fake, fake.slash_command("retrain", {"dataset": "shapes"}, "424242", snowflake()))
+    run_id = accepted["data"]["content"].split()[3].rstrip(":")
+    latest = callback_of(fake, fake.slash_command("retrain_cancel", {}, "424242", snowflake()))
+    assert latest["data"]["content"].startswith(f"Cancelled training run {run_id} ")
+    assert TrainingClient(bot.settings).status(run_id).status == "cancelled"
+    again = callback_of(fake, fake.slash_command("retrain_cancel", {"run": run_id}, "424242", snowflake()))
+    assert again["data"]["content"] == "That training run is already cancelled."
+    unknown = callback_of(
+        fake, fake.slash_command("retrain_cancel", {"run": "0" * 16}, "424242", snowflake())
+    )
+    assert unknown["data"]["content"] == f"No training run {'0' * 16} (it may have expired)."
+    bad = callback_of(fake, fake.slash_command("retrain_cancel", {"run": "../etc"}, "424242", snowflake()))
+    assert bad["data"]["content"].startswith("Usage: /retrain cancel [run id]")

@@ -480,3 +480,25 @@ def test_text_messages_for_training_go_to_the_admins_topic(bot: TelegramHandlers
     message = reply_to(fake, "sendMessage", 1030, 4)
     assert message.params["message_thread_id"] == 9
     assert message.params["text"] == "Training run abc: step 10/20"
+
+
+def test_retrain_cancel_from_chat(bot: TelegramHandlers, fake: FakeTelegram) -> None:
+    fake.push_update(user_message(1005, 1005, "/retrain cancel", message_id=171))
+    assert reply_to(fake, "sendMessage", 1005, 171).params["text"] == "Only admins can cancel training runs."
+    fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain dataset:shapes epochs:1", message_id=172))
+    run_id = reply_to(fake, "sendMessage", ADMIN_ID, 172).params["text"].split()[3].rstrip(":")
+    fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain cancel", message_id=173))
+    assert (
+        reply_to(fake, "sendMessage", ADMIN_ID, 173)
+        .params["text"]
+        .startswith(f"Cancelled training run {run_id} ")
+    )
+    assert TrainingClient(bot.settings).status(run_id).status == "cancelled"
+    for message_id, text, answer in [
+        (174, f"/retrain cancel {run_id}", "That training run is already cancelled."),
+        (175, f"/retrain cancel {'0' * 16}", f"No training run {'0' * 16} (it may have expired)."),
+    ]:
+        fake.push_update(user_message(ADMIN_ID, ADMIN_ID, text, message_id=message_id))
+        assert reply_to(fake, "sendMessage", ADMIN_ID, message_id).params["text"] == answer
+    fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain cancel ../../etc", message_id=176))
+    assert reply_to(fake, "sendMessage", ADMIN_ID, 176).params["text"].startswith("Usage: /retrain cancel")

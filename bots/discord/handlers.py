@@ -17,11 +17,11 @@ import discord
 from discord import app_commands
 
 from bots.discord.components import ACTIONS, CUSTOM_ID, custom_id
-from core.commands import parse_retrain
+from core.commands import parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
-from core.training_client import TrainingClient, queued_text
+from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import validate_request
 
 if TYPE_CHECKING:
@@ -278,6 +278,22 @@ def register(bot: ImagineBot) -> None:
             await reply_error(interaction, exc)
             return
         await interaction.response.send_message(queued_text(run), ephemeral=True)
+
+    @tree.command(name="retrain_cancel", description="Cancel a training run (admins; no id: your latest)")
+    @app_commands.describe(run="Run id, as shown when the run was queued")
+    @app_commands.default_permissions(manage_guild=True)
+    async def retrain_cancel(interaction: discord.Interaction, run: str | None = None) -> None:
+        bot: ImagineBot = interaction.client  # type: ignore[assignment]
+        client = TrainingClient(settings, client=bot.queue.redis, producer=bot.queue.producer)
+        try:
+            run_id = parse_retrain_cancel(
+                f"/retrain cancel {run or ''}", settings, "discord", str(interaction.user.id)
+            )
+            cancelled = await asyncio.to_thread(client.cancel_from_chat, run_id, user_key(interaction.user))
+        except InputError as exc:
+            await reply_error(interaction, exc)
+            return
+        await interaction.response.send_message(cancelled_text(cancelled), ephemeral=True)
 
     @tree.command(name="model", description="Which models this deployment runs (admins)")
     @app_commands.default_permissions(manage_guild=True)

@@ -28,14 +28,14 @@ from telegram.ext import (
 
 from bots.telegram.buttons import JOB_ID, ButtonPress, parse_callback
 from bots.telegram.progress import ProgressTracker, status_text
-from core.commands import parse_retrain
+from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
 from core.queue import QueueClient
 from core.settings import Settings
-from core.training_client import TrainingClient, queued_text
+from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import request_from_text, validate_request
 
 log = logging.getLogger(__name__)
@@ -227,11 +227,15 @@ class TelegramHandlers:
             await self.reply(update.effective_message, HELP)
 
     async def retrain(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """``/retrain dataset:<name> epochs:<n>``: admins only; queues a run on the ``train`` queue."""
+        """``/retrain dataset:<name> epochs:<n>``: admins only; queues a run on the ``train`` queue.
+        ``/retrain cancel [run_id]`` cancels one (no id: the admin's latest unfinished run)."""
         message = update.effective_message
         if message is None:
             return
         user_id = _user(update).split(":", 1)[1]
+        if is_retrain_cancel(_command_body(message)):
+            await self._retrain_cancel(update, message, user_id)
+            return
         try:
             request = parse_retrain(_command_body(message), self.settings, PLATFORM, user_id)
         except InputError as exc:
@@ -246,6 +250,16 @@ class TelegramHandlers:
             await self.reply(message, exc.message)
             return
         await self.reply(message, queued_text(run))
+
+    async def _retrain_cancel(self, update: Update, message: Message, user_id: str) -> None:
+        client = TrainingClient(self.settings, client=self.queue.redis, producer=self.queue.producer)
+        try:
+            run_id = parse_retrain_cancel(_command_body(message), self.settings, PLATFORM, user_id)
+            run = await asyncio.to_thread(client.cancel_from_chat, run_id, _user(update))
+        except InputError as exc:
+            await self.reply(message, exc.message)
+            return
+        await self.reply(message, cancelled_text(run))
 
     async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/model``: admins only; model management from chat comes with the training queue."""

@@ -18,12 +18,12 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, send_from_directory
 
-from core.commands import parse_retrain
+from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.queue import QueueClient
 from core.settings import Settings
-from core.training_client import TrainingClient
+from core.training_client import TrainingClient, cancelled_text
 from core.validation import request_from_text
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -72,7 +72,15 @@ def _error(exc: InputError, status: int) -> tuple[Response, int]:
     return response, status
 
 
-ERROR_STATUS = {"rate_limited": 429, "queue_full": 503, "not_admin": 403, "not_your_job": 403}
+ERROR_STATUS = {
+    "rate_limited": 429,
+    "queue_full": 503,
+    "not_admin": 403,
+    "not_your_job": 403,
+    "no_run": 404,
+    "unknown_run": 404,
+    "already_finished": 409,
+}
 
 
 def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
@@ -115,6 +123,12 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
         history = client.history
         history.append("web", cid, {"role": "user", "text": text})
         try:
+            if text.strip().lower().startswith("/retrain") and is_retrain_cancel(text):
+                run_id = parse_retrain_cancel(text, settings, "web", cid)  # admins only; id checked
+                run = trainer.cancel_from_chat(run_id, f"web:{cid}")
+                message = cancelled_text(run)
+                history.append("web", cid, {"role": "bot", "text": message, "run_id": run.id})
+                return jsonify({"run": run.model_dump(mode="json"), "message": message}), 200
             if text.strip().lower().startswith("/retrain"):
                 plan = parse_retrain(text, settings, "web", cid)  # admins and known datasets only
                 run = trainer.submit_retrain(plan, f"web:{cid}", Conversation(platform="web", chat_id=cid))
