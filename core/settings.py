@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # --- chat platforms -------------------------------------------------------------------------
     discord_token: str | None = None
     discord_api_base: str = "https://discord.com/api/v10"
+    discord_thread_per_job: bool = Field(
+        default=False,
+        description="Start a public thread (named after the prompt) on each result message posted outside "
+        "a thread. Where Discord refuses (no permission, DMs) the result is still delivered.",
+    )
     telegram_token: str | None = None
     telegram_api_base: str = "https://api.telegram.org"
     admin_ids: str = Field(default="", description="Comma list of platform:user, e.g. discord:1,telegram:2")

@@ -3,8 +3,9 @@
 REST (under ``/api/v10``): ``GET /gateway/bot``, ``GET /users/@me``, ``GET /oauth2/applications/@me``,
 ``PUT /applications/{app}/commands``, ``POST /interactions/{id}/{token}/callback``,
 ``POST /webhooks/{app}/{token}`` (follow-ups), ``PATCH|GET /webhooks/{app}/{token}/messages/@original``,
-``POST /channels/{id}/messages``. JSON and multipart (``payload_json`` + ``files[n]``) bodies are both
-recorded in :attr:`FakeDiscord.calls`.
+``POST /channels/{id}/messages``, ``POST /channels/{id}/messages/{msg}/threads`` (answered with
+:attr:`FakeDiscord.refuse_threads` when set). JSON and multipart (``payload_json`` + ``files[n]``)
+bodies are both recorded in :attr:`FakeDiscord.calls`.
 
 Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
 heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
@@ -103,6 +104,7 @@ class Call:
     json: Any = None
     files: dict[str, bytes] = field(default_factory=dict)
     status: int = 200
+    response: Any = None  # the JSON body the fake answered with
     at: float = field(default_factory=time.monotonic)
 
 
@@ -115,6 +117,7 @@ class FakeDiscord:
         self.rate_limit_followups = 0  # answer this many follow-ups/channel posts with 429
         self.rate_limit_header_only = False  # such a 429 says how long in the Retry-After header only
         self.expired_tokens: set[str] = set()  # webhook tokens answered with 404 Unknown Webhook
+        self.refuse_threads: int | None = None  # answer thread creation with this status (403, 400)
         self.identified = threading.Event()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -349,7 +352,7 @@ class FakeDiscord:
         elif request.can_read_body:
             call.json = await request.json()
         status, body, headers = self._answer(call)
-        call.status = status
+        call.status, call.response = status, body
         with self._lock:
             self.calls.append(call)
         if body is None:
@@ -378,7 +381,15 @@ class FakeDiscord:
             return 200, {"interaction": {"id": parts[1], "type": 2}}, {}
         if parts[0] == "webhooks" and len(parts) >= 3 and parts[2] in self.expired_tokens:
             return 404, {"message": "Unknown Webhook", "code": 10015}, {}
-        posting = method == "POST" and (parts[0] == "webhooks" and len(parts) == 3 or parts[0] == "channels")
+        if method == "POST" and parts[0] == "channels" and len(parts) == 5 and parts[4] == "threads":
+            if self.refuse_threads is not None:
+                return self.refuse_threads, {"message": "Missing Permissions", "code": 50013}, {}
+            thread = {**thread_json(parts[3], parts[1]), "name": body.get("name")}  # id: the message's
+            thread["thread_metadata"]["auto_archive_duration"] = body.get("auto_archive_duration", 1440)
+            return 201, thread, {}
+        posting = method == "POST" and (
+            parts[0] == "webhooks" and len(parts) == 3 or parts[0] == "channels" and len(parts) == 3
+        )
         if posting and self.rate_limit_followups > 0:
             self.rate_limit_followups -= 1
             limited: dict[str, Any] = {"message": "You are being rate limited.", "global": False}

@@ -5,11 +5,18 @@ Interaction tokens live 15 minutes; past 14 (or when Discord says the token is g
 result goes to the channel instead (``POST /channels/{id}/messages`` with the bot token), mentioning
 the user. 429 and 5xx mean "later" (:class:`DeliveryRetry`), other refusals are final
 (:class:`DeliveryFailed`).
+
+With ``IMAGINEBOT_DISCORD_THREAD_PER_JOB`` a result posted outside a thread gets a public thread started
+from it (``POST /channels/{id}/messages/{message}/threads``, bot token), named after the prompt. That is
+best effort: where Discord refuses (no permission, a DM, a channel without threads) or fails, the
+result stays delivered and the failure is only logged, never retried (a retry would post the image twice).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from typing import Any
 
@@ -20,10 +27,15 @@ from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: Discord's interaction tokens expire after 15 minutes; leave a minute of slack.
 WEBHOOK_TTL_S = 14 * 60
 HTTP_TIMEOUT_S = 30.0
 MAX_CONTENT = 2000
+MAX_THREAD_NAME = 100
+THREAD_ARCHIVE_MINUTES = 1440
+THREAD_TIMEOUT_S = 10.0
 NO_MENTIONS: dict[str, Any] = {"parse": []}
 
 
@@ -38,6 +50,7 @@ def send(record: JobRecord, ctx: DeliveryContext) -> None:
         response = _post(url, {**payload, "allowed_mentions": NO_MENTIONS}, png, headers={})
         if response.status_code not in (401, 404):  # 401/404: the token expired; use the channel
             _check(response)
+            _maybe_start_thread(record, ctx, png, response)
             return
     token = ctx.settings.discord_token
     if not token:
@@ -50,7 +63,56 @@ def send(record: JobRecord, ctx: DeliveryContext) -> None:
     }
     channel_id = conv.thread_id or conv.chat_id
     url = f"{base}/channels/{channel_id}/messages"
-    _check(_post(url, mentioned, png, headers={"Authorization": f"Bot {token}"}))
+    response = _post(url, mentioned, png, headers={"Authorization": f"Bot {token}"})
+    _check(response)
+    _maybe_start_thread(record, ctx, png, response)
+
+
+def _maybe_start_thread(
+    record: JobRecord, ctx: DeliveryContext, png: bytes | None, posted: requests.Response
+) -> None:
+    """Start a public thread from the result message just ``posted``, when configured. Never raises:
+    the result is already delivered, so any failure here is logged and left alone."""
+    conv = record.request.conversation
+    settings = ctx.settings
+    if not settings.discord_thread_per_job or conv.thread_id or png is None:
+        return
+    try:
+        if not settings.discord_token:
+            log.warning("job %s: no thread (IMAGINEBOT_DISCORD_TOKEN is not set)", record.id)
+            return
+        message = posted.json()
+        message_id = message.get("id") if isinstance(message, dict) else None
+        if not message_id:
+            log.warning("job %s: no thread (Discord returned no message id)", record.id)
+            return
+        base = settings.discord_api_base.rstrip("/")
+        response = requests.post(  # outside a thread, the result went to the conversation's channel
+            f"{base}/channels/{conv.chat_id}/messages/{message_id}/threads",
+            json={
+                "name": thread_name(record.request.prompt),
+                "auto_archive_duration": THREAD_ARCHIVE_MINUTES,
+            },
+            headers={"Authorization": f"Bot {settings.discord_token}"},
+            timeout=THREAD_TIMEOUT_S,
+        )
+        if response.status_code >= 300:
+            log.warning(
+                "job %s: Discord refused a thread (delivered without one): %s %s",
+                record.id,
+                response.status_code,
+                response.text[:200],
+            )
+    except Exception as exc:  # noqa: BLE001 - best effort: the result is delivered already
+        log.warning("job %s: could not start a thread (delivered without one): %r", record.id, exc)
+
+
+def thread_name(prompt: str) -> str:
+    """A thread name from ``prompt``: one line, 1 to 100 characters."""
+    name = re.sub(r"\s+", " ", prompt).strip()
+    if len(name) > MAX_THREAD_NAME:
+        name = name[: MAX_THREAD_NAME - 1].rstrip() + "…"
+    return name or "imaginebot"
 
 
 def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], bytes | None]:
