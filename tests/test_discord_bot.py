@@ -216,6 +216,72 @@ def test_failed_job_is_reported_as_text(
     assert "ran out of memory" in call.json["content"] and not call.files
 
 
+def threads_started_from(fake: FakeDiscord, post: Call) -> list[Call]:
+    """Thread creations on the message that ``post`` created."""
+    return fake.calls_to("POST", f"/channels/777/messages/{post.response['id']}/threads")
+
+
+def test_thread_per_job_starts_a_thread_named_after_the_prompt(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    record = discord_record(queue, token="itok-thread")
+    discord_send.send(record, context(threaded, queue))
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-thread")
+    [thread] = threads_started_from(fake, post)
+    assert thread.status == 201
+    assert thread.json == {"name": "a red circle", "auto_archive_duration": 1440}
+    assert thread.headers["Authorization"] == f"Bot {BOT_TOKEN}"
+    # The channel fallback (expired token) gets its thread too; a long prompt is cut to 100 chars.
+    old = discord_record(queue, token="itok-thread-old", age_s=15 * 60, user_id="557")
+    old.request.prompt = "a very long prompt " * 10
+    queue.jobs.save(old)
+    discord_send.send(old, context(threaded, queue))
+    [post] = [
+        c
+        for c in fake.calls_to("POST", "/channels/777/messages")
+        if "<@557>" in (c.json or {}).get("content", "")
+    ]
+    [thread] = threads_started_from(fake, post)
+    assert len(thread.json["name"]) <= 100 and thread.json["name"].startswith("a very long prompt a very")
+
+
+def test_refused_thread_still_delivers_once_without_retry(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    record = discord_record(queue, token="itok-no-thread")
+    fake.refuse_threads = 403
+    try:
+        discord_send.send(record, context(threaded, queue))  # no DeliveryRetry / DeliveryFailed
+    finally:
+        fake.refuse_threads = None
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-no-thread")
+    assert post.status == 200
+    assert_png(post.files["files[0]"])
+    assert [c.status for c in threads_started_from(fake, post)] == [403]
+
+
+def test_no_thread_when_disabled_or_already_in_a_thread(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    assert discord_settings.discord_thread_per_job is False
+    record = discord_record(queue, token="itok-plain")
+    discord_send.send(record, context(discord_settings, queue))
+    [post] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-plain")
+    threaded = discord_settings.model_copy(update={"discord_thread_per_job": True})
+    in_thread = discord_record(queue, token="itok-in-thread", thread_id="889")
+    discord_send.send(in_thread, context(threaded, queue))
+    [post_in_thread] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-in-thread")
+    assert not threads_started_from(fake, post) and not threads_started_from(fake, post_in_thread)
+    assert not [
+        c
+        for c in fake.calls_to("POST", "/channels/")
+        if c.path.endswith("/threads")
+        and c.path.split("/")[4] in (post.response["id"], post_in_thread.response["id"])
+    ]
+
+
 # --- through the real deliver task ---------------------------------------------------------------
 
 
