@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     )
     telegram_token: str | None = None
     telegram_api_base: str = "https://api.telegram.org"
+    telegram_webhook_url: str | None = Field(
+        default=None,
+        description="Public HTTPS URL Telegram posts updates to. Set: the bot runs a webhook server "
+        "(listening at this URL's path) instead of long polling.",
+    )
+    telegram_webhook_listen: str = Field(default="127.0.0.1", description="Address the webhook server binds.")
+    telegram_webhook_port: int = Field(default=8443, description="Port the webhook server binds.")
+    telegram_webhook_secret: str | None = Field(
+        default=None,
+        description="Secret Telegram sends in X-Telegram-Bot-Api-Secret-Token; other requests get 403. "
+        "1-256 characters of A-Z, a-z, 0-9, _ and -.",
+    )
     admin_ids: str = Field(default="", description="Comma list of platform:user, e.g. discord:1,telegram:2")
 
     # --- web chat -------------------------------------------------------------------------------

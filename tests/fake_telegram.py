@@ -21,7 +21,7 @@ from aiohttp import web
 BOT_USER = {"id": 123, "is_bot": True, "first_name": "imaginebot", "username": "imaginebot_test_bot"}
 ID_FIELDS = ("chat_id", "message_thread_id", "message_id", "reply_to_message_id")
 JSON_FIELDS = ("reply_parameters", "reply_markup", "media", "allowed_updates", "commands")
-TRUE_METHODS = ("deleteWebhook", "setMyCommands", "answerCallbackQuery", "deleteMessage")
+TRUE_METHODS = ("setWebhook", "deleteWebhook", "setMyCommands", "answerCallbackQuery", "deleteMessage")
 
 
 @dataclass

@@ -1,13 +1,17 @@
 """The Telegram bot process: ``imaginebot telegram`` calls :func:`run`.
 
-It long-polls Telegram for updates (no public URL needed), answers in chat and queues jobs; results
-are posted by the delivery worker (``bots/telegram/send.py``). ``IMAGINEBOT_TELEGRAM_API_BASE`` points
+It long-polls Telegram for updates (no public URL needed) or, with ``IMAGINEBOT_TELEGRAM_WEBHOOK_URL``
+set, runs a webhook server that Telegram posts updates to (python-telegram-bot's ``webhooks`` extra,
+tornado; the secret token, when set, is checked on every request). It answers in chat and queues jobs;
+results are posted by the delivery worker (``bots/telegram/send.py``). ``IMAGINEBOT_TELEGRAM_API_BASE`` points
 it at another Bot API server (a local ``telegram-bot-api``, a proxy, or a test server).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
@@ -48,7 +52,40 @@ async def _announce_commands(application: Application) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Run the bot until interrupted (Ctrl-C / SIGTERM), long-polling for updates."""
-    application = build_application(settings)
-    log.info("telegram bot polling %s", settings.telegram_api_base)
-    application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    """Run the bot until interrupted (Ctrl-C / SIGTERM): webhook mode when
+    ``IMAGINEBOT_TELEGRAM_WEBHOOK_URL`` is set, else long polling."""
+    serve(build_application(settings), settings)
+
+
+def serve(application: Application, settings: Settings, **run_options: Any) -> None:
+    """Run ``application`` until stopped, by webhook or by polling as ``settings`` say.
+
+    ``run_options`` go on to python-telegram-bot's ``run_webhook`` / ``run_polling`` (e.g.
+    ``stop_signals=None`` to run it outside the main thread).
+    """
+    if settings.telegram_webhook_url:
+        options = webhook_options(settings)
+        log.info(
+            "telegram bot: webhook %s, listening on %s:%s",
+            settings.telegram_webhook_url,
+            options["listen"],
+            options["port"],
+        )
+        application.run_webhook(**options, allowed_updates=ALLOWED_UPDATES, **run_options)
+    else:
+        log.info("telegram bot polling %s", settings.telegram_api_base)
+        application.run_polling(allowed_updates=ALLOWED_UPDATES, **run_options)
+
+
+def webhook_options(settings: Settings) -> dict[str, Any]:
+    """``run_webhook`` arguments: the server listens at the public URL's path (a reverse proxy in
+    front passes the path through) and tells Telegram the URL and the secret token."""
+    if not settings.telegram_webhook_url:
+        raise ValueError("IMAGINEBOT_TELEGRAM_WEBHOOK_URL is not set")
+    return {
+        "listen": settings.telegram_webhook_listen,
+        "port": settings.telegram_webhook_port,
+        "url_path": urlsplit(settings.telegram_webhook_url).path.strip("/"),
+        "webhook_url": settings.telegram_webhook_url,
+        "secret_token": settings.telegram_webhook_secret or None,
+    }
