@@ -601,3 +601,24 @@ def test_retrain_cancel_cancels_the_admins_latest_run_or_a_named_one(
     assert unknown["data"]["content"] == f"No training run {'0' * 16} (it may have expired)."
     bad = callback_of(fake, fake.slash_command("retrain_cancel", {"run": "../etc"}, "424242", snowflake()))
     assert bad["data"]["content"].startswith("Usage: /retrain cancel [run id]")
+
+
+def test_training_pictures_go_to_the_channel_as_attachments(
+    fake: FakeDiscord, discord_settings: Settings
+) -> None:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, "PNG")
+    conversation = Conversation(platform="discord", chat_id="778")
+    discord_send.send_photo_text(
+        conversation, out.getvalue(), "Training run abc: loss curve", discord_settings
+    )
+    [call] = fake.calls_to("POST", "/channels/778/messages")
+    assert call.headers["Authorization"] == f"Bot {BOT_TOKEN}"
+    assert call.json["content"] == "Training run abc: loss curve" and call.json["allowed_mentions"] == {
+        "parse": []
+    }
+    assert call.files["files[0]"] == out.getvalue()

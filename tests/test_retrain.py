@@ -198,8 +198,17 @@ def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(
     finally:
         _stop(trainer)
         _stop(gpu)
-    texts = [e["text"] for e in queue.history.read("web", ADMIN)]
+    events = queue.history.read("web", ADMIN)
+    texts = [e["text"] for e in events]
     assert any(run.id in t and "promoted" in t for t in texts)
+    # The end-of-run pictures: the loss curve and old (the version promoted before) vs new.
+    pictures = [e for e in events if e.get("run_id") == run.id and "image_url" in e]
+    assert [e["image_url"] for e in pictures] == [
+        f"/api/runs/{run.id}/loss-curve.png",
+        f"/api/runs/{run.id}/old-vs-new.png",
+    ]
+    assert f"{low} (old) vs {run.version} (new)" in pictures[1]["text"]
+    assert queue.images.get(queue.images.key(run.id, "old-vs-new")) is not None
     assert any(second.id in t and "kept the current model" in t for t in texts)
 
 

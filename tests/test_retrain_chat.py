@@ -83,3 +83,96 @@ def test_web_chat_retrain_cancel(isolated: Settings) -> None:
     assert status == 200 and client.status(older).status == TrainRunStatus.CANCELLED
     texts = [m["text"] for m in web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]]
     assert any(t.startswith(f"Cancelled training run {older} ") for t in texts)
+
+
+def _tiny_checkpoint(folder: Path, seed: int) -> Path:
+    import torch
+
+    from training.dfgan.checkpoint import build_generator, save_checkpoint
+    from training.dfgan.config import DFGANConfig
+
+    config = DFGANConfig(ngf=4, ndf=4)
+    torch.manual_seed(seed)
+    return Path(save_checkpoint(folder, build_generator(config), config))
+
+
+@pytest.mark.parametrize("platform", ["web", "telegram", "discord"])
+def test_end_of_run_pictures_reach_the_admins_conversation(
+    platform: str, isolated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bots.web.app import create_app
+    from core.jobs import Conversation
+    from core.store import History, ImageStore
+    from core.training_client import TrainRun
+    from worker.model_registry import ModelRegistry
+    from worker.train_task import _post_pictures
+
+    client = redis.Redis.from_url(str(isolated.redis_url))
+    registry = ModelRegistry(isolated, client)
+    old = registry.new_version_name("shapes", when=0)
+    registry.register(old, _tiny_checkpoint(tmp_path / "old", 1), "shapes", {"all": 0.1})
+    loss_curve = tmp_path / "loss_curve.png"
+    Image.new("RGB", (40, 30), "white").save(loss_curve)
+    chat = ADMIN if platform == "web" else "777"
+    run = TrainRun(
+        dataset="shapes",
+        epochs=1,
+        requested_by=f"{platform}:5",
+        conversation=Conversation(platform=platform, chat_id=chat),
+        parent=old,
+        version="dfgan-shapes-20260102T000000Z",
+        step=5,
+    )
+    rt = SimpleNamespace(
+        settings=isolated,
+        images=ImageStore(client, isolated.result_ttl_s),
+        history=History(client, isolated.result_ttl_s),
+    )
+    posted: list[tuple[str, bytes, str]] = []
+    if platform != "web":
+        sender = importlib.import_module(f"bots.{platform}.send")
+        monkeypatch.setattr(
+            sender,
+            "send_photo_text",
+            lambda conv, png, caption, s: posted.append((conv.chat_id, png, caption)),
+        )
+    prompts = ["a red circle", "a blue square", "a green triangle"]
+    _post_pictures(rt, registry, run, loss_curve, _tiny_checkpoint(tmp_path / "new", 2), prompts, "cpu")  # type: ignore[arg-type]
+
+    stored = {name: rt.images.get(rt.images.key(run.id, name)) for name in ("loss-curve", "old-vs-new")}
+    assert stored["loss-curve"] == loss_curve.read_bytes()
+    with Image.open(io.BytesIO(stored["old-vs-new"] or b"")) as grid:
+        assert grid.height == 2 * 64 * len(prompts)  # an old and a new row per prompt
+    if platform == "web":
+        web = create_app(isolated).test_client()
+        messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
+        urls = [m["image_url"] for m in messages if "image_url" in m]
+        assert urls == [f"/api/runs/{run.id}/loss-curve.png", f"/api/runs/{run.id}/old-vs-new.png"]
+        assert f"{old} (old) vs {run.version} (new)" in messages[-1]["text"]
+        for url in urls:
+            resp = web.get(url)
+            assert resp.status_code == 200 and resp.mimetype == "image/png"
+        for bad in (
+            f"/api/runs/{run.id}/pair.png",
+            "/api/runs/../loss-curve.png",
+            f"/api/runs/{'0' * 16}/loss-curve.png",
+        ):
+            assert web.get(bad).status_code == 404
+    else:
+        assert [(c, p) for c, p, _ in posted] == [
+            ("777", stored["loss-curve"]),
+            ("777", stored["old-vs-new"]),
+        ]
+        assert "loss curve" in posted[0][2] and "(old) vs" in posted[1][2]
+
+        def refuse(*args: object) -> None:
+            raise RuntimeError("no token on this worker")
+
+        monkeypatch.setattr(sender, "send_photo_text", refuse)
+        _post_pictures(rt, registry, run, loss_curve, tmp_path / "new", prompts, "cpu")  # type: ignore[arg-type]  # logged

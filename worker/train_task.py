@@ -339,7 +339,76 @@ def _train_and_register(
             f"Training run {run.id} finished: {version} ({score}), {verdict}. {note} "
             f"Loss curve: {result.loss_curve}; samples: {result.sample_grid}.",
         )
+        prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", None) or [run.dataset])
+        _post_pictures(rt, registry, done, Path(result.loss_curve), Path(result.checkpoint), prompts, device)
     return TrainOutcome("done")
+
+
+#: The pictures a finished run posts (also the only names ``GET /api/runs/<id>/<name>.png`` serves).
+RUN_PICTURES = ("loss-curve", "old-vs-new")
+
+
+def _post_pictures(
+    rt: Runtime,
+    registry: ModelRegistry,
+    run: TrainRun,
+    loss_curve: Path,
+    checkpoint: Path,
+    prompts: list[str],
+    device: str,
+) -> None:
+    """Store the loss curve and an old-vs-new grid (same prompts and seeds; old: the version promoted
+    when the run began, else the default checkpoint) under the run's id and post both to the admin's
+    conversation. Best effort: a failure is logged, the run's result stands."""
+    try:
+        from training.dfgan.checkpoint import load_generator
+        from training.dfgan.compare import compare_grid, png_bytes
+        from worker.engines.dfgan import resolve_default_checkpoint
+
+        parent = registry.get(run.parent) if run.parent else None
+        old_folder = (
+            parent.folder if parent is not None else resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+        )
+        old = load_generator(old_folder, device)
+        new = load_generator(checkpoint, device)
+        new.version = run.version or new.version
+        grid = png_bytes(compare_grid(old, new, prompts))
+        pictures = [
+            ("loss-curve", loss_curve.read_bytes(), f"Training run {run.id}: loss curve ({run.step} steps)."),
+            (
+                "old-vs-new",
+                grid,
+                f"Training run {run.id}: {old.version} (old) vs {new.version} (new), same seeds.",
+            ),
+        ]
+    except Exception:
+        log.exception("train %s: could not draw the end-of-run pictures", run.id)
+        return
+    for name, png, caption in pictures:
+        _show(rt, run, name, png, caption)
+
+
+def _show(rt: Runtime, run: TrainRun, name: str, png: bytes, caption: str) -> None:
+    """Store ``png`` as the run's picture ``name`` and post it with ``caption`` (best effort, as
+    :func:`_tell`)."""
+    conversation = run.conversation
+    try:
+        rt.images.put(run.id, name, png)
+        if conversation.platform == "web":
+            event = {
+                "role": "bot",
+                "text": caption,
+                "run_id": run.id,
+                "image_url": f"/api/runs/{run.id}/{name}.png",
+            }
+            rt.history.append("web", conversation.chat_id, event)
+        elif conversation.platform in TEXT_SENDERS:
+            import importlib
+
+            sender = importlib.import_module(TEXT_SENDERS[conversation.platform])
+            sender.send_photo_text(conversation, png, caption, rt.settings)
+    except Exception as exc:  # pictures are best effort; the run record has the paths
+        log.warning("train %s: could not post %s to %s: %s", run.id, name, conversation.platform, exc)
 
 
 def _stopped(rt: Runtime, run: TrainRun, heartbeat: Heartbeat, when: str) -> TrainOutcome | None:

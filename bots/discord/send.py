@@ -191,3 +191,19 @@ def send_text(conversation: Conversation, text: str, settings: Settings) -> None
     payload = {"content": text[:MAX_CONTENT], "allowed_mentions": NO_MENTIONS}
     headers = {"Authorization": f"Bot {settings.discord_token}"}
     _check(_post(f"{base}/channels/{channel_id}/messages", payload, None, headers=headers))
+
+
+def send_photo_text(conversation: Conversation, png: bytes, caption: str, settings: Settings) -> None:
+    """Post a PNG with a caption (training pictures: loss curve, old vs new) in ``conversation``'s
+    channel or thread, with the bot token; same errors as :func:`send_text`."""
+    if not settings.discord_token:
+        raise DeliveryFailed("IMAGINEBOT_DISCORD_TOKEN is not set on this worker")
+    base = settings.discord_api_base.rstrip("/")
+    channel_id = conversation.thread_id or conversation.chat_id
+    payload = {
+        "content": caption[:MAX_CONTENT],
+        "allowed_mentions": NO_MENTIONS,
+        "attachments": [{"id": 0, "filename": "imaginebot-training.png"}],
+    }
+    headers = {"Authorization": f"Bot {settings.discord_token}"}
+    _check(_post(f"{base}/channels/{channel_id}/messages", payload, png, headers=headers))

@@ -178,3 +178,37 @@ def send_text(conversation: Conversation, text: str, settings: Settings) -> None
         raise DeliveryFailed(f"telegram refused a message: {exc}") from exc
     except NetworkError as exc:
         raise DeliveryRetry(f"telegram: {exc}") from exc
+
+
+def send_photo_text(conversation: Conversation, png: bytes, caption: str, settings: Settings) -> None:
+    """Post a PNG with a caption (training pictures: loss curve, old vs new) as a reply in
+    ``conversation``; same errors as :func:`send_text`."""
+    if not settings.telegram_token:
+        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
+    base_url, base_file_url = api_urls(settings)
+    bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
+    data, filename, as_document = fit_photo(png)
+
+    async def post() -> None:
+        async with bot:
+            send = bot.send_document if as_document else bot.send_photo
+            await send(
+                int(conversation.chat_id),
+                InputFile(data, filename=filename),
+                caption=caption[:CAPTION_MAX],
+                message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
+                reply_parameters=(
+                    ReplyParameters(message_id=int(conversation.reply_to), allow_sending_without_reply=True)
+                    if conversation.reply_to
+                    else None
+                ),
+            )
+
+    try:
+        asyncio.run(post())
+    except RetryAfter as exc:
+        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
+    except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
+        raise DeliveryFailed(f"telegram refused a picture: {exc}") from exc
+    except NetworkError as exc:
+        raise DeliveryRetry(f"telegram: {exc}") from exc

@@ -7,6 +7,7 @@ Endpoints (all JSON unless noted):
 - ``GET /api/jobs/<id>`` → ``{"job": {...}}`` with status, queue position, progress, image URLs
 - ``POST /api/jobs/<id>/cancel`` ``{"conversation_id": "..."}``
 - ``GET /api/jobs/<id>/pair.png`` and ``/api/jobs/<id>/images/<engine>-<i>.png`` → PNG
+- ``GET /api/runs/<run_id>/<loss-curve|old-vs-new>.png`` → a finished training run's pictures
 - ``GET /api/conversations/<conversation_id>`` → ``{"messages": [...]}`` (history, survives reloads)
 """
 
@@ -30,6 +31,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 IMAGE_NAME = re.compile(r"^(pair|[a-z-]+-\d)$")
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+#: The pictures a finished training run stores (worker.train_task.RUN_PICTURES; no torch import here).
+RUN_PICTURE = re.compile(r"^(loss-curve|old-vs-new)$")
 MAX_BODY = 16 * 1024
 
 
@@ -187,6 +191,15 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
             return jsonify({"error": "No such image (it may have expired).", "code": "not_found"}), 404
         return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
+    @app.get("/api/runs/<run_id>/<name>.png")
+    def run_png(run_id: str, name: str) -> Response | tuple[Response, int]:
+        if not RUN_ID.match(run_id) or not RUN_PICTURE.match(name):
+            return jsonify({"error": "No such picture.", "code": "not_found"}), 404
+        png = client.images.get(client.images.key(run_id, name))
+        if png is None:
+            return jsonify({"error": "No such picture (it may have expired).", "code": "not_found"}), 404
+        return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
     @app.get("/api/conversations/<cid>")
     def conversation(cid: str) -> tuple[Response, int]:
         if not CONVERSATION_ID.match(cid):
@@ -204,6 +217,10 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
                 message = {"role": event["role"], "text": event["text"], "ts": event["ts"]}
                 if "code" in event:
                     message["code"] = event["code"]  # lets the page style errors apart from notices
+                if "run_id" in event:
+                    message["run_id"] = event["run_id"]
+                if str(event.get("image_url", "")).startswith("/api/runs/"):
+                    message["image_url"] = event["image_url"]  # a training run's picture
                 messages.append(message)
         return jsonify({"messages": messages}), 200
 

@@ -109,6 +109,34 @@
     return li;
   }
 
+  // A bot message with a picture (a training run's loss curve or old-vs-new grid).
+  function botImageBubble(text, url, ts) {
+    const li = botBubble(text, { ts });
+    if (!/^\/api\/runs\/[0-9a-f]{16}\/[a-z-]+\.png$/.test(url)) return li;
+    const link = el("a", "pair-link");
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.title = "Open full size";
+    const img = el("img", "pair");
+    img.alt = text;
+    img.decoding = "async";
+    img.addEventListener("load", () => img.classList.add("loaded"));
+    img.addEventListener("error", () => {
+      img.replaceWith(el("div", "img-missing", "The picture is no longer available (it may have expired)."));
+    });
+    img.src = url;
+    link.appendChild(img);
+    link.addEventListener("click", (ev) => {
+      if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
+      if (typeof lightbox.showModal !== "function") return;
+      ev.preventDefault();
+      openLightbox(url, img.alt);
+    });
+    li.querySelector(".bubble").appendChild(link);
+    return li;
+  }
+
   /* ---------- jobs ---------- */
 
   const jobs = new Map(); // id -> { li, job, timer, delay, createdAt }
@@ -513,6 +541,8 @@
           messagesEl.appendChild(userBubble(String(m.text ?? ""), m.ts));
         } else if (m.role === "job" && m.job) {
           messagesEl.appendChild(trackJob(m.job, m.ts));
+        } else if (m.role === "bot" && m.image_url) {
+          messagesEl.appendChild(botImageBubble(String(m.text ?? ""), String(m.image_url), m.ts));
         } else if (m.role === "bot") {
           // The history keeps the bot's answers to bad input (and expiry notices).
           messagesEl.appendChild(botBubble(String(m.text ?? ""), { error: true, ts: m.ts }));
