@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 from telegram.ext import Application
 
-from bots.telegram.bot import ALLOWED_UPDATES, build_application
+from bots.telegram.bot import ALLOWED_UPDATES, build_application, serve, webhook_options
 from bots.telegram.buttons import ButtonPress, parse_callback, result_keyboard
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.progress import ProgressTracker
@@ -502,6 +504,73 @@ def test_retrain_cancel_from_chat(bot: TelegramHandlers, fake: FakeTelegram) -> 
         assert reply_to(fake, "sendMessage", ADMIN_ID, message_id).params["text"] == answer
     fake.push_update(user_message(ADMIN_ID, ADMIN_ID, "/retrain cancel ../../etc", message_id=176))
     assert reply_to(fake, "sendMessage", ADMIN_ID, 176).params["text"].startswith("Usage: /retrain cancel")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_webhook_mode_takes_updates_posted_with_the_secret_token(
+    redis_server: EmbeddedRedis, data_dir: Path, fake: FakeTelegram
+) -> None:
+    secret, port = "s3cret-Token_1", free_port()
+    url = "https://bot.example.org/telegram/hook"
+    hook_settings = make_settings(
+        redis_server.url,
+        data_dir,
+        telegram_token=TOKEN,
+        telegram_api_base=fake.url,
+        telegram_webhook_url=url,
+        telegram_webhook_port=port,
+        telegram_webhook_secret=secret,
+    )
+    assert webhook_options(hook_settings)["url_path"] == "telegram/hook"
+    application = build_application(hook_settings)
+    loop = asyncio.new_event_loop()
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        try:  # the same path as `imaginebot telegram`; no signal handlers off the main thread
+            serve(application, hook_settings, stop_signals=None)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=main, name="telegram-webhook", daemon=True)
+    thread.start()
+    try:
+        hook = fake.wait_for(lambda c: c.method == "setWebhook" and c.params.get("url") == url, 30)
+        assert hook.params["secret_token"] == secret
+        deadline = time.monotonic() + 30
+        while not application.running and time.monotonic() < deadline and not errors:
+            time.sleep(0.05)
+        assert application.running and not errors, errors
+
+        chat = user = 1031
+        endpoint = f"http://127.0.0.1:{port}/telegram/hook"
+
+        def post(message_id: int, headers: dict[str, str]) -> int:
+            update = {"update_id": message_id, **user_message(chat, user, "a cat --colour red", message_id)}
+            return requests.post(endpoint, json=update, headers=headers, timeout=10).status_code
+
+        assert post(51, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}) == 403
+        assert post(52, {}) == 403
+        assert post(53, {"X-Telegram-Bot-Api-Secret-Token": secret}) == 200
+        error = reply_to(fake, "sendMessage", chat, 53)
+        assert "Unknown option --colour" in error.params["text"]
+        time.sleep(0.3)
+        assert [c.reply_to for c in fake.find(lambda c: c.params.get("chat_id") == chat)] == [53]
+    finally:
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and not application.running and time.monotonic() < deadline:
+            time.sleep(0.05)  # stop_running() only stops a running application
+        if thread.is_alive():
+            loop.call_soon_threadsafe(application.stop_running)
+        thread.join(30)
+    assert not thread.is_alive(), "webhook bot did not stop"
+    assert not errors, errors
 
 
 def test_training_pictures_go_to_the_admins_topic_as_photos(
