@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # --- web chat -------------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    web_admin_password: str | None = Field(
+        default=None,
+        description="Password web-chat /retrain needs when web_host is not a loopback address "
+        "(unset there: /retrain from the web is refused).",
+    )
 
     # --- models ---------------------------------------------------------------------------------
     diffusion_model: str | None = Field(default=None, description="Diffusers folder or cached hub id.")
@@ -139,6 +144,19 @@ class Settings(BaseSettings):
             lines = self.blocklist_file.read_text(encoding="utf-8").splitlines()
             terms += [line.strip().lower() for line in lines if not line.lstrip().startswith("#")]
         return [t for t in terms if t]
+
+    @property
+    def web_is_local(self) -> bool:
+        """Whether the web chat listens on a loopback address only (``localhost``, 127.0.0.0/8, ``::1``)."""
+        import ipaddress
+
+        host = self.web_host.strip().strip("[]").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name or 0.0.0.0-style wildcard: reachable from elsewhere
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         """Whether ``platform:user_id`` is listed in ``IMAGINEBOT_ADMIN_IDS``."""

@@ -176,3 +176,38 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
 
         monkeypatch.setattr(sender, "send_photo_text", refuse)
         _post_pictures(rt, registry, run, loss_curve, tmp_path / "new", prompts, "cpu")  # type: ignore[arg-type]  # logged
+
+
+def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Settings) -> None:
+    from bots.web.app import create_app
+
+    assert isolated.web_is_local
+    for host, local in [("localhost", True), ("127.0.0.2", True), ("::1", True), ("0.0.0.0", False),
+                        ("192.168.1.5", False), ("chat.example.org", False)]:  # fmt: skip
+        assert isolated.model_copy(update={"web_host": host}).web_is_local is local, host
+
+    def say(app_settings: Settings, text: str, **extra: str) -> tuple[int, dict]:
+        web = create_app(app_settings).test_client()
+        resp = web.post("/api/imagine", json={"conversation_id": ADMIN, "text": text, **extra})
+        return resp.status_code, resp.get_json()
+
+    open_settings = isolated.model_copy(update={"web_host": "0.0.0.0"})
+    status, body = say(open_settings, "/retrain dataset:shapes epochs:1")
+    assert (status, body["code"]) == (
+        403,
+        "admin_password_unset",
+    ) and "IMAGINEBOT_WEB_ADMIN_PASSWORD" in body["error"]
+    guarded = open_settings.model_copy(update={"web_admin_password": "correct horse"})
+    for extra in ({}, {"admin_password": "wrong"}):
+        status, body = say(guarded, "/retrain dataset:shapes epochs:1", **extra)
+        assert (status, body["code"]) == (403, "bad_admin_password")
+        status, body = say(guarded, "/retrain cancel", **extra)
+        assert (status, body["code"]) == (403, "bad_admin_password")
+    assert not list(redis.Redis.from_url(str(isolated.redis_url)).scan_iter("ib:trainrun:*"))
+    status, body = say(guarded, "/retrain dataset:shapes epochs:1", admin_password="correct horse")
+    assert status == 202, body
+    status, body = say(guarded, "/retrain cancel", admin_password="correct horse")
+    assert status == 200 and body["run"]["status"] == "cancelled"
+    # Drawing needs no password; on localhost /retrain needs none either.
+    assert say(open_settings, "a red circle --engine dfgan")[0] == 202
+    assert say(isolated, "/retrain dataset:shapes epochs:1")[0] == 202

@@ -13,6 +13,7 @@ Endpoints (all JSON unless noted):
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ ERROR_STATUS = {
     "no_run": 404,
     "unknown_run": 404,
     "already_finished": 409,
+    "admin_password_unset": 403,
+    "bad_admin_password": 403,
 }
 
 
@@ -93,6 +96,22 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     client = queue or QueueClient(settings)
     trainer = TrainingClient(settings, client.redis, client.producer)
+
+    def check_admin_password(data: dict[str, Any]) -> None:
+        """Beyond localhost, web-chat ``/retrain`` (start and cancel) also needs the admin password:
+        a conversation id alone is only a browser's random token."""
+        if settings.web_is_local:
+            return
+        wanted = settings.web_admin_password
+        if not wanted:
+            raise InputError(
+                "admin_password_unset",
+                "/retrain from the web chat is off: it listens beyond localhost and "
+                "IMAGINEBOT_WEB_ADMIN_PASSWORD is not set.",
+            )
+        given = str(data.get("admin_password") or "")
+        if not hmac.compare_digest(given.encode(), wanted.encode()):
+            raise InputError("bad_admin_password", "Wrong or missing admin password for /retrain.")
 
     def conversation_id(data: dict[str, Any]) -> str:
         cid = str(data.get("conversation_id", ""))
@@ -127,6 +146,8 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
         history = client.history
         history.append("web", cid, {"role": "user", "text": text})
         try:
+            if text.strip().lower().startswith("/retrain"):
+                check_admin_password(data)
             if text.strip().lower().startswith("/retrain") and is_retrain_cancel(text):
                 run_id = parse_retrain_cancel(text, settings, "web", cid)  # admins only; id checked
                 run = trainer.cancel_from_chat(run_id, f"web:{cid}")

@@ -4,6 +4,7 @@
   "use strict";
 
   const CID_KEY = "imaginebot.conversation";
+  const ADMIN_PASSWORD_KEY = "imaginebot.adminPassword";
   const CID_RE = /^[A-Za-z0-9_-]{8,64}$/;
   const FINISHED = new Set(["done", "failed", "cancelled"]);
   const ENGINE_TITLES = { dfgan: "DF-GAN", diffusion: "Diffusion", "hf-api": "HF Inference API" };
@@ -420,12 +421,27 @@
     let res;
     let data = {};
     try {
-      res = await fetch("/api/imagine", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ conversation_id: conversationId, text }),
-      });
+      const post = () => {
+        const body = { conversation_id: conversationId, text };
+        // Beyond localhost the server wants the admin password with /retrain (kept for this tab only).
+        const password = sessionStorage.getItem(ADMIN_PASSWORD_KEY);
+        if (/^\s*\/retrain/i.test(text) && password) body.admin_password = password;
+        return fetch("/api/imagine", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      };
+      res = await post();
       data = await res.json().catch(() => ({}));
+      if (data.code === "bad_admin_password") {
+        const password = window.prompt("Admin password for /retrain:");
+        if (password) {
+          sessionStorage.setItem(ADMIN_PASSWORD_KEY, password);
+          res = await post();
+          data = await res.json().catch(() => ({}));
+        }
+      }
     } catch (_) {
       placeholder.replaceWith(
         botBubble("Could not reach the imaginebot server. Is it running? Your prompt is back in the box.", {
