@@ -65,7 +65,11 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Own session: a terminal Ctrl-C must not stop Redis before the workers have finished
+        # their current tasks; stop() ends it last.
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
