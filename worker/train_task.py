@@ -220,8 +220,10 @@ class Heartbeat:
         def change(run: TrainRun) -> TrainRun:
             if run.status == TrainRunStatus.CANCELLED:
                 self.cancelled = True
-            elif run.status != TrainRunStatus.RUNNING or run.worker != me:
+            elif run.worker != me:
                 self.lost = True
+            elif run.status != TrainRunStatus.RUNNING:
+                pass  # we finished it a moment ago; still ours, so the lock is still ours to free
             else:
                 run.lease_until = time.time() + lease_s
                 run.updated_at = time.time()
