@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from core.settings import Settings  # noqa: E402
 from core.store import job_key  # noqa: E402
 from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY  # noqa: E402
 from core.validation import validate_request  # noqa: E402
+from worker.cli import stop_process  # noqa: E402
 
 PROMPTS = ("a red circle", "a blue square", "a green triangle on the left", "a small yellow star")
 TARGET_OVERHEAD_MS = 10.0
@@ -141,18 +141,6 @@ def start_worker_process(settings: Settings, log_path: Path, loglevel: str) -> s
         )
 
 
-def stop_worker_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGTERM (Celery's warm shutdown), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @contextmanager
 def in_process_worker(settings: Settings) -> Iterator[None]:
     """Celery's test worker (solo pool, in a thread of this process) on the gpu and delivery queues."""
@@ -193,7 +181,7 @@ def system(args: argparse.Namespace) -> Iterator[tuple[Settings, subprocess.Pope
         if worker_cm is not None:
             worker_cm.__exit__(None, None, None)
         if proc is not None:
-            stop_worker_process(proc)
+            stop_process(proc)
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Awaitable, Callable
 
 from PIL import Image
 from telegram import Bot, InputFile, ReplyParameters
@@ -146,69 +147,60 @@ async def _clear_status(bot: Bot, record: JobRecord) -> None:
             log.info("job %s: status message left as is: %s", record.id, exc)
 
 
-def send_text(conversation: Conversation, text: str, settings: Settings) -> None:
-    """Post a plain text message (training progress, results) as a reply in ``conversation``.
+def _reply_parameters(conversation: Conversation) -> ReplyParameters | None:
+    if not conversation.reply_to:
+        return None
+    return ReplyParameters(message_id=int(conversation.reply_to), allow_sending_without_reply=True)
 
-    Same error mapping as :func:`send`: :class:`DeliveryRetry` for "later", :class:`DeliveryFailed`
-    for "never".
-    """
+
+def _post_to_conversation(settings: Settings, what: str, post: Callable[[Bot], Awaitable[object]]) -> None:
+    """Run ``post(bot)`` with a fresh, closed-afterwards Bot; map Telegram's errors like :func:`send`:
+    :class:`DeliveryRetry` for "later", :class:`DeliveryFailed` for "never"."""
     if not settings.telegram_token:
         raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
     base_url, base_file_url = api_urls(settings)
     bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
 
-    async def post() -> None:
+    async def run() -> None:
         async with bot:
-            await bot.send_message(
-                chat_id=int(conversation.chat_id),
-                text=text[:TEXT_MAX],
-                message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
-                reply_parameters=(
-                    ReplyParameters(message_id=int(conversation.reply_to), allow_sending_without_reply=True)
-                    if conversation.reply_to
-                    else None
-                ),
-            )
+            await post(bot)
 
     try:
-        asyncio.run(post())
+        asyncio.run(run())
     except RetryAfter as exc:
         raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
     except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
-        raise DeliveryFailed(f"telegram refused a message: {exc}") from exc
+        raise DeliveryFailed(f"telegram refused {what}: {exc}") from exc
     except NetworkError as exc:
         raise DeliveryRetry(f"telegram: {exc}") from exc
+
+
+def send_text(conversation: Conversation, text: str, settings: Settings) -> None:
+    """Post a plain text message (training progress, results) as a reply in ``conversation``."""
+    _post_to_conversation(
+        settings,
+        "a message",
+        lambda bot: bot.send_message(
+            chat_id=int(conversation.chat_id),
+            text=text[:TEXT_MAX],
+            message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
+            reply_parameters=_reply_parameters(conversation),
+        ),
+    )
 
 
 def send_photo_text(conversation: Conversation, png: bytes, caption: str, settings: Settings) -> None:
     """Post a PNG with a caption (training pictures: loss curve, old vs new) as a reply in
     ``conversation``; same errors as :func:`send_text`."""
-    if not settings.telegram_token:
-        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
-    base_url, base_file_url = api_urls(settings)
-    bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
     data, filename, as_document = fit_photo(png)
-
-    async def post() -> None:
-        async with bot:
-            send = bot.send_document if as_document else bot.send_photo
-            await send(
-                int(conversation.chat_id),
-                InputFile(data, filename=filename),
-                caption=caption[:CAPTION_MAX],
-                message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
-                reply_parameters=(
-                    ReplyParameters(message_id=int(conversation.reply_to), allow_sending_without_reply=True)
-                    if conversation.reply_to
-                    else None
-                ),
-            )
-
-    try:
-        asyncio.run(post())
-    except RetryAfter as exc:
-        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
-    except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
-        raise DeliveryFailed(f"telegram refused a picture: {exc}") from exc
-    except NetworkError as exc:
-        raise DeliveryRetry(f"telegram: {exc}") from exc
+    _post_to_conversation(
+        settings,
+        "a picture",
+        lambda bot: (bot.send_document if as_document else bot.send_photo)(
+            int(conversation.chat_id),
+            InputFile(data, filename=filename),
+            caption=caption[:CAPTION_MAX],
+            message_thread_id=int(conversation.thread_id) if conversation.thread_id else None,
+            reply_parameters=_reply_parameters(conversation),
+        ),
+    )
