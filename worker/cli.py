@@ -42,6 +42,15 @@ def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
         yield settings.model_copy(update={"redis_url": server.url})
 
 
+def _shared_settings() -> Settings:
+    """Settings that name the shared Redis; exits with a hint when none is configured."""
+    settings = Settings()
+    if not settings.redis_url:
+        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis (or use `imaginebot up`).[/red]")
+        raise typer.Exit(2)
+    return settings
+
+
 def child_process(settings: Settings, *command: str, **env_overrides: str) -> subprocess.Popen[bytes]:
     """Start ``imaginebot <command>`` as a child process talking to ``settings.redis_url``."""
     env = dict(
@@ -122,10 +131,7 @@ def worker(
     preload: bool = typer.Option(True, help="Load the engines before taking jobs (gpu queue only)."),
 ) -> None:
     """Run a Celery worker. Start more of them, on more machines, to scale out."""
-    settings = Settings()
-    if not settings.redis_url:
-        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis (or use `imaginebot up`).[/red]")
-        raise typer.Exit(2)
+    settings = _shared_settings()
     unknown = [q for q in queues.split(",") if q not in ALL_QUEUES]
     if unknown:
         console.print(f"[red]Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(ALL_QUEUES)}.[/red]")
@@ -157,10 +163,7 @@ def web(
     """Run only the web chat (needs IMAGINEBOT_REDIS_URL and workers elsewhere)."""
     from bots.web.server import WebServer
 
-    settings = Settings()
-    if not settings.redis_url:
-        console.print("[red]Set IMAGINEBOT_REDIS_URL (or use `imaginebot up`).[/red]")
-        raise typer.Exit(2)
+    settings = _shared_settings()
     server = WebServer(settings, host=host, port=port)
     console.print(f"web chat on {server.url}")
     with contextlib.suppress(KeyboardInterrupt):
@@ -184,14 +187,10 @@ def telegram() -> None:
 
 
 def _bot_settings(token_name: str, token: str | None) -> Settings:
-    settings = Settings()
     if not token:
         console.print(f"[red]Set {token_name} (the bot's token from the platform).[/red]")
         raise typer.Exit(2)
-    if not settings.redis_url:
-        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis (or use `imaginebot up`).[/red]")
-        raise typer.Exit(2)
-    return settings
+    return _shared_settings()
 
 
 @app.command()
@@ -306,15 +305,6 @@ def _forward(command: str, args: list[str]) -> None:
 
 models_app = typer.Typer(help="DF-GAN versions: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-
-
-def _shared_settings() -> Settings:
-    """Settings that name the shared Redis; exits with a hint when none is configured."""
-    settings = Settings()
-    if not settings.redis_url:
-        console.print("[red]Set IMAGINEBOT_REDIS_URL to the shared Redis the workers use.[/red]")
-        raise typer.Exit(2)
-    return settings
 
 
 def _model_registry(settings: Settings) -> object:
