@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Any
 
 import redis
@@ -22,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from core.commands import MAX_EPOCHS, RetrainRequest
 from core.errors import InputError
-from core.jobs import Conversation
+from core.jobs import Conversation, JobStatus
 from core.settings import Settings
 from core.store import connect, update_record
 from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
@@ -38,19 +37,9 @@ CONFIG_KEYS = frozenset(
 )  # fmt: skip
 
 
-class TrainRunStatus(StrEnum):
-    """Where a training run is in its life."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """True once the run will not change any more."""
-        return self in (TrainRunStatus.DONE, TrainRunStatus.FAILED, TrainRunStatus.CANCELLED)
+#: A training run goes through the same states as an image job (queued, running, done, failed,
+#: cancelled; ``.finished`` for the last three).
+TrainRunStatus = JobStatus
 
 
 class TrainRun(BaseModel):
