@@ -131,5 +131,10 @@ def _load_config(spec: str):  # noqa: ANN202 - DFGANConfig, imported lazily to k
     return DFGANConfig.load(path)
 
 
+# Registered here so `python -m training.cli train-damsm` works; the command lives in its own module.
+from training.damsm_cli import train_damsm_command  # noqa: E402
+
+app.command("train-damsm")(train_damsm_command)
+
 if __name__ == "__main__":
     app()

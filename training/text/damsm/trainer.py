@@ -1,0 +1,156 @@
+"""Pretrain a DAMSM text/image encoder pair on a captioned dataset (AttnGAN's ``pretrain_DAMSM.py``).
+
+Writes into ``out``::
+
+    out/config.json, vocab.json, encoders.safetensors   the encoder folder (see checkpoint.py)
+    out/losses.jsonl                                      one line per step
+    out/loss_curve.png                                    word and sentence losses against steps
+
+Deterministic for a given ``config.seed`` on one device and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from training.text.damsm.checkpoint import MatchingEncoders, build_encoders, save_encoders
+from training.text.damsm.config import DAMSMConfig
+from training.text.damsm.losses import damsm_loss
+from training.text.vocab import Vocabulary
+
+
+class CaptionedDataset(Protocol):
+    """Items ``(image [3, H, W] in [-1, 1], caption)`` and every caption up front."""
+
+    captions: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
+
+
+@dataclass
+class DAMSMTrainResult:
+    """Where a finished run left its files, and how it went."""
+
+    folder: Path
+    loss_curve: Path
+    steps: int
+    seconds: float
+    final_losses: dict[str, float]
+
+
+def train_damsm(
+    config: DAMSMConfig,
+    dataset: CaptionedDataset,
+    out: str | Path,
+    steps: int,
+    device: str | torch.device = "cpu",
+    console: Console | None = None,
+    min_word_count: int = 1,
+) -> DAMSMTrainResult:
+    """Train both encoders for ``steps`` Adam steps on ``dataset`` and save them into ``out``."""
+    out, console = Path(out), console or Console()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # initial weights and dropout masks
+    vocab = Vocabulary.build(dataset.captions, min_count=min_word_count)
+    enc = build_encoders(config, vocab)
+    enc.text.to(device).train()
+    enc.image.to(device).train()
+    # Items sharing a caption are one class: the losses must not push them apart.
+    class_of = {c: i for i, c in enumerate(sorted(set(dataset.captions)))}
+    optimizer = torch.optim.Adam(
+        [*enc.text.parameters(), *enc.image.parameters()], lr=config.learning_rate, betas=(0.5, 0.999)
+    )
+    per_epoch = max(1, len(dataset) // config.batch_size)
+    history: list[dict[str, float]] = []
+    (out / "losses.jsonl").write_text("")
+    started = time.monotonic()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("DAMSM", total=steps)
+        for step in range(1, steps + 1):
+            epoch, k = divmod(step - 1, per_epoch)
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch))
+            index = order[k * config.batch_size : (k + 1) * config.batch_size].tolist()
+            items = [dataset[i] for i in index]
+            images = torch.stack([image for image, _ in items]).to(device)
+            captions = [caption for _, caption in items]
+            class_ids = torch.tensor([class_of[c] for c in captions], device=device)
+
+            losses = train_step(enc, optimizer, images, captions, class_ids)
+
+            history.append({"step": step, **losses})
+            with (out / "losses.jsonl").open("a") as f:
+                f.write(json.dumps(history[-1]) + "\n")
+            bar.update(
+                task, advance=1, description=f"DAMSM w {losses['w_loss']:.3f} s {losses['s_loss']:.3f}"
+            )
+            if not console.is_terminal and (step % 100 == 0 or step == steps):
+                rate = (time.monotonic() - started) / step
+                console.print(
+                    f"step {step}/{steps} w {losses['w_loss']:.3f} s {losses['s_loss']:.3f} {rate:.2f}s/step"
+                )
+    seconds = time.monotonic() - started
+    enc.eval()
+    save_encoders(out, enc, extra={"steps": steps, "dataset_size": len(dataset), "seconds": round(seconds)})
+    plot_losses(history, out / "loss_curve.png")
+    return DAMSMTrainResult(out, out / "loss_curve.png", steps, seconds, history[-1] if history else {})
+
+
+def train_step(
+    enc: MatchingEncoders,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    captions: list[str],
+    class_ids: torch.Tensor,
+) -> dict[str, float]:
+    """One Adam step on the summed DAMSM losses; returns the word and sentence losses."""
+    config = enc.config
+    regions, code = enc.image(images)
+    ids, lengths = enc.tokenize(captions)
+    words, sentence = enc.text(ids, lengths)
+    losses = damsm_loss(
+        regions, code, words, sentence, lengths, class_ids, config.gamma1, config.gamma2, config.gamma3
+    )
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    # AttnGAN clips the LSTM's gradient; its exploding gradients are the usual failure.
+    torch.nn.utils.clip_grad_norm_(enc.text.parameters(), config.rnn_grad_clip)
+    optimizer.step()
+    values = {k: v.item() for k, v in losses.items()}
+    return {
+        "loss": values["loss"],
+        "w_loss": values["w_loss0"] + values["w_loss1"],
+        "s_loss": values["s_loss0"] + values["s_loss1"],
+    }
+
+
+def plot_losses(history: list[dict[str, float]], path: Path) -> None:
+    """Word-level and sentence-level losses against steps (moving average)."""
+    fig = Figure(figsize=(7, 4))  # a bare Figure renders with Agg, no pyplot global state
+    ax = fig.add_subplot()
+    if history:
+        steps = np.array([h["step"] for h in history])
+        window = max(1, len(history) // 100)
+        for key in ("w_loss", "s_loss"):
+            values = np.array([h[key] for h in history])
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("DAMSM pretraining")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
