@@ -118,6 +118,33 @@ def eval_command(
         )
 
 
+@app.command("preprocess")
+def preprocess_command(
+    dataset: Annotated[str, typer.Option(help="Dataset name: coco, flickr8k, cub, emoji, shapes.")],
+    out: Annotated[Path, typer.Option(help="The cache file to write (.pt).")],
+    data_dir: Annotated[Path | None, typer.Option(help="Where the dataset's files live.")] = None,
+    imsize: Annotated[int, typer.Option(help="Training image size the cache is for.")] = 64,
+    split: Annotated[str | None, typer.Option(help="Split of a file dataset (default: train).")] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option(help="Also store caption embeddings from this encoder, e.g. minilm.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    count: Annotated[int, typer.Option(help="Images to generate for procedural datasets.")] = 10_000,
+) -> None:
+    """Decode, crop and resize a dataset once and cache images, caption tokens and (with
+    --text-encoder) caption embeddings in OUT; train from it with dataset name ``cache``."""
+    from training.data import get_dataset
+    from training.data.preprocess import preprocess
+
+    options: dict[str, object] = {"imsize": imsize, "count": count}
+    options.update({k: v for k, v in {"split": split, "limit": limit}.items() if v is not None})
+    try:
+        data = get_dataset(dataset, data_dir, **options)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--dataset") from err
+    preprocess(data, out, text_encoder=text_encoder, console=Console())
+
+
 def _load_config(spec: str):  # noqa: ANN202 - DFGANConfig, imported lazily to keep --help fast
     from training.dfgan.config import PRESETS, DFGANConfig
 

@@ -1,7 +1,22 @@
 """Training datasets, looked up by name with :func:`get_dataset`.
 
-Only ``shapes`` exists today; ``emoji``, ``coco``, ``flickr8k`` and ``cub`` will register here and read
-their files from ``data_dir`` (never from the network).
+=============  ==========================================================================================
+``shapes``     procedural coloured shapes with an exact answer key (nothing read from ``data_dir``)
+``emoji``      Noto Color Emoji renders captioned with Unicode names, cached under
+               ``data_dir/datasets/emoji`` (needs Debian's ``fonts-noto-color-emoji`` the first time)
+``coco``       MS-COCO captions: ``data_dir/annotations/captions_train2014.json`` + ``data_dir/train2014/``
+``flickr8k``   ``data_dir/Flickr8k.token.txt`` + ``data_dir/Flicker8k_Dataset/``
+``cub``        CUB-200 birds in DF-GAN's ``birds/`` layout (captions in ``text/``, splits in pickles)
+``cache``      a file written by ``python -m training.cli preprocess``; ``data_dir`` is that file
+=============  ==========================================================================================
+
+File-based datasets read only from ``data_dir`` (never from the network) and raise
+:class:`~training.data.captions.DatasetFilesMissing`, whose message shows the expected layout, when
+their files are not there. Every dataset gives items ``(image [3, imsize, imsize] in [-1, 1], caption)``
+and has ``captions`` and ``sample_prompts``, which is what the DF-GAN trainer needs. The caption
+datasets take ``split``, ``train`` (random crop + flip, else centre crop), ``max_tokens``, ``pairing``
+(``random``: one item per image with a random caption each time; ``all``: one item per caption),
+``seed`` and ``limit`` (first N images); see docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -20,7 +35,36 @@ def _shapes(
     return ShapesDataset(count=count, imsize=imsize, seed=seed)
 
 
-_REGISTRY: dict[str, Callable[..., Any]] = {"shapes": _shapes}
+def _files(module: str, cls: str) -> Callable[..., Any]:
+    def build(data_dir: Path | None, imsize: int = 64, count: int | None = None, **options: Any) -> Any:
+        # ``count`` sizes procedural datasets (the train command always passes it); a file dataset
+        # has the size its files give, and ``limit`` is the way to take fewer images.
+        import importlib
+
+        return getattr(importlib.import_module(module), cls)(data_dir, imsize, **options)
+
+    return build
+
+
+def _cache(data_dir: Path | None, imsize: int | None = None, count: int | None = None, **options: Any) -> Any:
+    from training.data.preprocess import CachedDataset
+
+    if data_dir is None:
+        raise ValueError("the cache dataset needs the cache file as data_dir")
+    dataset = CachedDataset(data_dir, **options)
+    if imsize is not None and imsize != dataset.imsize:
+        raise ValueError(f"{data_dir} holds {dataset.imsize}px images, not {imsize}px; preprocess again")
+    return dataset
+
+
+_REGISTRY: dict[str, Callable[..., Any]] = {
+    "shapes": _shapes,
+    "emoji": _files("training.data.emoji", "EmojiDataset"),
+    "coco": _files("training.data.coco", "CocoDataset"),
+    "flickr8k": _files("training.data.flickr8k", "Flickr8kDataset"),
+    "cub": _files("training.data.cub", "CubDataset"),
+    "cache": _cache,
+}
 
 
 def dataset_names() -> list[str]:
