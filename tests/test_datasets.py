@@ -12,12 +12,14 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
 from training.data import dataset_names, get_dataset
 from training.data.captions import DatasetFilesMissing
+from training.data.emoji import FONT_PATHS
 from training.data.preprocess import CachedDataset, preprocess
 from training.data.transforms import ImageTransform, bbox_crop
 
@@ -183,7 +185,7 @@ def test_train_transform_crops_and_flips_at_random_eval_transform_never_flips(tm
     assert all(torch.equal(centre[0], c) for c in centre) and _green_fraction(centre[0][:, :, 0]) > 0.9
     # Resize short side 80 -> 76 (100 -> 95), centre crop 64.
     resized = image.resize((95, 76), Image.Resampling.BILINEAR).crop((15, 6, 79, 70))
-    expected = torch.from_numpy(__import__("numpy").asarray(resized).copy()).permute(2, 0, 1) / 127.5 - 1
+    expected = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1) / 127.5 - 1
     assert torch.allclose(centre[0], expected)
 
 
@@ -266,9 +268,7 @@ def test_missing_image_folder_is_named(coco_dir: Path) -> None:
 
 # --- emoji ------------------------------------------------------------------------------------------
 
-_FONT = next(
-    (p for p in __import__("training.data.emoji", fromlist=["FONT_PATHS"]).FONT_PATHS if p.is_file()), None
-)
+_FONT = next((p for p in FONT_PATHS if p.is_file()), None)
 needs_font = pytest.mark.skipif(
     _FONT is None, reason="Noto Color Emoji font not installed (apt-get install fonts-noto-color-emoji)"
 )
