@@ -66,7 +66,20 @@ class Settings(BaseSettings):
     )
 
     # --- models ---------------------------------------------------------------------------------
-    diffusion_model: str | None = Field(default=None, description="Diffusers folder or cached hub id.")
+    diffusion_model: str | None = Field(
+        default=None, description="Diffusers folder or cached hub id (default: the shipped shapes model)."
+    )
+    diffusion_dtype: str = Field(
+        default="auto", description="auto (fp32 on CPU, bf16 for Flux, fp16 otherwise on GPU) or a dtype."
+    )
+    diffusion_attention_slicing: bool = Field(default=False, description="Less GPU memory, slower.")
+    diffusion_cpu_offload: bool = Field(
+        default=False, description="Keep sub-models on the CPU, each on the GPU only while it runs."
+    )
+    diffusion_safety_checker: bool = Field(
+        default=True,
+        description="Use the safety checker the model folder provides (SD 1.x blacks out flagged images).",
+    )
     dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
     hf_api_model: str = Field(
         default="stabilityai/stable-diffusion-xl-base-1.0", description="Hub model id for the hf-api engine."

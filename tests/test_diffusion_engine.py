@@ -1,4 +1,5 @@
-"""The diffusion engine, run for real on the tiny random pipeline built from configs (no hub access)."""
+"""The diffusion engine, run for real on tiny random pipelines built from configs (no hub access):
+a Stable Diffusion pipeline (tokenizer made here) and our own pixel-space pipeline."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from diffusers import UNet2DConditionModel
 from PIL import Image
 
 import training.diffusion.tiny as tiny
+import worker.engines.diffusion as diffusion_engine
 from training.diffusion import TINY_VERSION, build_tiny_pipeline, ensure_tiny_pipeline
+from training.diffusion.config import DiffusionConfig
+from training.diffusion.trainer import save_pipeline
 from worker.engines.base import GenerationCancelled, GenerationRequest
 from worker.engines.diffusion import DiffusionEngine, ModelNotAvailable
 
@@ -26,10 +32,40 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("diffusion") / "tiny", seed=0)
 
 
+#: A pixel-space model as small as a UNet2DConditionModel gets: 16 px, two levels, attention at the second.
+PIXEL_CONFIG = DiffusionConfig(
+    imsize=16,
+    block_out_channels=(8, 16),
+    attention_levels=(False, True),
+    norm_num_groups=4,
+    attention_head_dim=4,
+    version="pixel-tiny-test",
+)
+
+
+def build_pixel_pipeline(folder: Path, seed: int = 0) -> Path:
+    """Our pipeline class around a random tiny UNet, saved the way the trainer saves it."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**PIXEL_CONFIG.unet_kwargs())
+    save_pipeline(PIXEL_CONFIG, unet, folder, {"step": 0})
+    return folder
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> DiffusionEngine:
+def pixel_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pixel_pipeline(tmp_path_factory.mktemp("pixel") / "pixel")
+
+
+@pytest.fixture(scope="module", params=["stable-diffusion", "pixel"])
+def engine(
+    request: pytest.FixtureRequest,
+    tiny_folder: Path,
+    pixel_folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> DiffusionEngine:
     # A folder path goes through the same from_pretrained(local_files_only) code as any real model.
-    return DiffusionEngine(str(tiny_folder), tmp_path_factory.mktemp("data"), device="cpu")
+    folder = tiny_folder if request.param == "stable-diffusion" else pixel_folder
+    return DiffusionEngine(str(folder), tmp_path_factory.mktemp("data"), device="cpu")
 
 
 def draw(engine: DiffusionEngine, prompt: str, seeds: list[int], **kw: object) -> list[Image.Image]:
@@ -47,8 +83,11 @@ def test_tiny_pipeline_is_small_safetensors_with_version(tiny_folder: Path) -> N
 
 def test_engine_reports_version_from_imaginebot_json(engine: DiffusionEngine) -> None:
     assert engine.info.name == "diffusion"
-    assert engine.info.version == TINY_VERSION
-    assert engine.info.extra["pipeline"] == "StableDiffusionPipeline"
+    if engine.info.extra["pipeline"] == "StableDiffusionPipeline":
+        assert engine.info.version == TINY_VERSION
+    else:  # our own class, loaded by name from model_index.json (AutoPipeline does not know it)
+        assert engine.info.extra["pipeline"] == "PixelDiffusionPipeline"
+        assert engine.info.version == "pixel-tiny-test"
 
 
 def test_images_have_requested_size_and_are_not_blank(engine: DiffusionEngine) -> None:
@@ -175,5 +214,7 @@ def test_default_model_is_built_once_even_when_another_process_wins(
         assert (target / name).read_bytes() == (tiny_folder / name).read_bytes()
 
     monkeypatch.setattr(tiny, "build_tiny_pipeline", lambda *a, **k: pytest.fail("rebuilt"))
-    engine = DiffusionEngine(None, tmp_path, device="cpu")  # the default model: no rebuild
+    # Without the shipped model the default is the tiny one, and it is not rebuilt.
+    monkeypatch.setattr(diffusion_engine, "SHIPPED_PIPELINE", tmp_path / "no-shipped-model")
+    engine = DiffusionEngine(None, tmp_path, device="cpu")
     assert engine.info.version == TINY_VERSION

@@ -1,4 +1,4 @@
-"""The diffusion engine: any diffusers text-to-image pipeline (SD 1.x, SDXL, Flux, or the tiny default).
+"""The diffusion engine: any diffusers text-to-image pipeline (SD 1.x, SDXL, Flux, or our shipped model).
 
 Nothing is downloaded here. A model is a local diffusers folder, or a hub id already in the local
 Hugging Face cache; anything else raises :class:`ModelNotAvailable` with the command that fetches it.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -16,8 +17,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
 from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+#: The diffusion model that ships with the project (trained on ``shapes``), used when none is configured.
+SHIPPED_PIPELINE = Path(__file__).resolve().parent.parent / "shipped_models" / "diffusion-shapes-32"
 
 #: Largest image side we ask any pipeline for; beyond this a single image can exhaust a GPU.
 MAX_SIZE = 2048
@@ -82,17 +89,20 @@ class DiffusionEngine:
         dtype: str = "auto",
         attention_slicing: bool = False,
         cpu_offload: bool = False,
+        safety_checker: bool = True,
     ) -> None:
         """Load the pipeline.
 
         Args:
-            model: A diffusers folder, a hub id present in the local cache, or None for the built-in
-                tiny model (built under ``data_dir/models`` on first use).
+            model: A diffusers folder, a hub id present in the local cache, or None for the shipped
+                model (or, when that is absent, a random tiny one built under ``data_dir/models``).
             data_dir: Where the tiny model lives; also named in the download hint.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
             dtype: ``auto`` or a dtype name (``float16``, ``bfloat16``, ``float32``).
             attention_slicing: Trade speed for memory on small GPUs.
             cpu_offload: Keep sub-models on the CPU and move each to the GPU only while it runs.
+            safety_checker: Run the safety checker the model folder provides (SD 1.x ships one: it
+                blacks out images it flags). False loads the pipeline without it.
 
         Raises:
             ModelNotAvailable: the model is not a diffusers folder and not in the local hub cache.
@@ -111,8 +121,19 @@ class DiffusionEngine:
         pipeline_class = str(index.get("_class_name", ""))
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, pipeline_class)
+        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": self.dtype}
+        has_checker = bool((index.get("safety_checker") or [None])[0])
+        if has_checker and not safety_checker:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        if pipeline_class == PIPELINE_CLASS_NAME:
+            # Our own pixel-space model: not one of AutoPipeline's classes, so load it by its class.
+            from training.diffusion.pipeline import PixelDiffusionPipeline
+
+            loader: Any = PixelDiffusionPipeline
+        else:
+            loader = AutoPipelineForText2Image
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(source, local_files_only=True, dtype=self.dtype)
+            pipe = loader.from_pretrained(source, **kwargs)
         except OSError as exc:
             # model_index.json was cached but some component's files were not.
             hint = f"{folder} is incomplete" if folder is not None else _download_hint(source, Path(data_dir))
@@ -130,6 +151,9 @@ class DiffusionEngine:
         scale = int(getattr(pipe, "vae_scale_factor", 8))
         self.size_multiple = max(8, scale * 2 if pipeline_class.startswith("Flux") else scale)
         self._lock = threading.Lock()
+        self.safety_checker = has_checker and safety_checker
+        #: How many images the model's safety checker blacked out since the engine loaded.
+        self.flagged_images = 0
         self.info = EngineInfo(
             name="diffusion",
             version=self._version(source, folder),
@@ -140,6 +164,8 @@ class DiffusionEngine:
     def _locate(model: str | None, data_dir: Path) -> tuple[str, Path | None]:
         """Return (what to pass to from_pretrained, the local folder or None for a hub id)."""
         if model is None:
+            if (SHIPPED_PIPELINE / "model_index.json").is_file():
+                return str(SHIPPED_PIPELINE), SHIPPED_PIPELINE
             folder = ensure_tiny_pipeline(data_dir)
             return str(folder), folder
         path = Path(model).expanduser()
@@ -244,9 +270,15 @@ class DiffusionEngine:
             kwargs["callback_on_step_end"] = on_step_end
         try:
             with torch.inference_mode():
-                images = self.pipe(**kwargs).images
+                output = self.pipe(**kwargs)
         except _StopRun:
             pass
         if cancelled:
             raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
-        return list(images)
+        flagged = getattr(output, "nsfw_content_detected", None) or []
+        if any(flagged):
+            self.flagged_images += sum(bool(f) for f in flagged)
+            log.warning(
+                "safety checker blacked out %d of %d images", sum(bool(f) for f in flagged), len(flagged)
+            )
+        return list(output.images)

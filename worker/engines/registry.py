@@ -70,7 +70,15 @@ class EngineRegistry:
 
             diffusers_logging.disable_progress_bar()  # bars in worker logs are noise
 
-            return DiffusionEngine(s.diffusion_model, s.data_dir, device=s.device)
+            return DiffusionEngine(
+                s.diffusion_model,
+                s.data_dir,
+                device=s.device,
+                dtype=s.diffusion_dtype,
+                attention_slicing=s.diffusion_attention_slicing,
+                cpu_offload=s.diffusion_cpu_offload,
+                safety_checker=s.diffusion_safety_checker,
+            )
         if name == "hf-api":
             from worker.engines.hf_api import HFApiEngine
 

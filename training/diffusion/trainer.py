@@ -1,0 +1,258 @@
+"""Train the small pixel-space diffusion model (:mod:`training.diffusion.pipeline`) on a captioned dataset.
+
+Standard DDPM training: pick a timestep, noise the image, regress the noise (MSE), with caption
+dropout for classifier-free guidance and an EMA of the UNet. Output folder layout::
+
+    out/pipeline/              the EMA weights as a diffusers pipeline folder (loadable by the engine)
+    out/state/                 resumable state: weights, EMA, optimiser moments, RNG, step
+    out/losses.jsonl           one line per step
+    out/loss_curve.png         redrawn at every checkpoint
+    out/samples/step_NNNNNN.png fixed prompts x fixed seeds at every checkpoint; latest.png is the newest
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from PIL import Image, ImageDraw
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from training.dfgan.checkpoint import has_training_state, load_training_state, save_training_state
+from training.diffusion.config import DiffusionConfig
+from training.diffusion.pipeline import PixelDiffusionPipeline
+from training.diffusion.tiny import META_FILE
+from training.plots import plot_curves
+from training.text.encoders import load_text_encoder
+
+PIPELINE_DIR = "pipeline"
+STATE_DIR = "state"
+SAMPLE_SEEDS = (0, 1, 2, 3)
+
+#: Called after every step with (step, total, loss); returning True stops training early.
+TrainProgress = Callable[[int, int, float], bool | None]
+
+
+@dataclass
+class DiffusionTrainResult:
+    """Where a finished (or stopped) run left its outputs."""
+
+    step: int
+    pipeline: Path
+    loss_curve: Path
+    sample_grid: Path
+    seconds: float
+    last_loss: float
+
+
+def load_images(dataset: Sequence[tuple[torch.Tensor, str]], config: DiffusionConfig) -> torch.Tensor:
+    """All of ``dataset``'s images at ``config.imsize`` (antialiased downsampling), ``[N, 3, S, S]``."""
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    if images.shape[-1] != config.imsize:
+        images = F.interpolate(images, size=(config.imsize, config.imsize), mode="bilinear", antialias=True)
+    return images.clamp(-1, 1)
+
+
+def build_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel) -> PixelDiffusionPipeline:
+    """The inference pipeline around ``unet``: DPM-Solver++ over the training noise schedule."""
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule
+    )
+    return PixelDiffusionPipeline(unet=unet, scheduler=scheduler, text_encoder_name=config.text_encoder)
+
+
+def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: Path, extra: dict) -> None:
+    """Write ``unet`` as a diffusers pipeline folder plus ``imaginebot.json`` (version, training info)."""
+    pipe = build_pipeline(config, unet)
+    tmp = folder.with_name(folder.name + ".tmp")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / META_FILE).write_text(json.dumps({"version": config.version, **extra}, indent=2))
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        folder.replace(old)
+        tmp.replace(folder)
+        _rmtree(old)
+    else:
+        tmp.replace(folder)
+
+
+def sample_grid(
+    pipe: PixelDiffusionPipeline,
+    prompts: list[str],
+    seeds: Sequence[int] = SAMPLE_SEEDS,
+    steps: int = 20,
+    guidance: float = 3.0,
+    scale: int = 2,
+) -> Image.Image:
+    """One row per prompt (labelled), one column per seed, each tile upscaled ``scale``× (nearest)."""
+    gens = [torch.Generator().manual_seed(s) for _ in prompts for s in seeds]
+    all_prompts = [p for p in prompts for _ in seeds]
+    images = pipe(all_prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+    side = images[0].width * scale
+    label_width = 240
+    grid = Image.new("RGB", (label_width + side * len(seeds), side * len(prompts)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, prompt in enumerate(prompts):
+        draw.text((4, r * side + side // 2 - 5), prompt[:40], fill="black")
+        for c in range(len(seeds)):
+            tile = images[r * len(seeds) + c].resize((side, side), Image.NEAREST)
+            grid.paste(tile, (label_width + c * side, r * side))
+    return grid
+
+
+def train(
+    config: DiffusionConfig,
+    dataset: Sequence[tuple[torch.Tensor, str]],
+    out_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    progress: TrainProgress | None = None,
+    console: Console | None = None,
+) -> DiffusionTrainResult:
+    """Train for ``max_steps`` (default ``config.steps``) steps, writing the pipeline folder,
+    resumable state, losses, loss curve and sample grids under ``out_dir``.
+
+    With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped (the
+    saved config wins, except ``steps``).
+    """
+    out = Path(out_dir)
+    state_dir, pipe_dir = out / STATE_DIR, out / PIPELINE_DIR
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    resuming = resume and has_training_state(state_dir)
+    if resuming:
+        steps = config.steps
+        config = DiffusionConfig.load(state_dir / "train_config.json")
+        config.steps = steps
+    total = max_steps if max_steps is not None else config.steps
+
+    torch.manual_seed(config.seed)
+    unet = UNet2DConditionModel(**config.unet_kwargs()).to(device)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    noise_sched = DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule
+    )
+    alphas = noise_sched.alphas_cumprod.to(device)
+    rng = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if resuming:
+        meta, extra = load_training_state(state_dir, {"unet": unet, "ema": ema}, {"opt": opt})
+        step = int(meta["step"])
+        rng.set_state(extra["rng"])
+        console.print(f"resumed from {state_dir} at step {step}")
+    history = _read_history(out / "losses.jsonl", up_to=step)
+
+    images = load_images(dataset, config).to(device)
+    captions = list(getattr(dataset, "captions", None) or [dataset[i][1] for i in range(len(dataset))])
+    encoder = load_text_encoder(config.text_encoder, device)
+    unique = sorted(set(captions))
+    table = torch.cat([encoder.encode(unique[i : i + 256]) for i in range(0, len(unique), 256)]).to(device)
+    row = torch.tensor(_rows(unique, captions))
+    prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", unique[:8]))
+
+    def lr_at(s: int) -> float:
+        return config.lr * min(1.0, (s + 1) / max(config.warmup_steps, 1))
+
+    def save(s: int, loss: float) -> Path:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        config.save(state_dir / "train_config.json")
+        save_training_state(
+            state_dir, {"unet": unet, "ema": ema}, {"opt": opt}, {"step": s}, {"rng": rng.get_state()}
+        )
+        save_pipeline(config, ema, pipe_dir, {"step": s, "images_seen": s * config.batch_size, "loss": loss})
+        plot_curves(history, ["loss"], out / "loss_curve.png", ylabel="noise MSE", log=True)
+        pipe = build_pipeline(config, ema)
+        pipe.set_progress_bar_config(disable=True)
+        ema.eval()
+        grid = sample_grid(pipe, prompts)
+        path = out / "samples" / f"step_{s:06d}.png"
+        grid.save(path)
+        grid.save(out / "samples" / "latest.png")
+        return path
+
+    started, start_step, loss_value = time.monotonic(), step, float("nan")
+    unet.train()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("diffusion", total=total, completed=step)
+        while step < total:
+            index = torch.randint(len(images), (config.batch_size,), generator=rng)
+            x0 = images[index.to(device)]
+            cond = table[row[index].to(device)]
+            drop = torch.rand(len(index), generator=rng).to(device) < config.cond_dropout
+            cond = torch.where(drop[:, None], torch.zeros_like(cond), cond)
+            t = torch.randint(0, config.num_train_timesteps, (len(index),), generator=rng).to(device)
+            noise = torch.randn(x0.shape, generator=rng).to(device)
+            a = alphas[t].view(-1, 1, 1, 1)
+            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            pred = unet(noisy, t, encoder_hidden_states=cond[:, None, :], class_labels=cond).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                decay = min(config.ema_decay, (1 + step) / (10 + step))
+                for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                    pe.lerp_(p, 1 - decay)
+            step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}")
+            history.append({"step": step, "loss": loss_value})
+            with (out / "losses.jsonl").open("a") as f:
+                f.write(json.dumps(history[-1]) + "\n")
+            bar.update(task, advance=1, description=f"diffusion loss {loss_value:.4f}")
+            if not console.is_terminal and (step % 50 == 0 or step == total):
+                rate = (time.monotonic() - started) / (step - start_step)
+                console.print(f"step {step}/{total} loss={loss_value:.4f} {rate:.2f}s/step")
+            stop = bool(progress and progress(step, total, loss_value))
+            if step % config.checkpoint_every == 0 or step == total or stop:
+                save(step, loss_value)
+            if stop:
+                break
+    if step == start_step:
+        save(step, loss_value)
+    return DiffusionTrainResult(
+        step=step,
+        pipeline=pipe_dir,
+        loss_curve=out / "loss_curve.png",
+        sample_grid=out / "samples" / "latest.png",
+        seconds=time.monotonic() - started,
+        last_loss=loss_value,
+    )
+
+
+def _rows(unique: list[str], captions: list[str]) -> list[int]:
+    index = {c: i for i, c in enumerate(unique)}
+    return [index[c] for c in captions]
+
+
+def _read_history(path: Path, up_to: int) -> list[dict[str, float]]:
+    # Steps after the last checkpoint were lost with the process; drop them so the log matches.
+    if not path.is_file():
+        return []
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = [h for h in history if h["step"] <= up_to]
+    path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    return history
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
