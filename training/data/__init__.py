@@ -21,6 +21,7 @@ datasets take ``split``, ``train`` (random crop + flip, else centre crop), ``max
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,11 @@ def _shapes(
 
 
 def _files(module: str, cls: str) -> Callable[..., Any]:
+    # Imported on first use: the caption datasets pull in NLTK (and it scipy), which costs about
+    # two seconds that a shapes run or a --help should not pay.
     def build(data_dir: Path | None, imsize: int = 64, count: int | None = None, **options: Any) -> Any:
-        # ``count`` sizes procedural datasets (the train command always passes it); a file dataset
+        # ``count`` sizes procedural datasets (the train commands always pass it); a file dataset
         # has the size its files give, and ``limit`` is the way to take fewer images.
-        import importlib
-
         return getattr(importlib.import_module(module), cls)(data_dir, imsize, **options)
 
     return build

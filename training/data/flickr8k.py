@@ -11,7 +11,7 @@ from training.data.captions import CaptionedImages, DatasetFilesMissing, Record,
 LAYOUT = """\
   DATA_DIR/Flickr8k.token.txt          lines "1000268201_693b08cb0e.jpg#0<TAB>A child in a pink dress ..."
   DATA_DIR/Flickr_8k.trainImages.txt   (and devImages / testImages: one name a line; not for --split all)
-  DATA_DIR/Flicker8k_Dataset/1000268201_693b08cb0e.jpg ...
+  DATA_DIR/Flicker8k_Dataset/1000268201_693b08cb0e.jpg ...   (or Flickr8k_Dataset/)
   (the .txt files may also sit in DATA_DIR/Flickr8k_text/)"""
 
 _SPLIT_FILES = {
@@ -36,7 +36,11 @@ def flickr8k_records(data_dir: Path | None, split: str = "train") -> list[Record
     if data_dir is None:
         raise DatasetFilesMissing("flickr8k", data_dir, "Flickr8k.token.txt", LAYOUT)
     tokens = _text_file(data_dir, "Flickr8k.token.txt")
-    image_dir = require(data_dir / "Flicker8k_Dataset", "flickr8k", data_dir, LAYOUT)
+    # The archive's folder is misspelt "Flicker8k_Dataset"; some re-packs fix the spelling.
+    folders = [data_dir / "Flicker8k_Dataset", data_dir / "Flickr8k_Dataset"]
+    image_dir = next((f for f in folders if f.is_dir()), None) or require(
+        folders[0], "flickr8k", data_dir, LAYOUT
+    )
     wanted: set[str] | None = None
     if split != "all":
         wanted = set(_text_file(data_dir, _SPLIT_FILES[split]).read_text().split())

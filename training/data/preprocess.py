@@ -20,12 +20,15 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from training.data.captions import CaptionedImages, Pairing
+from training.data.captions import CaptionedImages, DatasetFilesMissing, Pairing
 from training.data.transforms import random_crop_flip
 from training.text.tokenize import tokenize
 
 FORMAT = "imaginebot-caption-cache"
 VERSION = 1
+CACHE_LAYOUT = """\
+  FILE.pt, written by: python -m training.cli preprocess --dataset NAME --data-dir DIR --out FILE.pt
+  (the cache dataset's data dir is that file itself, not a folder)"""
 
 
 def _progress(console: Console) -> Progress:
@@ -123,10 +126,7 @@ class CachedDataset(torch.utils.data.Dataset):
     ) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"no dataset cache at {path}; write one with "
-                "`python -m training.cli preprocess --dataset NAME --data-dir DIR --out FILE.pt`"
-            )
+            raise DatasetFilesMissing("cache", path, "a preprocessed .pt file", CACHE_LAYOUT)
         data = torch.load(path, weights_only=True)
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"{path} is not a version-{VERSION} {FORMAT} file")
