@@ -293,12 +293,24 @@ def eval_(ctx: typer.Context) -> None:
     _forward("eval", ctx.args)
 
 
-def _forward(command: str, args: list[str]) -> None:
+@app.command("train-diffusion", context_settings=FORWARD)
+def train_diffusion(ctx: typer.Context) -> None:
+    """Train the small diffusion model on a dataset (see `imaginebot train-diffusion --help`)."""
+    _forward("train-diffusion", ctx.args, "training.diffusion.cli")
+
+
+@app.command("eval-diffusion", context_settings=FORWARD)
+def eval_diffusion(ctx: typer.Context) -> None:
+    """Score a diffusion pipeline on shapes (see `imaginebot eval-diffusion --help`)."""
+    _forward("eval-diffusion", ctx.args, "training.diffusion.cli")
+
+
+def _forward(command: str, args: list[str], module: str = "training.cli") -> None:
     # The training commands import torch; loading them only when called keeps the other
     # commands (the bots' processes) torch-free.
-    from training.cli import app as training_app
+    import importlib
 
-    training_app([command, *args], prog_name="imaginebot")
+    importlib.import_module(module).app([command, *args], prog_name="imaginebot")
 
 
 # --- model registry and retraining (issue #7) ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``imaginebot train-diffusion``: train the small pixel-space diffusion model on a dataset."""
+"""``imaginebot train-diffusion`` and ``imaginebot eval-diffusion``: train and score the small
+pixel-space diffusion model (or score any diffusers pipeline folder)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 import typer
 from rich.console import Console
 
+app = typer.Typer(help="Train and evaluate the diffusion model.", no_args_is_help=True)
 
+
+@app.command("train-diffusion")
 def train_diffusion_command(
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. shapes.")] = "shapes",
     config: Annotated[Path | None, typer.Option(help="A DiffusionConfig JSON (default: built-in).")] = None,
@@ -53,5 +57,53 @@ def train_diffusion_command(
     )
 
 
+@app.command("eval-diffusion")
+def eval_diffusion_command(
+    model: Annotated[
+        str | None, typer.Option(help="Diffusers folder; default: the configured or shipped model.")
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="Shapes captions to draw (each once).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the captions' order and of the noise.")] = 12345,
+    steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per pipeline call.")] = 50,
+    r_precision: Annotated[bool, typer.Option(help="Also score R-precision (shipped encoders).")] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures here.")] = None,
+    grid: Annotated[Path | None, typer.Option(help="Also write a sample grid PNG here.")] = None,
+) -> None:
+    """Score a diffusion pipeline on the shapes answer key: colour, shape, size and position read back
+    by the exact checker, R-precision, and images/s."""
+    import json
+
+    from core.settings import Settings
+    from training.data.shapes import ShapesDataset
+    from training.diffusion.evaluate import evaluate_generator, pipeline_generator
+    from training.diffusion.trainer import sample_grid
+    from worker.engines.diffusion import DiffusionEngine
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    settings = Settings()
+    engine = DiffusionEngine(model or settings.diffusion_model, settings.data_dir, device=device)
+    console = Console()
+    console.print(
+        f"model {engine.info.version} ({engine.info.extra['pipeline']}), {count} captions, seed {seed}"
+    )
+    generate = pipeline_generator(engine.pipe, steps=steps, guidance=guidance)
+    scores = evaluate_generator(
+        generate, count=count, seed=seed, batch_size=batch_size, r_precision=r_precision
+    )
+    for name, value in scores.items():
+        console.print(f"  {name:<15} {value:.3f}")
+    if grid is not None:
+        sample_grid(engine.pipe, ShapesDataset.sample_prompts, steps=steps, guidance=guidance).save(grid)
+        console.print(f"sample grid written to {grid}")
+    if json_out is not None:
+        figures = {"version": engine.info.version, "count": count, "seed": seed, "steps": steps}
+        json_out.write_text(json.dumps({**figures, "guidance": guidance, **scores}, indent=2))
+
+
 if __name__ == "__main__":
-    typer.run(train_diffusion_command)
+    app()
