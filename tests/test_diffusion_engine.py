@@ -218,3 +218,10 @@ def test_default_model_is_built_once_even_when_another_process_wins(
     monkeypatch.setattr(diffusion_engine, "SHIPPED_PIPELINE", tmp_path / "no-shipped-model")
     engine = DiffusionEngine(None, tmp_path, device="cpu")
     assert engine.info.version == TINY_VERSION
+
+
+@pytest.mark.parametrize("model", ["./no-such-folder", "/srv/models/missing", "runs/x/pipeline", "~/sd"])
+def test_missing_folder_is_named_not_treated_as_a_hub_id(tmp_path: Path, model: str) -> None:
+    with pytest.raises(ModelNotAvailable, match="folder .* does not exist") as err:
+        DiffusionEngine(model, tmp_path, device="cpu")
+    assert "hf download" not in str(err.value)

@@ -39,6 +39,9 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
 class ModelNotAvailable(RuntimeError):
     """The configured diffusion model is neither a usable local folder nor in the local hub cache."""
 
@@ -74,7 +77,7 @@ def _download_hint(model: str, data_dir: Path) -> str:
         "imaginebot never downloads models at run time. Download it once on a machine with network "
         f"access:\n    hf download {model} --local-dir {folder}\n"
         f"(older huggingface_hub: huggingface-cli download {model} --local-dir {folder})\n"
-        f"then set IMAGINEBOT_DIFFUSION_MODEL={folder}, or unset it to use the built-in tiny model."
+        f"then set IMAGINEBOT_DIFFUSION_MODEL={folder}, or unset it to use the shipped model."
     )
 
 
@@ -171,6 +174,12 @@ class DiffusionEngine:
         path = Path(model).expanduser()
         if path.is_dir():
             return str(path), path
+        if not _HUB_ID.fullmatch(model):
+            # "org/name" or "name" is a hub id; anything else (./x, /x, a/b/c, ~/x) meant a folder.
+            raise ModelNotAvailable(
+                f"diffusion model folder {path} does not exist; set IMAGINEBOT_DIFFUSION_MODEL to a "
+                "diffusers pipeline folder (the one with model_index.json) or unset it for the shipped model"
+            )
         return model, None
 
     @staticmethod
