@@ -225,3 +225,59 @@ def test_missing_folder_is_named_not_treated_as_a_hub_id(tmp_path: Path, model: 
     with pytest.raises(ModelNotAvailable, match="folder .* does not exist") as err:
         DiffusionEngine(model, tmp_path, device="cpu")
     assert "hf download" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def folder_with_safety_checker(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD pipeline plus a tiny real ``StableDiffusionSafetyChecker`` whose concept
+    thresholds are set so that it flags every image (what a real checker does to a flagged one)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=8,
+    )
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every cosine score is above its threshold
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_folder), local_files_only=True)
+    pipe.register_modules(safety_checker=checker, feature_extractor=processor)
+    pipe.register_to_config(requires_safety_checker=True)
+    out = tmp_path_factory.mktemp("checked") / "sd-with-checker"
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.mark.parametrize("use_checker", [True, False])
+def test_safety_checker_follows_the_setting(
+    folder_with_safety_checker: Path, tmp_path: Path, use_checker: bool
+) -> None:
+    engine = DiffusionEngine(
+        str(folder_with_safety_checker), tmp_path, device="cpu", safety_checker=use_checker
+    )
+    assert engine.safety_checker is use_checker
+    assert (engine.pipe.safety_checker is not None) is use_checker
+    (images,) = engine.generate([GenerationRequest("a red circle", seeds=[1, 2], steps=2)])
+    if use_checker:  # flagged: blacked out by the pipeline, and counted
+        assert all(pixels(image).max() == 0 for image in images)
+        assert engine.flagged_images == 2
+    else:
+        assert all(pixels(image).std() > 1 for image in images)
+        assert engine.flagged_images == 0
