@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 BACKGROUND = (24, 26, 33)
 TEXT = (236, 238, 244)
 MUTED = (160, 166, 180)
+#: ``Image.info`` key an engine sets on a picture it withheld; the value names who withheld it.
+WITHHELD = "imaginebot_withheld"
 ENGINE_TITLES = {"dfgan": "DF-GAN", "diffusion": "Diffusion", "hf-api": "HF Inference API"}
 
 
@@ -67,6 +69,10 @@ def compose_pair(panels: list[Panel], prompt: str, seed: int, cell: int = 256, p
             method = Image.Resampling.NEAREST if exact else Image.Resampling.LANCZOS
             scaled = img.convert("RGB").resize((w, cell), method)
             canvas.paste(scaled, (x + (col_w - w) // 2, y))
+            if img.info.get(WITHHELD):
+                # The engine replaced this picture (a safety checker's black square): say why.
+                reason = f"withheld by the {img.info[WITHHELD]}"
+                draw.text((x + (col_w - w) // 2 + 8, y + cell // 2 - 8), reason, fill=TEXT, font=small_font)
             y += cell + pad
         x += col_w + pad
     y = pad + label_h + rows * (cell + pad)

@@ -14,6 +14,7 @@ from PIL import Image
 
 import training.diffusion.tiny as tiny
 import worker.engines.diffusion as diffusion_engine
+from core.compose import WITHHELD, Panel, compose_pair
 from training.diffusion import TINY_VERSION, build_tiny_pipeline, ensure_tiny_pipeline
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.trainer import save_pipeline
@@ -275,9 +276,13 @@ def test_safety_checker_follows_the_setting(
     assert engine.safety_checker is use_checker
     assert (engine.pipe.safety_checker is not None) is use_checker
     (images,) = engine.generate([GenerationRequest("a red circle", seeds=[1, 2], steps=2)])
-    if use_checker:  # flagged: blacked out by the pipeline, and counted
+    if use_checker:  # flagged: blacked out by the pipeline, counted, and marked for the label
         assert all(pixels(image).max() == 0 for image in images)
         assert engine.flagged_images == 2
+        assert all(image.info[WITHHELD] == "safety checker" for image in images)
+        pair = pixels(compose_pair([Panel("diffusion", "v", 0.1, images)], "a red circle", 1))
+        tile = pair[12 + 44 : 12 + 44 + 256, 12 : 12 + 256]
+        assert tile.max() > 200  # the reason is written over the black square
     else:
         assert all(pixels(image).std() > 1 for image in images)
         assert engine.flagged_images == 0

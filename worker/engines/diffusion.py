@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from core.compose import WITHHELD
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
 from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
@@ -284,7 +285,11 @@ class DiffusionEngine:
             pass
         if cancelled:
             raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
+        images = list(output.images)
         flagged = getattr(output, "nsfw_content_detected", None) or []
+        for image, hit in zip(images, flagged, strict=False):
+            if hit:
+                image.info[WITHHELD] = "safety checker"
         if any(flagged):
             self.flagged_images += sum(bool(f) for f in flagged)
             log.warning(
