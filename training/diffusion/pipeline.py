@@ -36,7 +36,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     Args:
         unet: Predicts the noise; ``in_channels == out_channels == 3``; ``cross_attention_dim`` and the
             projection class-embedding input equal the text encoder's width.
-        scheduler: Any diffusers noise scheduler (the shipped model saves DPM-Solver++).
+        scheduler: Any diffusers noise scheduler (the shipped model saves DDIM).
         text_encoder_name: A name :func:`training.text.encoders.load_text_encoder` knows.
     """
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -63,9 +63,17 @@ def load_images(dataset: Sequence[tuple[torch.Tensor, str]], config: DiffusionCo
 
 
 def build_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel) -> PixelDiffusionPipeline:
-    """The inference pipeline around ``unet``: DPM-Solver++ over the training noise schedule."""
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule
+    """The inference pipeline around ``unet``: DDIM over the training noise schedule.
+
+    DDIM with "trailing" spacing starts at the last training timestep (pure noise under the cosine
+    schedule) and clips its x0 estimate to the pixel range. DPM-Solver++ was tried first: with the
+    cosine schedule it produced saturated noise even with ``lambda_min_clipped``.
+    """
+    scheduler = DDIMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        timestep_spacing="trailing",
+        clip_sample=True,
     )
     return PixelDiffusionPipeline(unet=unet, scheduler=scheduler, text_encoder_name=config.text_encoder)
 
