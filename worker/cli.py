@@ -293,6 +293,18 @@ def eval_(ctx: typer.Context) -> None:
     _forward("eval", ctx.args)
 
 
+@app.command(context_settings=FORWARD)
+def preprocess(ctx: typer.Context) -> None:
+    """Cache a dataset's (image, caption tokens, embedding) pairs (see `imaginebot preprocess --help`)."""
+    _forward("preprocess", ctx.args)
+
+
+@app.command("train-damsm", context_settings=FORWARD)
+def train_damsm(ctx: typer.Context) -> None:
+    """Pretrain the DAMSM text/image encoders (see `imaginebot train-damsm --help`)."""
+    _forward("train-damsm", ctx.args)
+
+
 @app.command("train-diffusion", context_settings=FORWARD)
 def train_diffusion(ctx: typer.Context) -> None:
     """Train the small diffusion model on a dataset (see `imaginebot train-diffusion --help`)."""

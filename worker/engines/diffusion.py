@@ -214,7 +214,7 @@ class DiffusionEngine:
         Raises:
             GenerationCancelled: ``progress`` returned True; the run stopped at that step.
         """
-        groups: dict[tuple[int, int, str | None, float], list[int]] = {}
+        groups: dict[tuple[int, int, str | None, float | None], list[int]] = {}
         for i, req in enumerate(requests):
             if req.seeds:
                 key = (req.steps, self.image_size(req.size), req.negative_prompt, req.guidance_scale)
@@ -240,7 +240,7 @@ class DiffusionEngine:
         steps: int,
         side: int,
         negative: str | None,
-        guidance: float,
+        guidance: float | None,
         progress: ProgressCallback | None,
         done: int,
         total: int,
@@ -272,7 +272,7 @@ class DiffusionEngine:
             "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
             "output_type": "pil",
         }
-        if "guidance_scale" in self._call_params:
+        if guidance is not None and "guidance_scale" in self._call_params:
             kwargs["guidance_scale"] = guidance
         if negative and "negative_prompt" in self._call_params:
             kwargs["negative_prompt"] = [negative] * len(prompts)
