@@ -38,6 +38,11 @@ class DFGANConfig:
     gp_p: float = 6.0
     seed: int = 0
     checkpoint_every: int = 500  # optimiser steps
+    # Speed only; none of these changes what a step computes beyond float rounding
+    # (measured in benchmarks/dfgan_train_step.py, figures in docs/benchmarks.md).
+    channels_last: bool = True  # NHWC activations: faster oneDNN / cuDNN convolutions
+    compile_generator: bool = False  # torch.compile the generator (D cannot be: MA-GP double backward)
+    bf16_on_gpu: bool = True  # bf16 autocast for the forward passes on CUDA; CPU always runs float32
     sample_prompts: list[str] = field(default_factory=list)
     version: str = ""
 
