@@ -87,18 +87,38 @@ def eval_command(
     grid: Annotated[
         Path | None, typer.Option(help="Also write a sample grid PNG (fixed prompts x 4 seeds) here.")
     ] = None,
+    fid_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also compute FID against COUNT real shapes images, with these local Inception weights "
+            "(weights-inception-2015-12-05-6726825d.pth); nothing is downloaded."
+        ),
+    ] = None,
 ) -> None:
     """Score a checkpoint: the fraction of generated images whose colour, shape, size and position
-    (read back by the dataset's exact checker) match the caption."""
+    (read back by the dataset's exact checker) match the caption; FID too with --fid-weights."""
     from training.dfgan.checkpoint import load_generator
     from training.dfgan.evaluate import evaluate_shapes
     from worker.engines.dfgan import resolve_default_checkpoint, resolve_device
 
     if dataset != "shapes":
         raise typer.BadParameter("only the shapes dataset has an exact answer key", param_hint="--dataset")
+    if fid_weights is not None and not fid_weights.is_file():
+        from training.eval.fid import missing_weights_message
+
+        raise typer.BadParameter(missing_weights_message(fid_weights), param_hint="--fid-weights")
     folder = resolve_default_checkpoint(checkpoint)
     loaded = load_generator(folder, resolve_device(device))
     scores = evaluate_shapes(loaded, count=count, seed=seed)
+    if fid_weights is not None:
+        from training.data import get_dataset
+        from training.eval.fid import FIDWeightsMissing, generator_fid
+
+        real = get_dataset("shapes", None, imsize=loaded.config.imsize, count=count, seed=seed)
+        try:
+            scores["fid"] = generator_fid(loaded, real.images, real.captions, fid_weights, seed=seed)
+        except FIDWeightsMissing as err:
+            raise typer.BadParameter(str(err), param_hint="--fid-weights") from err
     console = Console()
     console.print(f"checkpoint {folder or 'random-init'} ({loaded.version}), {count} captions, seed {seed}")
     for name, value in scores.items():
