@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from training.data.shapes import ShapesDataset
 from training.diffusion.config import DiffusionConfig
-from training.diffusion.trainer import train
+from training.diffusion.trainer import export_pipeline, train
 from worker.engines.base import GenerationRequest
 from worker.engines.diffusion import DiffusionEngine
 
@@ -63,6 +64,19 @@ def test_run_writes_a_loadable_pipeline_curves_and_grids(shapes: ShapesDataset, 
     assert engine.info.version == "diffusion-test"
     (images,) = engine.generate([GenerationRequest("a red circle", seeds=[1, 2], steps=2, size=64)])
     assert [image.size for image in images] == [(64, 64), (64, 64)]
+
+
+def test_export_halves_the_weights_and_draws_the_same_pictures(shapes: ShapesDataset, tmp_path: Path) -> None:
+    result = train(tiny_config(), shapes, tmp_path / "run", max_steps=1, console=Console(quiet=True))
+    shipped = export_pipeline(result.pipeline, tmp_path / "shipped")
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (shipped / weights).stat().st_size < 0.6 * (result.pipeline / weights).stat().st_size
+    assert json.loads((shipped / "imaginebot.json").read_text())["stored_dtype"] == "float16"
+    request = [GenerationRequest("a red circle", seeds=[3], steps=2, size=16)]
+    full = DiffusionEngine(str(result.pipeline), tmp_path, device="cpu").generate(request)[0][0]
+    half = DiffusionEngine(str(shipped), tmp_path, device="cpu").generate(request)[0][0]
+    diff = np.abs(np.asarray(full, dtype=np.int16) - np.asarray(half, dtype=np.int16))
+    assert diff.mean() < 1.0
 
 
 def test_resume_continues_exactly_where_it_stopped(shapes: ShapesDataset, tmp_path: Path) -> None:

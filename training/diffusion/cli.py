@@ -57,6 +57,25 @@ def train_diffusion_command(
     )
 
 
+@app.command("export-diffusion")
+def export_diffusion_command(
+    run: Annotated[Path, typer.Option(help="A train-diffusion output folder (its pipeline/ is exported).")],
+    to: Annotated[Path, typer.Option(help="Target folder, e.g. worker/shipped_models/diffusion-shapes-32.")],
+    half: Annotated[bool, typer.Option(help="Store the UNet in float16 (half the size).")] = True,
+) -> None:
+    """Copy a run's EMA pipeline to a folder to ship or to point IMAGINEBOT_DIFFUSION_MODEL at."""
+    from training.diffusion.trainer import PIPELINE_DIR, export_pipeline
+
+    source = run / PIPELINE_DIR
+    if not (source / "model_index.json").is_file():
+        raise typer.BadParameter(
+            f"{source} holds no pipeline yet (no checkpoint written)", param_hint="--run"
+        )
+    folder = export_pipeline(source, to, half=half)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    Console().print(f"exported {source} to {folder} ({size:.1f} MB)")
+
+
 @app.command("eval-diffusion")
 def eval_diffusion_command(
     model: Annotated[

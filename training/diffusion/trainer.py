@@ -93,6 +93,25 @@ def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: P
         tmp.replace(folder)
 
 
+def export_pipeline(run_pipeline: Path, target: Path, half: bool = True) -> Path:
+    """Copy a run's pipeline folder to ``target`` (e.g. ``worker/shipped_models/...``), with the UNet
+    stored in float16 when ``half`` (half the size; the engine loads it back as float32 on a CPU,
+    which changes pixels by at most a few levels)."""
+    pipe = PixelDiffusionPipeline.from_pretrained(str(run_pipeline), local_files_only=True)
+    if half:
+        pipe.unet.to(torch.float16)
+    tmp = target.with_name(target.name + ".tmp")
+    _rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    meta = json.loads((run_pipeline / META_FILE).read_text())
+    (tmp / META_FILE).write_text(
+        json.dumps({**meta, "stored_dtype": "float16" if half else "float32"}, indent=2)
+    )
+    _rmtree(target)
+    tmp.replace(target)
+    return target
+
+
 def sample_grid(
     pipe: PixelDiffusionPipeline,
     prompts: list[str],
