@@ -94,9 +94,13 @@ def eval_command(
             "(weights-inception-2015-12-05-6726825d.pth); nothing is downloaded."
         ),
     ] = None,
+    r_precision: Annotated[
+        bool, typer.Option(help="Also score R-precision with the shipped DAMSM matching encoders.")
+    ] = True,
 ) -> None:
     """Score a checkpoint: the fraction of generated images whose colour, shape, size and position
-    (read back by the dataset's exact checker) match the caption; FID too with --fid-weights."""
+    (read back by the dataset's exact checker) match the caption, R-precision (1 true caption among
+    100), and FID too with --fid-weights."""
     from training.dfgan.checkpoint import load_generator
     from training.dfgan.evaluate import evaluate_shapes
     from worker.engines.dfgan import resolve_default_checkpoint, resolve_device
@@ -110,6 +114,12 @@ def eval_command(
     folder = resolve_default_checkpoint(checkpoint)
     loaded = load_generator(folder, resolve_device(device))
     scores = evaluate_shapes(loaded, count=count, seed=seed)
+    if r_precision:
+        from training.eval.r_precision import dfgan_generator, shapes_r_precision
+
+        rp = shapes_r_precision(dfgan_generator(loaded), count=count, seed=seed)
+        scores["r_precision"] = float(rp["r_precision"])
+        scores["r_precision_std"] = float(rp["r_precision_std"])
     if fid_weights is not None:
         from training.data import get_dataset
         from training.eval.fid import FIDWeightsMissing, generator_fid
@@ -122,7 +132,7 @@ def eval_command(
     console = Console()
     console.print(f"checkpoint {folder or 'random-init'} ({loaded.version}), {count} captions, seed {seed}")
     for name, value in scores.items():
-        console.print(f"  {name:<9} {value:.3f}")
+        console.print(f"  {name:<15} {value:.3f}")
     if grid is not None:
         from training.data.shapes import ShapesDataset
         from training.dfgan.conditioning import sentence_vectors
