@@ -90,3 +90,22 @@ def test_eval_command_explains_missing_fid_weights(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "FID needs Inception weights" in result.output
+
+
+def test_the_inception_path_runs_with_a_local_weights_file(tmp_path: Path) -> None:
+    """torchmetrics' InceptionV3 built from a local file (random weights with the real layer names
+    and shapes: torchvision's InceptionV3 with 1008 classes), without any download."""
+    import torchvision
+
+    torch.set_num_threads(1)
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    net = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, num_classes=1008, init_weights=False
+    )
+    torch.save(net.state_dict(), path)
+    extractor = inception_feature_extractor(path)
+    assert extractor(_images(0, count=2)).shape == (2, 2048)
+    images, other = _images(0, count=6), _images(1, count=6, bright=True)
+    same = frechet_inception_distance([images], [images], path)
+    different = frechet_inception_distance([images], [other], path)
+    assert abs(same) < 1e-3 * different and different > 0

@@ -50,7 +50,8 @@ def inception_feature_extractor(weights_path: str | Path | None) -> nn.Module:
     """torchmetrics' InceptionV3 (2048-d pool features) with the weights at ``weights_path``.
 
     The file is first read with ``torch.load(weights_only=True)``, which refuses pickles that would
-    run code, because torch-fidelity then loads it again with ``weights_only=False``.
+    run code, whatever torch-fidelity's own ``torch.load`` does with it next (its 0.4 release passes
+    ``weights_only=False``).
     """
     if weights_path is None or not Path(weights_path).is_file():
         raise FIDWeightsMissing(missing_weights_message(weights_path))
