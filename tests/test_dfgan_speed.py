@@ -129,3 +129,17 @@ def test_compiled_generator_keeps_checkpoint_names() -> None:
     config = replace(DFGANConfig(ngf=8, ndf=8), compile_generator=True)
     m = build_models(config, "cpu")
     assert list(m.netG.state_dict()) == list(m.ema.state_dict())  # no "_orig_mod." prefix
+
+
+def test_fused_weights_cached_in_inference_mode_are_not_reused_outside_it() -> None:
+    block = DFBlock(40, 16)
+    x, cond = torch.randn(2, 16, 4, 4), torch.randn(2, 40)
+    with torch.inference_mode():
+        block(x, cond)
+    with torch.no_grad():
+        block(x, cond)
+    # A frozen block under autograd (e.g. gradients w.r.t. the input) must not meet inference tensors.
+    block.requires_grad_(False)
+    x.requires_grad_()
+    block(x, cond).sum().backward()
+    assert x.grad is not None

@@ -79,7 +79,7 @@ class DFBlock(nn.Module):
         super().__init__()
         self.affine0 = Affine(cond_dim, channels)
         self.affine1 = Affine(cond_dim, channels)
-        self._fused_cache: tuple[tuple[tuple[int, int], ...], tuple[torch.Tensor, ...]] | None = None
+        self._fused_cache: tuple[tuple[object, ...], tuple[torch.Tensor, ...]] | None = None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         gamma0, beta0, gamma1, beta1 = self.scales_and_shifts(cond)
@@ -106,11 +106,12 @@ class DFBlock(nn.Module):
     def _fused_weights(self) -> tuple[torch.Tensor, ...]:
         mlps = self._mlps()
         params = [p for mlp in mlps for p in (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)]
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return self._stack(mlps)  # training: rebuilt each call so gradients reach the parameters
-        # Inference: concatenate once and reuse until a parameter is changed or moved (the key
-        # holds each parameter's storage address and in-place version counter).
-        key = tuple((p.data_ptr(), p._version) for p in params)
+        if torch.is_grad_enabled():
+            return self._stack(mlps)  # rebuilt each call, so gradients reach the parameters
+        # No grad: concatenate once and reuse until a parameter is changed or moved (the key holds
+        # each parameter's storage address and in-place version counter). Tensors made under
+        # inference_mode may not be used outside it, hence the mode in the key.
+        key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version) for p in params))
         if self._fused_cache is None or self._fused_cache[0] != key:
             with torch.no_grad():
                 self._fused_cache = (key, self._stack(mlps))
