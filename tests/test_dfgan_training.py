@@ -102,3 +102,48 @@ def test_cli_refuses_unknown_dataset_and_evaluates_a_checkpoint(tmp_path: Path, 
     assert scores["version"] == "tiny" and scores["count"] == 20
     assert {"colour", "shape", "size", "position", "all"} <= scores.keys()
     assert all(0.0 <= scores[k] <= 1.0 for k in ("colour", "shape", "size", "position", "all"))
+
+
+class TwoCaptionShapes(torch.utils.data.Dataset):
+    """Shapes images with two captions each, returned alternately per access (like random pairing):
+    ``captions`` lists only the first, ``all_captions`` both."""
+
+    def __init__(self, base) -> None:  # noqa: ANN001 - a ShapesDataset
+        self.base, self.calls = base, 0
+        self.captions = list(base.captions)
+        self.all_captions = [*self.captions, *(f"{c} again" for c in self.captions)]
+        self.sample_prompts = base.sample_prompts
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        self.calls += 1
+        image, caption = self.base[index]
+        return image, caption if self.calls % 2 else f"{caption} again"
+
+
+def test_training_uses_the_caption_each_item_returned(
+    tmp_path: Path, tiny_data, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    import training.dfgan.trainer as trainer
+    from training.dfgan.conditioning import sentence_vectors
+    from training.text.encoders import load_text_encoder
+
+    seen: list[torch.Tensor] = []
+    real_step = trainer.train_step
+
+    def spy(m, c, real, sent, noise):  # noqa: ANN001, ANN202 - records the batch's sentence vectors
+        seen.append(sent.clone())
+        return real_step(m, c, real, sent, noise)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    train(TINY, TwoCaptionShapes(tiny_data), tmp_path, max_steps=1)
+    assert len(seen) == 1
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(TINY.seed))  # epoch 0's order
+    captions = []
+    for k in range(TINY.batch_size):  # access k + 1 returns the first caption when odd, else the second
+        base = tiny_data.captions[int(order[k])]
+        captions.append(base if (k + 1) % 2 else f"{base} again")
+    expected = sentence_vectors(load_text_encoder(TINY.text_encoder), captions, TINY)
+    assert torch.allclose(seen[0], expected, atol=1e-5)

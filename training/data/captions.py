@@ -9,12 +9,11 @@ Two ways to pair images with their several captions (``pairing``):
 
 ``"random"`` (DF-GAN's)
     One item per image; every access draws one of its captions at random. :attr:`captions` holds
-    each image's *first* caption, because a trainer that embeds ``captions`` once up front (ours
-    does) can only use one fixed caption per item.
+    each image's *first* caption (one per item); :attr:`all_captions` every caption, which the
+    DF-GAN trainer embeds up front and then looks up for whichever caption an item returns.
 ``"all"``
-    One item per (image, caption) pair, so ``captions[i]`` is always item ``i``'s caption and a
-    trainer with a fixed embedding table still sees every caption; an epoch is then
-    ``captions_per_image`` times longer.
+    One item per (image, caption) pair, so ``captions[i]`` is always item ``i``'s caption; an epoch
+    is then ``captions_per_image`` times longer.
 """
 
 from __future__ import annotations
@@ -127,6 +126,11 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    @property
+    def all_captions(self) -> list[str]:
+        """Every caption of every image (what items can return), for embedding up front."""
+        return [c for record in self.records for c in record.captions]
 
     def load_image(self, image_index: int) -> Image.Image:
         """Image ``image_index`` (an index into :attr:`records`) as RGB, cropped to its box if it has

@@ -235,8 +235,21 @@ def train(
     history = _read_history(out / "losses.jsonl", up_to=step)
 
     encoder = load_text_encoder(config.text_encoder, device)
-    table, rows = embed_captions(dataset.captions, encoder, config, out / "caption_embeddings.safetensors")
+    # Items may return any of an image's captions (random pairing): embed all of them once, then
+    # look up the caption each item actually returned.
+    pool = list(getattr(dataset, "all_captions", None) or dataset.captions)
+    table, _ = embed_captions(pool, encoder, config, out / "caption_embeddings.safetensors")
     table = table.to(device)
+    row_of = {caption: i for i, caption in enumerate(sorted(set(pool)))}
+
+    def lookup(captions: list[str]) -> torch.Tensor:
+        nonlocal table
+        missing = sorted({c for c in captions if c not in row_of})
+        if missing:  # a dataset that returns captions it did not list: embed them now, once
+            row_of.update({c: len(row_of) + i for i, c in enumerate(missing)})
+            table = torch.cat([table, sentence_vectors(encoder, missing, config).to(device)])
+        return table[torch.tensor([row_of[c] for c in captions], device=device)]
+
     prompts = list(config.sample_prompts or dataset.sample_prompts)
     prompt_emb = sentence_vectors(encoder, prompts, config).to(device)
 
@@ -269,8 +282,9 @@ def train(
             # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
             order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch))
             index = order[k * config.batch_size : (k + 1) * config.batch_size]
-            real = torch.stack([dataset[int(i)][0] for i in index]).to(device)
-            sent = table[rows[index].to(device)]
+            items = [dataset[int(i)] for i in index]
+            real = torch.stack([image for image, _ in items]).to(device)
+            sent = lookup([caption for _, caption in items])
             noise = torch.randn(len(index), config.nz, generator=noise_rng).to(device)
 
             losses = train_step(m, config, real, sent, noise)
