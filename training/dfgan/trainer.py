@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,6 +42,7 @@ from training.dfgan.losses import (
     matching_aware_gradient_penalty,
 )
 from training.dfgan.model import NetC, NetD, NetG
+from training.loss_log import append_history, plot_curves, read_history
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT_DIR = "checkpoint"
@@ -232,7 +231,7 @@ def train(
         step = int(meta["step"])
         noise_rng.set_state(extra["noise_rng"])
         console.print(f"resumed from {ckpt_dir} at step {step}")
-    history = _read_history(out / "losses.jsonl", up_to=step)
+    history = read_history(out / "losses.jsonl", up_to=step)
 
     encoder = load_text_encoder(config.text_encoder, device)
     # Items may return any of an image's captions (random pairing): embed all of them once, then
@@ -289,9 +288,7 @@ def train(
 
             losses = train_step(m, config, real, sent, noise)
             step += 1
-            history.append({"step": step, **losses})
-            with (out / "losses.jsonl").open("a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
+            append_history(out / "losses.jsonl", history, {"step": step, **losses})
             bar.update(task, advance=1, description=f"D {losses['loss_d']:.3f} G {losses['loss_g']:.3f}")
             if not console.is_terminal and (step % 50 == 0 or step == total):
                 rate = (time.monotonic() - started) / (step - start_step)
@@ -344,32 +341,7 @@ def sample_grid(
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     """Discriminator, generator and gradient-penalty losses against steps (moving average)."""
-    # A bare Figure renders with Agg and never touches pyplot's global state or a display.
-    fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot()
-    if history:
-        steps = np.array([h["step"] for h in history])
-        window = max(1, len(history) // 100)
-        for key in ("loss_d", "loss_g", "gp"):
-            values = np.array([h[key] for h in history])
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1 :], smooth, label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def _read_history(path: Path, up_to: int) -> list[dict[str, float]]:
-    # Steps after the last checkpoint were lost with the process; drop them so the log matches.
-    if not path.is_file():
-        return []
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    history = [h for h in history if h["step"] <= up_to]
-    path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    return history
+    plot_curves(history, ("loss_d", "loss_g", "gp"), path)
 
 
 def _fmt(losses: dict[str, float]) -> str:

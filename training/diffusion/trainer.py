@@ -31,7 +31,7 @@ from training.dfgan.checkpoint import has_training_state, load_training_state, s
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
-from training.plots import plot_curves
+from training.loss_log import append_history, plot_curves, read_history
 from training.text.encoders import load_text_encoder
 
 PIPELINE_DIR = "pipeline"
@@ -179,7 +179,7 @@ def train(
         step = int(meta["step"])
         rng.set_state(extra["rng"])
         console.print(f"resumed from {state_dir} at step {step}")
-    history = _read_history(out / "losses.jsonl", up_to=step)
+    history = read_history(out / "losses.jsonl", up_to=step)
 
     images = load_images(dataset, config).to(device)
     captions = list(getattr(dataset, "captions", None) or [dataset[i][1] for i in range(len(dataset))])
@@ -240,9 +240,7 @@ def train(
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {step}")
-            history.append({"step": step, "loss": loss_value})
-            with (out / "losses.jsonl").open("a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
+            append_history(out / "losses.jsonl", history, {"step": step, "loss": loss_value})
             bar.update(task, advance=1, description=f"diffusion loss {loss_value:.4f}")
             if not console.is_terminal and (step % 50 == 0 or step == total):
                 rate = (time.monotonic() - started) / (step - start_step)
@@ -267,16 +265,6 @@ def train(
 def _rows(unique: list[str], captions: list[str]) -> list[int]:
     index = {c: i for i, c in enumerate(unique)}
     return [index[c] for c in captions]
-
-
-def _read_history(path: Path, up_to: int) -> list[dict[str, float]]:
-    # Steps after the last checkpoint were lost with the process; drop them so the log matches.
-    if not path.is_file():
-        return []
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    history = [h for h in history if h["step"] <= up_to]
-    path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    return history
 
 
 def _rmtree(path: Path) -> None:

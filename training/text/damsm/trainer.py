@@ -11,18 +11,16 @@ Deterministic for a given ``config.seed`` on one device and thread count.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from training.loss_log import append_history, plot_curves
 from training.text.damsm.checkpoint import MatchingEncoders, build_encoders, save_encoders
 from training.text.damsm.config import DAMSMConfig
 from training.text.damsm.losses import damsm_loss
@@ -90,9 +88,7 @@ def train_damsm(
 
             losses = train_step(enc, optimizer, images, captions, class_ids)
 
-            history.append({"step": step, **losses})
-            with (out / "losses.jsonl").open("a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
+            append_history(out / "losses.jsonl", history, {"step": step, **losses})
             bar.update(
                 task, advance=1, description=f"DAMSM w {losses['w_loss']:.3f} s {losses['s_loss']:.3f}"
             )
@@ -138,19 +134,4 @@ def train_step(
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     """Word-level and sentence-level losses against steps (moving average)."""
-    fig = Figure(figsize=(7, 4))  # a bare Figure renders with Agg, no pyplot global state
-    ax = fig.add_subplot()
-    if history:
-        steps = np.array([h["step"] for h in history])
-        window = max(1, len(history) // 100)
-        for key in ("w_loss", "s_loss"):
-            values = np.array([h[key] for h in history])
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1 :], smooth, label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("DAMSM pretraining")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    plot_curves(history, ("w_loss", "s_loss"), path, title="DAMSM pretraining")
