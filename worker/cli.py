@@ -311,6 +311,12 @@ def train_diffusion(ctx: typer.Context) -> None:
     _forward("train-diffusion", ctx.args, "training.diffusion.cli")
 
 
+@app.command("export-diffusion", context_settings=FORWARD)
+def export_diffusion(ctx: typer.Context) -> None:
+    """Copy a diffusion run's model to a folder to ship (see `imaginebot export-diffusion --help`)."""
+    _forward("export-diffusion", ctx.args, "training.diffusion.cli")
+
+
 @app.command("eval-diffusion", context_settings=FORWARD)
 def eval_diffusion(ctx: typer.Context) -> None:
     """Score a diffusion pipeline on shapes (see `imaginebot eval-diffusion --help`)."""
