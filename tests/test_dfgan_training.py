@@ -124,7 +124,9 @@ class TwoCaptionShapes(torch.utils.data.Dataset):
 
 
 def test_training_uses_the_caption_each_item_returned(
-    tmp_path: Path, tiny_data, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    tmp_path: Path,
+    tiny_data,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     import training.dfgan.trainer as trainer
     from training.dfgan.conditioning import sentence_vectors
@@ -147,3 +149,13 @@ def test_training_uses_the_caption_each_item_returned(
         captions.append(base if (k + 1) % 2 else f"{base} again")
     expected = sentence_vectors(load_text_encoder(TINY.text_encoder), captions, TINY)
     assert torch.allclose(seen[0], expected, atol=1e-5)
+
+
+def test_tensorboard_logs_every_step_and_the_sample_grids(tmp_path: Path, tiny_data) -> None:  # noqa: ANN001
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(TINY, tiny_data, tmp_path / "run", max_steps=4, tensorboard=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert [e.step for e in events.Scalars("loss/loss_d")] == [1, 2, 3, 4]
+    assert {"loss/loss_g", "loss/gp"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Images("samples")] == [4]  # one epoch of 32 images at batch 8

@@ -48,7 +48,9 @@ def unet_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_run_writes_a_loadable_pipeline_curves_and_grids(shapes: ShapesDataset, tmp_path: Path) -> None:
-    result = train(tiny_config(), shapes, tmp_path, max_steps=3, console=Console(quiet=True))
+    result = train(
+        tiny_config(), shapes, tmp_path, max_steps=3, console=Console(quiet=True), tensorboard=tmp_path / "tb"
+    )
     assert result.step == 3
     lines = (tmp_path / "losses.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
@@ -56,6 +58,11 @@ def test_run_writes_a_loadable_pipeline_curves_and_grids(shapes: ShapesDataset, 
     for png in (result.loss_curve, result.sample_grid, tmp_path / "samples" / "step_000002.png"):
         with Image.open(png) as image:
             assert image.width > 100 and image.height > 50
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert [e.step for e in events.Scalars("loss/loss")] == [1, 2, 3]
+    assert [e.step for e in events.Images("samples")] == [2, 3]  # every checkpoint, and the last step
     meta = json.loads((result.pipeline / "imaginebot.json").read_text())
     assert meta["version"] == "diffusion-test" and meta["step"] == 3 and meta["images_seen"] == 12
 

@@ -42,6 +42,9 @@ def train_command(
     ndf: Annotated[int | None, typer.Option(help="Override discriminator width.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Override batch size.")] = None,
     version: Annotated[str | None, typer.Option(help="Version label stored in config.json.")] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
+    ] = None,
 ) -> None:
     """Train DF-GAN on a dataset; writes checkpoints, loss curve and sample grids under OUT."""
     from training.data import get_dataset
@@ -66,7 +69,14 @@ def train_command(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--dataset") from err
     result = train(
-        cfg, data, out, max_steps=steps, resume=resume, device=resolve_device(device), console=console
+        cfg,
+        data,
+        out,
+        max_steps=steps,
+        resume=resume,
+        device=resolve_device(device),
+        console=console,
+        tensorboard=tensorboard,
     )
     console.print(
         f"step {result.step} in {result.seconds:.0f}s; checkpoint {result.checkpoint}; "

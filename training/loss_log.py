@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 
 def read_history(path: Path, up_to: int) -> list[dict[str, float]]:
@@ -63,3 +64,38 @@ def plot_curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+class TensorBoardLog:
+    """Optional TensorBoard event files (``--tensorboard DIR``): every logged step's scalars and the
+    sample grids. A no-op when ``log_dir`` is None; needs the ``tensorboard`` package otherwise."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.writer = None
+        if log_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # torch imports it lazily; the package itself is optional
+            raise RuntimeError(
+                "TensorBoard logs need the tensorboard package: pip install tensorboard "
+                "(or leave out --tensorboard)"
+            ) from exc
+        self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, row: dict[str, float]) -> None:
+        """Log every value of ``row`` except ``step`` at ``row["step"]``."""
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(f"loss/{key}", value, int(row["step"]))
+
+    def image(self, tag: str, image: Image.Image, step: int) -> None:
+        """Log a PIL image (e.g. the sample grid)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self.writer is not None:
+            self.writer.close()

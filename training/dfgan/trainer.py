@@ -42,7 +42,7 @@ from training.dfgan.losses import (
     matching_aware_gradient_penalty,
 )
 from training.dfgan.model import NetC, NetD, NetG
-from training.loss_log import append_history, plot_curves, read_history
+from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT_DIR = "checkpoint"
@@ -200,9 +200,11 @@ def train(
     device: str = "cpu",
     progress: TrainProgress | None = None,
     console: Console | None = None,
+    tensorboard: Path | None = None,
 ) -> TrainResult:
     """Train on ``dataset`` for ``max_steps`` steps (default ``config.epochs`` epochs), writing
-    checkpoints, losses, loss curve and sample grids under ``out_dir``.
+    checkpoints, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event files
+    under ``tensorboard`` when given).
 
     With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
     EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
@@ -269,8 +271,10 @@ def train(
         path = out / "samples" / f"epoch_{step // steps_per_epoch:03d}.png"
         grid.save(path)
         grid.save(out / "samples" / "latest.png")
+        board.image("samples", grid, step)
         return path
 
+    board = TensorBoardLog(tensorboard)
     started, start_step, losses = time.monotonic(), step, {}
     m.netG.train(), m.netD.train(), m.netC.train()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -289,6 +293,7 @@ def train(
             losses = train_step(m, config, real, sent, noise)
             step += 1
             append_history(out / "losses.jsonl", history, {"step": step, **losses})
+            board.scalars(history[-1])
             bar.update(task, advance=1, description=f"D {losses['loss_d']:.3f} G {losses['loss_g']:.3f}")
             if not console.is_terminal and (step % 50 == 0 or step == total):
                 rate = (time.monotonic() - started) / (step - start_step)
@@ -306,6 +311,7 @@ def train(
     plot_losses(history, out / "loss_curve.png")
     grid = sample_grid(m.ema, prompt_emb, prompts, config.nz)
     grid.save(out / "samples" / "latest.png")
+    board.close()
     return TrainResult(
         step=step,
         checkpoint=ckpt_dir,

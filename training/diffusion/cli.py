@@ -28,6 +28,9 @@ def train_diffusion_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="Override batch size.")] = None,
     version: Annotated[str | None, typer.Option(help="Version label stored in imaginebot.json.")] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
+    ] = None,
 ) -> None:
     """Train the small text-conditional diffusion model; the EMA weights land in OUT/pipeline as a
     diffusers folder that IMAGINEBOT_DIFFUSION_MODEL can point at."""
@@ -50,7 +53,9 @@ def train_diffusion_command(
         data = get_dataset(dataset, data_dir, imsize=cfg.source_size, count=count, seed=cfg.seed)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--dataset") from err
-    result = train(cfg, data, out, resume=resume, device=resolve_device(device), console=console)
+    result = train(
+        cfg, data, out, resume=resume, device=resolve_device(device), console=console, tensorboard=tensorboard
+    )
     console.print(
         f"step {result.step} in {result.seconds:.0f}s; pipeline {result.pipeline}; "
         f"loss curve {result.loss_curve}; samples {result.sample_grid}"

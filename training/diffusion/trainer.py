@@ -31,7 +31,7 @@ from training.dfgan.checkpoint import has_training_state, load_training_state, s
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
-from training.loss_log import append_history, plot_curves, read_history
+from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
 from training.text.encoders import load_text_encoder
 
 PIPELINE_DIR = "pipeline"
@@ -146,9 +146,11 @@ def train(
     device: str = "cpu",
     progress: TrainProgress | None = None,
     console: Console | None = None,
+    tensorboard: Path | None = None,
 ) -> DiffusionTrainResult:
     """Train for ``max_steps`` (default ``config.steps``) steps, writing the pipeline folder,
-    resumable state, losses, loss curve and sample grids under ``out_dir``.
+    resumable state, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event
+    files under ``tensorboard`` when given).
 
     With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped (the
     saved config wins, except ``steps``).
@@ -207,8 +209,10 @@ def train(
         path = out / "samples" / f"step_{s:06d}.png"
         grid.save(path)
         grid.save(out / "samples" / "latest.png")
+        board.image("samples", grid, s)
         return path
 
+    board = TensorBoardLog(tensorboard)
     started, start_step, loss_value = time.monotonic(), step, float("nan")
     unet.train()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -241,6 +245,7 @@ def train(
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {step}")
             append_history(out / "losses.jsonl", history, {"step": step, "loss": loss_value})
+            board.scalars(history[-1])
             bar.update(task, advance=1, description=f"diffusion loss {loss_value:.4f}")
             if not console.is_terminal and (step % 50 == 0 or step == total):
                 rate = (time.monotonic() - started) / (step - start_step)
@@ -252,6 +257,7 @@ def train(
                 break
     if step == start_step:
         save(step, loss_value)
+    board.close()
     return DiffusionTrainResult(
         step=step,
         pipeline=pipe_dir,
