@@ -1,7 +1,8 @@
 """The web chat page, driven in a real (headless) Chromium against the live API, Redis and worker.
 
 Uses Debian's Chromium (``apt-get install chromium``); Playwright's own browser downloads are never used.
-Writes the desktop screenshot the README shows to ``docs/web-chat.png``.
+Takes a desktop screenshot; with ``IMAGINEBOT_UPDATE_SCREENSHOT=1`` it replaces the README's
+``docs/web-chat.png`` (otherwise it goes to the test's temp folder, so a test run leaves the tree clean).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-chat.png"
+README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-chat.png"
 PROMPT = "a red circle --seed 7 --steps 2"
 # The worker loads both engines on its first job: about a minute on a small CPU.
 FIRST_JOB_TIMEOUT_MS = 240_000
@@ -147,9 +148,10 @@ def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None
     expect(empty_error).to_contain_text("Describe a picture")
 
     page.wait_for_timeout(400)  # let the entry animations settle before the picture
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 10_000
+    update = os.environ.get("IMAGINEBOT_UPDATE_SCREENSHOT") == "1"
+    screenshot = README_SCREENSHOT if update else tmp_path / "web-chat.png"
+    page.screenshot(path=str(screenshot))
+    assert screenshot.stat().st_size > 10_000
 
     # Text is shown as text, never as markup (and a bad flag gets its own message).
     prompt.fill("<b id=injected>bold</b> --bogus 1")
