@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Diffusers folder (default: the shipped model).")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batches", default="1,4,8", help="Comma-separated batch sizes.")
     parser.add_argument("--repeats", type=int, default=5, help="Timed calls per batch size and side.")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default).")

@@ -89,7 +89,7 @@ def eval_diffusion_command(
     count: Annotated[int, typer.Option(min=1, help="Shapes captions to draw (each once).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the captions' order and of the noise.")] = 12345,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per pipeline call.")] = 50,
     r_precision: Annotated[bool, typer.Option(help="Also score R-precision (shipped encoders).")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",

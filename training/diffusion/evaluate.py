@@ -12,7 +12,7 @@ from PIL import Image
 from training.eval.attributes import ImageGenerator, attribute_scores, draw_shapes_captions
 
 
-def pipeline_generator(pipe: Any, steps: int = 20, guidance: float = 3.0, size: int = 64) -> ImageGenerator:
+def pipeline_generator(pipe: Any, steps: int = 20, guidance: float = 2.0, size: int = 64) -> ImageGenerator:
     """``generate(captions, seeds)`` for a diffusers text-to-image pipeline: one CPU generator per
     seed (as the worker's engine does), ``size`` × ``size`` PIL images."""
 

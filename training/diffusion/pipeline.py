@@ -107,7 +107,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 2.0,
         negative_prompt: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,

@@ -117,7 +117,7 @@ def sample_grid(
     prompts: list[str],
     seeds: Sequence[int] = SAMPLE_SEEDS,
     steps: int = 20,
-    guidance: float = 3.0,
+    guidance: float = 2.0,
     scale: int = 2,
 ) -> Image.Image:
     """One row per prompt (labelled), one column per seed, each tile upscaled ``scale``× (nearest)."""
