@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
@@ -42,6 +42,7 @@ from training.dfgan.losses import (
     matching_aware_gradient_penalty,
 )
 from training.dfgan.model import NetC, NetD, NetG
+from training.grid import labelled_grid
 from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
 from training.text.encoders import TextEncoder, load_text_encoder
 
@@ -334,15 +335,8 @@ def sample_grid(
         rows = [netG(noise, sentences[i : i + 1].expand(len(seeds), -1)) for i in range(len(prompts))]
     netG.train(was_training)
     images = ((torch.stack(rows).clamp(-1, 1) + 1) * 127.5).round().byte().cpu()  # [P, S, 3, H, W]
-    side, label_width = images.shape[-1], 240
-    grid = Image.new("RGB", (label_width + side * len(seeds), side * len(prompts)), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, prompt in enumerate(prompts):
-        draw.text((4, r * side + side // 2 - 5), prompt[:40], fill="black")
-        for c in range(len(seeds)):
-            tile = Image.fromarray(images[r, c].permute(1, 2, 0).numpy())
-            grid.paste(tile, (label_width + c * side, r * side))
-    return grid
+    tiles = [[Image.fromarray(image.permute(1, 2, 0).numpy()) for image in row] for row in images]
+    return labelled_grid(tiles, prompts)
 
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-from PIL import Image, ImageDraw
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -31,6 +31,7 @@ from training.dfgan.checkpoint import has_training_state, load_training_state, s
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
+from training.grid import labelled_grid
 from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
 from training.text.encoders import load_text_encoder
 
@@ -124,16 +125,8 @@ def sample_grid(
     gens = [torch.Generator().manual_seed(s) for _ in prompts for s in seeds]
     all_prompts = [p for p in prompts for _ in seeds]
     images = pipe(all_prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
-    side = images[0].width * scale
-    label_width = 240
-    grid = Image.new("RGB", (label_width + side * len(seeds), side * len(prompts)), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, prompt in enumerate(prompts):
-        draw.text((4, r * side + side // 2 - 5), prompt[:40], fill="black")
-        for c in range(len(seeds)):
-            tile = images[r * len(seeds) + c].resize((side, side), Image.NEAREST)
-            grid.paste(tile, (label_width + c * side, r * side))
-    return grid
+    n = len(seeds)
+    return labelled_grid([images[r * n : (r + 1) * n] for r in range(len(prompts))], prompts, scale)
 
 
 def train(
