@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,10 @@ def test_tiny_run_writes_checkpoint_curve_and_grid(tmp_path: Path, tiny_data) ->
 def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_data) -> None:  # noqa: ANN001
     straight = train(TINY, tiny_data, tmp_path / "a", max_steps=4)
     train(TINY, tiny_data, tmp_path / "b", max_steps=2)
-    resumed = train(TINY, tiny_data, tmp_path / "b", max_steps=4, resume=True)
+    # A new version label on resume is kept (a label, not a hyper-parameter); the weights are the same.
+    resumed = train(replace(TINY, version="tiny-v2"), tiny_data, tmp_path / "b", max_steps=4, resume=True)
     assert resumed.step == 4
+    assert json.loads((resumed.checkpoint / "config.json").read_text())["version"] == "tiny-v2"
     a = load_file(straight.checkpoint / "generator.safetensors")
     b = load_file(resumed.checkpoint / "generator.safetensors")
     assert a.keys() == b.keys()

@@ -209,16 +209,16 @@ def train(
 
     With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
     EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
-    except for ``epochs``.
+    except for ``epochs`` and the ``version`` label.
     """
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINT_DIR
     (out / "samples").mkdir(parents=True, exist_ok=True)
     console = console or Console()
     if resume and has_training_state(ckpt_dir):
-        epochs = config.epochs
+        epochs, version = config.epochs, config.version
         config = DFGANConfig.load(ckpt_dir / "config.json")
-        config.epochs = epochs
+        config.epochs, config.version = epochs, version
     steps_per_epoch = max(len(dataset) // config.batch_size, 1)
     total = max_steps if max_steps is not None else config.epochs * steps_per_epoch
 

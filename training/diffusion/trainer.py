@@ -146,7 +146,7 @@ def train(
     files under ``tensorboard`` when given).
 
     With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped (the
-    saved config wins, except ``steps``).
+    saved config wins, except ``steps`` and the ``version`` label).
     """
     out = Path(out_dir)
     state_dir, pipe_dir = out / STATE_DIR, out / PIPELINE_DIR
@@ -154,9 +154,9 @@ def train(
     console = console or Console()
     resuming = resume and has_training_state(state_dir)
     if resuming:
-        steps = config.steps
+        steps, version = config.steps, config.version
         config = DiffusionConfig.load(state_dir / "train_config.json")
-        config.steps = steps
+        config.steps, config.version = steps, version
     total = max_steps if max_steps is not None else config.steps
 
     torch.manual_seed(config.seed)
