@@ -26,7 +26,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-chat.png"
-PROMPT = "a red circle --seed 7 --steps 2"
+#: Two steps keep the test fast; the README's screenshot is drawn with the default 20.
+UPDATE_SCREENSHOT = os.environ.get("IMAGINEBOT_UPDATE_SCREENSHOT") == "1"
+STEPS = 20 if UPDATE_SCREENSHOT else 2
+PROMPT = f"a large red circle in the center --seed 7 --steps {STEPS}"
 # The worker loads both engines on its first job: about a minute on a small CPU.
 FIRST_JOB_TIMEOUT_MS = 240_000
 UI_TIMEOUT_MS = 15_000
@@ -105,7 +108,7 @@ def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None
 
     api_job = requests.get(f"{web_server}/api/jobs/{job_id}", timeout=10).json()["job"]
     assert api_job["status"] == "done" and api_job["delivered"], api_job
-    assert api_job["seed"] == 7 and api_job["steps"] == 2
+    assert api_job["seed"] == 7 and api_job["steps"] == STEPS
 
     # Caption (seed, each engine's version and time) and a full-size link per engine image.
     caption = job.locator(".caption")
@@ -148,8 +151,7 @@ def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None
     expect(empty_error).to_contain_text("Describe a picture")
 
     page.wait_for_timeout(400)  # let the entry animations settle before the picture
-    update = os.environ.get("IMAGINEBOT_UPDATE_SCREENSHOT") == "1"
-    screenshot = README_SCREENSHOT if update else tmp_path / "web-chat.png"
+    screenshot = README_SCREENSHOT if UPDATE_SCREENSHOT else tmp_path / "web-chat.png"
     page.screenshot(path=str(screenshot))
     assert screenshot.stat().st_size > 10_000
 
