@@ -128,3 +128,20 @@ def test_config_round_trip_and_bad_keys(tmp_path: Path) -> None:
         DiffusionConfig.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="one entry per"):
         DiffusionConfig(attention_levels=(True,)).unet_kwargs()
+
+
+def test_cli_answers_bad_input_clearly(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.diffusion.cli import app
+
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["train-diffusion", "--dataset", "nope", "--out", str(tmp_path / "x")])
+    assert unknown.exit_code != 0 and "unknown dataset 'nope'" in unknown.output
+    assert not (tmp_path / "x" / "state").exists()
+    run, target = str(tmp_path / "x"), str(tmp_path / "y")
+    empty = runner.invoke(app, ["export-diffusion", "--run", run, "--to", target])
+    assert empty.exit_code != 0 and "holds no pipeline yet" in empty.output
+    assert not (tmp_path / "y").exists()
+    missing = runner.invoke(app, ["eval-diffusion", "--model", str(tmp_path / "no-such-model")])
+    assert missing.exit_code != 0 and "does not exist" in missing.output

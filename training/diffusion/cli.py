@@ -105,12 +105,15 @@ def eval_diffusion_command(
     from training.data.shapes import ShapesDataset
     from training.diffusion.evaluate import evaluate_generator, pipeline_generator
     from training.diffusion.trainer import sample_grid
-    from worker.engines.diffusion import DiffusionEngine
+    from worker.engines.diffusion import DiffusionEngine, ModelNotAvailable
 
     if threads > 0:
         torch.set_num_threads(threads)
     settings = Settings()
-    engine = DiffusionEngine(model or settings.diffusion_model, settings.data_dir, device=device)
+    try:
+        engine = DiffusionEngine(model or settings.diffusion_model, settings.data_dir, device=device)
+    except ModelNotAvailable as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from err
     console = Console()
     console.print(
         f"model {engine.info.version} ({engine.info.extra['pipeline']}), {count} captions, seed {seed}"
