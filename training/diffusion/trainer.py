@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,17 +82,7 @@ def build_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel) -> Pixel
 
 def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: Path, extra: dict) -> None:
     """Write ``unet`` as a diffusers pipeline folder plus ``imaginebot.json`` (version, training info)."""
-    pipe = build_pipeline(config, unet)
-    tmp = folder.with_name(folder.name + ".tmp")
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / META_FILE).write_text(json.dumps({"version": config.version, **extra}, indent=2))
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        folder.replace(old)
-        tmp.replace(folder)
-        _rmtree(old)
-    else:
-        tmp.replace(folder)
+    _write_folder(build_pipeline(config, unet), folder, {"version": config.version, **extra})
 
 
 def export_pipeline(run_pipeline: Path, target: Path, half: bool = True) -> Path:
@@ -101,16 +92,21 @@ def export_pipeline(run_pipeline: Path, target: Path, half: bool = True) -> Path
     pipe = PixelDiffusionPipeline.from_pretrained(str(run_pipeline), local_files_only=True)
     if half:
         pipe.unet.to(torch.float16)
-    tmp = target.with_name(target.name + ".tmp")
-    _rmtree(tmp)
-    pipe.save_pretrained(tmp, safe_serialization=True)
     meta = json.loads((run_pipeline / META_FILE).read_text())
-    (tmp / META_FILE).write_text(
-        json.dumps({**meta, "stored_dtype": "float16" if half else "float32"}, indent=2)
-    )
-    _rmtree(target)
-    tmp.replace(target)
+    _write_folder(pipe, target, {**meta, "stored_dtype": "float16" if half else "float32"})
     return target
+
+
+def _write_folder(pipe: PixelDiffusionPipeline, folder: Path, meta: dict) -> None:
+    # Written beside the target, then swapped in, so the engine never loads a half-written folder.
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    if folder.exists():
+        folder.replace(old)
+    tmp.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def sample_grid(
@@ -264,9 +260,3 @@ def train(
 def _rows(unique: list[str], captions: list[str]) -> list[int]:
     index = {c: i for i, c in enumerate(unique)}
     return [index[c] for c in captions]
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

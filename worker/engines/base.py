@@ -12,6 +12,15 @@ from PIL import Image
 ProgressCallback = Callable[[int, int], bool]
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else unchanged."""
+    if device == "auto":
+        import torch  # lazily: the hosted engine and this module's importers need no torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 class GenerationCancelled(Exception):
     """Raised by an engine when the progress callback asked it to stop."""
 

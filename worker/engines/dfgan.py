@@ -12,7 +12,13 @@ from PIL import Image
 
 from training.dfgan.checkpoint import CONFIG_FILE, load_generator
 from training.dfgan.conditioning import sentence_vectors
-from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
+from worker.engines.base import (
+    EngineInfo,
+    GenerationCancelled,
+    GenerationRequest,
+    ProgressCallback,
+    resolve_device,
+)
 
 #: The checkpoint that ships with the project, used when none is configured.
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "shipped_models" / "dfgan-shapes-64"
@@ -28,13 +34,6 @@ def resolve_default_checkpoint(setting: str | None) -> str | None:
     if (SHIPPED_CHECKPOINT / CONFIG_FILE).is_file():
         return str(SHIPPED_CHECKPOINT)
     return None
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class DFGANEngine:
@@ -117,4 +116,3 @@ class DFGANEngine:
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.LANCZOS)
         return image
-

@@ -20,7 +20,13 @@ from PIL import Image
 from core.compose import WITHHELD
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
-from worker.engines.base import EngineInfo, GenerationCancelled, GenerationRequest, ProgressCallback
+from worker.engines.base import (
+    EngineInfo,
+    GenerationCancelled,
+    GenerationRequest,
+    ProgressCallback,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +55,6 @@ class ModelNotAvailable(RuntimeError):
 
 class _StopRun(Exception):
     """Raised from the step callback by pipelines that have no ``interrupt`` support."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; anything else is returned unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def resolve_dtype(dtype: str, device: str, pipeline_class: str) -> torch.dtype:
