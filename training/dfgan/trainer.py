@@ -121,14 +121,16 @@ def train_step(
     real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()
     d_params = [*m.netD.parameters(), *m.netC.parameters()]
     mixed = torch.autocast("cuda", torch.bfloat16, enabled=config.bf16_on_gpu and real.is_cuda)
+    # Scores leave autocast in at least float32 (a float64 model keeps float64, as the tests use).
+    loss_dtype = torch.promote_types(real.dtype, torch.float32)
 
     # --- discriminator ---
     with mixed:
         feats_real = m.netD(real)
-        score_real = m.netC(feats_real, sent).float()
-        score_mis = m.netC(feats_real.roll(-1, dims=0), sent).float()  # neighbour's caption
+        score_real = m.netC(feats_real, sent).to(loss_dtype)
+        score_mis = m.netC(feats_real.roll(-1, dims=0), sent).to(loss_dtype)  # neighbour's caption
         fake = m.netG(noise, sent.detach())  # kept for the G step: G runs once per step
-        score_fake = m.netC(m.netD(fake.detach()), sent).float()
+        score_fake = m.netC(m.netD(fake.detach()), sent).to(loss_dtype)
     loss_d = discriminator_loss(score_real, score_fake, score_mis, config.loss)
     gp = (
         matching_aware_gradient_penalty(real, sent, score_real, config.gp_k, config.gp_p)
@@ -141,7 +143,7 @@ def train_step(
 
     # --- generator ---
     with mixed:
-        score_g = m.netC(m.netD(fake), sent.detach()).float()
+        score_g = m.netC(m.netD(fake), sent.detach()).to(loss_dtype)
     loss_g = generator_loss(score_g, config.loss)
     m.opt_g.zero_grad(set_to_none=True)
     loss_g.backward(inputs=list(m.netG.parameters()))  # D's weight gradients are skipped, not computed
