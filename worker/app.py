@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from core.log_redaction import install_redaction
 from core.settings import Settings
 from core.taskqueue import base_celery_config
 
@@ -17,6 +18,7 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 def create_app(settings: Settings | None = None) -> Celery:
     """A configured Celery app for ``settings`` with the imaginebot tasks registered."""
     settings = settings or Settings()
+    install_redaction(settings)  # also for `celery -A worker.app worker`, which skips our CLI
     app = Celery("imaginebot", set_as_current=False)
     app.conf.update(base_celery_config(settings.redis_url or DEFAULT_BROKER))
     app.conf.update(

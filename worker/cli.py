@@ -502,6 +502,9 @@ def _follow_training(client: object, run_id: str, timeout_s: float) -> object:
 
 def main() -> None:
     """Console-script entry point."""
+    from core.log_redaction import install_redaction
+
+    install_redaction()  # before anything can log: tokens never reach a log of any child process
     app()
 
 
