@@ -45,6 +45,13 @@ def train_command(
     tensorboard: Annotated[
         Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint folder whose generator weights start the run (a warm start, e.g. the "
+            "shipped model); ignored on --resume."
+        ),
+    ] = None,
 ) -> None:
     """Train DF-GAN on a dataset; writes checkpoints, loss curve and sample grids under OUT."""
     from training.data import get_dataset
@@ -77,6 +84,7 @@ def train_command(
         device=resolve_device(device),
         console=console,
         tensorboard=tensorboard,
+        init_from=init_from,
     )
     console.print(
         f"step {result.step} in {result.seconds:.0f}s; checkpoint {result.checkpoint}; "

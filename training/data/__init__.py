@@ -2,6 +2,7 @@
 
 =============  ==========================================================================================
 ``shapes``     procedural coloured shapes with an exact answer key (nothing read from ``data_dir``)
+``scenes``     procedural scenes of one shape or two shapes and their relation, with an exact answer key
 ``emoji``      Noto Color Emoji renders captioned with Unicode names, cached under
                ``data_dir/datasets/emoji`` (needs Debian's ``fonts-noto-color-emoji`` the first time)
 ``coco``       MS-COCO captions: ``data_dir/annotations/captions_train2014.json`` + ``data_dir/train2014/``
@@ -36,6 +37,12 @@ def _shapes(
     return ShapesDataset(count=count, imsize=imsize, seed=seed)
 
 
+def _scenes(data_dir: Path | None, imsize: int = 64, count: int = 20_000, seed: int = 0, **_: Any) -> Any:
+    from training.data.scenes import ScenesDataset
+
+    return ScenesDataset(count=count, imsize=imsize, seed=seed)
+
+
 def _files(module: str, cls: str) -> Callable[..., Any]:
     # Imported on first use: the caption datasets pull in NLTK (and it scipy), which costs about
     # two seconds that a shapes run or a --help should not pay.
@@ -60,6 +67,7 @@ def _cache(data_dir: Path | None, imsize: int | None = None, count: int | None =
 
 _REGISTRY: dict[str, Callable[..., Any]] = {
     "shapes": _shapes,
+    "scenes": _scenes,
     "emoji": _files("training.data.emoji", "EmojiDataset"),
     "coco": _files("training.data.coco", "CocoDataset"),
     "flickr8k": _files("training.data.flickr8k", "Flickr8kDataset"),

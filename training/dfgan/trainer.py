@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 
 from training.dfgan.checkpoint import (
+    GENERATOR_FILE,
     build_generator,
     has_training_state,
     load_training_state,
@@ -204,6 +205,7 @@ def train(
     progress: TrainProgress | None = None,
     console: Console | None = None,
     tensorboard: Path | None = None,
+    init_from: Path | None = None,
 ) -> TrainResult:
     """Train on ``dataset`` for ``max_steps`` steps (default ``config.epochs`` epochs), writing
     checkpoints, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event files
@@ -211,7 +213,9 @@ def train(
 
     With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
     EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
-    except for ``epochs`` and the ``version`` label.
+    except for ``epochs`` and the ``version`` label. Otherwise, with ``init_from`` (a checkpoint
+    folder such as a shipped model), the generator and its EMA start from that folder's weights
+    (a warm start: discriminator and optimisers start fresh, the step count at 0).
     """
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINT_DIR
@@ -236,6 +240,11 @@ def train(
         step = int(meta["step"])
         noise_rng.set_state(extra["noise_rng"])
         console.print(f"resumed from {ckpt_dir} at step {step}")
+    elif init_from is not None:
+        weights = load_file(Path(init_from) / GENERATOR_FILE)
+        for net in (m.netG, m.ema):
+            getattr(net, "_orig_mod", net).load_state_dict(weights)
+        console.print(f"generator initialised from {init_from}")
     history = read_history(out / "losses.jsonl", up_to=step)
 
     encoder = load_text_encoder(config.text_encoder, device)

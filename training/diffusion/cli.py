@@ -31,6 +31,13 @@ def train_diffusion_command(
     tensorboard: Annotated[
         Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pipeline folder whose UNet weights start the run (a warm start, e.g. the "
+            "shipped model); ignored on --resume."
+        ),
+    ] = None,
 ) -> None:
     """Train the small text-conditional diffusion model; the EMA weights land in OUT/pipeline as a
     diffusers folder that IMAGINEBOT_DIFFUSION_MODEL can point at."""
@@ -54,7 +61,14 @@ def train_diffusion_command(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--dataset") from err
     result = train(
-        cfg, data, out, resume=resume, device=resolve_device(device), console=console, tensorboard=tensorboard
+        cfg,
+        data,
+        out,
+        resume=resume,
+        device=resolve_device(device),
+        console=console,
+        tensorboard=tensorboard,
+        init_from=init_from,
     )
     console.print(
         f"step {result.step} in {result.seconds:.0f}s; pipeline {result.pipeline}; "

@@ -136,13 +136,16 @@ def train(
     progress: TrainProgress | None = None,
     console: Console | None = None,
     tensorboard: Path | None = None,
+    init_from: Path | None = None,
 ) -> DiffusionTrainResult:
     """Train for ``max_steps`` (default ``config.steps``) steps, writing the pipeline folder,
     resumable state, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event
     files under ``tensorboard`` when given).
 
     With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped (the
-    saved config wins, except ``steps`` and the ``version`` label).
+    saved config wins, except ``steps`` and the ``version`` label). Otherwise, with ``init_from`` (a
+    pipeline folder such as the shipped model, whose UNet has the same shape), the UNet and its EMA
+    start from its weights (a warm start: fresh optimiser, step 0, learning-rate warm-up again).
     """
     out = Path(out_dir)
     state_dir, pipe_dir = out / STATE_DIR, out / PIPELINE_DIR
@@ -170,6 +173,12 @@ def train(
         step = int(meta["step"])
         rng.set_state(extra["rng"])
         console.print(f"resumed from {state_dir} at step {step}")
+    elif init_from is not None:
+        warm = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet", local_files_only=True)
+        weights = {k: v.float() for k, v in warm.state_dict().items()}
+        unet.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        console.print(f"UNet initialised from {init_from}")
     history = read_history(out / "losses.jsonl", up_to=step)
 
     images = load_images(dataset, config).to(device)
