@@ -1,4 +1,15 @@
-"""What the ``deliver`` task needs from each platform's sender (``bots/<platform>/send.py``)."""
+"""What the ``deliver`` task needs from each platform's sender (``bots/<platform>/send.py``).
+
+A sender tells three kinds of failure apart, because only one of them is safe to repeat blindly:
+
+- :class:`DeliveryRetry`: the platform said "later" (429, 5xx) or the request never left (connection
+  refused): nothing was posted, so the send is repeated.
+- :class:`DeliveryAmbiguous`: the request left but no answer came back (read timeout, connection
+  dropped mid-request): it may or may not have been posted. The send is *not* repeated as is; the
+  retry runs with :attr:`DeliveryContext.unconfirmed` set and the sender resolves it in a way that
+  cannot post the result twice (see docs/reliability.md).
+- :class:`DeliveryFailed`: refused for good (bad token, chat gone). Not retried.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +32,18 @@ class DeliveryRetry(Exception):
         self.retry_after = retry_after
 
 
+class DeliveryAmbiguous(DeliveryRetry):
+    """The request may have been posted: it was sent, and the answer never came (timeout, dropped
+    connection). Retried, but only with :attr:`DeliveryContext.unconfirmed` set."""
+
+
+class DeliveryLocked(DeliveryRetry):
+    """Another delivery of the same job holds its lease (alive, or dead and not yet lapsed).
+
+    Retried once the lease can have lapsed; never taken for a success.
+    """
+
+
 class DeliveryFailed(Exception):
     """The platform refused the message for good (bad token, chat gone). Not retried."""
 
@@ -32,14 +55,40 @@ class DeliveryContext:
     settings: Settings
     images: ImageStore
     history: History
+    #: An earlier attempt started a send whose outcome is unknown (it timed out, or its worker
+    #: died mid-send). The sender must not post the result again unless it can tell it is missing.
+    unconfirmed: bool = False
+
+
+#: What a sender returns: the result was posted (and confirmed), or an earlier unconfirmed send was
+#: left standing and the conversation told so.
+POSTED = "posted"
+UNCONFIRMED = "unconfirmed"
 
 
 class Sender(Protocol):
     """Posts a finished (or failed, or cancelled) job into its conversation, exactly once."""
 
-    def __call__(self, record: JobRecord, ctx: DeliveryContext) -> None:
-        """Post it; raise :class:`DeliveryRetry` or :class:`DeliveryFailed` when it cannot."""
+    def __call__(self, record: JobRecord, ctx: DeliveryContext) -> str | None:
+        """Post it; returns :data:`POSTED` (or None) or :data:`UNCONFIRMED`; raises
+        :class:`DeliveryRetry`, :class:`DeliveryAmbiguous` or :class:`DeliveryFailed` when it cannot."""
         ...
+
+
+def unconfirmed_text(record: JobRecord) -> str:
+    """What the status message says when a send timed out and is deliberately not repeated."""
+    return (
+        f"Your picture “{record.request.prompt[:200]}” was sent, but the chat service did not confirm "
+        "it. If it is not here, press Reroll (or send the prompt again)."
+    )
+
+
+def delivery_failed_text(record: JobRecord, attempts: int) -> str:
+    """What the conversation is told when the result could not be posted within the retry budget."""
+    return (
+        f"Sorry, the picture for “{record.request.prompt[:200]}” was drawn but could not be posted "
+        f"after {attempts} tries. Please send the prompt again."
+    )
 
 
 def result_caption(record: JobRecord) -> str:

@@ -7,15 +7,27 @@ import time
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
 from core.jobs import JobRecord, JobRequest, JobStatus
-from core.limits import RateLimiter, check_queue_depth
+from core.limits import Admission, RateLimiter
+from core.metrics import job_cancelled, job_submitted
 from core.settings import Settings
-from core.store import PENDING_KEY, History, ImageStore, JobStore, connect
+from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
 
 USER_JOBS_KEPT = 50
+QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again in a minute."
+#: Errors that mean "Redis (the queue) cannot be reached", from redis-py and from Celery's producer.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError)
+
+
+class QueueUnavailable(InputError):
+    """Redis cannot be reached: the prompt was not queued. Its message is what the user sees."""
+
+    def __init__(self) -> None:
+        super().__init__("queue_unavailable", QUEUE_UNAVAILABLE_TEXT, retry_after=60.0)
 
 
 class QueueClient:
@@ -33,25 +45,39 @@ class QueueClient:
         self.images = ImageStore(self.redis, settings.result_ttl_s)
         self.history = History(self.redis, settings.result_ttl_s)
         self.rate_limiter = RateLimiter(self.redis, settings.rate_limit_jobs, settings.rate_limit_window_s)
+        self.admission = Admission(
+            self.redis, settings.max_queue_depth, settings.rate_limit_jobs, settings.rate_limit_window_s
+        )
 
     def submit(self, request: JobRequest) -> JobRecord:
-        """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue."""
-        check_queue_depth(self.redis, self.settings.max_queue_depth)
-        self.rate_limiter.hit(request.user)
+        """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue,
+        and :class:`QueueUnavailable` (an :class:`InputError` too) when Redis cannot be reached."""
+        try:
+            return self._submit(request)
+        except UNAVAILABLE_ERRORS as exc:
+            raise QueueUnavailable() from exc
+
+    def _submit(self, request: JobRequest) -> JobRecord:
         record = JobRecord(
             request=request,
             seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
             steps=request.steps if request.steps is not None else self.settings.default_steps,
             size=request.size if request.size is not None else self.settings.default_size,
         )
-        # Record first, then the task: a worker never sees a task whose record is missing.
+        # Record first, then admission (cap, rate limit and the pending set in one atomic step), then
+        # the task: a worker never sees a pending id or a task whose record is missing.
         self.jobs.save(record)
-        self.redis.zadd(PENDING_KEY, {record.id: record.created_at})
+        try:
+            self.admission.admit(record.id, record.created_at, request.user)
+        except InputError:
+            self.redis.delete(job_key(record.id))
+            raise
         user_key = f"ib:userjobs:{request.user}"
         self.redis.rpush(user_key, record.id)
         self.redis.ltrim(user_key, -USER_JOBS_KEPT, -1)
         self.redis.expire(user_key, self.settings.result_ttl_s)
         self.producer.send_task(GENERATE_TASK, args=[record.id], queue=QUEUE_GPU)
+        job_submitted(request)
         return record
 
     def user_jobs(self, user: str, unfinished_only: bool = True) -> list[tuple[JobRecord, int | None]]:
@@ -88,6 +114,7 @@ class QueueClient:
             return record
 
         record = self.jobs.update(job_id, change)
+        job_cancelled(record)
         self.redis.zrem(PENDING_KEY, job_id)
         # Tell the conversation; the generate task skips cancelled jobs when it gets to them.
         self.producer.send_task(DELIVER_TASK, args=[job_id], queue=QUEUE_DELIVERY)

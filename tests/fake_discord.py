@@ -10,6 +10,12 @@ bodies are both recorded in :attr:`FakeDiscord.calls`.
 Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
 heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
 
+Fault injection: :attr:`FakeDiscord.faults` (a :class:`tests.fake_telegram.Faults` whose methods are
+``"post"``) gives posts (follow-ups and channel messages) a random 429 with ``retry_after``, a 500, a
+stall past the client's timeout (processed, answered late), or a dropped connection. A channel post
+with ``enforce_nonce`` and a nonce seen before returns the first message instead of a new one, as
+Discord does; :meth:`FakeDiscord.posted` counts the messages really created.
+
 The server runs in its own thread and event loop; every public method is safe to call from tests.
 """
 
@@ -25,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.fake_telegram import Faults, drop_connection
 
 BOT_ID = "900000000000000001"
 APP_ID = "900000000000000002"
@@ -106,6 +114,8 @@ class Call:
     status: int = 200
     response: Any = None  # the JSON body the fake answered with
     at: float = field(default_factory=time.monotonic)
+    fault: str | None = None
+    created: bool = False  # a new message was created by this call (a post, not a nonce repeat)
 
 
 class FakeDiscord:
@@ -118,6 +128,8 @@ class FakeDiscord:
         self.rate_limit_header_only = False  # such a 429 says how long in the Retry-After header only
         self.expired_tokens: set[str] = set()  # webhook tokens answered with 404 Unknown Webhook
         self.refuse_threads: int | None = None  # answer thread creation with this status (403, 400)
+        self.faults: Faults | None = None  # random faults on posts (methods=("post",))
+        self._nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
         self.identified = threading.Event()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,6 +203,11 @@ class FakeDiscord:
                 return value
             time.sleep(0.05)
         raise AssertionError(f"fake Discord: waited {timeout_s} s for {what}; calls: {self.summary()}")
+
+    def posted(self, predicate: Callable[[Call], bool] = lambda c: True) -> list[Call]:
+        """Posts that created a message (follow-ups and channel messages), matching ``predicate``."""
+        with self._lock:
+            return [c for c in self.calls if c.created and predicate(c)]
 
     def summary(self) -> list[str]:
         """One line per call, for assertion messages."""
@@ -351,10 +368,31 @@ class FakeDiscord:
                     call.files[name] = bytes(raw.encode() if isinstance(raw, str) else raw)
         elif request.can_read_body:
             call.json = await request.json()
-        status, body, headers = self._answer(call)
-        call.status, call.response = status, body
+        parts = path.strip("/").split("/")
+        posting = request.method == "POST" and len(parts) == 3 and parts[0] in ("webhooks", "channels")
+        if posting and self.faults is not None:
+            with self._lock:
+                call.fault = self.faults.draw("post")
+        if call.fault in ("429", "500", "drop_before"):
+            status, body, headers = self._fault_answer(call)
+            call.status, call.response = status, body
+            with self._lock:
+                self.calls.append(call)
+            if call.fault == "drop_before":
+                drop_connection(request)
+                return web.Response(status=499)
+            return web.json_response(body, status=status, headers=headers)
         with self._lock:
+            status, body, headers = self._answer(call)
+            call.status, call.response = status, body
+            call.created = posting and status < 300 and not self._repeat(call)
             self.calls.append(call)
+        if call.fault == "drop":
+            drop_connection(request)
+            return web.Response(status=499)
+        if call.fault == "stall":
+            assert self.faults is not None
+            await asyncio.sleep(self.faults.stall_s)
         if body is None:
             return web.Response(status=status, headers=headers)
         # discord.py parses a body only when Content-Type is exactly application/json, as Discord sends it.
@@ -363,6 +401,18 @@ class FakeDiscord:
             status=status,
             headers={**headers, "Content-Type": "application/json"},
         )
+
+    def _fault_answer(self, call: Call) -> tuple[int, Any, dict[str, str]]:
+        assert self.faults is not None
+        if call.fault == "429":
+            wait = self.faults.retry_after
+            body = {"message": "You are being rate limited.", "retry_after": wait, "global": False}
+            return 429, body, {"Retry-After": str(wait)}
+        return (500 if call.fault == "500" else 499), {"message": "Internal Server Error", "code": 0}, {}
+
+    def _repeat(self, call: Call) -> bool:
+        """Whether ``call`` was answered with an earlier message of the same nonce (under the lock)."""
+        return bool(call.response and call.response.get("_repeat"))
 
     def _answer(self, call: Call) -> tuple[int, Any, dict[str, str]]:
         method, parts = call.method, call.path.strip("/").split("/")
@@ -396,6 +446,12 @@ class FakeDiscord:
             if not self.rate_limit_header_only:
                 limited["retry_after"] = 1.5
             return 429, limited, {"Retry-After": "2"}
+        if method == "POST" and parts[0] == "channels" and len(parts) == 3 and body.get("enforce_nonce"):
+            key = (parts[1], str(body.get("nonce")))
+            if key in self._nonces:  # Discord answers a repeat with the first message, creating none
+                return 200, {**self._nonces[key], "_repeat": True}, {}
+            self._nonces[key] = self.message_json(parts[1], body)
+            return 200, self._nonces[key], {}
         if parts[0] == "webhooks" or parts[0] == "channels":
             if method == "GET" or method in ("POST", "PATCH"):
                 return 200, self.message_json(parts[1], body), {}

@@ -3,6 +3,11 @@
 It serves the methods the bot and its sender use, records every call (parameters and uploaded
 files), hands out updates that a test injects through ``getUpdates`` (long-poll with a short wait),
 and can answer the next call of a method with an error (e.g. a 429 "retry after 2").
+
+:attr:`FakeTelegram.faults` (a :class:`Faults`) injects random faults into the sending methods, as a
+flaky Bot API would: 429 with ``retry_after``, 5xx, a stall past the client's timeout (the call *is*
+processed, the answer comes late), and a dropped connection (after or before processing). Each
+:class:`Call` says whether the fake processed it (:attr:`Call.processed`) and which fault it got.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +31,54 @@ TRUE_METHODS = ("setWebhook", "deleteWebhook", "setMyCommands", "answerCallbackQ
 
 
 @dataclass
+class Faults:
+    """Random faults for the methods in :attr:`methods`; each rate is a probability per call.
+
+    ``stall`` processes the call, then holds the answer ``stall_s`` seconds (past the client's read
+    timeout); ``drop`` processes it, then closes the connection without an answer; ``drop_before``
+    closes the connection without processing. ``seed`` makes a run repeatable.
+    """
+
+    methods: tuple[str, ...] = ("sendPhoto", "sendMessage", "sendDocument")
+    rate_429: float = 0.0
+    retry_after: int = 1
+    rate_500: float = 0.0
+    rate_stall: float = 0.0
+    stall_s: float = 20.0
+    rate_drop: float = 0.0
+    rate_drop_before: float = 0.0
+    seed: int = 0
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def draw(self, method: str) -> str | None:
+        """The fault for one call of ``method``: ``429``, ``500``, ``stall``, ``drop``,
+        ``drop_before`` or None."""
+        if method not in self.methods:
+            return None
+        x = self._random.random()
+        for name, rate in (
+            ("429", self.rate_429),
+            ("500", self.rate_500),
+            ("stall", self.rate_stall),
+            ("drop", self.rate_drop),
+            ("drop_before", self.rate_drop_before),
+        ):
+            if x < rate:
+                return name
+            x -= rate
+        return None
+
+
+def drop_connection(request: web.Request) -> None:
+    """Close ``request``'s connection without an answer (the client sees it dropped)."""
+    if request.transport is not None:
+        request.transport.close()
+
+
+@dataclass
 class Call:
     """One request the fake received."""
 
@@ -34,6 +88,12 @@ class Call:
     at: float = field(default_factory=time.monotonic)
     status: int = 200
     result: Any = None
+    fault: str | None = None
+
+    @property
+    def processed(self) -> bool:
+        """Whether the fake carried the call out (whatever the client got back)."""
+        return self.status == 200 and self.fault != "drop_before"
 
     @property
     def ok(self) -> bool:
@@ -66,6 +126,7 @@ class FakeTelegram:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(5000)
         self._failures: list[tuple[str, int | None, int, dict[str, Any]]] = []
+        self.faults: Faults | None = None
         self._loop = asyncio.new_event_loop()
         self._new_update: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -146,15 +207,49 @@ class FakeTelegram:
             if failure is not None:
                 self._failures.remove(failure)
                 call.status = failure[2]
+            elif self.faults is not None:
+                call.fault = self.faults.draw(method)
             self.calls.append(call)
         if failure is not None:
             return web.json_response(failure[3], status=failure[2])
+        injected = self._injected(call)
+        if injected is not None:
+            return injected
+        if call.fault == "drop_before":
+            call.status = 499
+            drop_connection(request)
+            return web.Response(status=499)
         result = self._answer(method, params)
         if result is None:
             call.status = 404
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
         call.result = result
+        if call.fault == "drop":
+            drop_connection(request)
+            return web.Response(status=499)
+        if call.fault == "stall":
+            assert self.faults is not None
+            await asyncio.sleep(self.faults.stall_s)
         return web.json_response({"ok": True, "result": result})
+
+    def _injected(self, call: Call) -> web.Response | None:
+        """The error answer of an injected 429 or 5xx (the call is not processed)."""
+        if call.fault == "429":
+            assert self.faults is not None
+            wait = self.faults.retry_after
+            call.status = 429
+            body = {
+                "ok": False,
+                "error_code": 429,
+                "description": f"Too Many Requests: retry after {wait}",
+                "parameters": {"retry_after": wait},
+            }
+            return web.json_response(body, status=429)
+        if call.fault == "500":
+            call.status = 500
+            body = {"ok": False, "error_code": 500, "description": "Internal Server Error"}
+            return web.json_response(body, status=500)
+        return None
 
     @staticmethod
     async def _read(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -1,13 +1,39 @@
-"""The body of the ``deliver`` task: post a job's outcome into its conversation exactly once."""
+"""The body of the ``deliver`` task: post a job's outcome into its conversation exactly once.
+
+Three things make that hold when workers die and platforms time out (docs/reliability.md):
+
+- **A lease per job** (``ib:delivering:<job>``, a token with a TTL), refreshed by a background thread
+  while the send runs. A delivery that finds it held raises :class:`DeliveryLocked`: the task retries
+  once the lease can have lapsed, so a lease left by a dead worker leads to a retry, never to an ack.
+- **A journal per job** (``ib:delivery:<job>``, a hash): ``sending`` is written before the platform is
+  called, ``posted`` / ``unconfirmed`` / ``failed`` after. A retry that finds ``sending`` knows an
+  earlier send's outcome is unknown (timeout, or a worker killed mid-send) and passes
+  ``unconfirmed=True`` to the sender, which then never posts the result a second time blindly.
+- **One sender per chat at a time**, paced to the platform's per-chat limit, so concurrent delivery
+  threads keep each chat's results in order and under its rate limit.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from core.delivery import DeliveryContext, DeliveryFailed, Sender
-from core.jobs import JobRecord
+import redis
+
+from core.delivery import (
+    POSTED,
+    DeliveryAmbiguous,
+    DeliveryContext,
+    DeliveryFailed,
+    DeliveryLocked,
+    Sender,
+)
+from core.jobs import JobRecord, JobStatus
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -18,7 +44,29 @@ SENDERS = {
     "telegram": "bots.telegram.send",
     "discord": "bots.discord.send",
 }
-LOCK_S = 120
+#: Longest delivery lease; shorter when the job lease is (tests). Refreshed every third of it.
+LOCK_S = 30.0
+MIN_LOCK_S = 3.0
+#: Sends the journal allows per job (each platform call counts) before the job is given up.
+MAX_SEND_ATTEMPTS = 8
+#: Gap between two messages to one chat: Telegram allows about 1/s in a private chat and 20/min in a
+#: group (negative chat ids); Discord's per-channel bucket is 5 per 5 s.
+CHAT_GAP_S = {"telegram": 1.0, "telegram-group": 3.0, "discord": 1.0}
+#: How long a delivery waits for another one to the same chat before it retries later instead.
+CHAT_WAIT_S = 20.0
+
+# Refresh / release only while the key still holds our token: a lapsed lease taken over by another
+# worker is never extended or deleted by the one that lost it.
+_REFRESH = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+# Journal states.
+SENDING = "sending"
+UNCONFIRMED = "unconfirmed"
+FAILED = "failed"
 
 
 def sender_for(platform: str) -> Sender:
@@ -31,35 +79,189 @@ def sender_for(platform: str) -> Sender:
     return importlib.import_module(module_name).send
 
 
-def _cli_send(record: JobRecord, ctx: DeliveryContext) -> None:
+def _cli_send(record: JobRecord, ctx: DeliveryContext) -> str:
     """The CLI waits on the job record and reads the images from the store: nothing to post."""
     log.info("job %s (%s) is ready for the CLI", record.id, record.status.value)
+    return POSTED
+
+
+def lock_key(job_id: str) -> str:
+    """The delivery lease of ``job_id``."""
+    return f"ib:delivering:{job_id}"
+
+
+def journal_key(job_id: str) -> str:
+    """The delivery journal of ``job_id`` (a hash: state, attempts, started_at, outcome...)."""
+    return f"ib:delivery:{job_id}"
+
+
+def lease_seconds(rt: Runtime) -> float:
+    """Length of a delivery lease for this worker's settings."""
+    return max(MIN_LOCK_S, min(LOCK_S, rt.settings.job_lease_s))
+
+
+class Lease:
+    """A Redis key held with a token and a TTL, refreshed by a daemon thread until :meth:`release`."""
+
+    def __init__(self, client: redis.Redis, key: str, seconds: float) -> None:
+        self.redis = client
+        self.key = key
+        self.ms = int(seconds * 1000)
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def acquire(self) -> bool:
+        """Take the key if free; starts refreshing it."""
+        if not self.redis.set(self.key, self.token, nx=True, px=self.ms):
+            return False
+        self._thread = threading.Thread(target=self._keep, name=f"lease:{self.key}", daemon=True)
+        self._thread.start()
+        return True
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.ms / 3000):
+            try:
+                if not self.redis.eval(_REFRESH, 1, self.key, self.token, self.ms):
+                    self.lost = True
+                    log.warning("lease %s lapsed while held", self.key)
+                    return
+            except redis.RedisError as exc:  # keep trying: the TTL still covers two more rounds
+                log.warning("could not refresh lease %s: %s", self.key, exc)
+
+    def release(self) -> None:
+        """Stop refreshing and delete the key if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.redis.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError as exc:  # it lapses by itself
+            log.warning("could not release lease %s: %s", self.key, exc)
+
+    def remaining_s(self) -> float:
+        """Seconds until the key (held by anyone) lapses; 0 when it is free."""
+        ms = self.redis.pttl(self.key)
+        return max(0.0, ms / 1000) if ms and ms > 0 else 0.0
 
 
 def run_deliver(rt: Runtime, job_id: str) -> str:
     """Deliver ``job_id`` unless already delivered. Returns what happened (for logs and tests).
 
-    Raises :class:`core.delivery.DeliveryRetry` when the platform says "later"; the task retries.
+    Raises :class:`DeliveryLocked` while another delivery holds the job's lease (the task retries when
+    it can have lapsed), :class:`core.delivery.DeliveryRetry` / :class:`DeliveryAmbiguous` when the
+    platform says "later" or did not answer, :class:`DeliveryFailed` when it refuses for good.
     """
     record = rt.jobs.get(job_id)
     if record.delivered_at is not None:
         return "already-delivered"
     if not record.status.finished:
         return "not-finished"
-    # One sender at a time per job; the lock expires so a crashed sender does not block forever.
-    lock_key = f"ib:delivering:{job_id}"
-    if not rt.redis.set(lock_key, rt.name, nx=True, ex=LOCK_S):
-        return "locked"
+    lease = Lease(rt.redis, lock_key(job_id), lease_seconds(rt))
+    if not lease.acquire():
+        raise DeliveryLocked(f"job {job_id} is being delivered", retry_after=lease.remaining_s() + 0.5)
     try:
-        record = rt.jobs.get(job_id)  # re-read under the lock
+        record = rt.jobs.get(job_id)  # re-read under the lease
         if record.delivered_at is not None:
             return "already-delivered"
-        ctx = DeliveryContext(settings=rt.settings, images=rt.images, history=rt.history)
-        sender_for(record.request.conversation.platform)(record, ctx)
-        rt.jobs.update(job_id, _mark_delivered)
-        return "delivered"
+        with _chat_turn(rt, record):
+            return _send_once(rt, record)
     finally:
-        rt.redis.delete(lock_key)
+        lease.release()
+
+
+def _send_once(rt: Runtime, record: JobRecord) -> str:
+    journal = journal_of(rt, record.id)
+    attempts = int(journal.get("attempts", 0))
+    if attempts >= MAX_SEND_ATTEMPTS:
+        raise DeliveryFailed(f"gave up after {attempts} send attempts")
+    unconfirmed = journal.get("state") in (SENDING, UNCONFIRMED)
+    key = journal_key(record.id)
+    rt.redis.hset(key, mapping={"state": SENDING, "attempts": attempts + 1, "started_at": time.time()})
+    rt.redis.expire(key, rt.settings.result_ttl_s)
+    ctx = DeliveryContext(settings=rt.settings, images=rt.images, history=rt.history, unconfirmed=unconfirmed)
+    try:
+        outcome = sender_for(record.request.conversation.platform)(record, ctx) or POSTED
+    except DeliveryAmbiguous:
+        rt.redis.hset(key, "state", UNCONFIRMED)  # the next try resolves it; "sending" would too
+        raise
+    except Exception:
+        # Definite: nothing was posted by this attempt. An earlier unconfirmed one stays unconfirmed.
+        rt.redis.hset(key, "state", UNCONFIRMED if unconfirmed else "retry")
+        raise
+    rt.redis.hset(key, mapping={"state": outcome, "finished_at": time.time()})
+    rt.jobs.update(record.id, _mark_delivered)
+    return "delivered" if outcome == POSTED else outcome
+
+
+def journal_of(rt: Runtime, job_id: str) -> dict[str, str]:
+    """The delivery journal of ``job_id`` as text fields (empty before the first send)."""
+    raw = rt.redis.hgetall(journal_key(job_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+@contextmanager
+def _chat_turn(rt: Runtime, record: JobRecord) -> Iterator[None]:
+    """Hold the conversation's send slot (one delivery per chat at a time, paced to its limit)."""
+    conv = record.request.conversation
+    platform = conv.platform
+    if platform not in CHAT_GAP_S:
+        yield
+        return
+    gap = CHAT_GAP_S["telegram-group"] if platform == "telegram" and conv.chat_id.startswith("-") else 0.0
+    gap = gap or CHAT_GAP_S[platform]
+    chat = f"{platform}:{conv.chat_id}"
+    lease = Lease(rt.redis, f"ib:chatsend:{chat}", lease_seconds(rt))
+    deadline = time.monotonic() + CHAT_WAIT_S
+    while not lease.acquire():
+        if time.monotonic() > deadline:
+            raise DeliveryLocked(f"chat {chat} is busy", retry_after=1.0)
+        time.sleep(0.05)
+    try:
+        next_at = rt.redis.get(f"ib:chatnext:{chat}")
+        wait = float(next_at) - time.time() if next_at else 0.0
+        if wait > 0:
+            time.sleep(min(wait, gap))
+        yield
+    finally:
+        rt.redis.set(f"ib:chatnext:{chat}", time.time() + gap, ex=60)
+        lease.release()
+
+
+def give_up(rt: Runtime, job_id: str, reason: str) -> str:
+    """End a delivery that ran out of retries: the job is marked failed, and the conversation is told
+    (best effort: the platform may still be refusing). Returns ``"failed"``."""
+    from core.delivery import delivery_failed_text
+
+    journal = journal_of(rt, job_id)
+    attempts = int(journal.get("attempts", 0))
+    rt.redis.hset(journal_key(job_id), mapping={"state": FAILED, "reason": reason[:300]})
+    record = rt.jobs.get(job_id)
+    text = delivery_failed_text(record, attempts)
+
+    def fail(r: JobRecord) -> JobRecord:
+        if r.delivered_at is None:
+            r.status = JobStatus.FAILED
+            r.error = text
+            r.delivered_at = time.time()
+        return r
+
+    record = rt.jobs.update(job_id, fail)
+    platform = record.request.conversation.platform
+    module_name = SENDERS.get(platform)
+    if module_name and platform != "web":
+        try:
+            importlib.import_module(module_name).send_text(record.request.conversation, text, rt.settings)
+        except Exception as exc:  # noqa: BLE001 - best effort: the platform is what failed
+            log.warning("job %s: could not tell the conversation delivery failed: %r", job_id, exc)
+    elif platform == "web":
+        rt.history.append("web", record.request.conversation.chat_id, _web_failure(record))
+    return "failed"
+
+
+def _web_failure(record: JobRecord) -> dict[str, object]:
+    return {"role": "bot", "job_id": record.id, "status": record.status.value, "text": record.error}
 
 
 def _mark_delivered(record: JobRecord) -> JobRecord:

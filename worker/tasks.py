@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Task, shared_task
 
-from core.delivery import DeliveryFailed, DeliveryRetry
+from core.delivery import DeliveryAmbiguous, DeliveryFailed, DeliveryLocked, DeliveryRetry
 from core.errors import JobNotFound
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
-from worker.deliver import run_deliver
+from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
 from worker.train_task import run_train, schedule_recheck
 
 log = logging.getLogger(__name__)
-MAX_DELIVERY_RETRIES = 8
+MAX_DELIVERY_RETRIES = MAX_SEND_ATTEMPTS
+#: Longest wait between two sends of one job (backoff 2, 4, 8... seconds, capped here).
+MAX_BACKOFF_S = 60.0
+#: Retry after Redis (the broker) failed mid-delivery.
+REDIS_RETRY_S = 5.0
 INLINE_PLATFORMS = ("web", "cli")
 
 
@@ -50,21 +55,41 @@ def _deliver_inline(rt: Runtime, job_id: str) -> bool:
         return False
 
 
-@shared_task(bind=True, name=DELIVER_TASK, max_retries=MAX_DELIVERY_RETRIES)
+@shared_task(bind=True, name=DELIVER_TASK, max_retries=None)
 def deliver(self: Task, job_id: str) -> str:
-    """Post job ``job_id``'s outcome to its conversation; retried with backoff, never posted twice."""
+    """Post job ``job_id``'s outcome to its conversation; retried with backoff, never posted twice.
+
+    The retry budget is counted in the job's delivery journal (sends made), not in Celery's retries:
+    waiting for another delivery's lease to lapse costs nothing. Past the budget, or on a refusal for
+    good, the job is marked failed and the conversation is told (worker/deliver.py ``give_up``).
+    """
     rt = runtime_for(self.app)
     try:
         return run_deliver(rt, job_id)
     except JobNotFound:
         log.warning("deliver: job %s expired before delivery", job_id)
         return "missing"
+    except DeliveryLocked as exc:  # never an ack: retry when the lease can have lapsed
+        raise self.retry(exc=exc, countdown=exc.retry_after) from exc
     except DeliveryRetry as exc:
-        countdown = exc.retry_after if exc.retry_after is not None else 2 ** min(self.request.retries, 6)
+        sends = int(journal_of(rt, job_id).get("attempts", 0))
+        if sends >= MAX_SEND_ATTEMPTS:
+            log.error("deliver: job %s not posted after %d sends: %s", job_id, sends, exc)
+            return give_up(rt, job_id, str(exc))
+        if isinstance(exc, DeliveryAmbiguous):
+            countdown = 1.0  # the retry resolves it without posting again; no need to wait
+        elif exc.retry_after is not None:
+            countdown = exc.retry_after
+        else:
+            countdown = min(MAX_BACKOFF_S, 2.0**sends)
+        log.info("deliver: job %s retries in %.1f s: %s", job_id, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown) from exc
     except DeliveryFailed as exc:
         log.error("deliver: job %s cannot be delivered: %s", job_id, exc)
-        return "failed"
+        return give_up(rt, job_id, str(exc))
+    except redis.RedisError as exc:  # Redis went away mid-delivery: the journal resolves the retry
+        log.warning("deliver: job %s: Redis error, retrying: %s", job_id, exc)
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_S) from exc
 
 
 @shared_task(bind=True, name=TRAIN_TASK)

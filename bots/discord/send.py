@@ -10,6 +10,13 @@ With ``IMAGINEBOT_DISCORD_THREAD_PER_JOB`` a result posted outside a thread gets
 from it (``POST /channels/{id}/messages/{message}/threads``, bot token), named after the prompt. That is
 best effort: where Discord refuses (no permission, a DM, a channel without threads) or fails, the
 result stays delivered and the failure is only logged, never retried (a retry would post the image twice).
+
+A send whose answer never came (read timeout, connection dropped after the request went out) raises
+:class:`~core.delivery.DeliveryAmbiguous`. The retry (``ctx.unconfirmed``) never posts a follow-up
+again: it edits the interaction's original answer (``PATCH .../messages/@original``, idempotent) to say
+the picture was sent unconfirmed. Channel messages carry the job id as ``nonce`` with
+``enforce_nonce``, so Discord itself drops a repeat within minutes: those are simply sent again.
+One ``requests.Session`` (one connection pool) serves every delivery thread of the worker.
 """
 
 from __future__ import annotations
@@ -17,13 +24,25 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from bots.discord.components import result_buttons
-from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result_caption
+from core.delivery import (
+    POSTED,
+    UNCONFIRMED,
+    DeliveryAmbiguous,
+    DeliveryContext,
+    DeliveryFailed,
+    DeliveryRetry,
+    result_caption,
+    unconfirmed_text,
+)
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 
@@ -37,21 +56,44 @@ MAX_THREAD_NAME = 100
 THREAD_ARCHIVE_MINUTES = 1440
 THREAD_TIMEOUT_S = 10.0
 NO_MENTIONS: dict[str, Any] = {"parse": []}
+POOL_SIZE = 32
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
 
 
-def send(record: JobRecord, ctx: DeliveryContext) -> None:
+def session() -> requests.Session:
+    """The worker's one HTTP session (connection pool) for Discord, shared by all delivery threads."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = requests.Session()
+            _session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+            _session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+        return _session
+
+
+def send(record: JobRecord, ctx: DeliveryContext) -> str:
     """Post ``record``'s outcome (image, error or cancellation) into its Discord conversation."""
     conv = record.request.conversation
     payload, png = _message(record, ctx)
     base = ctx.settings.discord_api_base.rstrip("/")
     fresh = time.time() - record.created_at < WEBHOOK_TTL_S
+    webhook = f"{base}/webhooks/{conv.application_id}/{conv.interaction_token}"
     if conv.interaction_token and conv.application_id and fresh:
-        url = f"{base}/webhooks/{conv.application_id}/{conv.interaction_token}"
-        response = _post(url, {**payload, "allowed_mentions": NO_MENTIONS}, png, headers={})
-        if response.status_code not in (401, 404):  # 401/404: the token expired; use the channel
-            _check(response)
-            _maybe_start_thread(record, ctx, png, response)
-            return
+        if ctx.unconfirmed:  # a follow-up may be posted already: edit the original answer instead
+            note = {"content": unconfirmed_text(record)[:MAX_CONTENT], "allowed_mentions": NO_MENTIONS}
+            if png is not None:
+                note["components"] = payload["components"]
+            response = _post(f"{webhook}/messages/@original", note, None, headers={}, method="PATCH")
+            if response.status_code not in (401, 404):
+                _check(response)
+                return UNCONFIRMED
+        else:
+            response = _post(webhook, {**payload, "allowed_mentions": NO_MENTIONS}, png, headers={})
+            if response.status_code not in (401, 404):  # 401/404: the token expired; use the channel
+                _check(response)
+                _maybe_start_thread(record, ctx, png, response)
+                return POSTED
     token = ctx.settings.discord_token
     if not token:
         raise DeliveryFailed("the interaction token expired and IMAGINEBOT_DISCORD_TOKEN is not set")
@@ -60,12 +102,16 @@ def send(record: JobRecord, ctx: DeliveryContext) -> None:
         **payload,
         "content": f"<@{user_id}> {payload['content']}"[:MAX_CONTENT],
         "allowed_mentions": {"users": [user_id]},
+        # Discord returns the first message instead of posting a second one with the same nonce.
+        "nonce": record.id[:25],
+        "enforce_nonce": True,
     }
     channel_id = conv.thread_id or conv.chat_id
     url = f"{base}/channels/{channel_id}/messages"
     response = _post(url, mentioned, png, headers={"Authorization": f"Bot {token}"})
     _check(response)
     _maybe_start_thread(record, ctx, png, response)
+    return POSTED
 
 
 def _maybe_start_thread(
@@ -87,7 +133,7 @@ def _maybe_start_thread(
             log.warning("job %s: no thread (Discord returned no message id)", record.id)
             return
         base = settings.discord_api_base.rstrip("/")
-        response = requests.post(  # outside a thread, the result went to the conversation's channel
+        response = session().post(  # outside a thread, the result went to the conversation's channel
             f"{base}/channels/{conv.chat_id}/messages/{message_id}/threads",
             json={
                 "name": thread_name(record.request.prompt),
@@ -138,18 +184,33 @@ def _filename(record: JobRecord) -> str:
     return f"imaginebot-{record.id}.png"
 
 
-def _post(url: str, payload: dict[str, Any], png: bytes | None, headers: dict[str, str]) -> requests.Response:
-    """POST JSON, or multipart (``payload_json`` + ``files[0]``) when there is an image."""
+def _post(
+    url: str, payload: dict[str, Any], png: bytes | None, headers: dict[str, str], method: str = "POST"
+) -> requests.Response:
+    """Send JSON, or multipart (``payload_json`` + ``files[0]``) when there is an image.
+
+    Raises :class:`DeliveryRetry` when the request cannot have reached Discord (connection refused,
+    connect timeout) and :class:`DeliveryAmbiguous` when it went out and no answer came back.
+    """
     try:
         if png is None:
-            return requests.post(url, json=payload, headers=headers, timeout=HTTP_TIMEOUT_S)
+            return session().request(method, url, json=payload, headers=headers, timeout=HTTP_TIMEOUT_S)
         filename = payload["attachments"][0]["filename"]
         files = {
             "payload_json": (None, json.dumps(payload), "application/json"),
             "files[0]": (filename, png, "image/png"),
         }
-        return requests.post(url, files=files, headers=headers, timeout=HTTP_TIMEOUT_S)
-    except requests.RequestException as exc:  # connection refused, reset, timeout
+        return session().request(method, url, files=files, headers=headers, timeout=HTTP_TIMEOUT_S)
+    except requests.ConnectTimeout as exc:
+        raise DeliveryRetry("Discord unreachable: ConnectTimeout") from exc
+    except requests.ConnectionError as exc:
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
+            raise DeliveryRetry(f"Discord unreachable: {type(reason).__name__}") from exc
+        raise DeliveryAmbiguous(f"Discord dropped the connection: {exc.__class__.__name__}") from exc
+    except requests.Timeout as exc:
+        raise DeliveryAmbiguous(f"Discord did not answer: {exc.__class__.__name__}") from exc
+    except requests.RequestException as exc:
         raise DeliveryRetry(f"Discord unreachable: {exc.__class__.__name__}") from exc
 
 

@@ -4,6 +4,16 @@ One call posts the result — a single ``sendPhoto`` of the paired image (it hol
 job, one row per seed) with the caption and the inline keyboard — so a 429 can never leave half an
 album behind that a retry would post again. Only after that call succeeds is the "Queued…" status
 message removed, and nothing that happens then can make the task retry.
+
+Telegram's Bot API has no idempotency key and no way to look up what a bot sent, so a send whose
+answer never came (read timeout, connection dropped mid-request) cannot be checked. It raises
+:class:`~core.delivery.DeliveryAmbiguous` and is never repeated: the retry (``ctx.unconfirmed``)
+edits the job's own status message instead — an edit is idempotent — to say the picture was sent
+unconfirmed, with the Reroll buttons. Failures where the request never left (connection refused, a
+connect or pool timeout) or Telegram answered (429, 5xx) are repeated as usual.
+
+Every delivery thread of a worker shares one :class:`telegram.Bot` (one HTTP connection pool) and one
+event loop, built on first use and kept for the life of the process.
 """
 
 from __future__ import annotations
@@ -11,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import httpx
 from PIL import Image
 from telegram import Bot, InputFile, ReplyParameters
 from telegram.error import (
@@ -23,15 +36,27 @@ from telegram.error import (
     NetworkError,
     RetryAfter,
     TelegramError,
+    TimedOut,
 )
+from telegram.request import HTTPXRequest
 
 from bots.telegram.api import api_urls, retry_after_seconds
 from bots.telegram.buttons import result_keyboard
-from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry, result_caption
+from core.delivery import (
+    POSTED,
+    UNCONFIRMED,
+    DeliveryAmbiguous,
+    DeliveryContext,
+    DeliveryFailed,
+    DeliveryRetry,
+    result_caption,
+    unconfirmed_text,
+)
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Telegram's limits for photos (larger ones must go as documents).
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
@@ -39,6 +64,92 @@ PHOTO_MAX_SIDES = 10_000  # width + height
 PHOTO_MAX_RATIO = 20
 CAPTION_MAX = 1024
 TEXT_MAX = 4096
+# Timeouts of the shared client. A generous read timeout makes an unanswered (ambiguous) upload rare;
+# concurrent delivery threads keep one slow upload from holding up the others.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 15.0
+WRITE_TIMEOUT_S = 30.0
+POOL_SIZE = 32
+# httpx errors raised before the request can have reached Telegram: safe to repeat.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+)
+
+
+class _SharedBot:
+    """One initialised :class:`Bot` and the event loop it runs on, for every thread of the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.telegram_token
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="telegram-send", daemon=True).start()
+        base_url, base_file_url = api_urls(settings)
+        request = HTTPXRequest(
+            connection_pool_size=POOL_SIZE,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            write_timeout=WRITE_TIMEOUT_S,
+            media_write_timeout=WRITE_TIMEOUT_S,
+            pool_timeout=CONNECT_TIMEOUT_S,
+        )
+        self.bot = Bot(
+            settings.telegram_token, base_url=base_url, base_file_url=base_file_url, request=request
+        )
+        self.ready = False
+
+    def run(self, make: Callable[[Bot], Awaitable[T]]) -> T:
+        """Run ``make(bot)`` on the shared loop and wait for it (from any thread)."""
+
+        async def call() -> T:
+            if not self.ready:
+                await self.bot.initialize()
+                self.ready = True
+            return await make(self.bot)
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+
+
+_shared: dict[tuple[str, str], _SharedBot] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_bot(settings: Settings) -> _SharedBot:
+    """This process's client for ``settings``' token and API base (built on first use)."""
+    if not settings.telegram_token:
+        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
+    key = (settings.telegram_token, settings.telegram_api_base)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = _SharedBot(settings)
+        return _shared[key]
+
+
+def call_telegram(settings: Settings, what: str, make: Callable[[Bot], Awaitable[T]]) -> T:
+    """Run ``make(bot)`` with the shared client, Telegram's errors mapped to the delivery errors:
+    :class:`DeliveryRetry` (not posted, later), :class:`DeliveryAmbiguous` (maybe posted),
+    :class:`DeliveryFailed` (never)."""
+    client = shared_bot(settings)
+    try:
+        return client.run(make)
+    except RetryAfter as exc:
+        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
+    except InvalidToken as exc:  # its text holds the token: never pass it on
+        raise DeliveryFailed("telegram rejected the bot token") from exc
+    # BadRequest is a NetworkError subclass in python-telegram-bot: check the permanent ones first.
+    except (BadRequest, Forbidden, ChatMigrated) as exc:
+        raise DeliveryFailed(f"telegram refused {what}: {exc}") from exc
+    except (TimedOut, NetworkError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, _NOT_SENT) or (isinstance(exc, NetworkError) and cause is None):
+            # Never sent, or Telegram answered (5xx): nothing was posted.
+            raise DeliveryRetry(f"telegram: {exc}") from exc
+        raise DeliveryAmbiguous(f"telegram did not answer {what}: {exc!r}") from exc
+    except TelegramError as exc:
+        raise DeliveryFailed(f"telegram error for {what}: {exc}") from exc
 
 
 def fit_photo(png: bytes) -> tuple[bytes, str, bool]:
@@ -57,37 +168,46 @@ def fit_photo(png: bytes) -> tuple[bytes, str, bool]:
     return png, "imaginebot.png", True
 
 
-def send(record: JobRecord, ctx: DeliveryContext) -> None:
-    """Post ``record``'s outcome as a reply in its chat and topic.
+def send(record: JobRecord, ctx: DeliveryContext) -> str:
+    """Post ``record``'s outcome as a reply in its chat and topic; see the module docstring.
 
-    Raises :class:`DeliveryRetry` for 429 (with Telegram's wait), network errors and timeouts, and
+    Raises :class:`DeliveryRetry` for 429 (with Telegram's wait), 5xx and connection failures,
+    :class:`DeliveryAmbiguous` when the upload went out and no answer came back, and
     :class:`DeliveryFailed` when Telegram refuses for good (bot blocked, chat or topic gone).
     """
-    settings = ctx.settings
-    if not settings.telegram_token:
-        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
     png = None
     if record.status == JobStatus.DONE and record.pair_key:
         png = ctx.images.get(record.pair_key)
-    base_url, base_file_url = api_urls(settings)
-    bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
+    if ctx.unconfirmed:
+        return call_telegram(ctx.settings, f"job {record.id}", lambda bot: _mark_unconfirmed(bot, record))
+    call_telegram(ctx.settings, f"job {record.id}", lambda bot: _post_outcome(bot, record, png))
+    # Posted: nothing after this point may raise (a retry would post again).
     try:
-        asyncio.run(_deliver(bot, record, png))
-    except RetryAfter as exc:
-        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
-    # BadRequest is a NetworkError subclass in python-telegram-bot: check the permanent ones first.
-    except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
-        raise DeliveryFailed(f"telegram refused job {record.id}: {exc}") from exc
-    except NetworkError as exc:  # includes TimedOut and Telegram's 5xx
-        raise DeliveryRetry(f"telegram: {exc}") from exc
-    except TelegramError as exc:
-        raise DeliveryFailed(f"telegram error for job {record.id}: {exc}") from exc
+        shared_bot(ctx.settings).run(lambda bot: _clear_status(bot, record))
+    except Exception as exc:  # noqa: BLE001 - best effort
+        log.info("job %s: status message left as is: %r", record.id, exc)
+    return POSTED
 
 
-async def _deliver(bot: Bot, record: JobRecord, png: bytes | None) -> None:
-    async with bot:  # closes the HTTP client whatever happens
-        await _post_outcome(bot, record, png)
-        await _clear_status(bot, record)
+async def _mark_unconfirmed(bot: Bot, record: JobRecord) -> str:
+    """An earlier send of ``record`` got no answer: say so on its status message (an idempotent edit),
+    with the Reroll buttons, instead of posting the result a second time."""
+    conv = record.request.conversation
+    if not conv.status_message_id:
+        log.warning("job %s: an earlier send is unconfirmed and there is no status message", record.id)
+        return UNCONFIRMED
+    text = unconfirmed_text(record) if record.status == JobStatus.DONE else _outcome_text(record)
+    markup: Any = result_keyboard(record) if record.status == JobStatus.DONE else None
+    try:
+        await bot.edit_message_text(
+            text[:TEXT_MAX],
+            chat_id=int(conv.chat_id),
+            message_id=int(conv.status_message_id),
+            reply_markup=markup,
+        )
+    except BadRequest as exc:  # deleted by the user, or already says this: nothing more to do
+        log.info("job %s: unconfirmed note not shown: %s", record.id, exc)
+    return UNCONFIRMED
 
 
 async def _post_outcome(bot: Bot, record: JobRecord, png: bytes | None) -> None:
@@ -154,25 +274,8 @@ def _reply_parameters(conversation: Conversation) -> ReplyParameters | None:
 
 
 def _post_to_conversation(settings: Settings, what: str, post: Callable[[Bot], Awaitable[object]]) -> None:
-    """Run ``post(bot)`` with a fresh, closed-afterwards Bot; map Telegram's errors like :func:`send`:
-    :class:`DeliveryRetry` for "later", :class:`DeliveryFailed` for "never"."""
-    if not settings.telegram_token:
-        raise DeliveryFailed("IMAGINEBOT_TELEGRAM_TOKEN is not set on this worker")
-    base_url, base_file_url = api_urls(settings)
-    bot = Bot(settings.telegram_token, base_url=base_url, base_file_url=base_file_url)
-
-    async def run() -> None:
-        async with bot:
-            await post(bot)
-
-    try:
-        asyncio.run(run())
-    except RetryAfter as exc:
-        raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
-    except (BadRequest, Forbidden, InvalidToken, ChatMigrated) as exc:
-        raise DeliveryFailed(f"telegram refused {what}: {exc}") from exc
-    except NetworkError as exc:
-        raise DeliveryRetry(f"telegram: {exc}") from exc
+    """Run ``post(bot)`` with the shared client; errors mapped like :func:`send`."""
+    call_telegram(settings, what, post)
 
 
 def send_text(conversation: Conversation, text: str, settings: Settings) -> None:
