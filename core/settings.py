@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         "Set 1 when several workers share a CPU: oversubscribed threads run many times slower.",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        description="Serve Prometheus metrics (and /healthz) on this port in workers and bots; "
+        "`worker --gpus` gives each process port+i. Unset: no metrics server (the web chat has /metrics).",
+    )
+    log_format: str = Field(default="text", description="text | json (one object per line, with job ids).")
+
     # --- chat platforms -------------------------------------------------------------------------
     discord_token: str | None = None
     discord_api_base: str = "https://discord.com/api/v10"
@@ -63,6 +70,35 @@ class Settings(BaseSettings):
         default=None,
         description="Password web-chat /retrain needs when web_host is not a loopback address "
         "(unset there: /retrain from the web is refused).",
+    )
+
+    web_access_password: str | None = Field(
+        default=None,
+        description="Password (or invite token) a browser must give once before using the web chat when "
+        "web_host is not loopback; the web chat refuses to start beyond localhost without it.",
+    )
+    web_secret_key: str | None = Field(
+        default=None, description="Key that signs the web chat's session cookie (random per start if unset)."
+    )
+    web_allowed_hosts: str = Field(
+        default="localhost",
+        description="Comma list of host names the web chat answers to (IP addresses always work); "
+        "other Host headers get 400, which stops DNS rebinding. '*' allows any.",
+    )
+    web_trusted_proxies: str = Field(
+        default="",
+        description="Comma list of proxy addresses or networks (CIDR) whose X-Forwarded-For is believed "
+        "for the client's IP. Empty: the connecting address is the client.",
+    )
+    web_rate_limit_ip: int = Field(
+        default=30, description="Web chat POSTs (prompts, cancels) one client IP may make per rate window."
+    )
+    web_rate_limit_conversation: int = Field(
+        default=20, description="Web chat POSTs one conversation may make per rate window."
+    )
+    web_threads: int = Field(default=8, description="Web chat worker threads (waitress).")
+    web_channel_timeout_s: int = Field(
+        default=15, description="Close a web connection idle (or stalled mid-request) this long."
     )
 
     # --- models ---------------------------------------------------------------------------------
@@ -118,6 +154,13 @@ class Settings(BaseSettings):
         default=3600, description="Redis gives an unacknowledged task to another worker after this long."
     )
     progress_interval_s: float = Field(default=2.0, description="At most one progress edit this often.")
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+        return value
 
     @field_validator("device")
     @classmethod

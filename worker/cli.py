@@ -129,6 +129,10 @@ def worker(
     concurrency: int = typer.Option(1, help="Tasks at once (keep 1 per GPU)."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
     preload: bool = typer.Option(True, help="Load the engines before taking jobs (gpu queue only)."),
+    gpus: str = typer.Option(
+        None, help="One worker process per GPU: indices (0,1) or 'all'. Each sees only its GPU."
+    ),
+    hostname: str = typer.Option(None, help="Celery node name (default celery@<host>; --gpus: gpuN@<host>)."),
 ) -> None:
     """Run a Celery worker. Start more of them, on more machines, to scale out."""
     settings = _shared_settings()
@@ -136,8 +140,26 @@ def worker(
     if unknown:
         console.print(f"[red]Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(ALL_QUEUES)}.[/red]")
         raise typer.Exit(2)
+    from core.logging_setup import setup_logging
+
+    setup_logging(settings, service="worker", level=loglevel.upper())
+    if gpus is not None:
+        from worker.gpus import GpuSpecError, parse_gpus, run_per_gpu
+
+        try:
+            gpu_ids = parse_gpus(gpus)
+        except GpuSpecError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        args = ["--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+        args += [] if preload else ["--no-preload"]
+        console.print(f"one worker per GPU: {', '.join(gpu_ids)}")
+        raise typer.Exit(run_per_gpu(gpu_ids, args, settings.metrics_port))
+    from core.metrics import serve_metrics
+    from core.store import connect
     from worker.app import create_app
 
+    serve_metrics(settings.metrics_port, connect(str(settings.redis_url)))
     celery_app = create_app(settings)
     if preload and "gpu" in queues.split(","):
         # The first job should not wait for model loading; a broken model fails here, loudly.
@@ -149,9 +171,10 @@ def worker(
                 engine = runtime.engines.get(name)
             console.print(f"engine {name} ready: {engine.info.version}")
     pool = "solo" if concurrency == 1 else "threads"
+    node = ["-n", hostname] if hostname else []
     celery_app.worker_main(
         ["worker", "-Q", queues, "-P", pool, "-c", str(concurrency), "--loglevel", loglevel,
-         "--without-gossip", "--without-mingle"]
+         "--without-gossip", "--without-mingle", *node]
     )  # fmt: skip
 
 

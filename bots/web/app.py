@@ -96,6 +96,9 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     client = queue or QueueClient(settings)
     trainer = TrainingClient(settings, client.redis, client.producer)
+    from bots.web.security import install as install_security
+
+    install_security(app, settings, client)  # headers, allowed hosts, access password, rate limits, /metrics
 
     def check_admin_password(data: dict[str, Any]) -> None:
         """Beyond localhost, web-chat ``/retrain`` (start and cancel) also needs the admin password:
