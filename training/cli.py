@@ -45,6 +45,14 @@ def train_command(
     tensorboard: Annotated[
         Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
     ] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX; float32 elsewhere). "
+            "Default: the config's. A resumed run takes it from the command line.",
+        ),
+    ] = None,
     init_from: Annotated[
         Path | None,
         typer.Option(
@@ -67,6 +75,7 @@ def train_command(
         "ndf": ndf,
         "batch_size": batch_size,
         "version": version,
+        "bf16_on_cpu": bf16,
     }.items():
         if value is not None:
             setattr(cfg, name, value)

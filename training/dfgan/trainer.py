@@ -45,6 +45,7 @@ from training.dfgan.losses import (
 from training.dfgan.model import NetC, NetD, NetG
 from training.grid import labelled_grid
 from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
+from training.precision import autocast, bf16_enabled
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT_DIR = "checkpoint"
@@ -121,7 +122,7 @@ def train_step(
     # MA-GP differentiates w.r.t. image and sentence: fresh leaves, so the caller's tensors are untouched.
     real, sent = real.detach().requires_grad_(), sent.detach().requires_grad_()
     d_params = [*m.netD.parameters(), *m.netC.parameters()]
-    mixed = torch.autocast("cuda", torch.bfloat16, enabled=config.bf16_on_gpu and real.is_cuda)
+    mixed = autocast(real.device, bf16_enabled(real.device, config.bf16_on_gpu, config.bf16_on_cpu))
     # Scores leave autocast in at least float32 (a float64 model keeps float64, as the tests use).
     loss_dtype = torch.promote_types(real.dtype, torch.float32)
 
@@ -213,7 +214,8 @@ def train(
 
     With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
     EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
-    except for ``epochs`` and the ``version`` label. Otherwise, with ``init_from`` (a checkpoint
+    except for ``epochs``, the ``version`` label and the speed switches (``bf16_on_cpu``,
+    ``compile_generator``), which a resumed run may change. Otherwise, with ``init_from`` (a checkpoint
     folder such as a shipped model), the generator and its EMA start from that folder's weights
     (a warm start: discriminator and optimisers start fresh, the step count at 0).
     """
@@ -222,9 +224,10 @@ def train(
     (out / "samples").mkdir(parents=True, exist_ok=True)
     console = console or Console()
     if resume and has_training_state(ckpt_dir):
-        epochs, version = config.epochs, config.version
+        kept = {k: getattr(config, k) for k in ("epochs", "version", "bf16_on_cpu", "compile_generator")}
         config = DFGANConfig.load(ckpt_dir / "config.json")
-        config.epochs, config.version = epochs, version
+        for name, value in kept.items():
+            setattr(config, name, value)
     steps_per_epoch = max(len(dataset) // config.batch_size, 1)
     total = max_steps if max_steps is not None else config.epochs * steps_per_epoch
 

@@ -31,6 +31,14 @@ def train_diffusion_command(
     tensorboard: Annotated[
         Path | None, typer.Option(help="Also write TensorBoard event files here (needs tensorboard).")
     ] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX; float32 elsewhere). "
+            "Default: the config's. A resumed run takes it from the command line.",
+        ),
+    ] = None,
     init_from: Annotated[
         Path | None,
         typer.Option(
@@ -55,6 +63,8 @@ def train_diffusion_command(
         cfg.version = version
     if steps is not None:
         cfg.steps = steps
+    if bf16 is not None:
+        cfg.bf16_on_cpu = bf16
     console = Console()
     try:
         data = get_dataset(dataset, data_dir, imsize=cfg.source_size, count=count, seed=cfg.seed)

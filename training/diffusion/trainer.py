@@ -34,6 +34,7 @@ from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
 from training.grid import labelled_grid
 from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
+from training.precision import autocast, bf16_enabled
 from training.text.encoders import load_text_encoder
 
 PIPELINE_DIR = "pipeline"
@@ -142,10 +143,11 @@ def train(
     resumable state, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event
     files under ``tensorboard`` when given).
 
-    With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped (the
-    saved config wins, except ``steps`` and the ``version`` label). Otherwise, with ``init_from`` (a
-    pipeline folder such as the shipped model, whose UNet has the same shape), the UNet and its EMA
-    start from its weights (a warm start: fresh optimiser, step 0, learning-rate warm-up again).
+    With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped
+    (the saved config wins, except ``steps``, the ``version`` label and ``bf16_on_cpu``). Otherwise,
+    with ``init_from`` (a pipeline folder such as the shipped model, whose UNet has the same shape),
+    the UNet and its EMA start from its weights (a warm start: fresh optimiser, step 0, learning-rate
+    warm-up again).
     """
     out = Path(out_dir)
     state_dir, pipe_dir = out / STATE_DIR, out / PIPELINE_DIR
@@ -153,9 +155,10 @@ def train(
     console = console or Console()
     resuming = resume and has_training_state(state_dir)
     if resuming:
-        steps, version = config.steps, config.version
+        kept = {k: getattr(config, k) for k in ("steps", "version", "bf16_on_cpu")}
         config = DiffusionConfig.load(state_dir / "train_config.json")
-        config.steps, config.version = steps, version
+        for name, value in kept.items():
+            setattr(config, name, value)
     total = max_steps if max_steps is not None else config.steps
 
     torch.manual_seed(config.seed)
@@ -228,16 +231,7 @@ def train(
             noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            pred = unet(noisy, t, encoder_hidden_states=cond[:, None, :], class_labels=cond).sample
-            loss = F.mse_loss(pred, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                decay = min(config.ema_decay, (1 + step) / (10 + step))
-                for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                    pe.lerp_(p, 1 - decay)
+            loss = train_step(unet, ema, opt, config, step, noisy, t, cond, noise)
             step += 1
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -264,6 +258,32 @@ def train(
         seconds=time.monotonic() - started,
         last_loss=loss_value,
     )
+
+
+def train_step(
+    unet: UNet2DConditionModel,
+    ema: UNet2DConditionModel,
+    opt: torch.optim.Optimizer,
+    config: DiffusionConfig,
+    step: int,
+    noisy: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """One optimiser step on a noised batch: predict the noise (under bf16 autocast where
+    ``config`` and the device allow it), MSE in float32, clip, AdamW, then the EMA. Returns the loss."""
+    with autocast(noisy.device, bf16_enabled(noisy.device, config.bf16_on_gpu, config.bf16_on_cpu)):
+        pred = unet(noisy, t, encoder_hidden_states=cond[:, None, :], class_labels=cond).sample
+    loss = F.mse_loss(pred.to(noise.dtype), noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+    return loss.detach()
 
 
 def _rows(unique: list[str], captions: list[str]) -> list[int]:
