@@ -106,7 +106,9 @@ def eval_command(
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint folder; default: the configured or shipped one.")
     ] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset whose answer key to use (shapes).")] = "shapes",
+    dataset: Annotated[
+        str, typer.Option(help="Answer key: shapes (one shape) or scenes (one or two shapes).")
+    ] = "shapes",
     count: Annotated[int, typer.Option(help="Captions to draw (each once).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation captions and noise.")] = 12345,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -132,16 +134,25 @@ def eval_command(
     from training.dfgan.evaluate import evaluate_shapes
     from worker.engines.dfgan import resolve_default_checkpoint, resolve_device
 
-    if dataset != "shapes":
-        raise typer.BadParameter("only the shapes dataset has an exact answer key", param_hint="--dataset")
+    if dataset not in ("shapes", "scenes"):
+        raise typer.BadParameter("only shapes and scenes have an exact answer key", param_hint="--dataset")
+    if dataset == "scenes" and fid_weights is not None:
+        raise typer.BadParameter("FID is measured on shapes only", param_hint="--fid-weights")
     if fid_weights is not None and not fid_weights.is_file():
         from training.eval.fid import missing_weights_message
 
         raise typer.BadParameter(missing_weights_message(fid_weights), param_hint="--fid-weights")
     folder = resolve_default_checkpoint(checkpoint)
     loaded = load_generator(folder, resolve_device(device))
-    scores = evaluate_shapes(loaded, count=count, seed=seed)
-    if r_precision:
+    if dataset == "scenes":
+        from training.eval.attributes import scenes_attribute_accuracy
+        from training.eval.r_precision import dfgan_generator
+
+        # R-precision's shipped matching encoders know one-shape captions only: not scored here.
+        scores = scenes_attribute_accuracy(dfgan_generator(loaded), count=count, seed=seed)
+    else:
+        scores = evaluate_shapes(loaded, count=count, seed=seed)
+    if r_precision and dataset == "shapes":
         from training.eval.r_precision import dfgan_generator, shapes_r_precision
 
         rp = shapes_r_precision(dfgan_generator(loaded), count=count, seed=seed)
@@ -161,17 +172,21 @@ def eval_command(
     for name, value in scores.items():
         console.print(f"  {name:<15} {value:.3f}")
     if grid is not None:
+        from training.data.scenes import ScenesDataset
         from training.data.shapes import ShapesDataset
         from training.dfgan.conditioning import sentence_vectors
         from training.dfgan.trainer import sample_grid
 
-        prompts = ShapesDataset.sample_prompts
+        prompts = (ScenesDataset if dataset == "scenes" else ShapesDataset).sample_prompts
         sentences = sentence_vectors(loaded.text_encoder, prompts, loaded.config)
         sample_grid(loaded.netG, sentences, prompts, loaded.config.nz).save(grid)
         console.print(f"sample grid written to {grid}")
     if json_out is not None:
         json_out.write_text(
-            json.dumps({"version": loaded.version, "count": count, "seed": seed, **scores}, indent=2)
+            json.dumps(
+                {"version": loaded.version, "dataset": dataset, "count": count, "seed": seed, **scores},
+                indent=2,
+            )
         )
 
 

@@ -110,7 +110,10 @@ def eval_diffusion_command(
     model: Annotated[
         str | None, typer.Option(help="Diffusers folder; default: the configured or shipped model.")
     ] = None,
-    count: Annotated[int, typer.Option(min=1, help="Shapes captions to draw (each once).")] = 1000,
+    dataset: Annotated[
+        str, typer.Option(help="Answer key: shapes (one shape) or scenes (one or two shapes).")
+    ] = "shapes",
+    count: Annotated[int, typer.Option(min=1, help="Captions to draw (each once).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the captions' order and of the noise.")] = 12345,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
@@ -121,12 +124,17 @@ def eval_diffusion_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures here.")] = None,
     grid: Annotated[Path | None, typer.Option(help="Also write a sample grid PNG here.")] = None,
 ) -> None:
-    """Score a diffusion pipeline on the shapes answer key: colour, shape, size and position read back
-    by the exact checker, R-precision, and images/s."""
+    """Score a diffusion pipeline on the shapes answer key (colour, shape, size and position read back
+    by the exact checker, R-precision, images/s) or, with --dataset scenes, on the scenes answer key
+    (one-object and two-object figures, the relation included)."""
     import json
 
     from core.settings import Settings
+    from training.data.scenes import ScenesDataset
     from training.data.shapes import ShapesDataset
+
+    if dataset not in ("shapes", "scenes"):
+        raise typer.BadParameter("only shapes and scenes have an exact answer key", param_hint="--dataset")
     from training.diffusion.evaluate import evaluate_generator, pipeline_generator
     from training.diffusion.trainer import sample_grid
     from worker.engines.diffusion import DiffusionEngine, ModelNotAvailable
@@ -144,15 +152,22 @@ def eval_diffusion_command(
     )
     generate = pipeline_generator(engine.pipe, steps=steps, guidance=guidance)
     scores = evaluate_generator(
-        generate, count=count, seed=seed, batch_size=batch_size, r_precision=r_precision
+        generate, count=count, seed=seed, batch_size=batch_size, r_precision=r_precision, dataset=dataset
     )
     for name, value in scores.items():
         console.print(f"  {name:<15} {value:.3f}")
     if grid is not None:
-        sample_grid(engine.pipe, ShapesDataset.sample_prompts, steps=steps, guidance=guidance).save(grid)
+        prompts = (ScenesDataset if dataset == "scenes" else ShapesDataset).sample_prompts
+        sample_grid(engine.pipe, prompts, steps=steps, guidance=guidance).save(grid)
         console.print(f"sample grid written to {grid}")
     if json_out is not None:
-        figures = {"version": engine.info.version, "count": count, "seed": seed, "steps": steps}
+        figures = {
+            "version": engine.info.version,
+            "dataset": dataset,
+            "count": count,
+            "seed": seed,
+            "steps": steps,
+        }
         json_out.write_text(json.dumps({**figures, "guidance": guidance, **scores}, indent=2))
 
 

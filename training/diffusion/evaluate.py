@@ -9,7 +9,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from training.eval.attributes import ImageGenerator, attribute_scores, draw_shapes_captions
+from training.eval.attributes import (
+    ImageGenerator,
+    attribute_scores,
+    draw_scene_captions,
+    draw_shapes_captions,
+)
 
 
 def pipeline_generator(pipe: Any, steps: int = 20, guidance: float = 2.0, size: int = 64) -> ImageGenerator:
@@ -38,12 +43,21 @@ def evaluate_generator(
     seed: int = 12345,
     batch_size: int = 64,
     r_precision: bool = True,
+    dataset: str = "shapes",
 ) -> dict[str, Any]:
-    """Attribute accuracy and (with ``r_precision``) R-precision of the same ``count`` images of
-    shapes captions, plus ``images_per_s`` (drawing only, batches of ``batch_size``)."""
+    """Attribute accuracy and (with ``r_precision``, shapes only) R-precision of the same ``count``
+    images of the ``dataset``'s answer key (``shapes`` or ``scenes``), plus ``images_per_s``
+    (drawing only, batches of ``batch_size``)."""
     started = time.perf_counter()
+    if dataset == "scenes":
+        from training.data.scenes import scene_scores
+
+        images, captions = draw_scene_captions(generate, count, seed, batch_size)
+        scores: dict[str, Any] = {"images_per_s": count / (time.perf_counter() - started)}
+        scores.update(scene_scores(images, captions))
+        return scores
     images, captions = draw_shapes_captions(generate, count, seed, batch_size)
-    scores: dict[str, Any] = {"images_per_s": count / (time.perf_counter() - started)}
+    scores = {"images_per_s": count / (time.perf_counter() - started)}
     scores.update(attribute_scores(images, captions))
     if r_precision:
         from training.data.shapes import all_specs

@@ -40,7 +40,14 @@ def draw_shapes_captions(
     generate: ImageGenerator, count: int = 1000, seed: int = 12345, batch_size: int = 64
 ) -> tuple[list[Image.Image], list[str]]:
     """The evaluation images: ``count`` balanced shapes captions, image ``i`` drawn with seed ``seed + i``."""
-    captions = [s.caption for s in make_specs(count, seed)]
+    return draw_captions(generate, [s.caption for s in make_specs(count, seed)], seed, batch_size)
+
+
+def draw_captions(
+    generate: ImageGenerator, captions: list[str], seed: int = 12345, batch_size: int = 64
+) -> tuple[list[Image.Image], list[str]]:
+    """One image per caption, image ``i`` drawn with seed ``seed + i``, in batches."""
+    count = len(captions)
     images: list[Image.Image] = []
     for start in range(0, count, batch_size):
         batch = captions[start : start + batch_size]
@@ -57,3 +64,25 @@ def attribute_scores(images: list[Image.Image], captions: list[str]) -> dict[str
             hits[name] += ok
         hits["all"] += all(result.values())
     return {name: value / max(len(images), 1) for name, value in hits.items()}
+
+
+def draw_scene_captions(
+    generate: ImageGenerator, count: int = 1000, seed: int = 12345, batch_size: int = 64
+) -> tuple[list[Image.Image], list[str]]:
+    """The scenes answer key's images: ``count`` captions (half one-object, half two-object, from
+    ``seed``), image ``i`` drawn with seed ``seed + i``."""
+    from training.data.scenes import answer_key
+
+    return draw_captions(generate, [c for _, c in answer_key(count, seed)], seed, batch_size)
+
+
+def scenes_attribute_accuracy(
+    generate: ImageGenerator, count: int = 1000, seed: int = 12345, batch_size: int = 64
+) -> dict[str, float]:
+    """The scenes answer key scored by its exact checker: one-object figures (``single_colour`` ...
+    ``single_all``), two-object figures (``pair_colour`` ... ``pair_relation``, ``pair_all``) and
+    ``all``; see :func:`training.data.scenes.scene_scores`."""
+    from training.data.scenes import scene_scores
+
+    images, captions = draw_scene_captions(generate, count, seed, batch_size)
+    return scene_scores(images, captions)
