@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 POLL_S = 0.2
+STABLE_S = 60.0  # a child up this long has its crash count reset
 
 
 class GpuSpecError(ValueError):
@@ -90,6 +91,7 @@ def run_per_gpu(gpus: Sequence[str], worker_args: Sequence[str], metrics_port: i
 
     children = {gpu: start(i, gpu) for i, gpu in enumerate(gpus)}
     crashes = dict.fromkeys(gpus, 0)
+    started_at = dict.fromkeys(gpus, time.monotonic())
     restart_at: dict[str, float] = {}
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -104,14 +106,18 @@ def run_per_gpu(gpus: Sequence[str], worker_args: Sequence[str], metrics_port: i
                     if proc.poll() is None:
                         continue
                     if gpu not in restart_at:
+                        if now - started_at[gpu] > STABLE_S:
+                            crashes[gpu] = 0  # it ran fine for a while: this is a new crash streak
                         delay = RESTART_BACKOFF_S[min(crashes[gpu], len(RESTART_BACKOFF_S) - 1)]
                         crashes[gpu] += 1
                         log.warning(
                             "worker for GPU %s exited (%s); restart in %.0f s", gpu, proc.returncode, delay
                         )
                         restart_at[gpu] = now + delay
-                    elif now >= restart_at.pop(gpu):
+                    elif now >= restart_at[gpu]:
+                        del restart_at[gpu]
                         children[gpu] = start(index, gpu)
+                        started_at[gpu] = time.monotonic()
             time.sleep(POLL_S)
     finally:
         for sig, handler in previous.items():

@@ -1,0 +1,141 @@
+"""``imaginebot worker --gpus``: one worker process per GPU, each seeing only its GPU, each its own
+Celery node; run here on CPU with two processes (``--gpus 0,1``) against a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from core.embedded_redis import EmbeddedRedis, free_port
+from core.jobs import Conversation, JobRequest
+from core.queue import QueueClient
+from core.taskqueue import make_producer
+from tests.conftest import make_settings
+from worker.gpus import GpuSpecError, child_env, node_name, parse_gpus
+
+
+def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``check()`` until truthy; fail saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def test_gpu_spec_parsing() -> None:
+    assert parse_gpus("0,1") == ["0", "1"]
+    assert parse_gpus(" 2 , 3 ") == ["2", "3"]
+    assert parse_gpus("all", count=lambda: 3) == ["0", "1", "2"]
+    for bad in ("", "x", "0,0", "-1", "0;1"):
+        with pytest.raises(GpuSpecError):
+            parse_gpus(bad)
+    with pytest.raises(GpuSpecError, match="no GPU"):
+        parse_gpus("all", count=lambda: 0)
+
+
+def test_each_child_sees_one_gpu_and_its_own_metrics_port() -> None:
+    env = child_env({"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, "3", 1, 9100)
+    assert env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert env["IMAGINEBOT_METRICS_PORT"] == "9101"
+    assert "IMAGINEBOT_METRICS_PORT" not in child_env({}, "0", 0, None)
+    assert node_name("1", "box") == "gpu1@box"
+
+
+def _children(parent: int) -> dict[int, dict[str, str]]:
+    """Live child processes of ``parent``: pid -> environment (from /proc)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != parent or fields[0] == "Z":
+                continue
+            raw = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+        out[int(entry.name)] = env
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads child environments from /proc")
+def test_worker_gpus_runs_one_process_per_gpu(tmp_path: Path, data_dir: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis", persist=False) as server:
+        base_port = free_port()
+        settings = make_settings(server.url, data_dir, metrics_port=base_port)
+        env = dict(os.environ)
+        for name, value in settings.model_dump().items():
+            if value is not None:
+                env[f"IMAGINEBOT_{name.upper()}"] = str(value)
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu,delivery", "--gpus", "0,1",
+             "--loglevel", "WARNING"],
+            env=env,
+        )  # fmt: skip
+        producer = make_producer(server.url)
+        try:
+            host = socket.gethostname()
+            nodes = {node_name("0", host), node_name("1", host)}
+
+            def answering() -> set[str]:
+                replies = {name for reply in producer.control.ping(timeout=1.0) for name in reply}
+                return replies if replies >= nodes else set()
+
+            assert eventually(answering, 240, "both GPU workers answering ping") == nodes
+            children = _children(parent.pid)
+            assert sorted(e.get("CUDA_VISIBLE_DEVICES") for e in children.values()) == ["0", "1"]
+            assert sorted(e.get("IMAGINEBOT_METRICS_PORT") for e in children.values()) == [
+                str(base_port), str(base_port + 1)
+            ]  # fmt: skip
+            for port in (base_port, base_port + 1):
+                assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).text == "ok\n"
+
+            client = QueueClient(settings)
+            jobs = [
+                client.submit(
+                    JobRequest(prompt=f"a red circle {i}", engines=["dfgan"], user="cli:gpus",
+                               conversation=Conversation(platform="cli", chat_id="cli"))
+                ).id
+                for i in range(4)
+            ]  # fmt: skip
+            for job_id in jobs:
+                assert client.wait(job_id, timeout_s=180).status.value == "done"
+
+            # A child that dies is started again, on the same GPU.
+            victim = next(pid for pid, e in children.items() if e.get("CUDA_VISIBLE_DEVICES") == "1")
+            os.kill(victim, signal.SIGKILL)
+
+            def replaced() -> bool:
+                now = _children(parent.pid)
+                return victim not in now and sorted(e.get("CUDA_VISIBLE_DEVICES") for e in now.values()) == [
+                    "0", "1"
+                ]  # fmt: skip
+
+            eventually(replaced, 60, "the killed GPU 1 worker restarted")
+            assert parent.poll() is None
+
+            parent.send_signal(signal.SIGTERM)  # warm shutdown of both children, then the parent exits
+            assert parent.wait(timeout=120) == 0
+            assert _children(parent.pid) == {}
+        finally:
+            producer.close()
+            if parent.poll() is None:
+                for pid in _children(parent.pid):
+                    os.kill(pid, signal.SIGKILL)
+                parent.kill()
+                parent.wait(timeout=30)
