@@ -13,11 +13,12 @@ Installed on the Flask app by :func:`install` (one call in ``create_app``):
   - the chat refuses to start without ``IMAGINEBOT_WEB_ACCESS_PASSWORD``; a browser gives it once at
     ``/login`` (or follows an invite link ``/login?token=<password>``) and then holds a signed,
     HttpOnly, SameSite=Strict session cookie. ``/api/health``, ``/metrics`` and the login page are open;
-  - every POST (prompt, cancel, login) counts against a limit per client IP and, for the chat API,
-    per conversation, *before* the handler runs: a refused request writes nothing, so neither fresh
-    conversation ids nor bad prompts can fill the history or the shared queue. The client IP is the
-    connecting address, or, when that is a trusted proxy (``IMAGINEBOT_WEB_TRUSTED_PROXIES``), the
-    address it reports in ``X-Forwarded-For`` (the right-most one not itself a trusted proxy).
+  - every POST (prompt, cancel) counts against a limit per client IP and per conversation (sign-in
+    attempts have their own, stricter limit per IP), *before* the handler runs: a refused request
+    writes nothing, so neither fresh conversation ids nor bad prompts can fill the history or the
+    shared queue. The client IP is the connecting address, or, when that is a trusted proxy
+    (``IMAGINEBOT_WEB_TRUSTED_PROXIES``), the address it reports in ``X-Forwarded-For`` (the
+    right-most one not itself a trusted proxy).
 
 - ``/metrics``: this process's Prometheus metrics, including the queue depths.
 """
@@ -197,11 +198,11 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
             if path.startswith("/api/"):
                 return jsonify({"error": "Sign in first (/login).", "code": "login_required"}), 401
             return redirect("/login", code=303)
-        if request.method == "POST":
+        if request.method == "POST" and path != "/login":  # logins have their own, stricter limit
             try:
                 per_ip.hit(f"web-ip:{this_client()}")
                 data = request.get_json(silent=True) if request.is_json else None
-                cid = str((data or {}).get("conversation_id", ""))
+                cid = str(data.get("conversation_id", "")) if isinstance(data, dict) else ""
                 if path.startswith("/api/") and CONVERSATION_ID.fullmatch(cid):
                     per_conversation.hit(f"web-conversation:{cid}")
             except InputError as exc:
@@ -245,7 +246,6 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
 
     @app.post("/login")
     def login_submit() -> Any:
-        # POSTs were already counted per client IP by guard(); logins have their own, stricter limit.
         try:
             logins.hit(f"web-login:{this_client()}")
         except InputError as exc:
