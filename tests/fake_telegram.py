@@ -36,7 +36,8 @@ class Faults:
 
     ``stall`` processes the call, then holds the answer ``stall_s`` seconds (past the client's read
     timeout); ``drop`` processes it, then closes the connection without an answer; ``drop_before``
-    closes the connection without processing. ``seed`` makes a run repeatable.
+    closes the connection without processing. ``seed`` makes a run repeatable; ``limit`` caps the
+    number of faults.
     """
 
     methods: tuple[str, ...] = ("sendPhoto", "sendMessage", "sendDocument")
@@ -48,6 +49,7 @@ class Faults:
     rate_drop: float = 0.0
     rate_drop_before: float = 0.0
     seed: int = 0
+    limit: int | None = None  # at most this many faults in all, then none
     _random: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +58,7 @@ class Faults:
     def draw(self, method: str) -> str | None:
         """The fault for one call of ``method``: ``429``, ``500``, ``stall``, ``drop``,
         ``drop_before`` or None."""
-        if method not in self.methods:
+        if method not in self.methods or self.limit == 0:
             return None
         x = self._random.random()
         for name, rate in (
@@ -67,6 +69,8 @@ class Faults:
             ("drop_before", self.rate_drop_before),
         ):
             if x < rate:
+                if self.limit is not None:
+                    self.limit -= 1
                 return name
             x -= rate
         return None

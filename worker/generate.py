@@ -12,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import redis
+
 from core.compose import Panel, compose_pair, to_png
 from core.errors import JobNotFound
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
@@ -141,9 +143,15 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
                 return False
             last_write[0] = now
             for job_id in list(live):
-                rec = rt.jobs.update(
-                    job_id, lambda r: _report(r, engine_name, step, total, rt.settings.job_lease_s)
-                )
+                try:
+                    rec = rt.jobs.update(
+                        job_id, lambda r: _report(r, engine_name, step, total, rt.settings.job_lease_s)
+                    )
+                except redis.RedisError as exc:
+                    # Redis is away: keep drawing (a progress report is not the job). The result is
+                    # written when it is back; if it stays away, the task fails and is redelivered.
+                    log.warning("progress of %s not written (Redis: %s)", job_id, exc)
+                    return False
                 if rec.status == JobStatus.CANCELLED:
                     live.discard(job_id)
             return not live  # stop only when every job of the batch was cancelled
@@ -167,6 +175,10 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
             for job in batch:
                 rt.redis.zrem(PENDING_KEY, job.id)
             return
+        except redis.RedisError:
+            # Not the engine's fault: leave the jobs running; the task fails, the message is redelivered
+            # and the jobs are taken over when their lease lapses.
+            raise
         except Exception as exc:  # an engine failure fails these jobs, not the worker
             log.exception("engine %s failed on %s", engine_name, ids)
             message = f"The {engine_name} engine failed: {type(exc).__name__}: {str(exc)[:200]}"

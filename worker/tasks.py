@@ -28,7 +28,13 @@ INLINE_PLATFORMS = ("web", "cli")
 def generate(self: Task, job_id: str) -> list[str]:
     """Draw job ``job_id`` (batched with compatible waiting jobs) and chain a delivery for each."""
     rt = runtime_for(self.app)
-    outcome = run_generate(rt, job_id)
+    try:
+        outcome = run_generate(rt, job_id)
+    except redis.RedisError as exc:
+        # Redis went away mid-job. The job stays "running" under its lease; this retry (or, if Redis
+        # is still down, the unacknowledged message after the visibility timeout) takes it over.
+        log.warning("generate: job %s: Redis error, retrying: %s", job_id, exc)
+        raise self.retry(exc=exc, countdown=REDIS_RETRY_S, max_retries=None) from exc
     if outcome.recheck_in is not None:
         # Another worker holds the lease; look again when it would have expired, so the job is
         # taken over if that worker died.
