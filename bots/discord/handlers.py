@@ -21,6 +21,7 @@ from core.commands import parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
+from core.queue import UNAVAILABLE_ERRORS, QueueUnavailable
 from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import validate_request
 
@@ -148,6 +149,14 @@ def register(bot: ImagineBot) -> None:
     """Add every slash command to ``bot.tree``."""
     tree = bot.tree
     settings = bot.settings
+
+    @tree.error
+    async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """A command that hit a Redis outage answers "the queue is unavailable"; others are logged."""
+        if isinstance(getattr(error, "original", error), UNAVAILABLE_ERRORS):
+            await reply_error(interaction, QueueUnavailable())
+            return
+        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
 
     @tree.command(name="imagine", description="Draw a picture from a text prompt")
     @app_commands.describe(

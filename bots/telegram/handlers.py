@@ -33,7 +33,7 @@ from core.errors import InputError, JobNotFound
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
-from core.queue import QueueClient
+from core.queue import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.settings import Settings
 from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import request_from_text, validate_request
@@ -331,6 +331,17 @@ class TelegramHandlers:
         return text
 
 
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A handler that hit a Redis outage answers "the queue is unavailable"; anything else is logged."""
+    if isinstance(context.error, UNAVAILABLE_ERRORS) and isinstance(update, Update):
+        if update.callback_query is not None:
+            await update.callback_query.answer(QUEUE_UNAVAILABLE_TEXT, show_alert=True)
+        elif update.effective_message is not None:
+            await TelegramHandlers.reply(update.effective_message, QUEUE_UNAVAILABLE_TEXT)
+        return
+    log.error("handling an update failed", exc_info=context.error)
+
+
 def register(application: Application, settings: Settings, queue: QueueClient) -> TelegramHandlers:
     """Add every handler of the bot to ``application``; returns the handler object (tests inspect it)."""
     handlers = TelegramHandlers(application, settings, queue)
@@ -348,5 +359,6 @@ def register(application: Application, settings: Settings, queue: QueueClient) -
             new & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND, handlers.private_text
         )
     )
+    application.add_error_handler(on_error)
     application.bot_data["handlers"] = handlers
     return handlers
