@@ -6,8 +6,10 @@ import re
 from dataclasses import dataclass
 
 from core.errors import InputError
+from core.ids import is_run_id
 from core.settings import Settings
 
+# One whole word at a time (a full match per word): linear in the text, unlike a findall scan.
 _OPTION = re.compile(r"(\w+)[:=](\S+)")
 MAX_EPOCHS = 1000
 
@@ -30,7 +32,7 @@ def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) ->
     body = text.strip()
     if body.lower().startswith("/retrain"):
         body = body[len("/retrain") :]
-    options = dict(_OPTION.findall(body))
+    options = _options(body)
     dataset = options.get("dataset", "").lower()
     known = settings.dataset_names
     if dataset not in known:
@@ -45,8 +47,10 @@ def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) ->
     return RetrainRequest(dataset=dataset, epochs=epochs)
 
 
-#: A training run's id, as :mod:`core.training_client` makes them (16 hex digits).
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+def _options(body: str) -> dict[str, str]:
+    """``name:value`` / ``name=value`` words of ``body`` (later ones win), in time linear in its length."""
+    found = (_OPTION.fullmatch(word) for word in body.split())
+    return {m.group(1): m.group(2) for m in found if m is not None}
 
 
 def _retrain_words(text: str) -> list[str]:
@@ -71,7 +75,7 @@ def parse_retrain_cancel(text: str, settings: Settings, platform: str, user_id: 
     if not words:
         return None
     run_id = words[0].strip().lower()
-    if len(words) > 1 or not RUN_ID.match(run_id):
+    if len(words) > 1 or not is_run_id(run_id):
         raise InputError(
             "bad_run_id",
             "Usage: /retrain cancel [run id], where a run id is 16 hex digits, e.g. 0123456789abcdef.",

@@ -49,6 +49,26 @@ class RateLimiter:
         if not int(allowed):
             raise rate_limited(self.limit, self.window_s, float(wait))
 
+    def record(self, user: str) -> None:
+        """Count one event for ``user`` without refusing it (e.g. a refused password attempt)."""
+        now = time.time()
+        key = f"ib:rate:{user}"
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(key, "-inf", now - self.window_s)
+        pipe.zadd(key, {uuid.uuid4().hex: now})
+        pipe.expire(key, int(self.window_s + 0.999))
+        pipe.execute()
+
+    def blocked_for(self, user: str) -> float | None:
+        """Seconds until ``user`` is under the limit again, or None when they are under it now."""
+        now = time.time()
+        key = f"ib:rate:{user}"
+        self.redis.zremrangebyscore(key, "-inf", now - self.window_s)
+        if int(self.redis.zcard(key)) < self.limit:
+            return None
+        [(_, oldest)] = self.redis.zrange(key, 0, 0, withscores=True)
+        return max(1.0, float(oldest) + self.window_s - now)
+
 
 # Admission of one job, atomically: the queue-depth cap, then the user's rate limit, then the job
 # joins the pending set. A check-then-add in two round trips lets concurrent submits overshoot the cap.

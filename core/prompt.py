@@ -27,6 +27,8 @@ FLAGS: dict[str, tuple[str, str]] = {
 FLAG_HELP = '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --no "text"'
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
+# `/imagine`, optionally addressed to a bot as Telegram does in groups (`/imagine@some_bot`).
+_COMMAND = re.compile(r"/imagine(?:@[A-Za-z0-9_]*)?", re.IGNORECASE)
 
 
 @dataclass
@@ -50,10 +52,11 @@ def _unquote(token: str) -> str:
 
 def parse_prompt(text: str) -> ParsedPrompt:
     """Split ``text`` into prompt words and flags. Raises :class:`InputError` on a malformed flag."""
+    check_text(text)
     text = text.strip()
-    if text.lower().startswith("/imagine"):
-        text = text[len("/imagine") :]
-        text = text.split("@", 1)[1].split(None, 1)[-1] if text.startswith("@") else text
+    command = _COMMAND.match(text)
+    if command is not None:
+        text = text[command.end() :]
     tokens = _TOKEN.findall(text)
     words: list[str] = []
     parsed = ParsedPrompt(prompt="")
@@ -94,6 +97,16 @@ def parse_prompt(text: str) -> ParsedPrompt:
             parsed.negative_prompt = value.strip()
     parsed.prompt = " ".join(_unquote(w) if w.startswith('"') else w for w in words).strip()
     return parsed
+
+
+def check_text(text: str) -> None:
+    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate cannot be stored or sent on)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "bad_text", "Your message contains characters that are not valid text; please retype it."
+        ) from None
 
 
 def _example(name: str) -> str:

@@ -9,7 +9,6 @@ never used as paths. Nothing here imports torch or the worker.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from core.commands import MAX_EPOCHS, RetrainRequest
 from core.errors import InputError
+from core.ids import is_run_id
 from core.jobs import Conversation, JobStatus
 from core.settings import Settings
 from core.store import connect, update_record
@@ -28,7 +28,6 @@ from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
 
 #: The one lock every training run takes: one run at a time, whatever the number of train workers.
 LOCK_KEY = "ib:trainrun:lock"
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_TRAIN_STEPS = 1_000_000
 #: Config overrides a caller may pass (architecture and optimisation knobs; never paths or names).
 CONFIG_KEYS = frozenset(
@@ -108,14 +107,14 @@ class TrainRunStore:
 
     def get(self, run_id: str) -> TrainRun:
         """The record of ``run_id``; raises :class:`RunNotFound`."""
-        raw = self.redis.get(run_key(run_id)) if RUN_ID.match(run_id) else None
+        raw = self.redis.get(run_key(run_id)) if is_run_id(run_id) else None
         if raw is None:
             raise RunNotFound(run_id)
         return TrainRun.model_validate_json(raw)
 
     def update(self, run_id: str, change: Callable[[TrainRun], TrainRun | None]) -> TrainRun:
         """Apply ``change`` atomically (WATCH/MULTI, retried on conflict); returns the stored record."""
-        if not RUN_ID.match(run_id):
+        if not is_run_id(run_id):
             raise RunNotFound(run_id)
         return update_record(
             self.redis, run_key(run_id), TrainRun, change, self.ttl_s, lambda: RunNotFound(run_id)
@@ -207,7 +206,7 @@ class TrainingClient:
         found: list[TrainRun] = []
         for key in self.redis.scan_iter(match="ib:trainrun:*", count=500):
             run_id = key.decode().rsplit(":", 1)[-1]
-            if key.decode() != run_key(run_id) or not RUN_ID.match(run_id):
+            if key.decode() != run_key(run_id) or not is_run_id(run_id):
                 continue  # the lock, re-check markers
             try:
                 run = self.runs.get(run_id)

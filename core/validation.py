@@ -7,7 +7,7 @@ import re
 from core.errors import InputError
 from core.jobs import Conversation, JobRequest
 from core.preferences import Preferences
-from core.prompt import ParsedPrompt, parse_prompt
+from core.prompt import ParsedPrompt, check_text, parse_prompt
 from core.settings import KNOWN_ENGINES, Settings
 
 MAX_SEED = 2**32 - 1
@@ -16,6 +16,8 @@ MAX_NEGATIVE_CHARS = 300
 
 def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
     """Check every rule; return the request with defaults filled in, or raise :class:`InputError`."""
+    check_text(request.prompt)
+    check_text(request.negative_prompt or "")
     prompt = request.prompt.strip()
     if not prompt:
         raise InputError(

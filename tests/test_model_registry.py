@@ -62,7 +62,10 @@ def test_register_list_promote_and_rollback(isolated: Settings, tmp_path: Path) 
         reg.rollback()
 
 
-@pytest.mark.parametrize("name", ["../etc", "dfgan-shapes-x", "dfgan-../../x-20260101T000000Z", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["../etc", "dfgan-shapes-x", "dfgan-../../x-20260101T000000Z", "", "dfgan-shapes-20260101T000000Z\n"],
+)
 def test_nothing_but_a_version_name_becomes_a_folder(isolated: Settings, name: str) -> None:
     with pytest.raises(RegistryError):
         check_version(name)

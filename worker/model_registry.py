@@ -33,7 +33,7 @@ PROMOTED_KEY = f"{PREFIX}:promoted"
 PREVIOUS_KEY = f"{PREFIX}:promoted:previous"
 VERSIONS_KEY = f"{PREFIX}:versions"
 #: The only version names the registry accepts (and so the only folder names it creates).
-VERSION_PATTERN = re.compile(r"^dfgan-[a-z0-9_]{1,32}-\d{8}T\d{6}Z(-\d{1,3})?$")
+VERSION_PATTERN = re.compile(r"dfgan-[a-z0-9_]{1,32}-\d{8}T\d{6}Z(-\d{1,3})?")
 #: Files copied from a training checkpoint folder into the registry (weights and config, no optimiser).
 CHECKPOINT_FILES = ("config.json", "generator.safetensors")
 METADATA_FILE = "model.json"
@@ -69,7 +69,7 @@ class ModelVersion:
 
 def check_version(version: str) -> str:
     """``version`` when it is a well-formed version name; raises :class:`RegistryError` otherwise."""
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise RegistryError(f"'{version[:60]}' is not a DF-GAN version name (dfgan-<dataset>-<timestamp>).")
     return version
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.training_client import LOCK_KEY, RUN_ID, RunNotFound, TrainRun, TrainRunStatus, TrainRunStore
+from core.ids import is_run_id
+from core.training_client import LOCK_KEY, RunNotFound, TrainRun, TrainRunStatus, TrainRunStore
 from worker.model_registry import ModelRegistry
 from worker.runtime import Runtime
 
@@ -62,7 +63,7 @@ class TrainOutcome:
 
 def run_dir(rt: Runtime, run_id: str) -> Path:
     """``data_dir/runs/<run_id>`` (the id is checked: 16 hex digits)."""
-    if not RUN_ID.match(run_id):
+    if not is_run_id(run_id):
         raise ValueError(f"bad run id {run_id[:40]!r}")
     return Path(rt.settings.data_dir) / "runs" / run_id
 

@@ -15,7 +15,7 @@ ACTIONS: dict[str, tuple[str, str | None]] = {
     "vf": ("Diffusion variation", "diffusion"),
     "info": ("Show settings", None),
 }
-CUSTOM_ID = re.compile(r"^ib:(?P<action>rr|vd|vf|info):(?P<job_id>[0-9a-f]{16})$")
+CUSTOM_ID = re.compile(r"ib:(?P<action>rr|vd|vf|info):(?P<job_id>[0-9a-f]{16})")
 ACTION_ROW = 1
 BUTTON = 2
 SECONDARY = 2

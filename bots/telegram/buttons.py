@@ -7,16 +7,15 @@ Telegram's 64-byte limit: ``rr:<job>`` (reroll), ``vd:<job>:<engine>`` (variatio
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.compose import ENGINE_TITLES
+from core.ids import is_job_id
 from core.jobs import JobRecord
 from core.settings import KNOWN_ENGINES
 
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_CALLBACK_BYTES = 64
 
 
@@ -50,7 +49,7 @@ def result_keyboard(record: JobRecord) -> InlineKeyboardMarkup:
 def parse_callback(data: str) -> ButtonPress:
     """Decode callback data; raises ``ValueError`` for anything we did not put on a button."""
     parts = data.split(":")
-    if len(data.encode()) > MAX_CALLBACK_BYTES or len(parts) < 2 or not JOB_ID.match(parts[1]):
+    if len(data.encode()) > MAX_CALLBACK_BYTES or len(parts) < 2 or not is_job_id(parts[1]):
         raise ValueError(f"unknown button {data[:70]!r}")
     match parts:
         case ["rr", job_id]:

@@ -1,0 +1,31 @@
+"""The one check every result button passes before it acts: the job exists and belongs to the chat
+the button was pressed in. Button data comes from the client and can be forged (a Discord
+``custom_id``, a Telegram ``callback_data``), so a press must never read or reuse another chat's job.
+"""
+
+from __future__ import annotations
+
+from core.errors import InputError, JobNotFound
+from core.jobs import JobRecord
+from core.store import JobStore
+
+EXPIRED_TEXT = "That picture has expired; send the prompt again."
+NOT_THIS_CHAT_TEXT = "That button does not belong to this chat."
+
+
+def pressed_job(jobs: JobStore, job_id: str, platform: str, chat_id: str | None) -> JobRecord:
+    """The job a button under a result names, if it was posted in ``platform``/``chat_id``.
+
+    ``chat_id`` is the chat (Telegram) or the channel, a thread's parent channel (Discord) the
+    button was pressed in; None when the platform did not say. Raises :class:`InputError`
+    ``expired`` or ``not_this_chat`` (the same answer whether the job is another chat's or unknown
+    to this one, so a forged press learns nothing about other chats).
+    """
+    try:
+        record = jobs.get(job_id)
+    except JobNotFound:
+        raise InputError("expired", EXPIRED_TEXT) from None
+    conversation = record.request.conversation
+    if chat_id is None or conversation.platform != platform or conversation.chat_id != str(chat_id):
+        raise InputError("not_this_chat", NOT_THIS_CHAT_TEXT)
+    return record
