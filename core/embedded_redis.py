@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -38,12 +39,21 @@ class EmbeddedRedis:
     """A ``redis-server`` child process on 127.0.0.1. Use as a context manager or call start/stop.
 
     ``persist=True`` keeps an append-only file in ``workdir`` so queued jobs survive a restart.
+    ``preexec_fn`` runs in the child before ``redis-server`` starts (``imaginebot up`` uses it to make
+    Redis die with it).
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, persist: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        persist: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.workdir = Path(workdir).resolve()  # redis-server chdirs to --dir before opening its log
         self.port = port or free_port()
         self.persist = persist
+        self.preexec_fn = preexec_fn
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +78,11 @@ class EmbeddedRedis:
         # Own session: a terminal Ctrl-C must not stop Redis before the workers have finished
         # their current tasks; stop() ends it last.
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=self.preexec_fn,
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout_s

@@ -59,10 +59,13 @@ def settings(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
 
 @pytest.fixture
 def clean_redis(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    """A client; our ``ib:*`` keys are removed before the test."""
+    """A client; our ``ib:*`` keys are removed before the test (the live workers' heartbeats stay)."""
+    from core.heartbeats import WORKER_PREFIX, WORKERS_KEY
+
     client = redis.Redis.from_url(redis_server.url)
     for key in client.scan_iter("ib:*"):
-        client.delete(key)
+        if key.decode() != WORKERS_KEY and not key.decode().startswith(WORKER_PREFIX):
+            client.delete(key)
     yield client
     client.close()
 

@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.imaginebot_settings = settings  # type: ignore[attr-defined]
     # Import registers the tasks (shared_task) with every app, this one included.
     import worker.tasks  # noqa: F401
+    from worker.heartbeat import install as install_heartbeat
+
+    install_heartbeat(app)  # liveness in Redis: which engines this worker serves (core/heartbeats.py)
     from worker.metrics import install as install_metrics
 
     install_metrics()  # Celery signals feed the Prometheus metrics (worker/metrics.py)

@@ -41,3 +41,9 @@ def runtime_for(app: Celery) -> Runtime:
             settings: Settings = getattr(app, "imaginebot_settings", None) or Settings()
             _runtimes[key] = Runtime(settings, app)
         return _runtimes[key]
+
+
+def loaded_runtime(app: Celery) -> Runtime | None:
+    """``app``'s :class:`Runtime` if this process has made it already (never makes one)."""
+    runtime = _runtimes.get(id(app))
+    return runtime if runtime is not None and runtime.app is app else None

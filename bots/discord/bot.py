@@ -7,6 +7,7 @@ discord.py's built-in ``wss://gateway.discord.gg``) to another server: a proxy o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -16,6 +17,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord.handlers import ProgressTracker, ResultButton, register
+from bots.stopping import on_stop_signals
 from core.preferences import PreferenceStore
 from core.queue import QueueClient
 from core.settings import Settings
@@ -28,7 +30,9 @@ class ImagineBot(discord.Client):
 
     def __init__(self, settings: Settings, queue: QueueClient, sync_commands: bool = True) -> None:
         # Slash commands and buttons arrive without any privileged (or other) intent.
-        super().__init__(intents=discord.Intents.none())
+        # Prompts are echoed back: "@everyone" or a role mention in one must never ping anybody. The
+        # client's default covers every send and edit, interaction responses included.
+        super().__init__(intents=discord.Intents.none(), allowed_mentions=discord.AllowedMentions.none())
         self.settings = settings
         self.queue = queue
         self.prefs = PreferenceStore(queue.redis)
@@ -68,8 +72,26 @@ def build_client(
 
 
 def run(settings: Settings) -> None:
-    """Run the bot until it is stopped (Ctrl-C / SIGTERM). Needs ``IMAGINEBOT_DISCORD_TOKEN``."""
+    """Run the bot until it is stopped (Ctrl-C / SIGTERM). Needs ``IMAGINEBOT_DISCORD_TOKEN``.
+
+    A stop signal closes the client; the process exits within a bounded time even when the Discord
+    API (or Redis) does not answer.
+    """
     if not settings.discord_token:
         raise ValueError("IMAGINEBOT_DISCORD_TOKEN is not set")
+    token = settings.discord_token
     client = build_client(settings)
-    client.run(settings.discord_token, log_handler=None)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        closing: list[asyncio.Task[None]] = []
+        on_stop_signals(loop, lambda: closing.append(loop.create_task(client.close())))
+        try:
+            async with client:
+                await client.start(token)
+        except Exception:
+            if not closing:
+                raise
+            log.info("stopped while connecting", exc_info=True)  # closed on request mid-login
+
+    asyncio.run(main())

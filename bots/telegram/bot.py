@@ -9,7 +9,9 @@ it at another Bot API server (a local ``telegram-bot-api``, a proxy, or a test s
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
+from bots.stopping import on_stop_signals
 from bots.telegram.api import api_urls
 from bots.telegram.handlers import COMMANDS, register
 from core.queue import QueueClient
@@ -61,8 +64,19 @@ def serve(application: Application, settings: Settings, **run_options: Any) -> N
     """Run ``application`` until stopped, by webhook or by polling as ``settings`` say.
 
     ``run_options`` go on to python-telegram-bot's ``run_webhook`` / ``run_polling`` (e.g.
-    ``stop_signals=None`` to run it outside the main thread).
+    ``stop_signals=None`` to run it outside the main thread). Unless they name ``stop_signals``,
+    SIGTERM / Ctrl-C stop it gracefully and the process exits within a bounded time even when the
+    Bot API server does not answer (the updater's last getUpdates and the shutdown wait on it).
     """
+    if "stop_signals" not in run_options and threading.current_thread() is threading.main_thread():
+        # python-telegram-bot runs on the current event loop: ours, with the bounded stop handlers.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        on_stop_signals(loop, _raise_system_exit)
+        run_options["stop_signals"] = None
+    # An unreachable Bot API at start is waited out (a stop signal still ends the wait), rather
+    # than a crash for the supervisor to count.
+    run_options.setdefault("bootstrap_retries", -1)
     if settings.telegram_webhook_url:
         options = webhook_options(settings)
         log.info(
@@ -75,6 +89,11 @@ def serve(application: Application, settings: Settings, **run_options: Any) -> N
     else:
         log.info("telegram bot polling %s", settings.telegram_api_base)
         application.run_polling(allowed_updates=ALLOWED_UPDATES, **run_options)
+
+
+def _raise_system_exit() -> None:
+    # What python-telegram-bot's own stop handler does: unwinds run_polling into its shutdown.
+    raise SystemExit
 
 
 def webhook_options(settings: Settings) -> dict[str, Any]:

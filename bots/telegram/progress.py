@@ -19,6 +19,7 @@ from telegram.ext import Application
 
 from bots.telegram.api import retry_after_seconds
 from core.errors import JobNotFound
+from core.heartbeats import job_notice
 from core.jobs import JobRecord, JobStatus
 from core.queue import QueueClient
 
@@ -26,10 +27,11 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 
 
-def status_text(record: JobRecord, position: int | None) -> str:
-    """What the status message says about a job."""
+def status_text(record: JobRecord, position: int | None, notice: str | None = None) -> str:
+    """What the status message says about a job (``notice``: no live worker can draw it yet)."""
     if record.status == JobStatus.QUEUED:
-        return f"Queued — position {position}" if position else "Queued — starting soon"
+        text = f"Queued — position {position}" if position else "Queued — starting soon"
+        return f"{text}\n{notice}" if notice else text
     if record.status == JobStatus.RUNNING:
         progress = record.progress
         if progress is None:
@@ -107,11 +109,12 @@ class ProgressTracker:
             tracked.text = text
             self.edited(tracked.chat_id)
 
-    def _read(self, ids: list[str]) -> list[tuple[JobRecord, int | None] | None]:
-        out: list[tuple[JobRecord, int | None] | None] = []
+    def _read(self, ids: list[str]) -> list[tuple[JobRecord, int | None, str | None] | None]:
+        out: list[tuple[JobRecord, int | None, str | None] | None] = []
         for job_id in ids:
             try:
-                out.append(self.queue.status(job_id))
+                record, position = self.queue.status(job_id)
+                out.append((record, position, job_notice(self.queue.redis, record)))
             except JobNotFound:
                 out.append(None)
         return out

@@ -45,6 +45,10 @@ class EngineRegistry:
                 log.info("loaded engine %s in %.1f s", name, time.perf_counter() - started)
             return self._engines[name]
 
+    def loaded_versions(self) -> dict[str, str]:
+        """Name -> version of the engines loaded so far (loads nothing; for the worker's heartbeat)."""
+        return {name: engine.info.version for name, engine in list(self._engines.items())}
+
     def _load(self, name: str) -> Engine:
         s = self.settings
         if s.torch_threads > 0:

@@ -153,8 +153,10 @@
 
   function statusText(job) {
     switch (job.status) {
-      case "queued":
-        return job.position ? `Queued — position ${job.position}` : "Queued";
+      case "queued": {
+        const queued = job.position ? `Queued — position ${job.position}` : "Queued";
+        return job.notice ? `${queued}. ${job.notice}` : queued; // no worker serves its engines yet
+      }
       case "running": {
         const p = job.progress;
         if (p && p.total) return `Drawing… ${p.engine} step ${p.step}/${p.total}`;
@@ -560,8 +562,8 @@
         } else if (m.role === "bot" && m.image_url) {
           messagesEl.appendChild(botImageBubble(String(m.text ?? ""), String(m.image_url), m.ts));
         } else if (m.role === "bot") {
-          // The history keeps the bot's answers to bad input (and expiry notices).
-          messagesEl.appendChild(botBubble(String(m.text ?? ""), { error: true, ts: m.ts }));
+          // Answers to bad input carry an error code; notices (training progress, expiry) do not.
+          messagesEl.appendChild(botBubble(String(m.text ?? ""), { error: Boolean(m.code), ts: m.ts }));
         }
       }
     } catch (err) {
