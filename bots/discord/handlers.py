@@ -19,6 +19,7 @@ from discord import app_commands
 from bots.discord.components import ACTIONS, CUSTOM_ID, custom_id
 from core.commands import parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
+from core.heartbeats import job_notice
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
 from core.queue import UNAVAILABLE_ERRORS, QueueUnavailable
@@ -65,11 +66,12 @@ def conversation_of(interaction: discord.Interaction) -> Conversation:
     )
 
 
-def position_text(record: JobRecord, position: int | None) -> str:
-    """The answer to a queued job: what is being drawn and where it stands."""
+def position_text(record: JobRecord, position: int | None, notice: str | None = None) -> str:
+    """The answer to a queued job: what is being drawn and where it stands (``notice``: no live
+    worker can draw it yet)."""
     what = f"“{record.request.prompt}” ({', '.join(record.request.engines)}, seed {record.seed})"
     if record.status == JobStatus.QUEUED:
-        return f"Queued {what}, position {position or 1}."
+        return f"Queued {what}, position {position or 1}." + (f" {notice}" if notice else "")
     if record.status == JobStatus.RUNNING:
         progress = record.progress
         if progress is not None:
@@ -100,7 +102,8 @@ async def submit_and_answer(bot: ImagineBot, interaction: discord.Interaction, r
         await reply_error(interaction, exc)
         return
     position = await asyncio.to_thread(bot.queue.position, record.id)
-    await interaction.edit_original_response(content=position_text(record, position))
+    notice = await asyncio.to_thread(job_notice, bot.queue.redis, record)  # no worker up yet?
+    await interaction.edit_original_response(content=position_text(record, position, notice))
     bot.progress.follow(interaction, record.id)
 
 
@@ -125,9 +128,10 @@ class ProgressTracker:
             await asyncio.sleep(self.interval_s)
             try:
                 record, position = await asyncio.to_thread(self.bot.queue.status, job_id)
+                notice = await asyncio.to_thread(job_notice, self.bot.queue.redis, record)
             except JobNotFound:
                 return
-            text = position_text(record, position)
+            text = position_text(record, position, notice)
             if text != last:
                 try:
                     await interaction.edit_original_response(content=text)

@@ -30,6 +30,7 @@ from bots.telegram.buttons import JOB_ID, ButtonPress, parse_callback
 from bots.telegram.progress import ProgressTracker, status_text
 from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
+from core.heartbeats import job_notice
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
@@ -148,7 +149,8 @@ class TelegramHandlers:
             await status.edit_text(exc.message)
             return
         position = await asyncio.to_thread(self.queue.position, record.id)
-        text = status_text(record, position)
+        notice = await asyncio.to_thread(job_notice, self.queue.redis, record)  # no worker up yet?
+        text = status_text(record, position, notice)
         try:
             await status.edit_text(text)
         except TelegramError as exc:  # the job is queued either way; progress edits retry later

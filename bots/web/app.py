@@ -22,6 +22,7 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 
 from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
+from core.heartbeats import health_summary, job_notice
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.queue import QueueClient
 from core.settings import Settings
@@ -38,8 +39,8 @@ RUN_PICTURE = re.compile(r"^(loss-curve|old-vs-new)$")
 MAX_BODY = 16 * 1024
 
 
-def job_view(record: JobRecord, position: int | None) -> dict[str, Any]:
-    """The JSON shape of a job that the page and scripts read."""
+def job_view(record: JobRecord, position: int | None, notice: str | None = None) -> dict[str, Any]:
+    """The JSON shape of a job that the page and scripts read (``notice``: no worker can draw it yet)."""
     req = record.request
     done = record.status == JobStatus.DONE
     return {
@@ -47,6 +48,7 @@ def job_view(record: JobRecord, position: int | None) -> dict[str, Any]:
         "prompt": req.prompt,
         "status": record.status.value,
         "position": position,
+        "notice": notice,
         "progress": record.progress.model_dump() if record.progress else None,
         "seed": record.seed,
         "engines": req.engines,
@@ -136,7 +138,9 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     @app.get("/api/health")
     def health() -> Response:
         client.redis.ping()
-        return jsonify({"ok": True, "engines": settings.enabled_engines})
+        # Live workers, "no worker is serving …" and children `imaginebot up` gave up on.
+        summary = health_summary(client.redis, settings.default_engines)
+        return jsonify({"ok": True, "engines": settings.enabled_engines, **summary})
 
     @app.post("/api/imagine")
     def imagine() -> tuple[Response, int]:
@@ -176,7 +180,8 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
             return _error(exc, ERROR_STATUS.get(exc.code, 400))
         # Point the user's message at its job so a reloaded page can show the job's state.
         history.append("web", cid, {"role": "job", "job_id": record.id})
-        return jsonify({"job": job_view(record, client.position(record.id))}), 202
+        position = client.position(record.id)
+        return jsonify({"job": job_view(record, position, job_notice(client.redis, record))}), 202
 
     @app.get("/api/jobs/<job_id>")
     def job_status(job_id: str) -> tuple[Response, int]:
@@ -186,7 +191,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
             record, position = client.status(job_id)
         except JobNotFound:
             return jsonify({"error": "No such job (it may have expired).", "code": "not_found"}), 404
-        return jsonify({"job": job_view(record, position)}), 200
+        return jsonify({"job": job_view(record, position, job_notice(client.redis, record))}), 200
 
     @app.post("/api/jobs/<job_id>/cancel")
     def cancel(job_id: str) -> tuple[Response, int]:
