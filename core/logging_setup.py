@@ -91,6 +91,7 @@ def setup_logging(settings: Settings, service: str, level: str | int = "INFO") -
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become JSON lines too, not raw stderr text
     from celery.signals import setup_logging as celery_setup_logging
 
     # A receiver on this signal makes Celery skip its own logging setup and keep ours.

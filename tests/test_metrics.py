@@ -3,6 +3,10 @@ process (its own Redis, its own metrics port), before and after jobs run through
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +20,8 @@ from core.embedded_redis import EmbeddedRedis, free_port
 from core.jobs import Conversation, JobRequest
 from core.queue import QueueClient
 from core.settings import Settings
-from tests.conftest import imagine, make_settings, wait_for_job, worker_subprocess
-from tests.fake_telegram import FakeTelegram
+from tests.conftest import imagine, make_settings, wait_for_job
+from tests.fake_telegram import FakeTelegram, user_message
 
 TOKEN = "123456:METRICS-test-token"
 
@@ -63,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
             telegram_api_base=fake.url,
         )
         web = WebServer(settings, host="127.0.0.1", port=0).start()
-        yield {"settings": settings, "web": web.url, "fake": fake}
+        yield {"settings": settings, "web": web.url, "fake": fake, "logs": tmp_path_factory.mktemp("logs")}
         web.stop()
     fake.stop()
 
@@ -121,7 +125,13 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
         value(before, "imaginebot_jobs_cancelled_total", engine="dfgan", platform="web") + 1
     )
 
-    worker = worker_subprocess(settings, "gpu,delivery")
+    worker_log = stack["logs"] / "worker.jsonl"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu,delivery", "--loglevel", "INFO"],
+        env=_env(settings, IMAGINEBOT_LOG_FORMAT="json"),
+        stdout=subprocess.DEVNULL,
+        stderr=worker_log.open("wb"),
+    )
     try:
         for job_id in jobs:
             assert wait_for_job(web, job_id, timeout_s=240)["status"] == "done"
@@ -155,3 +165,83 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
     assert value(after, "imaginebot_queue_depth", queue="gpu") == 0
     assert value(after, "imaginebot_queue_depth", queue="pending") == 0
     assert fake.find(lambda c: c.params.get("chat_id") in (4201, "4201") and c.ok)
+
+    # JSON logs: every line an object; the lines about a job carry its id; no token anywhere.
+    lines = [json.loads(line) for line in worker_log.read_text().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    assert {line.get("job_id") for line in lines} >= set(jobs)
+    assert TOKEN not in worker_log.read_text()
+
+
+def test_a_bot_process_serves_metrics_and_logs_json(stack: dict) -> None:
+    settings: Settings = stack["settings"]
+    fake: FakeTelegram = stack["fake"]
+    port = free_port()
+    log_file = stack["logs"] / "telegram.jsonl"
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "telegram"],
+        env=_env(settings, IMAGINEBOT_METRICS_PORT=str(port), IMAGINEBOT_LOG_FORMAT="json"),
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("wb"),
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        eventually(lambda: _answers(f"{url}/healthz"), 120)
+        fake.push_update(user_message(4300, 4300, "/imagine a red circle --engine dfgan", 1))
+        samples = eventually(
+            lambda: (
+                (now := scrape(f"{url}/metrics"))
+                and value(now, "imaginebot_jobs_submitted_total", engine="dfgan", platform="telegram") == 1
+                and now
+            ),
+            120,
+        )
+        assert value(samples, "imaginebot_queue_depth", queue="pending") >= 1
+    finally:
+        bot.terminate()
+        bot.wait(timeout=60)
+    text = log_file.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines and all(line["message"] is not None for line in lines)
+    assert TOKEN not in text and TOKEN.split(":")[1] not in text
+
+
+def test_json_lines_carry_the_bound_job_id_and_no_secret(settings: Settings) -> None:
+    import io
+    import logging
+
+    from core import logging_setup
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging_setup.JsonFormatter("test"))
+    logger = logging.getLogger("imaginebot.test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logging_setup.setup_logging(settings.model_copy(update={"web_access_password": "pw-SECRET-123"}), "t")
+        logging_setup.bind(job_id="0123456789abcdef")
+        logger.warning("drawing, password %s", "pw-SECRET-123")
+        logging_setup.clear()
+        logger.warning("idle", extra={"run_id": "fedcba9876543210"})
+    finally:
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["job_id"] == "0123456789abcdef" and "pw-SECRET-123" not in first["message"]
+    assert "job_id" not in second and second["run_id"] == "fedcba9876543210"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
+    for name, field_value in settings.model_dump().items():
+        if field_value is not None:
+            env[f"IMAGINEBOT_{name.upper()}"] = str(field_value)
+    env.update(extra)
+    return env

@@ -274,9 +274,6 @@ def worker(
     if unknown:
         console.print(f"[red]Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(ALL_QUEUES)}.[/red]")
         raise typer.Exit(2)
-    from core.logging_setup import setup_logging
-
-    setup_logging(settings, service="worker", level=loglevel.upper())
     if gpus is not None:
         from worker.gpus import GpuSpecError, parse_gpus, run_per_gpu
 
@@ -289,11 +286,9 @@ def worker(
         args += [] if preload else ["--no-preload"]
         console.print(f"one worker per GPU: {', '.join(gpu_ids)}")
         raise typer.Exit(run_per_gpu(gpu_ids, args, settings.metrics_port))
-    from core.metrics import serve_metrics
-    from core.store import connect
     from worker.app import create_app
 
-    serve_metrics(settings.metrics_port, connect(str(settings.redis_url)))
+    _observe(settings, "worker", level=loglevel.upper())
     celery_app = create_app(settings)
     from worker.heartbeat import start_heartbeat
 
@@ -321,10 +316,16 @@ def web(
     port: int = typer.Option(None, help="Port (default IMAGINEBOT_WEB_PORT)."),
 ) -> None:
     """Run only the web chat (needs IMAGINEBOT_REDIS_URL and workers elsewhere)."""
+    from bots.web.security import AccessPasswordMissing
     from bots.web.server import WebServer
 
     settings = _shared_settings()
-    server = WebServer(settings, host=host, port=port)
+    _observe(settings, "web", metrics=False)  # the web chat serves its metrics at /metrics
+    try:
+        server = WebServer(settings, host=host, port=port)
+    except AccessPasswordMissing as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     console.print(f"web chat on {server.url}")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -350,7 +351,21 @@ def _bot_settings(token_name: str, token: str | None) -> Settings:
     if not token:
         console.print(f"[red]Set {token_name} (the bot's token from the platform).[/red]")
         raise typer.Exit(2)
-    return _shared_settings()
+    settings = _shared_settings()
+    _observe(settings, token_name.removeprefix("IMAGINEBOT_").removesuffix("_TOKEN").lower())
+    return settings
+
+
+def _observe(settings: Settings, service: str, metrics: bool = True, level: str = "INFO") -> None:
+    """Logging as configured (text or JSON, always redacted) and, when IMAGINEBOT_METRICS_PORT is set,
+    this process's Prometheus metrics and /healthz."""
+    from core.logging_setup import setup_logging
+    from core.metrics import serve_metrics
+    from core.store import connect
+
+    setup_logging(settings, service=service, level=level)
+    if metrics:
+        serve_metrics(settings.metrics_port, connect(str(settings.redis_url)))
 
 
 @app.command()
