@@ -157,6 +157,21 @@ def test_further_stop_requests_shorten_the_grace_and_every_child_still_stops() -
     supervisor.stop()  # idempotent
 
 
+def test_a_consuming_worker_is_live_with_its_queues_and_engines(
+    celery_worker: Any, client: redis.Redis, settings: Any
+) -> None:
+    def mine() -> heartbeats.WorkerBeat | None:
+        return next((w for w in heartbeats.live_workers(client) if w.pid == os.getpid()), None)
+
+    beat = eventually(lambda: (w := mine()) and w.state == "ready" and w, 60, "the worker's heartbeat")
+    assert set(beat.queues) == {"gpu", "delivery"}
+    assert list(beat.engines) == settings.enabled_engines
+    assert heartbeats.worker_notice(client, settings.enabled_engines) is None
+    # A job for an engine nobody serves is told so.
+    notice = heartbeats.worker_notice(client, ["hf-api"])
+    assert notice == ("No worker is serving hf-api right now. Your picture waits in the queue until one is.")
+
+
 # --- the real `imaginebot up` ----------------------------------------------------------------------
 
 
