@@ -20,6 +20,8 @@ class RetrainRequest:
 
     dataset: str
     epochs: int
+    #: False (the default): fine-tune the promoted version (or the shipped model); True: random weights.
+    from_scratch: bool = False
 
 
 def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) -> RetrainRequest:
@@ -44,7 +46,14 @@ def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) ->
         raise InputError("not_a_number", "epochs must be a whole number, e.g. epochs:10.") from None
     if not 1 <= epochs <= MAX_EPOCHS:
         raise InputError("epochs_out_of_range", f"epochs must be between 1 and {MAX_EPOCHS}.")
-    return RetrainRequest(dataset=dataset, epochs=epochs)
+    start = options.get("from", "current").lower()
+    if start not in ("current", "scratch"):
+        raise InputError(
+            "bad_start",
+            "from: must be scratch (a new model from random weights) or current (the default: "
+            "fine-tune the model in use).",
+        )
+    return RetrainRequest(dataset=dataset, epochs=epochs, from_scratch=start == "scratch")
 
 
 def _options(body: str) -> dict[str, str]:

@@ -51,6 +51,9 @@ class TrainRun(BaseModel):
     count: int | None = Field(default=None, description="Images of a procedural dataset (None: default)")
     eval_count: int = 1000
     force: bool = False
+    from_scratch: bool = Field(
+        default=False, description="Random initial weights instead of fine-tuning the model in use"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="DFGANConfig overrides")
     requested_by: str
     conversation: Conversation
@@ -175,6 +178,7 @@ class TrainingClient:
             count=count,
             eval_count=eval_count or 1000,
             force=force,
+            from_scratch=request.from_scratch,
             config=dict(config or {}),
             requested_by=user,
             conversation=conversation,

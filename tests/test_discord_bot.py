@@ -555,7 +555,7 @@ def test_run_without_a_token_says_what_to_set(discord_settings: Settings) -> Non
 def test_variation_button_queues_one_engine_only(
     fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
 ) -> None:
-    user, channel = new_user(), snowflake()
+    user, channel = new_user(), "777"  # the job's own channel: buttons act only where the job was posted
     # A finished two-engine job the bot has never seen (as after a restart): the button still works.
     original = discord_record(queue, token="itok-two-engines", user_id=user)
     original.request.engines = ["dfgan", "diffusion"]
@@ -622,3 +622,32 @@ def test_training_pictures_go_to_the_channel_as_attachments(
         "parse": []
     }
     assert call.files["files[0]"] == out.getvalue()
+
+
+def test_a_forged_button_from_another_channel_reads_and_reuses_nothing(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    # A job posted in channel 777; the forged custom_ids are pressed in a channel of somebody else.
+    secret = discord_record(queue, token="itok-forged", user_id=new_user())
+    attacker, elsewhere = new_user(), snowflake()
+    components = result_buttons(secret.id, bot.settings.enabled_engines)
+    for action in ("info", "rr", "vd"):
+        forged = fake.button_click(f"ib:{action}:{secret.id}", attacker, elsewhere, components)
+        answer = callback_of(fake, forged)
+        assert answer["data"]["content"] == "That button does not belong to this chat.", action
+        assert "a red circle" not in answer["data"]["content"] and answer["data"]["flags"] == 64
+    assert queue.user_jobs(f"discord:{attacker}", unfinished_only=False) == []
+
+
+def test_mentions_in_a_prompt_never_ping_anyone(fake: FakeDiscord, bot: ImagineBot) -> None:
+    user, channel = new_user(), snowflake()
+    prompt = "@everyone and <@&123456789> look at a red circle"
+    interaction = fake.slash_command(
+        "imagine", {"prompt": prompt, "engine": "dfgan", "steps": 1}, user, channel
+    )
+    original = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+    [edit, *_] = fake.wait_for(lambda: fake.calls_to("PATCH", original), timeout_s=10, what="queued answer")
+    assert "@everyone" in edit.json["content"]  # the text is echoed as written…
+    assert edit.json["allowed_mentions"] == {"parse": []}  # …and pings nobody
+    delivered = delivery_of(fake, interaction)
+    assert delivered.json["allowed_mentions"]["parse"] == []

@@ -61,9 +61,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _admin_run(client: TrainingClient, max_steps: int, **options: object) -> TrainRun:
+def _admin_run(
+    client: TrainingClient, max_steps: int, from_scratch: bool = True, **options: object
+) -> TrainRun:
+    """A tiny run (from scratch unless asked: TINY is its own architecture)."""
     return client.submit_retrain(
-        RetrainRequest(dataset="shapes", epochs=1),
+        RetrainRequest(dataset="shapes", epochs=1, from_scratch=from_scratch),
         f"web:{ADMIN}",
         Conversation(platform="web", chat_id=ADMIN),
         max_steps,
@@ -448,3 +451,46 @@ def test_progress_notes_go_to_the_admins_chat_through_its_sender(
 
     monkeypatch.setattr(sender, "send_text", refuse)
     _tell(SimpleNamespace(settings=isolated), run, "done")  # type: ignore[arg-type]  # logged, not raised
+
+
+def test_a_run_fine_tunes_the_model_in_use_by_default_and_scores_near_it(isolated: Settings) -> None:
+    """The default starting point is the model the workers draw with (here the shipped checkpoint):
+    a short fine-tune scores close to it, so the gate decides on real differences; the same run from
+    scratch scores far below."""
+    client = TrainingClient(isolated)
+    trainer = worker_subprocess(isolated, queues="train")
+    small = {"batch_size": 8, "checkpoint_every": 5}
+    try:
+        tuned = client.submit_retrain(
+            RetrainRequest(dataset="shapes", epochs=1),
+            f"web:{ADMIN}",
+            Conversation(platform="web", chat_id=ADMIN),
+            6,
+            config=small,
+            count=64,
+            eval_count=32,  # the same captions as _admin_run's
+        )
+        assert not tuned.from_scratch
+        tuned, _ = _follow(client, tuned.id, timeout_s=240)
+        scratch, _ = _follow(client, _admin_run(client, max_steps=6).id, timeout_s=240)
+    finally:
+        _stop(trainer)
+    assert tuned.status == scratch.status == TrainRunStatus.DONE, (tuned.error, scratch.error)
+    assert tuned.baseline_version == "dfgan-shapes-64-v3" and tuned.baseline is not None
+    assert tuned.baseline > 0.2  # the shipped model really draws shapes
+    assert abs(tuned.metrics["all"] - tuned.baseline) <= 0.1, (tuned.metrics, tuned.baseline)
+    assert scratch.metrics["all"] < tuned.baseline - 0.15, (scratch.metrics, tuned.baseline)
+    config = json.loads((Path(str(tuned.checkpoint)) / "config.json").read_text())
+    assert config["ngf"] == 16 and config["lr_g"] == pytest.approx(0.25e-4)  # the parent's, lr lowered
+    assert config["ema_warmup"] is False
+
+
+def test_from_scratch_is_a_retrain_option_and_anything_else_is_explained(isolated: Settings) -> None:
+    from core.commands import parse_retrain
+
+    plan = parse_retrain("/retrain dataset:shapes epochs:1 from:scratch", isolated, "web", ADMIN)
+    assert plan.from_scratch
+    assert not parse_retrain("/retrain dataset:shapes epochs:1", isolated, "web", ADMIN).from_scratch
+    with pytest.raises(InputError) as bad:
+        parse_retrain("/retrain dataset:shapes from:../x", isolated, "web", ADMIN)
+    assert bad.value.code == "bad_start" and "scratch" in bad.value.message

@@ -188,10 +188,12 @@ def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Setting
 
     def say(app_settings: Settings, text: str, **extra: str) -> tuple[int, dict]:
         web = create_app(app_settings).test_client()
+        if not app_settings.web_is_local:  # beyond localhost, using the chat at all needs the access password
+            assert web.post("/login", data={"password": "door"}).status_code == 303
         resp = web.post("/api/imagine", json={"conversation_id": ADMIN, "text": text, **extra})
         return resp.status_code, resp.get_json()
 
-    open_settings = isolated.model_copy(update={"web_host": "0.0.0.0"})
+    open_settings = isolated.model_copy(update={"web_host": "0.0.0.0", "web_access_password": "door"})
     status, body = say(open_settings, "/retrain dataset:shapes epochs:1")
     assert (status, body["code"]) == (
         403,

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from core.queue import QueueClient
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -69,7 +71,7 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Path) -> None:  # noqa: ANN001
     from playwright.sync_api import expect
 
     page_errors: list[str] = []
@@ -178,6 +180,10 @@ def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None
     assert not page_errors, page_errors
     context.close()
 
+    # A notice in the history (a training run's, which carries no error code) is not shown as an error.
+    notice = "Retraining DF-GAN on shapes (1 epochs) queued as run 0123456789abcdef"
+    QueueClient(settings).history.append("web", cid, {"role": "bot", "text": notice, "run_id": "0" * 16})
+
     # A phone: the same conversation fits 390 px without sideways scrolling.
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     phone.add_init_script(f"localStorage.setItem('imaginebot.conversation', {json.dumps(cid)})")
@@ -188,6 +194,8 @@ def test_web_chat_in_a_browser(web_server: str, browser, tmp_path: Path) -> None
     expect(image).to_be_visible(timeout=UI_TIMEOUT_MS)
     page.wait_for_function(IMG_LOADED, arg=image.element_handle(), timeout=UI_TIMEOUT_MS)
     expect(page.locator(".message.error", has_text="Your prompt is empty")).to_be_visible()
+    expect(page.locator(".message.bot", has_text=notice)).to_be_visible()
+    expect(page.locator(".message.error", has_text=notice)).to_have_count(0)
     scroll_width = page.evaluate("document.scrollingElement.scrollWidth")
     assert scroll_width <= 390 + 1, f"horizontal scroll on a phone: scrollWidth {scroll_width}"
     for hook in ("#prompt", "#send", "img.pair"):

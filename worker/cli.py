@@ -15,12 +15,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from core.settings import Settings
 from core.taskqueue import ALL_QUEUES
+
+if TYPE_CHECKING:
+    from worker.supervisor import ChildSpec
 
 app = typer.Typer(
     help="imaginebot: text-to-image chatbot with a Redis/Celery GPU job queue.", no_args_is_help=True
@@ -117,7 +121,7 @@ def _say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
 
-def up_children(settings: Settings) -> list[object]:
+def up_children(settings: Settings) -> list[ChildSpec]:
     """What ``up`` runs besides Redis and the web chat: the workers, and the bots with a token."""
     from worker.supervisor import ChildSpec
 
@@ -163,14 +167,15 @@ def up(
         if embedded:
             url_file.write_text(str(settings.redis_url))
         supervisor.redis_client = connect(str(settings.redis_url))
-        supervisor.add(*up_children(settings))  # type: ignore[arg-type]
+        supervisor.add(*up_children(settings))
         server = WebServer(settings, host=host, port=port)  # binds now: a busy port fails before any child
         try:
-            supervisor.start()
-            for child in supervisor.children:
-                _say(f"started {child.spec.name} (pid {child.pid})")
-            server.start()
-            console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
+            if not supervisor.stop_requests:  # a Ctrl-C while Redis started: start nothing more
+                supervisor.start()
+                for child in supervisor.children:
+                    _say(f"started {child.spec.name} (pid {child.pid})")
+                server.start()
+                console.print(f"[bold green]imaginebot is up:[/bold green] open {server.url} (Ctrl-C stops)")
             supervisor.run()
         finally:
             _say("stopping: web chat, bots, workers (finishing the task in hand), Redis…")
@@ -585,6 +590,9 @@ def retrain(
     steps: int = typer.Option(None, help="Stop after this many optimiser steps (default: epochs)."),
     epochs: int = typer.Option(10, help="Epochs when --steps is not given."),
     force: bool = typer.Option(False, "--force", help="Promote even when the evaluation gate fails."),
+    from_scratch: bool = typer.Option(
+        False, "--from-scratch", help="Start from random weights (default: fine-tune the model in use)."
+    ),
     config: Path = typer.Option(  # noqa: B008
         None, help="JSON file of DFGANConfig overrides (ngf, ndf, batch_size, checkpoint_every, …)."
     ),
@@ -615,7 +623,7 @@ def retrain(
     overrides = json.loads(config.read_text()) if config is not None else None
     try:
         run = client.submit_retrain(
-            RetrainRequest(dataset=dataset.lower(), epochs=epochs),
+            RetrainRequest(dataset=dataset.lower(), epochs=epochs, from_scratch=from_scratch),
             f"cli:{os.getuid()}",
             Conversation(platform="cli", chat_id="cli"),
             steps,

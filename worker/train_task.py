@@ -41,6 +41,13 @@ RECHECK_GRACE_S = 120.0  # a pending re-check's marker outlives its countdown by
 #: Base configs per dataset, inside the installed package (a name lookup, never a user path).
 BASE_CONFIGS = {"shapes": Path(__file__).resolve().parent.parent / "training/dfgan/configs/shapes-64.json"}
 MILESTONES = (0.25, 0.5, 0.75)
+#: A fine-tune's generator learning rate, as a fraction of its parent's: small steps away from
+#: weights that already draw well. The discriminator starts fresh (checkpoints ship no D) at its rate.
+FINETUNE_LR_SCALE = 0.25
+#: Config keys that shape the network: a fine-tune keeps its parent's.
+ARCHITECTURE_KEYS = (
+    "imsize", "ngf", "ndf", "nz", "cond_dim", "text_encoder", "max_caption_tokens", "cond_scale"
+)  # fmt: skip
 
 # Take the lock when it is free or already ours (a previous attempt of this run); renew or release
 # it only while it is ours.
@@ -265,11 +272,14 @@ def _train_and_register(
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     out = run_dir(rt, run.id)
-    config = _config_for(run)
+    start_folder, start_config = _starting_point(rt, registry, run)
+    config = _config_for(run, start_config)
     resumed_from = _checkpoint_step(out)
     heartbeat.beat(resumed_from=resumed_from)
     if run.attempts == 1:
-        _tell(rt, run, f"Training run {run.id} started: DF-GAN on {run.dataset}.")
+        parent_name = start_config.get("version") or (start_folder.name if start_folder else "")
+        how = f"fine-tuning {parent_name}" if start_folder else "from scratch"
+        _tell(rt, run, f"Training run {run.id} started: DF-GAN on {run.dataset}, {how}.")
     elif resumed_from:
         _tell(rt, run, f"Training run {run.id} resumed from its checkpoint at step {resumed_from}.")
     dataset = get_dataset(
@@ -286,6 +296,7 @@ def _train_and_register(
         device=device,
         progress=progress,
         console=Console(quiet=True),
+        init_from=start_folder,  # used only when there is no checkpoint of this run to resume
     )
     # A beat now also catches a cancel that came after the last progress report.
     heartbeat.beat(step=result.step, total=result.step, eta_s=0.0, losses=_short(result.last_losses))
@@ -505,12 +516,45 @@ def _progress_reporter(
     return progress
 
 
-def _config_for(run: TrainRun) -> Any:
-    """The dataset's base config with the run's overrides and epochs."""
+def _starting_point(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun
+) -> tuple[Path | None, dict[str, Any]]:
+    """(checkpoint folder a run fine-tunes, that folder's config): the version promoted when the run
+    began, else the default checkpoint the workers use. (None, {}) for a from-scratch run, or when
+    the default is the random-init placeholder (nothing worth fine-tuning)."""
+    from worker.engines.dfgan import resolve_default_checkpoint
+
+    if run.from_scratch:
+        return None, {}
+    entry = registry.get(run.parent) if run.parent else None
+    default = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+    folder = Path(entry.folder) if entry is not None else default
+    if folder is None:
+        return None, {}
+    folder = Path(folder)
+    return folder, json.loads((folder / "config.json").read_text())
+
+
+def _config_for(run: TrainRun, parent: dict[str, Any] | None = None) -> Any:
+    """The run's config: the dataset's base config, or for a fine-tune its ``parent``'s (architecture
+    and optimiser), then the run's overrides and epochs. A fine-tune lowers the generator's learning
+    rate (unless the run sets it) and starts its EMA at the parent's weights without a warm-up."""
     from training.dfgan.config import DFGANConfig
 
     base = BASE_CONFIGS.get(run.dataset)
     data = json.loads(base.read_text()) if base is not None and base.is_file() else {}
+    if parent:
+        changed = [k for k in ARCHITECTURE_KEYS if k in run.config and run.config[k] != parent.get(k)]
+        if changed:
+            raise ValueError(
+                f"the run's config changes {', '.join(changed)} of the model it fine-tunes "
+                f"({parent.get('version') or 'the default'}); "
+                "retrain with from:scratch for a new architecture"
+            )
+        data.update({k: v for k, v in parent.items() if k not in ("training", "version", "epochs")})
+        if "lr_g" not in run.config:
+            data["lr_g"] = float(data.get("lr_g", 1e-4)) * FINETUNE_LR_SCALE
+        data["ema_warmup"] = False
     data.update(run.config)
     data["epochs"] = run.epochs
     data["version"] = ""  # the registry names the version

@@ -17,9 +17,11 @@ import discord
 from discord import app_commands
 
 from bots.discord.components import ACTIONS, CUSTOM_ID, custom_id
+from core.buttons import pressed_job
 from core.commands import parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
+from core.ids import is_job_id
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
 from core.queue import UNAVAILABLE_ERRORS, QueueUnavailable
@@ -36,7 +38,6 @@ PROGRESS_LIMIT_S = 14 * 60
 # The core messages name the text flags (--steps); on Discord the same things are options (steps:).
 _FLAG_NAMES = {"--seed": "seed", "--steps": "steps", "--n": "count", "--size": "size", "--no": "negative"}
 _FLAG = re.compile(r"--(seed|steps|n|size|no)\b")
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def discord_message(exc: InputError) -> str:
@@ -223,7 +224,7 @@ def register(bot: ImagineBot) -> None:
                 if not pending:
                     raise InputError("nothing_to_cancel", "You have no jobs waiting.")
                 job = pending[-1][0].id
-            if not JOB_ID.match(job.strip()):
+            if not is_job_id(job.strip()):
                 raise JobNotFound(job)
             record = await asyncio.to_thread(bot.queue.cancel, job.strip(), user)
         except JobNotFound:
@@ -270,13 +271,23 @@ def register(bot: ImagineBot) -> None:
         await interaction.response.send_message(preferences_text(prefs, bot), ephemeral=True)
 
     @tree.command(name="retrain", description="Retrain DF-GAN on a dataset (admins)")
-    @app_commands.describe(dataset="Dataset name", epochs="Training epochs")
+    @app_commands.describe(
+        dataset="Dataset name",
+        epochs="Training epochs",
+        from_scratch="Start from random weights (default: fine-tune the model in use)",
+    )
     @app_commands.default_permissions(manage_guild=True)
-    async def retrain(interaction: discord.Interaction, dataset: str, epochs: int = 10) -> None:
+    async def retrain(
+        interaction: discord.Interaction, dataset: str, epochs: int = 10, from_scratch: bool = False
+    ) -> None:
+        start = "scratch" if from_scratch else "current"
         try:
             # The admin check is ours, on the server side; default_permissions only hides the command.
             plan = parse_retrain(
-                f"/retrain dataset:{dataset} epochs:{epochs}", settings, "discord", str(interaction.user.id)
+                f"/retrain dataset:{dataset} epochs:{epochs} from:{start}",
+                settings,
+                "discord",
+                str(interaction.user.id),
             )
         except InputError as exc:
             await reply_error(interaction, exc)
@@ -353,10 +364,12 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         """Reroll (new seed), a variation (one engine, new seed), or show the job's settings."""
         bot: ImagineBot = interaction.client  # type: ignore[assignment]
+        # A custom_id can be forged: act only on a job posted in this channel (or its threads).
+        here = conversation_of(interaction).chat_id
         try:
-            original = await asyncio.to_thread(bot.queue.jobs.get, self.job_id)
-        except JobNotFound:
-            await interaction.response.send_message("That picture has expired.", ephemeral=True)
+            original = await asyncio.to_thread(pressed_job, bot.queue.jobs, self.job_id, "discord", here)
+        except InputError as exc:
+            await interaction.response.send_message(exc.message, ephemeral=True)
             return
         if self.action == "info":
             await interaction.response.send_message(job_settings_text(original), ephemeral=True)

@@ -26,11 +26,13 @@ from telegram.ext import (
     filters,
 )
 
-from bots.telegram.buttons import JOB_ID, ButtonPress, parse_callback
+from bots.telegram.buttons import ButtonPress, parse_callback
 from bots.telegram.progress import ProgressTracker, status_text
+from core.buttons import EXPIRED_TEXT, pressed_job
 from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
+from core.ids import is_job_id
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
@@ -181,7 +183,7 @@ class TelegramHandlers:
         try:
             if args:
                 job_id = args[0].strip().lower()
-                if not JOB_ID.match(job_id):
+                if not is_job_id(job_id):
                     raise JobNotFound(job_id)
             else:
                 jobs = await asyncio.to_thread(self.queue.user_jobs, user)
@@ -283,16 +285,18 @@ class TelegramHandlers:
         query = update.callback_query
         if query is None:
             return
+        message = query.message
         try:
             press = parse_callback(query.data or "")
-            record = await asyncio.to_thread(self.queue.jobs.get, press.job_id)
-        except (ValueError, JobNotFound):
-            await query.answer("That picture has expired; send the prompt again.", show_alert=True)
+        except ValueError:
+            await query.answer(EXPIRED_TEXT, show_alert=True)
             return
-        message = query.message
         # Callback data can be forged by a client: only act on a job from the chat the button is in.
-        if message is None or record.request.conversation.chat_id != str(message.chat.id):
-            await query.answer("That button does not belong to this chat.", show_alert=True)
+        chat_id = str(message.chat.id) if message is not None else None
+        try:
+            record = await asyncio.to_thread(pressed_job, self.queue.jobs, press.job_id, PLATFORM, chat_id)
+        except InputError as exc:
+            await query.answer(exc.message, show_alert=True)
             return
         if press.action == "settings":
             await query.answer(self._describe_job(record)[:200], show_alert=True)

@@ -14,29 +14,40 @@ Endpoints (all JSON unless noted):
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
+import redis
 from flask import Flask, Response, jsonify, request, send_from_directory
 
+from bots.web.security import client_ip, parse_networks
+from bots.web.security import install as install_security
 from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import health_summary, job_notice
+from core.ids import is_conversation_id, is_job_id, is_run_id
 from core.jobs import Conversation, JobRecord, JobStatus
+from core.limits import RateLimiter
+from core.prompt import check_text
 from core.queue import QueueClient
 from core.settings import Settings
 from core.training_client import TrainingClient, cancelled_text
 from core.validation import request_from_text
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
-IMAGE_NAME = re.compile(r"^(pair|[a-z-]+-\d)$")
-RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+IMAGE_NAME = re.compile(r"pair|[a-z-]+-\d")
 #: The pictures a finished training run stores (worker.train_task.RUN_PICTURES; no torch import here).
-RUN_PICTURE = re.compile(r"^(loss-curve|old-vs-new)$")
+RUN_PICTURE = re.compile(r"loss-curve|old-vs-new")
 MAX_BODY = 16 * 1024
+#: Refused ``/retrain`` attempts a client may make per window (beyond localhost), against guessing.
+ADMIN_PASSWORD_TRIES = 5
+ADMIN_PASSWORD_WINDOW_S = 15 * 60
+#: What a client is told while Redis cannot be reached: try again in about a minute.
+UNAVAILABLE_RETRY_S = 60
 
 
 def job_view(record: JobRecord, position: int | None, notice: str | None = None) -> dict[str, Any]:
@@ -89,6 +100,7 @@ ERROR_STATUS = {
     "already_finished": 409,
     "admin_password_unset": 403,
     "bad_admin_password": 403,
+    "too_many_attempts": 429,
 }
 
 
@@ -98,13 +110,16 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     client = queue or QueueClient(settings)
     trainer = TrainingClient(settings, client.redis, client.producer)
-    from bots.web.security import install as install_security
-
     install_security(app, settings, client)  # headers, allowed hosts, access password, rate limits, /metrics
 
-    def check_admin_password(data: dict[str, Any]) -> None:
+    guesses = RateLimiter(client.redis, ADMIN_PASSWORD_TRIES, ADMIN_PASSWORD_WINDOW_S)
+    proxies = parse_networks(settings.web_trusted_proxies)
+
+    def check_admin_password(data: dict[str, Any], cid: str) -> None:
         """Beyond localhost, web-chat ``/retrain`` (start and cancel) also needs the admin password:
-        a conversation id alone is only a browser's random token."""
+        a conversation id alone is only a browser's random token. ``settings.web_host`` is the address
+        the server really binds (the server passes it in). A wrong password and a conversation that
+        is not an admin's get the same answer, and each client has few tries per window."""
         if settings.web_is_local:
             return
         wanted = settings.web_admin_password
@@ -114,13 +129,51 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
                 "/retrain from the web chat is off: it listens beyond localhost and "
                 "IMAGINEBOT_WEB_ADMIN_PASSWORD is not set.",
             )
-        given = str(data.get("admin_password") or "")
-        if not hmac.compare_digest(given.encode(), wanted.encode()):
-            raise InputError("bad_admin_password", "Wrong or missing admin password for /retrain.")
+        address = client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For"), proxies)
+        client_key = f"web-admin-password:{address}"
+        wait = guesses.blocked_for(client_key)
+        if wait is not None:
+            raise InputError(
+                "too_many_attempts",
+                f"Too many refused /retrain attempts from here. Try again in {wait:.0f} s.",
+                retry_after=wait,
+            )
+        given = data.get("admin_password")
+        given_bytes = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else b""
+        right = hmac.compare_digest(given_bytes, wanted.encode())
+        if not (right and settings.is_admin("web", cid)):
+            guesses.record(client_key)
+            raise InputError(
+                "bad_admin_password",
+                "/retrain was refused: it needs an admin's conversation and the right admin password.",
+            )
+
+    def json_object() -> dict[str, Any]:
+        """The request's JSON body, which must be an object (no body at all counts as ``{}``)."""
+        if not request.get_data(cache=True):
+            return {}
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise InputError(
+                "bad_json",
+                "The request body must be a JSON object, e.g. "
+                '{"conversation_id": "...", "text": "a red circle"}.',
+            )
+        return data
+
+    def prompt_text(data: dict[str, Any]) -> str:
+        """The ``text`` field: present, a string, valid Unicode; cut to a sane length."""
+        text = data.get("text")
+        if text is None:
+            raise InputError("missing_text", 'Say what to draw: the field "text" is missing or null.')
+        if not isinstance(text, str):
+            raise InputError("bad_text", 'The field "text" must be a string, e.g. "a red circle".')
+        check_text(text)
+        return text[: settings.max_prompt_chars * 4]
 
     def conversation_id(data: dict[str, Any]) -> str:
         cid = str(data.get("conversation_id", ""))
-        if not CONVERSATION_ID.match(cid):
+        if not is_conversation_id(cid):
             raise InputError("bad_conversation", "conversation_id must be 8-64 letters, digits, - or _.")
         return cid
 
@@ -144,17 +197,17 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.post("/api/imagine")
     def imagine() -> tuple[Response, int]:
-        data = request.get_json(silent=True) or {}
         try:
+            data = json_object()
             cid = conversation_id(data)
+            text = prompt_text(data)
         except InputError as exc:
             return _error(exc, 400)
-        text = str(data.get("text", ""))[: settings.max_prompt_chars * 4]
         history = client.history
         history.append("web", cid, {"role": "user", "text": text})
         try:
             if text.strip().lower().startswith("/retrain"):
-                check_admin_password(data)
+                check_admin_password(data, cid)
             if text.strip().lower().startswith("/retrain") and is_retrain_cancel(text):
                 run_id = parse_retrain_cancel(text, settings, "web", cid)  # admins only; id checked
                 run = trainer.cancel_from_chat(run_id, f"web:{cid}")
@@ -185,7 +238,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.get("/api/jobs/<job_id>")
     def job_status(job_id: str) -> tuple[Response, int]:
-        if not JOB_ID.match(job_id):
+        if not is_job_id(job_id):
             return jsonify({"error": "No such job.", "code": "not_found"}), 404
         try:
             record, position = client.status(job_id)
@@ -195,16 +248,16 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.post("/api/jobs/<job_id>/cancel")
     def cancel(job_id: str) -> tuple[Response, int]:
-        data = request.get_json(silent=True) or {}
-        if not JOB_ID.match(job_id):
+        if not is_job_id(job_id):
             return jsonify({"error": "No such job.", "code": "not_found"}), 404
         try:
+            data = json_object()
             cid = conversation_id(data)
             record = client.cancel(job_id, user=f"web:{cid}")
         except JobNotFound:
             return jsonify({"error": "No such job.", "code": "not_found"}), 404
         except InputError as exc:
-            return _error(exc, ERROR_STATUS.get(exc.code, 409))
+            return _error(exc, ERROR_STATUS.get(exc.code, 400 if exc.code == "bad_json" else 409))
         return jsonify({"job": job_view(record, None)}), 200
 
     @app.get("/api/jobs/<job_id>/pair.png")
@@ -213,7 +266,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.get("/api/jobs/<job_id>/images/<name>.png")
     def image_png(job_id: str, name: str) -> Response | tuple[Response, int]:
-        if not JOB_ID.match(job_id) or not IMAGE_NAME.match(name):
+        if not is_job_id(job_id) or not IMAGE_NAME.fullmatch(name):
             return jsonify({"error": "No such image.", "code": "not_found"}), 404
         png = client.images.get(client.images.key(job_id, name))
         if png is None:
@@ -222,7 +275,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.get("/api/runs/<run_id>/<name>.png")
     def run_png(run_id: str, name: str) -> Response | tuple[Response, int]:
-        if not RUN_ID.match(run_id) or not RUN_PICTURE.match(name):
+        if not is_run_id(run_id) or not RUN_PICTURE.fullmatch(name):
             return jsonify({"error": "No such picture.", "code": "not_found"}), 404
         png = client.images.get(client.images.key(run_id, name))
         if png is None:
@@ -231,7 +284,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
 
     @app.get("/api/conversations/<cid>")
     def conversation(cid: str) -> tuple[Response, int]:
-        if not CONVERSATION_ID.match(cid):
+        if not is_conversation_id(cid):
             return jsonify({"error": "Bad conversation id.", "code": "bad_conversation"}), 400
         messages: list[dict[str, Any]] = []
         for event in client.history.read("web", cid):
@@ -256,5 +309,20 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     @app.errorhandler(413)
     def too_large(_: Exception) -> tuple[Response, int]:
         return jsonify({"error": "Request too large.", "code": "too_large"}), 413
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(kombu.exceptions.OperationalError)
+    def queue_unavailable(exc: Exception) -> tuple[Response, int]:
+        """Redis down or unreachable: a clear JSON 503, and the client knows when to come back."""
+        log.warning("queue unavailable: %s", exc)
+        response = jsonify(
+            {"error": "The queue is unavailable, try again in a minute.", "code": "queue_unavailable"}
+        )
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_S)
+        return response, 503
+
+    @app.errorhandler(500)
+    def internal_error(_: Exception) -> tuple[Response, int]:
+        return jsonify({"error": "Something went wrong on our side. Try again.", "code": "internal"}), 500
 
     return app

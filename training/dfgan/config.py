@@ -34,6 +34,9 @@ class DFGANConfig:
     batch_size: int = 32
     epochs: int = 100
     ema_decay: float = 0.999  # 0 disables the EMA generator
+    # Early steps' EMA follows the generator closely (decay ramps up to ema_decay). A fine-tune turns
+    # it off: its EMA starts as the pretrained weights and should move away from them slowly.
+    ema_warmup: bool = True
     gp_k: float = 2.0
     gp_p: float = 6.0
     seed: int = 0

@@ -156,7 +156,7 @@ def train_step(
         ema_params, g_params = list(m.ema.parameters()), list(m.netG.parameters())
         if config.ema_decay > 0:
             step = int(m.opt_g.state[g_params[0]]["step"])
-            decay = min(config.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA follows closely
+            decay = min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else config.ema_decay
             torch._foreach_lerp_(ema_params, g_params, 1 - decay)
         else:
             torch._foreach_copy_(ema_params, g_params)
