@@ -131,6 +131,7 @@ class FakeTelegram:
         self._message_ids = itertools.count(5000)
         self._failures: list[tuple[str, int | None, int, dict[str, Any]]] = []
         self.faults: Faults | None = None
+        self.stalling = 0  # calls processed and now holding back their answer
         self._loop = asyncio.new_event_loop()
         self._new_update: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -233,7 +234,11 @@ class FakeTelegram:
             return web.Response(status=499)
         if call.fault == "stall":
             assert self.faults is not None
-            await asyncio.sleep(self.faults.stall_s)
+            self.stalling += 1
+            try:
+                await asyncio.sleep(self.faults.stall_s)
+            finally:
+                self.stalling -= 1
         return web.json_response({"ok": True, "result": result})
 
     def _injected(self, call: Call) -> web.Response | None:

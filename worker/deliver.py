@@ -53,7 +53,7 @@ MAX_SEND_ATTEMPTS = 8
 #: group (negative chat ids); Discord's per-channel bucket is 5 per 5 s.
 CHAT_GAP_S = {"telegram": 1.0, "telegram-group": 3.0, "discord": 1.0}
 #: How long a delivery waits for another one to the same chat before it retries later instead.
-CHAT_WAIT_S = 20.0
+CHAT_WAIT_S = 5.0
 
 # Refresh / release only while the key still holds our token: a lapsed lease taken over by another
 # worker is never extended or deleted by the one that lost it.

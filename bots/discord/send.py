@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 #: Discord's interaction tokens expire after 15 minutes; leave a minute of slack.
 WEBHOOK_TTL_S = 14 * 60
-HTTP_TIMEOUT_S = 30.0
+HTTP_TIMEOUT_S = 15.0
 MAX_CONTENT = 2000
 MAX_THREAD_NAME = 100
 THREAD_ARCHIVE_MINUTES = 1440
