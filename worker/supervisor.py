@@ -223,6 +223,9 @@ class Supervisor:
         try:
             alive = self.redis_client.exists(heartbeats.worker_key(heartbeats.worker_name(child.proc.pid)))
         except redis.RedisError:
+            # Unknown, not silent: and once Redis is back, give the worker a full TTL to beat again.
+            if child.beat_seen_at is not None:
+                child.beat_seen_at = now
             return False
         if alive:
             if child.beat_seen_at is None:
@@ -241,6 +244,7 @@ class Supervisor:
         ran_s = time.monotonic() - child.started_at
         child.crashes = 1 if ran_s >= self.stable_s else child.crashes + 1
         child.proc = None
+        child.beat_seen_at = None  # reported as starting again until the new process beats
         if child.crashes >= self.max_crashes:
             child.gave_up = True
             child.message = (
