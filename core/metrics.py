@@ -59,6 +59,12 @@ DELIVERY_RETRIES = Counter("imaginebot_delivery_retries", "Delivery attempts ret
 DELIVERY_FAILURES = Counter(
     "imaginebot_delivery_failures", "Deliveries given up (the platform refused for good).", ["platform"]
 )
+MODEL_SYNCS = Counter(
+    "imaginebot_model_syncs",
+    "Promoted model versions made ready on this worker: local (files already here and verified), "
+    "fetched (copied from Redis and verified) or failed (not fetched or not verified: old model kept).",
+    ["outcome"],
+)
 BATCH_SIZE = Histogram(
     "imaginebot_batch_size", "Jobs drawn together in one generate task.", buckets=(1, 2, 3, 4, 5, 6, 7, 8)
 )

@@ -110,3 +110,46 @@ def test_a_promoted_version_that_cannot_load_keeps_the_current_engine(isolated: 
     assert isolated.redis_url
     redis.Redis.from_url(isolated.redis_url).set(PROMOTED_KEY, "dfgan-shapes-20260101T000000Z")  # no files
     assert engines.get("dfgan") is before
+
+
+def test_a_promoted_version_reaches_a_worker_with_another_data_dir_through_redis(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """The train worker's machine and a GPU worker's machine share Redis and nothing else."""
+    import hashlib
+
+    from core.metrics import MODEL_SYNCS
+    from worker.engines.registry import EngineRegistry
+    from worker.model_registry import blob_key
+
+    trainer_side = _registry(isolated)
+    version = trainer_side.new_version_name("shapes")
+    entry = trainer_side.register(version, _checkpoint(tmp_path / "ckpt", seed=3), "shapes", {"all": 0.2})
+    assert set(entry.files) == {"config.json", "generator.safetensors"}
+    elsewhere = isolated.model_copy(update={"data_dir": tmp_path / "other-machine"})
+    assert not version_folder(elsewhere, version).exists()
+
+    engines = EngineRegistry(elsewhere)
+    default = engines.get("dfgan").info.version
+    fetched_before = MODEL_SYNCS.labels("fetched")._value.get()
+    trainer_side.promote(version)
+    assert engines.get("dfgan").info.version == version  # fetched, verified, swapped in
+    assert MODEL_SYNCS.labels("fetched")._value.get() == fetched_before + 1
+    local = version_folder(elsewhere, version) / "generator.safetensors"
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == entry.files["generator.safetensors"]
+
+    # A copy in Redis that does not match its checksum is never loaded: the worker keeps its model.
+    second = trainer_side.new_version_name("shapes", when=1)
+    trainer_side.register(second, _checkpoint(tmp_path / "ckpt2", seed=4), "shapes", {"all": 0.3})
+    client = trainer_side.redis
+    weights = bytearray(client.get(blob_key(second, "generator.safetensors")) or b"")
+    weights[-1] ^= 0xFF
+    client.set(blob_key(second, "generator.safetensors"), bytes(weights))
+    failed_before = MODEL_SYNCS.labels("failed")._value.get()
+    trainer_side.promote(second)
+    assert engines.get("dfgan").info.version == version
+    assert MODEL_SYNCS.labels("failed")._value.get() == failed_before + 1
+    assert not version_folder(elsewhere, second).exists()
+    trainer_side.rollback()
+    trainer_side.rollback()
+    assert engines.get("dfgan").info.version == default

@@ -4,8 +4,11 @@ Versions live in two places:
 
 - files: ``settings.data_dir/models/dfgan/<version>/`` holds ``config.json`` + ``generator.safetensors``
   (a checkpoint folder :func:`training.dfgan.checkpoint.load_generator` reads) and ``model.json``
-  (the metadata below). Every worker must see the same ``data_dir`` (a shared volume) to load them.
-- Redis (no expiry): ``ib:models:dfgan:version:<version>`` (the metadata as JSON),
+  (the metadata below), on the machine that registered it and on every worker that has loaded it;
+- Redis (no expiry): ``ib:models:dfgan:blob:<version>:<file>`` (the bytes of those two files, 5-10 MB:
+  how a version reaches workers on other machines, with no shared volume; each file's sha256 is in the
+  metadata and checked before a worker uses a copy — :meth:`ModelRegistry.materialize`),
+  ``ib:models:dfgan:version:<version>`` (the metadata as JSON),
   ``ib:models:dfgan:versions`` (sorted set of versions by creation time),
   ``ib:models:dfgan:promoted`` (the version inference workers use; absent: the configured default) and
   ``ib:models:dfgan:promoted:previous`` (a stack of earlier promoted versions, for rollback).
@@ -17,6 +20,7 @@ the CLI and the bots may use it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -56,6 +60,8 @@ class ModelVersion:
     parent: str | None = None  # the version promoted when the run that made this one started
     run_id: str | None = None
     note: str = ""
+    #: file name -> sha256 of the copy in Redis (empty for versions registered before weights travelled)
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The metadata as JSON (what Redis and ``model.json`` hold)."""
@@ -82,6 +88,16 @@ def models_root(settings: Settings) -> Path:
 def version_folder(settings: Settings, version: str) -> Path:
     """The folder of ``version`` (name checked first, so it is always inside :func:`models_root`)."""
     return models_root(settings) / check_version(version)
+
+
+def blob_key(version: str, name: str) -> str:
+    """Redis key of the bytes of ``version``'s file ``name`` (one of :data:`CHECKPOINT_FILES`)."""
+    return f"{PREFIX}:blob:{version}:{name}"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def version_key(version: str) -> str:
@@ -147,11 +163,15 @@ class ModelRegistry:
         config = json.loads((source / "config.json").read_text())
         config["version"] = version
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        entry.files = {name: sha256_of(staging / name) for name in CHECKPOINT_FILES}
         (staging / METADATA_FILE).write_text(entry.to_json() + "\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
         pipe = self.redis.pipeline()
+        # The bytes first: whoever reads the entry finds its files in Redis.
+        for name in CHECKPOINT_FILES:
+            pipe.set(blob_key(version, name), (target / name).read_bytes())
         pipe.set(version_key(version), entry.to_json())
         pipe.zadd(VERSIONS_KEY, {version: entry.created_at})
         pipe.execute()
@@ -189,8 +209,9 @@ class ModelRegistry:
     def promote(self, version: str) -> ModelVersion:
         """Make ``version`` the one every inference worker draws with (from its next batch on)."""
         entry = self._require(version)
-        if not (Path(entry.folder) / "config.json").is_file():
-            raise RegistryError(f"the files of {version} are missing from {entry.folder}")
+        in_redis = bool(entry.files) and all(self.redis.exists(blob_key(version, n)) for n in entry.files)
+        if not in_redis and not (Path(entry.folder) / "config.json").is_file():
+            raise RegistryError(f"the files of {version} are neither in Redis nor in {entry.folder}")
         current = self.promoted()
         if current == version:
             return entry
@@ -220,6 +241,43 @@ class ModelRegistry:
             if previous != current and self.get(previous) is not None:
                 self.redis.set(PROMOTED_KEY, previous)
                 return previous
+
+    # --- weights that travel ------------------------------------------------------------------------
+    def materialize(self, version: str) -> tuple[Path, bool]:
+        """This machine's folder of ``version``, ready to load, and whether it was fetched just now: the
+        local copy when its files match the registered sha256s, else a fresh copy fetched from Redis
+        and verified (written next to the folder and renamed into place, so a loader never sees half
+        a copy).
+
+        Raises :class:`RegistryError` when the version's files are neither here nor in Redis, or a
+        fetched file does not match its checksum: the caller keeps the model it has.
+        """
+        entry = self._require(version)
+        target = version_folder(self.settings, version)
+        if not entry.files:  # registered before weights travelled: the shared volume or nothing
+            if (target / "config.json").is_file():
+                return target, False
+            raise RegistryError(f"the files of {version} are not on this machine and not in Redis")
+        if all((target / n).is_file() and sha256_of(target / n) == d for n, d in entry.files.items()):
+            return target, False
+        staging = target.with_name(f".{version}.fetching")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            for name, digest in entry.files.items():
+                data = self.redis.get(blob_key(version, name))
+                if data is None:
+                    raise RegistryError(f"{version}: {name} is not in Redis")
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise RegistryError(f"{version}: {name} from Redis does not match its sha256")
+                (staging / name).write_bytes(data)
+            (staging / METADATA_FILE).write_text(entry.to_json() + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target, True
 
     def _require(self, version: str) -> ModelVersion:
         entry = self.get(version)

@@ -381,7 +381,9 @@ def _post_pictures(
 
         parent = registry.get(run.parent) if run.parent else None
         old_folder = (
-            parent.folder if parent is not None else resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+            registry.materialize(parent.version)[0]
+            if parent is not None
+            else resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
         )
         old = load_generator(old_folder, device)
         new = load_generator(checkpoint, device)
@@ -528,7 +530,8 @@ def _starting_point(
         return None, {}
     entry = registry.get(run.parent) if run.parent else None
     default = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
-    folder = Path(entry.folder) if entry is not None else default
+    # The parent may have been trained on another machine: fetched from Redis and verified if so.
+    folder = registry.materialize(entry.version)[0] if entry is not None else default
     if folder is None:
         return None, {}
     folder = Path(folder)

@@ -143,9 +143,22 @@ class EngineRegistry:
         log.info("switched DF-GAN to %s in %.1f s", engine.info.version, time.perf_counter() - started)
 
     def _load_dfgan_version(self, version: str) -> Engine:
+        """Load ``version`` from this machine's copy, fetched from Redis and verified when it is not
+        here (another machine trained it). A version that cannot be fetched or verified raises: the
+        caller keeps the model it has, logs it, and counts it in ``imaginebot_model_syncs``."""
+        from core.metrics import MODEL_SYNCS
         from worker.engines.dfgan import DFGANEngine
-        from worker.model_registry import version_folder
+        from worker.model_registry import ModelRegistry
 
-        engine = DFGANEngine(str(version_folder(self.settings, version)), self.settings.device)
+        assert self._redis is not None  # set by _promoted_version, which named this version
+        try:
+            folder, fetched = ModelRegistry(self.settings, self._redis).materialize(version)
+        except Exception:
+            MODEL_SYNCS.labels("failed").inc()
+            raise
+        MODEL_SYNCS.labels("fetched" if fetched else "local").inc()
+        if fetched:
+            log.info("fetched DF-GAN %s from Redis into %s (sha256 verified)", version, folder)
+        engine = DFGANEngine(str(folder), self.settings.device)
         self._dfgan_version = version
         return engine
