@@ -253,3 +253,26 @@ def test_celery_keeps_waiting_gpu_tasks_in_the_redis_list_keda_reads(tmp_path: P
         assert client.llen(list_name) == 3
         producer.close()
         client.close()
+
+
+# --- Grafana ---------------------------------------------------------------------------------------
+
+
+def test_grafana_dashboard_queries_only_metrics_imaginebot_exports() -> None:
+    import json
+
+    from prometheus_client import REGISTRY
+
+    import core.metrics  # noqa: F401 - registers the shared metrics
+    import worker.metrics  # noqa: F401 - defines the GPU memory collector
+
+    exported = {name for names in list(REGISTRY._collector_to_names.values()) for name in names}
+    exported |= {"imaginebot_queue_depth", "imaginebot_gpu_memory_bytes"}  # collectors read at scrape time
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    used = {name for expr in exprs for name in re.findall(r"\bimaginebot_[a-z_]+", expr)}
+    unknown = sorted(used - exported)
+    assert unknown == [], f"the dashboard queries metrics nobody exports: {unknown}"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
