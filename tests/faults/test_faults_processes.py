@@ -9,13 +9,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from core.errors import InputError
 from core.queue import QueueUnavailable
+from core.store import PENDING_KEY
 from tests.fake_telegram import Faults
 from tests.faults.rig import Rig
 
@@ -23,11 +26,23 @@ pytestmark = pytest.mark.timeout(600)
 DRAIN_S = 300.0
 
 
-@pytest.fixture
-def rig(tmp_path: Path, data_dir: Path) -> Iterator[Rig]:
-    running = Rig(tmp_path, data_dir).start()
+@pytest.fixture(scope="module")
+def running_rig(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Rig]:
+    """One deployment for the module (starting workers is the slow part); each test counts only its
+    own jobs."""
+    running = Rig(tmp_path_factory.mktemp("rig"), data_dir).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def rig(running_rig: Rig) -> Rig:
+    running_rig.jobs = []
+    running_rig.telegram.faults = None
+    running_rig.discord.faults = None
+    for worker in running_rig.workers:
+        worker.kills = 0
+    return running_rig
 
 
 def test_workers_killed_at_random_lose_nothing_and_post_nothing_twice(rig: Rig) -> None:
@@ -111,3 +126,80 @@ def test_a_flaky_platform_gets_every_result_exactly_once(rig: Rig) -> None:
     faults = sum(1 for c in rig.telegram.calls if c.fault) + sum(1 for c in rig.discord.calls if c.fault)
     figures = rig.figures("flaky-platform", drained, faults_injected=faults)
     assert figures["lost"] == 0 and figures["duplicates"] == 0 and figures["misplaced"] == 0
+
+
+def test_a_burst_of_500_prompts_gets_clear_answers_and_never_exceeds_the_cap(rig: Rig) -> None:
+    from bots.web.server import WebServer
+
+    assert rig.settings is not None
+    cap = 100
+    settings = rig.settings.model_copy(
+        update={
+            "max_queue_depth": cap,
+            "rate_limit_jobs": 10,
+            "rate_limit_window_s": 60,
+            # the per-IP and per-conversation guards of the web chat would answer most of the burst
+            # with 429 before the queue sees it: lift them, to push on the cap itself
+            "web_rate_limit_ip": 100_000,
+            "web_rate_limit_conversation": 100_000,
+        }
+    )
+    server = WebServer(settings, host="127.0.0.1", port=0).start()
+    queue = rig.queue
+    statuses: Counter[int] = Counter()
+    accepted: list[str] = []
+    depths: list[int] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def watch_depth() -> None:
+        while not done.is_set():
+            depths.append(int(queue.redis.zcard(PENDING_KEY)))
+            time.sleep(0.01)
+
+    def user(n: int) -> None:
+        with requests.Session() as http:
+            for i in range(25):
+                response = http.post(
+                    f"{server.url}/api/imagine",
+                    json={
+                        "conversation_id": f"burst-user-{n:02d}",
+                        "text": f"a red circle --engine dfgan --seed {i}",
+                    },
+                    timeout=60,
+                )
+                with lock:
+                    statuses[response.status_code] += 1
+                    if response.status_code == 202:
+                        accepted.append(response.json()["job"]["id"])
+                    else:
+                        assert response.headers["Content-Type"].startswith("application/json")
+                        assert response.json()["error"]
+
+    watcher = threading.Thread(target=watch_depth, daemon=True)
+    watcher.start()
+    began = time.monotonic()
+    try:
+        users = [threading.Thread(target=user, args=(n,)) for n in range(20)]
+        for thread in users:
+            thread.start()
+        for thread in users:
+            thread.join(timeout=300)
+        answered_s = time.monotonic() - began
+        deadline = time.monotonic() + DRAIN_S
+        while any(queue.jobs.get(j).delivered_at is None for j in accepted):
+            assert time.monotonic() < deadline, "accepted jobs not delivered"
+            time.sleep(0.25)
+    finally:
+        done.set()
+        watcher.join(timeout=10)
+        server.stop()
+    print(
+        f"\nFIGURES burst: 500 prompts from 20 users in {answered_s:.1f} s: "
+        + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+        + f"; max pending {max(depths)} (cap {cap}); {len(accepted)} accepted, all delivered "
+        f"{time.monotonic() - began:.1f} s after the first"
+    )
+    assert sum(statuses.values()) == 500
+    assert set(statuses) <= {202, 429, 503}
+    assert max(depths) <= cap
