@@ -213,3 +213,55 @@ def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Setting
     # Drawing needs no password; on localhost /retrain needs none either.
     assert say(open_settings, "a red circle --engine dfgan")[0] == 202
     assert say(isolated, "/retrain dataset:shapes epochs:1")[0] == 202
+
+
+def test_progress_notes_carry_the_loss_curve_so_far(isolated: Settings) -> None:
+    """At 25/50/75 % the admin's conversation gets the loss curve so far with the progress note as its
+    caption (the web chat shows it as a picture, served like the end-of-run ones)."""
+    import io
+    import json
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bots.web.app import create_app
+    from core.jobs import Conversation
+    from core.store import History, ImageStore
+    from core.training_client import TrainRun
+    from worker.train_task import _progress_reporter, run_dir
+
+    client = redis.Redis.from_url(str(isolated.redis_url))
+    rt = SimpleNamespace(
+        settings=isolated.model_copy(update={"progress_interval_s": 0.0}),
+        images=ImageStore(client, isolated.result_ttl_s),
+        history=History(client, isolated.result_ttl_s),
+    )
+    run = TrainRun(
+        dataset="shapes",
+        epochs=1,
+        requested_by="web:5",
+        conversation=Conversation(platform="web", chat_id=ADMIN),
+    )
+    out = run_dir(rt, run.id)  # type: ignore[arg-type]
+    out.mkdir(parents=True)
+    heartbeat = SimpleNamespace(beat=lambda **fields: None, stop_requested=False)
+    progress = _progress_reporter(rt, run, heartbeat)  # type: ignore[arg-type]
+    total = 8
+    for step in range(1, total + 1):
+        losses = {"loss_d": 2.0 / step, "loss_g": 1.0 + step / 10, "gp": 0.1}
+        with (out / "losses.jsonl").open("a") as log:
+            log.write(json.dumps({"step": step, **losses}) + "\n")
+        assert progress(step, total, losses) is False
+
+    messages = create_app(isolated).test_client().get(f"/api/conversations/{ADMIN}").get_json()["messages"]
+    pictures = [m for m in messages if "image_url" in m]
+    assert [m["image_url"] for m in pictures] == [
+        f"/api/runs/{run.id}/progress-{p}.png" for p in (25, 50, 75)
+    ]
+    assert [m["text"].split(",")[0] for m in pictures] == [
+        f"Training run {run.id}: step {s}/{total}" for s in (2, 4, 6)
+    ]
+    png = create_app(isolated).test_client().get(pictures[-1]["image_url"])
+    assert png.status_code == 200
+    with Image.open(io.BytesIO(png.data)) as curve:
+        assert curve.width > 300 and curve.height > 200

@@ -358,8 +358,9 @@ def _train_and_register(
     return TrainOutcome("done")
 
 
-#: The pictures a finished run posts (also the only names ``GET /api/runs/<id>/<name>.png`` serves).
-RUN_PICTURES = ("loss-curve", "old-vs-new")
+#: The pictures a run posts: the loss curve so far at 25/50/75 %, and at the end the loss curve and the
+#: old-vs-new grid (also the only names ``GET /api/runs/<id>/<name>.png`` serves).
+RUN_PICTURES = ("progress-25", "progress-50", "progress-75", "loss-curve", "old-vs-new")
 
 
 def _post_pictures(
@@ -506,16 +507,40 @@ def _progress_reporter(
         eta = (now - started) / max(done_here, 1) * (total - step)
         heartbeat.beat(step=step, total=total, losses=_short(losses), eta_s=round(eta, 1))
         while state["milestone"] < len(MILESTONES) and step >= MILESTONES[state["milestone"]] * total:
+            percent = round(MILESTONES[state["milestone"]] * 100)
             state["milestone"] += 1
             if step < total:
-                _tell(
-                    rt, run,
+                text = (
                     f"Training run {run.id}: step {step}/{total}, D {losses.get('loss_d', 0):.3f} "
-                    f"G {losses.get('loss_g', 0):.3f}, about {eta:.0f} s left.",
-                )  # fmt: skip
+                    f"G {losses.get('loss_g', 0):.3f}, about {eta:.0f} s left."
+                )
+                # The loss curve so far, with the note as its caption (the note alone if none yet).
+                curve = _loss_curve_so_far(run_dir(rt, run.id))
+                if curve is None:
+                    _tell(rt, run, text)
+                else:
+                    _show(rt, run, f"progress-{percent}", curve, text)
         return heartbeat.stop_requested
 
     return progress
+
+
+def _loss_curve_so_far(out: Path) -> bytes | None:
+    """A PNG of the losses the trainer has logged in ``out/losses.jsonl`` so far (None when there are
+    none yet or they cannot be drawn: the progress note then goes out as text)."""
+    from training.loss_log import plot_curves
+
+    path = out / "losses.jsonl"
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if len(rows) < 2:
+            return None
+        picture = out / "loss_curve_progress.png"
+        plot_curves(rows, ("loss_d", "loss_g", "gp"), picture, title="so far")
+        return picture.read_bytes()
+    except (OSError, ValueError):
+        log.warning("could not draw the loss curve so far from %s", path, exc_info=True)
+        return None
 
 
 def _starting_point(
