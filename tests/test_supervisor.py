@@ -62,6 +62,14 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 2xx."""
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
 # --- the supervisor with tiny children -------------------------------------------------------------
 
 
@@ -418,3 +426,45 @@ def test_bot_stops_on_sigterm_without_its_api_server(
             proc.kill()
         if server == "silent":
             silent.close()
+
+
+# --- the worker and the web chat stop on SIGTERM without Redis ------------------------------------
+
+
+@pytest.mark.parametrize("command", ["worker", "web"])
+def test_worker_and_web_stop_on_sigterm_with_redis_gone(command: str, tmp_path: Path) -> None:
+    own_redis = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+    try:
+        env = up_env(tmp_path)
+        env.update(IMAGINEBOT_REDIS_URL=own_redis.url)
+        port = free_port()
+        args = ["worker", "--queues", "delivery"] if command == "worker" else ["web", "--port", str(port)]
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, cwd=ROOT)
+        client = redis.Redis.from_url(own_redis.url)
+        if command == "worker":
+            eventually(
+                lambda: any(w.state == "ready" for w in heartbeats.live_workers(client)), 120, "worker ready"
+            )
+        else:
+            base = f"http://127.0.0.1:{port}"
+            eventually(lambda: answers(base + "/api/health"), 120, "web chat up")
+        client.close()
+    finally:
+        own_redis.stop()  # Redis is gone from here on
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # bounded (Celery gives up reconnecting; the web chat just stops)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_status_says_when_redis_does_not_answer_without_showing_its_password(tmp_path: Path) -> None:
+    env = up_env(tmp_path)
+    env.update(IMAGINEBOT_REDIS_URL=f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0")
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not answer" in result.stdout, result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
