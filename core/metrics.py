@@ -202,6 +202,12 @@ def serve_metrics(
         return None
     if client is not None:
         watch_queue_depth(client)
-    server = MetricsServer(port, host, client)
+    try:
+        server = MetricsServer(port, host, client)
+    except OSError as exc:  # e.g. several processes of one machine given the same port
+        log.error(
+            "metrics not served: cannot listen on %s:%d (%s); give each process its own port", host, port, exc
+        )
+        return None
     log.info("metrics on http://%s:%d/metrics", host, server.port)
     return server

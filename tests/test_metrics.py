@@ -245,3 +245,26 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
             env[f"IMAGINEBOT_{name.upper()}"] = str(field_value)
     env.update(extra)
     return env
+
+
+def test_a_busy_metrics_port_is_reported_and_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    from core.metrics import serve_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level("ERROR", logger="core.metrics"):
+            assert serve_metrics(port, host="127.0.0.1") is None
+    assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+    server = serve_metrics(0, host="127.0.0.1")
+    assert server is not None
+    try:
+        assert (
+            "imaginebot_jobs_submitted"
+            in requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+        )
+    finally:
+        server.stop()
