@@ -141,17 +141,23 @@ def test_a_worker_whose_heartbeat_stops_is_killed_and_restarted(
     assert gone([p for p in (supervisor.children[0].proc.pid,)])  # type: ignore[union-attr]
 
 
-def test_further_stop_requests_shorten_the_grace_and_every_child_still_stops() -> None:
+def test_further_stop_requests_shorten_the_grace_and_every_child_still_stops(tmp_path: Path) -> None:
+    # Ignores SIGTERM (a worker deep in a long task), then says so by creating its file.
     stubborn = python_child("""
-        import signal, sys, time
+        import pathlib, signal, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("ready", flush=True)
+        pathlib.Path(sys.argv[1]).touch()
         time.sleep(600)
     """)
-    specs = [ChildSpec(f"stubborn {i}", stubborn, group=i, grace_s=600.0) for i in (1, 2)]
-    supervisor = Supervisor(specs, say=lambda _: None, name="test-supervisor-grace")
+    ready = [tmp_path / f"ready-{i}" for i in (1, 2)]
+    specs = [
+        ChildSpec(f"stubborn {i}", [*stubborn, str(ready[i - 1])], group=i, grace_s=600.0) for i in (1, 2)
+    ]
+    said: list[str] = []
+    supervisor = Supervisor(specs, say=said.append, name="test-supervisor-grace")
     supervisor.start()
     pids = [c.pid for c in supervisor.children]
+    eventually(lambda: all(f.exists() for f in ready), 60, "children ignoring SIGTERM")
     supervisor.request_stop()
     stopper = threading.Thread(target=supervisor.stop)
     stopper.start()
@@ -162,6 +168,7 @@ def test_further_stop_requests_shorten_the_grace_and_every_child_still_stops() -
     stopper.join(timeout=60)
     assert not stopper.is_alive(), "stop() did not return after a third request"
     assert gone([p for p in pids if p is not None])
+    assert any("grace shortened to none" in line for line in said), said
     supervisor.stop()  # idempotent
 
 
