@@ -119,8 +119,9 @@ UP_REDIS_URL_FILE = Path("redis") / "up-url"
 
 
 def _say(message: str) -> None:
-    """A supervisor event in the terminal, with the time."""
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+    """A supervisor event in the terminal, with the time (a closed terminal must not stop a stop)."""
+    with contextlib.suppress(OSError):
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
 
 def up_children(settings: Settings) -> list[ChildSpec]:
@@ -181,9 +182,11 @@ def up(
             supervisor.run()
         finally:
             _say("stopping: web chat, bots, workers (finishing the task in hand), Redis…")
-            server.stop()
-            supervisor.stop()
-            url_file.unlink(missing_ok=True)
+            try:
+                server.stop()
+            finally:
+                supervisor.stop()
+                url_file.unlink(missing_ok=True)
     console.print("stopped.")
 
 
