@@ -183,6 +183,7 @@ class Supervisor:
         child.started_at = time.monotonic()
         child.restart_at = None
         child.beat_seen_at = None
+        child.message = None
         log.info("started %s (pid %d)", spec.name, child.proc.pid)
 
     def run(self) -> None:
