@@ -40,8 +40,8 @@ from core.taskqueue import make_producer
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "netns-" + secrets.token_hex(8)
 ACCESS_PASSWORD = "let-me-in-" + secrets.token_hex(4)
-LEASE_S = 8  # a silent worker's job is taken over after this...
-VISIBILITY_S = 15  # ...once Redis gives its unacknowledged message to another worker
+LEASE_S = 12  # a silent worker's job is taken over after this...
+VISIBILITY_S = 16  # ...once Redis gives its unacknowledged message to another worker
 FAST_JOBS = 40
 CONVERSATIONS = 8
 
