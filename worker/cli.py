@@ -295,6 +295,7 @@ def worker(
         args = ["--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
         args += [] if preload else ["--no-preload"]
         console.print(f"one worker per GPU: {', '.join(gpu_ids)}")
+        _observe(settings, "worker", metrics=False, level=loglevel.upper())  # each child serves its own
         raise typer.Exit(run_per_gpu(gpu_ids, args, settings.metrics_port))
     from worker.app import create_app
 
