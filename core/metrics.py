@@ -41,7 +41,7 @@ JOBS_FINISHED = Counter("imaginebot_jobs_finished", "Jobs drawn successfully.", 
 JOBS_FAILED = Counter("imaginebot_jobs_failed", "Jobs that ended in failure.", ["engine", "platform"])
 JOBS_CANCELLED = Counter("imaginebot_jobs_cancelled", "Jobs cancelled by their user.", ["engine", "platform"])
 JOBS_REJECTED = Counter(
-    "imaginebot_jobs_rejected", "Prompts refused before queueing (rate limit, full queue…).", ["reason"]
+    "imaginebot_jobs_rejected", "Prompts refused before queueing (rate limits, full queue).", ["reason"]
 )
 WAIT_SECONDS = Histogram(
     "imaginebot_job_wait_seconds", "From submit to the start of drawing.", buckets=LATENCY_BUCKETS
@@ -87,6 +87,11 @@ def job_submitted(request: Any) -> None:
 def job_cancelled(record: Any) -> None:
     """Count a job its user cancelled (``record`` is a :class:`core.jobs.JobRecord`)."""
     count_job(JOBS_CANCELLED, record.request.engines, record.request.conversation.platform)
+
+
+def job_rejected(reason: str) -> None:
+    """Count a prompt refused before queueing (``reason``: the error code, e.g. ``queue_full``)."""
+    JOBS_REJECTED.labels(reason=reason).inc()
 
 
 class QueueDepthCollector(Collector):

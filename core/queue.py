@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError
 from core.errors import InputError, JobNotFound
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import Admission, RateLimiter
-from core.metrics import job_cancelled, job_submitted
+from core.metrics import job_cancelled, job_rejected, job_submitted
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
@@ -69,8 +69,9 @@ class QueueClient:
         self.jobs.save(record)
         try:
             self.admission.admit(record.id, record.created_at, request.user)
-        except InputError:
+        except InputError as exc:
             self.redis.delete(job_key(record.id))
+            job_rejected(exc.code)
             raise
         user_key = f"ib:userjobs:{request.user}"
         self.redis.rpush(user_key, record.id)

@@ -268,3 +268,22 @@ def test_a_busy_metrics_port_is_reported_and_not_fatal(caplog: pytest.LogCapture
         )
     finally:
         server.stop()
+
+
+def test_prompts_the_queue_refuses_are_counted_by_reason(stack: dict) -> None:
+    from core.errors import InputError
+
+    settings: Settings = stack["settings"].model_copy(update={"max_queue_depth": 0})
+    client = QueueClient(settings)
+    request = JobRequest(
+        prompt="a red circle",
+        engines=["dfgan"],
+        user="cli:full",
+        conversation=Conversation(platform="cli", chat_id="cli"),
+    )
+    before = value(scrape(f"{stack['web']}/metrics"), "imaginebot_jobs_rejected_total", reason="queue_full")
+    with pytest.raises(InputError) as refused:
+        client.submit(request)
+    assert refused.value.code == "queue_full"
+    after = value(scrape(f"{stack['web']}/metrics"), "imaginebot_jobs_rejected_total", reason="queue_full")
+    assert after == before + 1

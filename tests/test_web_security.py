@@ -178,10 +178,24 @@ def test_fresh_conversation_ids_do_not_escape_the_per_ip_limit(serve) -> None:  
     answers = [_post(session, base, cid(), xff=f"198.51.100.{i}") for i in range(3)]
     assert [a.status_code for a in answers] == [400, 400, 400]
     fresh = cid()
+    rejected_before = _rejected(base)
     limited = _post(session, base, fresh, xff="198.51.100.99")
     assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) >= 1
     assert _history(session, base, fresh) == []  # refused before the history was written
+    assert _rejected(base) == rejected_before + 1  # and counted in the metrics
+
+
+def _rejected(base: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "imaginebot_jobs_rejected_total" and sample.labels.get("reason") == "rate_limited"
+    )
 
 
 def test_per_conversation_limit_and_trusted_proxy_addresses(serve) -> None:  # noqa: ANN001

@@ -37,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import InputError
 from core.limits import RateLimiter
-from core.metrics import JOBS_REJECTED, watch_queue_depth
+from core.metrics import job_rejected, watch_queue_depth
 from core.settings import Settings
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -175,7 +175,7 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
     watch_queue_depth(client.redis)
 
     def refuse(exc: InputError, status: int) -> tuple[Response, int]:
-        JOBS_REJECTED.labels(reason=exc.code).inc()
+        job_rejected(exc.code)
         response = jsonify(exc.to_dict())
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(int(exc.retry_after + 0.999))
