@@ -173,6 +173,7 @@ class FakeDiscord:
             self._thread.join(10)
 
     async def _start_server(self) -> None:
+        self._stopping = asyncio.Event()  # ends stalls at once when the fake stops
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
@@ -183,6 +184,7 @@ class FakeDiscord:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _stop_server(self) -> None:
+        self._stopping.set()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         if self._runner is not None:
@@ -392,7 +394,10 @@ class FakeDiscord:
             return web.Response(status=499)
         if call.fault == "stall":
             assert self.faults is not None
-            await asyncio.sleep(self.faults.stall_s)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.faults.stall_s)
+            except TimeoutError:
+                pass
         if body is None:
             return web.Response(status=status, headers=headers)
         # discord.py parses a body only when Content-Type is exactly application/json, as Discord sends it.

@@ -134,6 +134,7 @@ class FakeTelegram:
         self.stalling = 0  # calls processed and now holding back their answer
         self._loop = asyncio.new_event_loop()
         self._new_update: asyncio.Event | None = None
+        self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-telegram", daemon=True)
 
@@ -146,6 +147,7 @@ class FakeTelegram:
 
     async def _serve(self) -> None:
         self._new_update = asyncio.Event()
+        self._stopping = asyncio.Event()  # ends stalls at once when the fake stops
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app)
@@ -158,6 +160,7 @@ class FakeTelegram:
     def stop(self) -> None:
         """Stop serving and end the thread."""
         if self._runner is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
@@ -236,7 +239,9 @@ class FakeTelegram:
             assert self.faults is not None
             self.stalling += 1
             try:
-                await asyncio.sleep(self.faults.stall_s)
+                await asyncio.wait_for(self._stopping.wait(), self.faults.stall_s)
+            except TimeoutError:
+                pass
             finally:
                 self.stalling -= 1
         return web.json_response({"ok": True, "result": result})

@@ -165,6 +165,10 @@ def run_deliver(rt: Runtime, job_id: str) -> str:
         record = rt.jobs.get(job_id)  # re-read under the lease
         if record.delivered_at is not None:
             return "already-delivered"
+        # A journal from the start, so that a worker killed while waiting for its chat's turn leaves
+        # a trace for the sweep of a delivery worker that starts later (see :func:`sweep`).
+        if rt.redis.hsetnx(journal_key(job_id), "state", "waiting"):
+            rt.redis.expire(journal_key(job_id), rt.settings.result_ttl_s)
         with _chat_turn(rt, record):
             return _send_once(rt, record)
     finally:
@@ -193,6 +197,36 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
     rt.redis.hset(key, mapping={"state": outcome, "finished_at": time.time()})
     rt.jobs.update(record.id, _mark_delivered)
     return "delivered" if outcome == POSTED else outcome
+
+
+def sweep(rt: Runtime) -> list[str]:
+    """Deliveries that a dead worker may have left unfinished: journal started, job not delivered.
+
+    A delivery worker runs this when it starts, and sends a ``deliver`` task for each, so a post
+    interrupted by a killed worker comes back in seconds instead of after the broker's visibility
+    timeout (an hour by default). A second copy of a task is harmless: the lease and the journal
+    make delivery idempotent. Returns the job ids it re-queued.
+    """
+    from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY
+
+    found = []
+    for raw in rt.redis.scan_iter(match="ib:delivery:*", count=500):
+        job_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).rsplit(":", 1)[1]
+        if rt.redis.hget(journal_key(job_id), "state") == b"failed":
+            continue
+        try:
+            record = rt.jobs.get(job_id)
+        except Exception:  # noqa: BLE001 - expired or unreadable: nothing to deliver
+            continue
+        if record.delivered_at is None and record.status.finished:
+            # A lease still held (its worker alive, or dead moments ago): look once it can have lapsed.
+            held_ms = rt.redis.pttl(lock_key(job_id))
+            countdown = max(0.0, held_ms / 1000) + 0.5 if held_ms and held_ms > 0 else 0.0
+            rt.app.send_task(DELIVER_TASK, args=[job_id], queue=QUEUE_DELIVERY, countdown=countdown)
+            found.append(job_id)
+    if found:
+        log.warning("re-queued %d deliveries left unfinished by a stopped worker", len(found))
+    return found
 
 
 def journal_of(rt: Runtime, job_id: str) -> dict[str, str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from celery import Task, shared_task
+from celery.signals import worker_ready
 
 from core.delivery import DeliveryAmbiguous, DeliveryFailed, DeliveryLocked, DeliveryRetry
 from core.errors import JobNotFound
 from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
-from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver
+from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
 from worker.train_task import run_train, schedule_recheck
@@ -96,6 +98,23 @@ def deliver(self: Task, job_id: str) -> str:
     except redis.RedisError as exc:  # Redis went away mid-delivery: the journal resolves the retry
         log.warning("deliver: job %s: Redis error, retrying: %s", job_id, exc)
         raise self.retry(exc=exc, countdown=REDIS_RETRY_S) from exc
+
+
+@worker_ready.connect
+def sweep_deliveries(sender: Any = None, **_: Any) -> None:
+    """When a worker that serves the ``delivery`` queue starts, re-queue the deliveries a dead worker
+    left unfinished (worker/deliver.py ``sweep``)."""
+    try:
+        queues = {queue.name for queue in sender.task_consumer.queues}
+        app = sender.app
+    except AttributeError:  # not a consumer we know how to read: leave it to the visibility timeout
+        return
+    if QUEUE_DELIVERY not in queues:
+        return
+    try:
+        sweep(runtime_for(app))
+    except redis.RedisError as exc:
+        log.warning("could not sweep unfinished deliveries: %s", exc)
 
 
 @shared_task(bind=True, name=TRAIN_TASK)

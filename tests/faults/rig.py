@@ -30,11 +30,12 @@ TELEGRAM_TOKEN = "123:RIG"
 DISCORD_TOKEN = "rig-bot-token"
 
 
-def rig_settings(redis_url: str, data_dir: Path, telegram: FakeTelegram, discord: FakeDiscord) -> Settings:
+def rig_settings(
+    redis_url: str, data_dir: Path, telegram: FakeTelegram, discord: FakeDiscord, **overrides: Any
+) -> Settings:
     """Settings of every process of the rig: short leases and visibility timeout, so a killed worker's
-    jobs come back within seconds; generous limits."""
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
+    jobs come back within seconds; generous limits; then ``overrides``."""
+    values: dict[str, Any] = dict(
         redis_url=redis_url,
         data_dir=data_dir,
         device="cpu",
@@ -49,6 +50,8 @@ def rig_settings(redis_url: str, data_dir: Path, telegram: FakeTelegram, discord
         discord_api_base=discord.api_base,
         discord_token=DISCORD_TOKEN,
     )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @dataclass
@@ -77,13 +80,16 @@ class Rig:
     workers: list[Worker] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)
     log_dir: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     # --- life --------------------------------------------------------------------------------
     def start(self) -> Rig:
         self.telegram.start()
         self.discord.start()
         self.redis = EmbeddedRedis(self.workdir / "redis", persist=True).start()
-        self.settings = rig_settings(self.redis.url, self.data_dir, self.telegram, self.discord)
+        self.settings = rig_settings(
+            self.redis.url, self.data_dir, self.telegram, self.discord, **self.overrides
+        )
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [Worker(f"gpu{i}", "gpu") for i in range(self.gpu_workers)]
