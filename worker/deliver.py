@@ -63,6 +63,9 @@ _REFRESH = (
 )
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
+#: Set of job ids whose delivery started and has not ended (delivered or given up): what a starting
+#: delivery worker sweeps.
+OPEN_KEY = "ib:delivery-open"
 # Journal states.
 SENDING = "sending"
 UNCONFIRMED = "unconfirmed"
@@ -169,6 +172,7 @@ def run_deliver(rt: Runtime, job_id: str) -> str:
         # a trace for the sweep of a delivery worker that starts later (see :func:`sweep`).
         if rt.redis.hsetnx(journal_key(job_id), "state", "waiting"):
             rt.redis.expire(journal_key(job_id), rt.settings.result_ttl_s)
+        rt.redis.sadd(OPEN_KEY, job_id)
         with _chat_turn(rt, record):
             return _send_once(rt, record)
     finally:
@@ -196,6 +200,7 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
         raise
     rt.redis.hset(key, mapping={"state": outcome, "finished_at": time.time()})
     rt.jobs.update(record.id, _mark_delivered)
+    rt.redis.srem(OPEN_KEY, record.id)
     return "delivered" if outcome == POSTED else outcome
 
 
@@ -210,15 +215,16 @@ def sweep(rt: Runtime) -> list[str]:
     from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY
 
     found = []
-    for raw in rt.redis.scan_iter(match="ib:delivery:*", count=500):
-        job_id = (raw.decode() if isinstance(raw, bytes) else str(raw)).rsplit(":", 1)[1]
-        if rt.redis.hget(journal_key(job_id), "state") == b"failed":
-            continue
+    for raw in rt.redis.smembers(OPEN_KEY):
+        job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
         try:
             record = rt.jobs.get(job_id)
         except Exception:  # noqa: BLE001 - expired or unreadable: nothing to deliver
+            rt.redis.srem(OPEN_KEY, job_id)
             continue
-        if record.delivered_at is None and record.status.finished:
+        if record.delivered_at is not None:
+            rt.redis.srem(OPEN_KEY, job_id)
+        elif record.status.finished:
             # A lease still held (its worker alive, or dead moments ago): look once it can have lapsed.
             held_ms = rt.redis.pttl(lock_key(job_id))
             countdown = max(0.0, held_ms / 1000) + 0.5 if held_ms and held_ms > 0 else 0.0
@@ -271,6 +277,7 @@ def give_up(rt: Runtime, job_id: str, reason: str) -> str:
     journal = journal_of(rt, job_id)
     attempts = int(journal.get("attempts", 0))
     rt.redis.hset(journal_key(job_id), mapping={"state": FAILED, "reason": reason[:300]})
+    rt.redis.srem(OPEN_KEY, job_id)
     record = rt.jobs.get(job_id)
     text = delivery_failed_text(record, attempts)
 
