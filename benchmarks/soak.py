@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import InputError  # noqa: E402
+from core.queue import QueueUnavailable  # noqa: E402
 from tests.fake_telegram import Faults  # noqa: E402
 from tests.faults.rig import Rig  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> None:
                 platform = ("telegram", "discord", "web")[n % 3]
                 try:
                     rig.submit(platform, n)
-                except InputError:  # Redis down: the front-end would answer "queue unavailable"
+                except (InputError, QueueUnavailable):  # a front-end answers "queue unavailable"
                     refused[0] += 1
                 n += 1
                 time.sleep(1 / args.rate)

@@ -23,11 +23,23 @@ QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again i
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError)
 
 
-class QueueUnavailable(InputError):
-    """Redis cannot be reached: the prompt was not queued. Its message is what the user sees."""
+class QueueUnavailable(redis.ConnectionError):
+    """Redis (the queue) cannot be reached: the prompt was not queued.
+
+    A :class:`redis.ConnectionError`, so every front-end's Redis-outage handling answers it (the web
+    chat's JSON 503, the bots' error handlers); :attr:`message` is the text the user sees.
+    """
+
+    code = "queue_unavailable"
+    message = QUEUE_UNAVAILABLE_TEXT
+    retry_after = 60.0
 
     def __init__(self) -> None:
-        super().__init__("queue_unavailable", QUEUE_UNAVAILABLE_TEXT, retry_after=60.0)
+        super().__init__(QUEUE_UNAVAILABLE_TEXT)
+
+    def as_input_error(self) -> InputError:
+        """The same answer as an :class:`InputError`, for code that shows those."""
+        return InputError(self.code, self.message, retry_after=self.retry_after)
 
 
 class QueueClient:
@@ -51,7 +63,7 @@ class QueueClient:
 
     def submit(self, request: JobRequest) -> JobRecord:
         """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue,
-        and :class:`QueueUnavailable` (an :class:`InputError` too) when Redis cannot be reached."""
+        and :class:`QueueUnavailable` when Redis (or the broker) cannot be reached."""
         try:
             return self._submit(request)
         except UNAVAILABLE_ERRORS as exc:

@@ -150,6 +150,9 @@ class TelegramHandlers:
         except InputError as exc:
             await status.edit_text(exc.message)
             return
+        except UNAVAILABLE_ERRORS:  # Redis is down: the "Queued…" message says so instead
+            await status.edit_text(QUEUE_UNAVAILABLE_TEXT)
+            return
         position = await asyncio.to_thread(self.queue.position, record.id)
         notice = await asyncio.to_thread(job_notice, self.queue.redis, record)  # no worker up yet?
         text = status_text(record, position, notice)
