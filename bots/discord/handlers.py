@@ -159,7 +159,7 @@ def register(bot: ImagineBot) -> None:
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """A command that hit a Redis outage answers "the queue is unavailable"; others are logged."""
         if isinstance(getattr(error, "original", error), UNAVAILABLE_ERRORS):
-            await reply_error(interaction, QueueUnavailable())
+            await reply_error(interaction, QueueUnavailable().as_input_error())
             return
         log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
 
