@@ -411,34 +411,40 @@ def start_bot(platform: str, api_base: str, redis_url: str, tmp: Path) -> subpro
 def test_bot_stops_on_sigterm_without_its_api_server(
     platform: str, server: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
+    from tests.fake_discord import FakeDiscord
+    from tests.fake_telegram import FakeTelegram
+
+    silent = SilentServer()
+    fake_tg = FakeTelegram("123:TEST").start() if platform == "telegram" else None
+    fake_dc = FakeDiscord().start() if platform == "discord" else None
     if server == "silent":
-        silent = SilentServer()
         base = f"http://127.0.0.1:{silent.port}" + ("/api/v10" if platform == "discord" else "")
-        proc = start_bot(platform, base, redis_server.url, tmp_path)
-        eventually(lambda: silent.accepted or proc.poll() is not None, 120, "the bot calling its API")
-    elif platform == "telegram":
-        from tests.fake_telegram import FakeTelegram
-
-        fake_tg = FakeTelegram("123:TEST").start()
-        proc = start_bot(platform, fake_tg.url, redis_server.url, tmp_path)
-        fake_tg.wait_for(lambda c: c.method == "deleteWebhook", timeout_s=120)  # polling starts
-        fake_tg.stop()  # the Bot API server is gone
     else:
-        from tests.fake_discord import FakeDiscord
-
-        fake_dc = FakeDiscord().start()
-        proc = start_bot(platform, fake_dc.api_base, redis_server.url, tmp_path)
-        assert fake_dc.identified.wait(120), "the bot did not connect to the gateway"
-        fake_dc.stop()  # the API and the gateway are gone
+        base = fake_tg.url if fake_tg is not None else fake_dc.api_base  # type: ignore[union-attr]
+    proc = start_bot(platform, base, redis_server.url, tmp_path)
     try:
+        if server == "silent":
+            eventually(lambda: silent.accepted, 120, "the bot calling its API")
+        elif fake_tg is not None:
+            fake_tg.wait_for(lambda c: c.method == "deleteWebhook", timeout_s=120)  # polling starts
+            fake_tg, running = None, fake_tg
+            running.stop()  # the Bot API server is gone
+        else:
+            assert fake_dc is not None and fake_dc.identified.wait(120), "the bot did not reach the gateway"
+            fake_dc, running = None, fake_dc
+            running.stop()  # the API and the gateway are gone
+        assert proc.poll() is None, "the bot exited before it was asked to"
         proc.send_signal(signal.SIGTERM)
         # Bounded: the graceful part gets STOP_DEADLINE_S, then the process exits regardless.
         proc.wait(timeout=STOP_DEADLINE_S + 30)
     finally:
         if proc.poll() is None:
             proc.kill()
-        if server == "silent":
-            silent.close()
+            proc.wait(timeout=30)
+        silent.close()
+        for fake in (fake_tg, fake_dc):  # those still serving
+            if fake is not None:
+                fake.stop()
 
 
 # --- the worker and the web chat stop on SIGTERM without Redis ------------------------------------
@@ -447,29 +453,29 @@ def test_bot_stops_on_sigterm_without_its_api_server(
 @pytest.mark.parametrize("command", ["worker", "web"])
 def test_worker_and_web_stop_on_sigterm_with_redis_gone(command: str, tmp_path: Path) -> None:
     own_redis = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+    env = up_env(tmp_path)
+    env.update(IMAGINEBOT_REDIS_URL=own_redis.url)
+    port = free_port()
+    args = ["worker", "--queues", "delivery"] if command == "worker" else ["web", "--port", str(port)]
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, cwd=ROOT)
     try:
-        env = up_env(tmp_path)
-        env.update(IMAGINEBOT_REDIS_URL=own_redis.url)
-        port = free_port()
-        args = ["worker", "--queues", "delivery"] if command == "worker" else ["web", "--port", str(port)]
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, cwd=ROOT)
         client = redis.Redis.from_url(own_redis.url)
         if command == "worker":
             eventually(
                 lambda: any(w.state == "ready" for w in heartbeats.live_workers(client)), 120, "worker ready"
             )
         else:
-            base = f"http://127.0.0.1:{port}"
-            eventually(lambda: answers(base + "/api/health"), 120, "web chat up")
+            eventually(lambda: answers(f"http://127.0.0.1:{port}/api/health"), 120, "web chat up")
         client.close()
-    finally:
         own_redis.stop()  # Redis is gone from here on
-    try:
+        assert proc.poll() is None, "it exited before it was asked to"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)  # bounded (Celery gives up reconnecting; the web chat just stops)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=30)
+        own_redis.stop()
 
 
 def test_status_says_when_redis_does_not_answer_without_showing_its_password(tmp_path: Path) -> None:
