@@ -20,7 +20,7 @@ from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from core import logging_setup as log_context
+from core import logging_setup
 from core.errors import JobNotFound
 from core.jobs import JobRecord, JobStatus
 from core.metrics import (
@@ -106,9 +106,9 @@ def _on_prerun(task_id: str, task: Task, args: tuple[Any, ...] | None = None, **
     _started[task_id] = time.time()
     first = str(args[0]) if args else None
     if task.name in (GENERATE_TASK, DELIVER_TASK):
-        log_context.bind(job_id=first)
+        logging_setup.bind(job_id=first)
     elif task.name == TRAIN_TASK:
-        log_context.bind(run_id=first)
+        logging_setup.bind(run_id=first)
 
 
 def _on_postrun(
@@ -132,7 +132,7 @@ def _on_postrun(
     except Exception:  # metrics never break a task
         log.warning("metrics after %s failed", task.name, exc_info=True)
     finally:
-        log_context.clear()
+        logging_setup.clear()
 
 
 def _on_retry(sender: Task | None = None, request: Any = None, **_: Any) -> None:
