@@ -487,3 +487,48 @@ def test_status_says_when_redis_does_not_answer_without_showing_its_password(tmp
     assert result.returncode == 1, result.stdout + result.stderr
     assert "does not answer" in result.stdout, result.stdout
     assert "s3cret" not in result.stdout + result.stderr
+
+
+# --- what the web page shows --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
+    reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)",
+)
+def test_the_page_says_no_worker_serves_the_job_and_which_process_up_gave_up_on(tmp_path: Path) -> None:
+    """No worker at all on a private Redis, and a report of a child given up on: the queued job's
+    bubble and the health badge say so."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    from bots.web.server import WebServer
+    from tests.conftest import make_settings
+    from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with EmbeddedRedis(tmp_path / "redis", persist=False) as own_redis:
+        client = redis.Redis.from_url(own_redis.url)
+        gave_up = heartbeats.ChildState(
+            name="worker gpu,delivery",
+            pid=None,
+            state="gave up",
+            message="worker gpu,delivery crashed 5 times",
+        )
+        heartbeats.publish_supervisor(client, heartbeats.SupervisorReport(name="test-up", children=[gave_up]))
+        server = WebServer(make_settings(own_redis.url, tmp_path / "data"), host="127.0.0.1", port=0).start()
+        try:
+            with playwright_sync.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                page = browser.new_page()
+                page.goto(server.url + "/")
+                health = page.locator("#health")
+                playwright_sync.expect(health).to_contain_text("a process is down", timeout=30_000)
+                assert "crashed 5 times" in (health.get_attribute("title") or "")
+                page.locator("#prompt").fill("a red circle")
+                page.click("#send")
+                status = page.locator(".job[data-job-id] .status").first
+                playwright_sync.expect(status).to_contain_text(
+                    "No worker is serving dfgan or diffusion right now", timeout=30_000
+                )
+                browser.close()
+        finally:
+            server.stop()
+            client.close()

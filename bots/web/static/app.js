@@ -581,12 +581,22 @@
   }
 
   let healthDetail = "online";
+  let healthProblems = []; // processes `imaginebot up` gave up on (from /api/health)
   function setHealth(ok, detail) {
     if (detail) healthDetail = detail;
-    healthEl.classList.toggle("ok", ok === true);
-    healthEl.classList.toggle("down", ok === false);
-    healthEl.title = ok ? `Connected — engines: ${healthDetail}` : "Cannot reach the server";
-    healthEl.textContent = ok ? healthDetail : "offline";
+    const problem = ok && healthProblems.length > 0;
+    healthEl.classList.toggle("ok", ok === true && !problem);
+    healthEl.classList.toggle("down", ok === false || problem);
+    if (!ok) {
+      healthEl.title = "Cannot reach the server";
+      healthEl.textContent = "offline";
+    } else if (problem) {
+      healthEl.title = healthProblems.join("\n");
+      healthEl.textContent = `${healthDetail} — a process is down`;
+    } else {
+      healthEl.title = `Connected — engines: ${healthDetail}`;
+      healthEl.textContent = healthDetail;
+    }
   }
 
   async function checkHealth() {
@@ -595,6 +605,7 @@
       const data = await res.json();
       if (!res.ok || !data.ok) throw new Error();
       const engines = (data.engines || []).join(" + ");
+      healthProblems = data.problems || [];
       setHealth(true, engines || "online");
     } catch (_) {
       setHealth(false);
