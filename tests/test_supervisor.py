@@ -532,3 +532,41 @@ def test_the_page_says_no_worker_serves_the_job_and_which_process_up_gave_up_on(
         finally:
             server.stop()
             client.close()
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+def test_a_bot_tells_a_prompt_that_no_worker_serves_its_engines(platform: str, tmp_path: Path) -> None:
+    """The real bot process, a private Redis with no worker at all: the queued answer says so."""
+    from tests.fake_discord import APP_ID, FakeDiscord, snowflake
+    from tests.fake_telegram import FakeTelegram, user_message
+
+    notice = "No worker is serving dfgan or diffusion right now"
+    with EmbeddedRedis(tmp_path / "redis", persist=False) as own_redis:
+        fake_tg = FakeTelegram("123:TEST").start() if platform == "telegram" else None
+        fake_dc = FakeDiscord().start() if platform == "discord" else None
+        base = fake_tg.url if fake_tg is not None else fake_dc.api_base  # type: ignore[union-attr]
+        proc = start_bot(platform, base, own_redis.url, tmp_path)
+        try:
+            if fake_tg is not None:
+                fake_tg.wait_for(lambda c: c.method == "deleteWebhook", timeout_s=120)
+                fake_tg.push_update(user_message(1001, 1001, "a red circle", message_id=11))
+                fake_tg.wait_for(lambda c: c.method == "editMessageText" and notice in c.params["text"], 60)
+            else:
+                assert fake_dc is not None and fake_dc.identified.wait(120), (
+                    "the bot did not reach the gateway"
+                )
+                interaction = fake_dc.slash_command(
+                    "imagine", {"prompt": "a red circle"}, "4242", snowflake()
+                )
+                original = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+                fake_dc.wait_for(
+                    lambda: any(notice in c.json["content"] for c in fake_dc.calls_to("PATCH", original)),
+                    timeout_s=60,
+                    what="the queued answer with the notice",
+                )
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            for fake in (fake_tg, fake_dc):
+                if fake is not None:
+                    fake.stop()
