@@ -12,16 +12,22 @@ from core.settings import Settings
 # One whole word at a time (a full match per word): linear in the text, unlike a findall scan.
 _OPTION = re.compile(r"(\w+)[:=](\S+)")
 MAX_EPOCHS = 1000
+#: The models admins can retrain (the hosted hf-api engine and hub pipelines are not ours to train).
+RETRAINABLE = ("dfgan", "diffusion")
+#: How each retrainable model is named in chat.
+MODEL_TITLES = {"dfgan": "DF-GAN", "diffusion": "diffusion"}
 
 
 @dataclass
 class RetrainRequest:
-    """An admin's request to retrain DF-GAN on a named dataset."""
+    """An admin's request to retrain a model (DF-GAN or our diffusion model) on a named dataset."""
 
     dataset: str
     epochs: int
     #: False (the default): fine-tune the promoted version (or the shipped model); True: random weights.
     from_scratch: bool = False
+    #: Which model: ``dfgan`` (the default) or ``diffusion``.
+    model: str = "dfgan"
 
 
 def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) -> RetrainRequest:
@@ -53,7 +59,10 @@ def parse_retrain(text: str, settings: Settings, platform: str, user_id: str) ->
             "from: must be scratch (a new model from random weights) or current (the default: "
             "fine-tune the model in use).",
         )
-    return RetrainRequest(dataset=dataset, epochs=epochs, from_scratch=start == "scratch")
+    model = options.get("model", "dfgan").lower()
+    if model not in RETRAINABLE:
+        raise InputError("unknown_model", f"model: must be one of {', '.join(RETRAINABLE)} (default dfgan).")
+    return RetrainRequest(dataset=dataset, epochs=epochs, from_scratch=start == "scratch", model=model)
 
 
 def _options(body: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ import redis
 from celery import Celery
 from pydantic import BaseModel, Field
 
-from core.commands import MAX_EPOCHS, RetrainRequest
+from core.commands import MAX_EPOCHS, MODEL_TITLES, RETRAINABLE, RetrainRequest
 from core.errors import InputError
 from core.ids import is_run_id
 from core.jobs import Conversation, JobStatus
@@ -30,10 +30,14 @@ from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
 LOCK_KEY = "ib:trainrun:lock"
 MAX_TRAIN_STEPS = 1_000_000
 #: Config overrides a caller may pass (architecture and optimisation knobs; never paths or names).
-CONFIG_KEYS = frozenset(
-    {"imsize", "ngf", "ndf", "batch_size", "lr_g", "lr_d", "ema_decay", "gp_k", "gp_p", "seed",
-     "checkpoint_every", "cond_scale", "loss"}
-)  # fmt: skip
+#: Config overrides an operator may give a run, per model (DFGANConfig / DiffusionConfig fields).
+CONFIG_KEYS = {
+    "dfgan": frozenset(
+        {"imsize", "ngf", "ndf", "batch_size", "lr_g", "lr_d", "ema_decay", "gp_k", "gp_p", "seed",
+         "checkpoint_every", "cond_scale", "loss"}
+    ),
+    "diffusion": frozenset({"batch_size", "lr", "warmup_steps", "ema_decay", "seed", "checkpoint_every"}),
+}  # fmt: skip
 
 
 #: A training run goes through the same states as an image job (queued, running, done, failed,
@@ -51,6 +55,7 @@ class TrainRun(BaseModel):
     count: int | None = Field(default=None, description="Images of a procedural dataset (None: default)")
     eval_count: int = 1000
     force: bool = False
+    model: str = Field(default="dfgan", description="dfgan | diffusion")
     from_scratch: bool = Field(
         default=False, description="Random initial weights instead of fine-tuning the model in use"
     )
@@ -161,6 +166,8 @@ class TrainingClient:
         (for operators and tests) shrink the model, the dataset and the evaluation."""
         if not may_retrain(self.settings, user):
             raise InputError("not_admin", "Only admins can retrain the model.")
+        if request.model not in RETRAINABLE:
+            raise InputError("unknown_model", f"model: must be one of {', '.join(RETRAINABLE)}.")
         if request.dataset not in self.settings.dataset_names:
             known = ", ".join(self.settings.dataset_names)
             raise InputError("unknown_dataset", f"Unknown dataset '{request.dataset[:30]}'. Known: {known}.")
@@ -168,7 +175,7 @@ class TrainingClient:
             raise InputError("epochs_out_of_range", f"epochs must be between 1 and {MAX_EPOCHS}.")
         if max_steps is not None and not 1 <= max_steps <= MAX_TRAIN_STEPS:
             raise InputError("steps_out_of_range", f"steps must be between 1 and {MAX_TRAIN_STEPS}.")
-        unknown = sorted(set(config or {}) - CONFIG_KEYS)
+        unknown = sorted(set(config or {}) - CONFIG_KEYS[request.model])
         if unknown:
             raise InputError("bad_config", f"Unknown config keys: {', '.join(unknown)}.")
         run = TrainRun(
@@ -179,6 +186,7 @@ class TrainingClient:
             eval_count=eval_count or 1000,
             force=force,
             from_scratch=request.from_scratch,
+            model=request.model,
             config=dict(config or {}),
             requested_by=user,
             conversation=conversation,
@@ -254,7 +262,8 @@ def queued_text(run: TrainRun) -> str:
         else f"{run.max_steps} steps"
     )
     return (
-        f"Queued training run {run.id}: DF-GAN on {run.dataset}, {what}. A train worker runs it; "
+        f"Queued training run {run.id}: {MODEL_TITLES[run.model]} on {run.dataset}, {what}. "
+        "A train worker runs it; "
         "the new model is promoted only if it evaluates at least as well as the current one."
     )
 
@@ -262,7 +271,8 @@ def queued_text(run: TrainRun) -> str:
 def cancelled_text(run: TrainRun) -> str:
     """The chat answer to an accepted ``/retrain cancel`` (same words on every platform)."""
     return (
-        f"Cancelled training run {run.id} (DF-GAN on {run.dataset}); a running one stops at its next "
+        f"Cancelled training run {run.id} ({MODEL_TITLES[run.model]} on {run.dataset}); "
+        "a running one stops at its next "
         "progress report and registers nothing."
     )
 

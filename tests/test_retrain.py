@@ -319,7 +319,8 @@ def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
     config.write_text(json.dumps(TINY))
     trainer = worker_subprocess(isolated, queues="train")
     try:
-        args = ["--dataset", "shapes", "--steps", "5", "--config", str(config), "--count", "64", "--force"]
+        args = ["--dataset", "shapes", "--steps", "5", "--config", str(config), "--count", "64", "--force",
+                "--from-scratch"]  # fmt: skip
         result = _cli(isolated, "retrain", *args, "--eval-count", "32")
     finally:
         _stop(trainer)
@@ -338,7 +339,7 @@ def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
     assert _cli(isolated, "models", "rollback").returncode == 1  # nothing promoted any more
     assert _cli(isolated, "models", "promote", version).returncode == 0 and registry.promoted() == version
     bad = _cli(isolated, "models", "promote", "../../etc")
-    assert bad.returncode == 1 and "not a DF-GAN version name" in bad.stdout
+    assert bad.returncode == 1 and "not a model version name" in bad.stdout
     refused = _cli(isolated, "retrain", "--dataset", "cats", "--detach")
     assert refused.returncode == 2 and "Unknown dataset" in refused.stdout
 
@@ -494,3 +495,60 @@ def test_from_scratch_is_a_retrain_option_and_anything_else_is_explained(isolate
     with pytest.raises(InputError) as bad:
         parse_retrain("/retrain dataset:shapes from:../x", isolated, "web", ADMIN)
     assert bad.value.code == "bad_start" and "scratch" in bad.value.message
+
+
+@pytest.mark.timeout(900)  # two engines load, a short run, two 16-caption evaluations on a shared CPU
+def test_diffusion_retrain_fine_tunes_gates_promotes_and_reaches_the_gpu_worker(
+    isolated: Settings,
+) -> None:
+    """`/retrain model:diffusion …` runs the same life as DF-GAN's: a fine-tune of the model in use
+    (the shipped one here), scored against it on the same captions, registered, promoted (forced, as
+    a short run may score a little lower) and drawn by the running GPU worker without a restart."""
+    settings = isolated.model_copy(update={"engines": "dfgan,diffusion"})
+    client = TrainingClient(settings)
+    queue = QueueClient(settings)
+    gpu = worker_subprocess(settings, queues="gpu,delivery")
+    trainer = worker_subprocess(settings, queues="train")
+
+    def draw_diffusion(seed: int) -> EngineResult:
+        request = request_from_text(
+            f"a red circle --engine diffusion --steps 2 --seed {seed}",
+            settings,
+            "web:drawer",
+            Conversation(platform="web", chat_id="drawer-chat"),
+        )
+        record = queue.wait(queue.submit(request).id, timeout_s=180)
+        assert record.status == JobStatus.DONE, record.error
+        return record.results[0]
+
+    try:
+        shipped = draw_diffusion(1).version
+        plan = RetrainRequest(dataset="shapes", epochs=1, model="diffusion")
+        run = client.submit_retrain(
+            plan,
+            f"web:{ADMIN}",
+            Conversation(platform="web", chat_id=ADMIN),
+            4,
+            force=True,
+            config={"batch_size": 8, "checkpoint_every": 2},
+            count=32,
+            eval_count=16,
+        )
+        assert run.model == "diffusion" and not run.from_scratch
+        run, seen = _follow(client, run.id, timeout_s=600)
+        assert run.status == TrainRunStatus.DONE, run.error
+        assert seen and all("loss" in r.losses for r in seen)
+        assert run.baseline_version == shipped == "diffusion-shapes-32-v1" and run.baseline is not None
+        assert run.version is not None and run.version.startswith("diffusion-shapes-")
+        assert run.promoted and run.gate in ("passed", "forced")
+        assert abs(run.metrics["all"] - run.baseline) <= 0.25, (run.metrics, run.baseline)
+        registry = ModelRegistry(settings, client.redis, family="diffusion")
+        assert registry.promoted() == run.version
+        assert ModelRegistry(settings, client.redis).promoted() is None  # DF-GAN's promotion untouched
+        assert draw_diffusion(2).version == run.version  # hot reload, no restart
+        assert gpu.poll() is None
+        registry.rollback()
+        assert draw_diffusion(3).version == shipped
+    finally:
+        _stop(trainer)
+        _stop(gpu)

@@ -519,25 +519,32 @@ def _forward(command: str, args: list[str], module: str = "training.cli") -> Non
 
 # --- model registry and retraining (issue #7) ------------------------------------------------------
 
-models_app = typer.Typer(help="DF-GAN versions: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Trained versions of DF-GAN or the diffusion model: list, promote, roll back.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
+MODEL_OPTION = typer.Option("dfgan", "--model", help="dfgan or diffusion.")
 
 
-def _model_registry(settings: Settings) -> object:
+def _model_registry(settings: Settings, family: str = "dfgan") -> object:
     from core.store import connect
-    from worker.model_registry import ModelRegistry
+    from worker.model_registry import ModelRegistry, RegistryError
 
-    return ModelRegistry(settings, connect(str(settings.redis_url)))
+    try:
+        return ModelRegistry(settings, connect(str(settings.redis_url)), family=family.lower())
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """Registered DF-GAN versions (oldest first) with their scores; * marks the promoted one."""
+def models_list(model: str = MODEL_OPTION) -> None:
+    """Registered versions (oldest first) with their scores; * marks the promoted one."""
     from rich.table import Table
 
     from worker.model_registry import ModelRegistry
 
-    registry = _model_registry(_shared_settings())
+    registry = _model_registry(_shared_settings(), model)
     assert isinstance(registry, ModelRegistry)
     promoted = registry.promoted()
     table = Table("", "version", "dataset", "created (UTC)", "score (all)", "parent", "run")
@@ -561,9 +568,14 @@ def models_promote(
     version: str = typer.Argument(..., help="A version from `imaginebot models list`."),
 ) -> None:
     """Make VERSION the one every inference worker draws with, from its next batch on."""
-    from worker.model_registry import ModelRegistry, RegistryError
+    from worker.model_registry import ModelRegistry, RegistryError, family_of
 
-    registry = _model_registry(_shared_settings())
+    try:
+        family = family_of(version)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    registry = _model_registry(_shared_settings(), family)
     assert isinstance(registry, ModelRegistry)
     try:
         registry.promote(version)
@@ -574,11 +586,11 @@ def models_promote(
 
 
 @models_app.command("rollback")
-def models_rollback() -> None:
+def models_rollback(model: str = MODEL_OPTION) -> None:
     """Go back to the version promoted before the current one (or to the configured default)."""
     from worker.model_registry import ModelRegistry, RegistryError
 
-    registry = _model_registry(_shared_settings())
+    registry = _model_registry(_shared_settings(), model)
     assert isinstance(registry, ModelRegistry)
     try:
         back_to = registry.rollback()
@@ -599,6 +611,7 @@ def retrain(
     from_scratch: bool = typer.Option(
         False, "--from-scratch", help="Start from random weights (default: fine-tune the model in use)."
     ),
+    model: str = typer.Option("dfgan", help="Which model to retrain: dfgan or diffusion."),
     config: Path = typer.Option(  # noqa: B008
         None, help="JSON file of DFGANConfig overrides (ngf, ndf, batch_size, checkpoint_every, …)."
     ),
@@ -629,7 +642,9 @@ def retrain(
     overrides = json.loads(config.read_text()) if config is not None else None
     try:
         run = client.submit_retrain(
-            RetrainRequest(dataset=dataset.lower(), epochs=epochs, from_scratch=from_scratch),
+            RetrainRequest(
+                dataset=dataset.lower(), epochs=epochs, from_scratch=from_scratch, model=model.lower()
+            ),
             f"cli:{os.getuid()}",
             Conversation(platform="cli", chat_id="cli"),
             steps,

@@ -78,7 +78,11 @@ def run_dir(rt: Runtime, run_id: str) -> Path:
 def run_train(rt: Runtime, run_id: str) -> TrainOutcome:
     """Claim run ``run_id`` and take it to its end (or hand back a re-check delay)."""
     store = TrainRunStore(rt.redis, rt.settings.result_ttl_s)
-    registry = ModelRegistry(rt.settings, rt.redis)
+    try:
+        model = store.get(run_id).model
+    except RunNotFound:
+        return TrainOutcome("skipped:missing")
+    registry = ModelRegistry(rt.settings, rt.redis, family=model)
     wait = min(LOCK_WAIT_RECHECK_S, rt.settings.job_lease_s + 1.0)
     holder = rt.redis.get(LOCK_KEY)
     if holder is not None and holder.decode() != run_id:
@@ -253,15 +257,28 @@ class Heartbeat:
                 log.exception("heartbeat of training run %s failed", self.run_id)
 
 
+@dataclass
+class Trained:
+    """What a finished training part hands to the shared end of a run."""
+
+    folder: Path  # what gets registered (a checkpoint or pipeline folder)
+    step: int
+    loss_curve: Path
+    sample_grid: Path
+    metrics: dict[str, float]
+    baseline_version: str | None
+    baseline: float | None
+    prompts: list[str]
+
+
 def _train_and_register(
     rt: Runtime, store: TrainRunStore, registry: ModelRegistry, run: TrainRun, heartbeat: Heartbeat
 ) -> TrainOutcome:
+    """Train (DF-GAN or diffusion), evaluate, gate, register, promote, and tell the admin."""
     import torch
-    from rich.console import Console
 
-    from training.data import dataset_names, get_dataset
-    from training.dfgan.trainer import train
-    from worker.engines.dfgan import resolve_device
+    from training.data import dataset_names
+    from worker.engines.base import resolve_device
 
     settings = rt.settings
     if run.dataset not in dataset_names():
@@ -271,48 +288,13 @@ def _train_and_register(
         )
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    out = run_dir(rt, run.id)
-    start_folder, start_config = _starting_point(rt, registry, run)
-    config = _config_for(run, start_config)
-    resumed_from = _checkpoint_step(out)
-    heartbeat.beat(resumed_from=resumed_from)
-    if run.attempts == 1:
-        parent_name = start_config.get("version") or (start_folder.name if start_folder else "")
-        how = f"fine-tuning {parent_name}" if start_folder else "from scratch"
-        _tell(rt, run, f"Training run {run.id} started: DF-GAN on {run.dataset}, {how}.")
-    elif resumed_from:
-        _tell(rt, run, f"Training run {run.id} resumed from its checkpoint at step {resumed_from}.")
-    dataset = get_dataset(
-        run.dataset, settings.data_dir, imsize=config.imsize, count=run.count or 10_000, seed=config.seed
-    )
     device = resolve_device(settings.device)
-    progress = _progress_reporter(rt, run, heartbeat)
-    result = train(
-        config,
-        dataset,
-        out,
-        max_steps=run.max_steps,
-        resume=True,
-        device=device,
-        progress=progress,
-        console=Console(quiet=True),
-        init_from=start_folder,  # used only when there is no checkpoint of this run to resume
-    )
-    # A beat now also catches a cancel that came after the last progress report.
-    heartbeat.beat(step=result.step, total=result.step, eta_s=0.0, losses=_short(result.last_losses))
-    stopped = _stopped(rt, run, heartbeat, f"at step {result.step}")
-    if stopped is not None:
-        return stopped
-
-    # --- evaluate and gate ---
-    metrics: dict[str, float] = {}
-    if run.dataset == "shapes":
-        from training.dfgan.checkpoint import load_generator
-        from training.dfgan.evaluate import evaluate_shapes
-
-        metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
-    baseline_version, baseline = _baseline(rt, registry, run, device)
-    gate, note = _gate(run, metrics, baseline_version, baseline)
+    part = _train_diffusion if run.model == "diffusion" else _train_dfgan
+    trained = part(rt, registry, run, heartbeat, device)
+    if isinstance(trained, TrainOutcome):
+        return trained  # cancelled or taken over
+    metrics = trained.metrics
+    gate, note = _gate(run, metrics, trained.baseline_version, trained.baseline)
 
     # --- register (name written first: a retried end registers the same version) ---
     version = run.version or registry.new_version_name(run.dataset)
@@ -321,7 +303,7 @@ def _train_and_register(
     if stopped is not None:
         return stopped
     registry.register(
-        version, result.checkpoint, run.dataset, metrics, parent=run.parent, run_id=run.id, note=note
+        version, trained.folder, run.dataset, metrics, parent=run.parent, run_id=run.id, note=note
     )
     promote = gate in ("passed", "forced")
     if promote:
@@ -332,16 +314,16 @@ def _train_and_register(
         run.id,
         TrainRunStatus.DONE,
         metrics=metrics,
-        baseline=baseline,
-        baseline_version=baseline_version,
+        baseline=trained.baseline,
+        baseline_version=trained.baseline_version,
         gate=gate,
         gate_note=note,
         version=version,
         promoted=promote,
-        checkpoint=str(result.checkpoint),
-        loss_curve=str(result.loss_curve),
-        sample_grid=str(result.sample_grid),
-        step=result.step,
+        checkpoint=str(trained.folder),
+        loss_curve=str(trained.loss_curve),
+        sample_grid=str(trained.sample_grid),
+        step=trained.step,
         eta_s=0.0,
     )
     if done is not None:
@@ -351,58 +333,169 @@ def _train_and_register(
             rt,
             done,
             f"Training run {run.id} finished: {version} ({score}), {verdict}. {note} "
-            f"Loss curve: {result.loss_curve}; samples: {result.sample_grid}.",
+            f"Loss curve: {trained.loss_curve}; samples: {trained.sample_grid}.",
         )
-        prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", None) or [run.dataset])
-        _post_pictures(rt, registry, done, Path(result.loss_curve), Path(result.checkpoint), prompts, device)
+        _post_pictures(rt, registry, done, trained, device)
     return TrainOutcome("done")
+
+
+def _announce(rt: Runtime, run: TrainRun, parent: str | None, resumed_from: int | None) -> None:
+    """The first note of a run (what it trains, from where), or the note of a resumed attempt."""
+    title = "diffusion" if run.model == "diffusion" else "DF-GAN"
+    if run.attempts == 1:
+        how = f"fine-tuning {parent}" if parent else "from scratch"
+        _tell(rt, run, f"Training run {run.id} started: {title} on {run.dataset}, {how}.")
+    elif resumed_from:
+        _tell(rt, run, f"Training run {run.id} resumed from its checkpoint at step {resumed_from}.")
+
+
+def _train_dfgan(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, heartbeat: Heartbeat, device: str
+) -> Trained | TrainOutcome:
+    """Train DF-GAN for ``run`` and score the result and the baseline on the same captions."""
+    from rich.console import Console
+
+    from training.data import get_dataset
+    from training.dfgan.trainer import train
+
+    out = run_dir(rt, run.id)
+    start_folder, start_config = _starting_point(rt, registry, run)
+    config = _config_for(run, start_config)
+    resumed_from = _checkpoint_step(out / "checkpoint")
+    heartbeat.beat(resumed_from=resumed_from)
+    parent = (start_config.get("version") or start_folder.name) if start_folder else None
+    _announce(rt, run, parent, resumed_from)
+    dataset = get_dataset(
+        run.dataset, rt.settings.data_dir, imsize=config.imsize, count=run.count or 10_000, seed=config.seed
+    )
+    result = train(
+        config,
+        dataset,
+        out,
+        max_steps=run.max_steps,
+        resume=True,
+        device=device,
+        progress=_progress_reporter(rt, run, heartbeat),
+        console=Console(quiet=True),
+        init_from=start_folder,  # used only when there is no checkpoint of this run to resume
+    )
+    # A beat now also catches a cancel that came after the last progress report.
+    heartbeat.beat(step=result.step, total=result.step, eta_s=0.0, losses=_short(result.last_losses))
+    stopped = _stopped(rt, run, heartbeat, f"at step {result.step}")
+    if stopped is not None:
+        return stopped
+    metrics: dict[str, float] = {}
+    if run.dataset == "shapes":
+        from training.dfgan.checkpoint import load_generator
+        from training.dfgan.evaluate import evaluate_shapes
+
+        metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
+    baseline_version, baseline = _baseline(rt, registry, run, device)
+    prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", None) or [run.dataset])
+    return Trained(
+        Path(result.checkpoint), result.step, Path(result.loss_curve), Path(result.sample_grid),
+        metrics, baseline_version, baseline, prompts,
+    )  # fmt: skip
+
+
+def _train_diffusion(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, heartbeat: Heartbeat, device: str
+) -> Trained | TrainOutcome:
+    """Train our diffusion model for ``run`` (see :mod:`worker.train_diffusion`) and score the result
+    and the baseline on the same captions."""
+    from worker import train_diffusion as diffusion
+
+    settings = rt.settings
+    out = run_dir(rt, run.id)
+    start = diffusion.starting_point(settings, registry, run)
+    resumed_from = _checkpoint_step(out / "state")
+    heartbeat.beat(resumed_from=resumed_from)
+    _announce(rt, run, diffusion.version_of(start) if start else None, resumed_from)
+    result, _, prompts = diffusion.train_run(
+        settings, run, out, start, _progress_reporter(rt, run, heartbeat), device
+    )
+    heartbeat.beat(
+        step=result.step, total=result.step, eta_s=0.0, losses={"loss": round(result.last_loss, 4)}
+    )
+    stopped = _stopped(rt, run, heartbeat, f"at step {result.step}")
+    if stopped is not None:
+        return stopped
+    folder = diffusion.export_for_registry(result, out)
+    metrics = diffusion.evaluate(settings, folder, run.dataset, run.eval_count, device)
+    promoted = registry.promoted_entry()
+    if promoted is not None:
+        baseline_version, baseline = promoted.version, promoted.metrics.get("all")
+    else:
+        default = diffusion.default_folder(settings)
+        scores = diffusion.evaluate(settings, default, run.dataset, run.eval_count, device) if default else {}
+        baseline_version = diffusion.version_of(default) if default else None
+        baseline = scores.get("all")
+    return Trained(
+        folder, result.step, Path(result.loss_curve), Path(result.sample_grid),
+        metrics, baseline_version, baseline, prompts,
+    )  # fmt: skip
 
 
 #: The pictures a run posts: the loss curve so far at 25/50/75 %, and at the end the loss curve and the
 #: old-vs-new grid (also the only names ``GET /api/runs/<id>/<name>.png`` serves).
-RUN_PICTURES = ("progress-25", "progress-50", "progress-75", "loss-curve", "old-vs-new")
+RUN_PICTURES = ("progress-25", "progress-50", "progress-75", "loss-curve", "old-vs-new", "samples")
 
 
 def _post_pictures(
-    rt: Runtime,
-    registry: ModelRegistry,
-    run: TrainRun,
-    loss_curve: Path,
-    checkpoint: Path,
-    prompts: list[str],
-    device: str,
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, trained: Trained, device: str
 ) -> None:
-    """Store the loss curve and an old-vs-new grid (same prompts and seeds; old: the version promoted
-    when the run began, else the default checkpoint) under the run's id and post both to the admin's
-    conversation. Best effort: a failure is logged, the run's result stands."""
+    """Store the run's end pictures under its id and post them to the admin's conversation: the loss
+    curve and, for DF-GAN, an old-vs-new grid (same prompts and seeds; old: the version promoted when
+    the run began, else the default checkpoint), for diffusion the new model's sample grid. Best
+    effort: a failure is logged, the run's result stands."""
     try:
-        from training.dfgan.checkpoint import load_generator
-        from training.dfgan.compare import compare_grid, png_bytes
-        from worker.engines.dfgan import resolve_default_checkpoint
-
-        parent = registry.get(run.parent) if run.parent else None
-        old_folder = (
-            registry.materialize(parent.version)[0]
-            if parent is not None
-            else resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
-        )
-        old = load_generator(old_folder, device)
-        new = load_generator(checkpoint, device)
-        new.version = run.version or new.version
-        grid = png_bytes(compare_grid(old, new, prompts))
         pictures = [
-            ("loss-curve", loss_curve.read_bytes(), f"Training run {run.id}: loss curve ({run.step} steps)."),
             (
-                "old-vs-new",
-                grid,
-                f"Training run {run.id}: {old.version} (old) vs {new.version} (new), same seeds.",
-            ),
+                "loss-curve",
+                trained.loss_curve.read_bytes(),
+                f"Training run {run.id}: loss curve ({run.step} steps).",
+            )
         ]
+        if run.model == "diffusion":
+            pictures.append(
+                (
+                    "samples",
+                    trained.sample_grid.read_bytes(),
+                    f"Training run {run.id}: samples of {run.version}.",
+                )
+            )
+        else:
+            pictures.append(_old_vs_new(rt, registry, run, trained, device))
     except Exception:
         log.exception("train %s: could not draw the end-of-run pictures", run.id)
         return
     for name, png, caption in pictures:
         _show(rt, run, name, png, caption)
+
+
+def _old_vs_new(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, trained: Trained, device: str
+) -> tuple[str, bytes, str]:
+    """DF-GAN's old-vs-new grid: the same prompts and seeds through the old and the new generator."""
+    from training.dfgan.checkpoint import load_generator
+    from training.dfgan.compare import compare_grid, png_bytes
+    from worker.engines.dfgan import resolve_default_checkpoint
+
+    parent = registry.get(run.parent) if run.parent else None
+    old_folder = (
+        registry.materialize(parent.version)[0]
+        if parent is not None
+        else resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+    )
+    old = load_generator(old_folder, device)
+    new = load_generator(trained.folder, device)
+    new.version = run.version or new.version
+    grid = png_bytes(compare_grid(old, new, trained.prompts))
+    return (
+        "old-vs-new",
+        grid,
+        f"Training run {run.id}: {old.version} (old) vs {new.version} (new), same seeds.",
+    )
 
 
 def _show(rt: Runtime, run: TrainRun, name: str, png: bytes, caption: str) -> None:
@@ -511,8 +604,8 @@ def _progress_reporter(
             state["milestone"] += 1
             if step < total:
                 text = (
-                    f"Training run {run.id}: step {step}/{total}, D {losses.get('loss_d', 0):.3f} "
-                    f"G {losses.get('loss_g', 0):.3f}, about {eta:.0f} s left."
+                    f"Training run {run.id}: step {step}/{total}, {_loss_text(losses)}, "
+                    f"about {eta:.0f} s left."
                 )
                 # The loss curve so far, with the note as its caption (the note alone if none yet).
                 curve = _loss_curve_so_far(run_dir(rt, run.id))
@@ -536,7 +629,8 @@ def _loss_curve_so_far(out: Path) -> bytes | None:
         if len(rows) < 2:
             return None
         picture = out / "loss_curve_progress.png"
-        plot_curves(rows, ("loss_d", "loss_g", "gp"), picture, title="so far")
+        keys = [k for k in rows[-1] if k != "step"]
+        plot_curves(rows, keys, picture, title="so far")
         return picture.read_bytes()
     except (OSError, ValueError):
         log.warning("could not draw the loss curve so far from %s", path, exc_info=True)
@@ -589,9 +683,9 @@ def _config_for(run: TrainRun, parent: dict[str, Any] | None = None) -> Any:
     return DFGANConfig.from_dict(data)
 
 
-def _checkpoint_step(out: Path) -> int | None:
-    """The step of the resumable checkpoint in ``out`` (None when there is none)."""
-    meta = out / "checkpoint" / "training_state.json"
+def _checkpoint_step(state_dir: Path) -> int | None:
+    """The step of the resumable training state in ``state_dir`` (None when there is none)."""
+    meta = state_dir / "training_state.json"
     if not meta.is_file():
         return None
     try:
@@ -601,7 +695,14 @@ def _checkpoint_step(out: Path) -> int | None:
 
 
 def _short(losses: dict[str, float]) -> dict[str, float]:
-    return {k: round(float(v), 4) for k, v in losses.items() if k in ("loss_d", "loss_g", "gp")}
+    return {k: round(float(v), 4) for k, v in losses.items() if k in ("loss_d", "loss_g", "gp", "loss")}
+
+
+def _loss_text(losses: dict[str, float]) -> str:
+    """DF-GAN's "D … G …", or the diffusion model's single loss."""
+    if "loss" in losses:
+        return f"loss {losses['loss']:.4f}"
+    return f"D {losses.get('loss_d', 0):.3f} G {losses.get('loss_g', 0):.3f}"
 
 
 def _finish(

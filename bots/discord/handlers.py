@@ -275,16 +275,21 @@ def register(bot: ImagineBot) -> None:
         dataset="Dataset name",
         epochs="Training epochs",
         from_scratch="Start from random weights (default: fine-tune the model in use)",
+        model="dfgan (default) or diffusion",
     )
     @app_commands.default_permissions(manage_guild=True)
     async def retrain(
-        interaction: discord.Interaction, dataset: str, epochs: int = 10, from_scratch: bool = False
+        interaction: discord.Interaction,
+        dataset: str,
+        epochs: int = 10,
+        from_scratch: bool = False,
+        model: str = "dfgan",
     ) -> None:
         start = "scratch" if from_scratch else "current"
         try:
             # The admin check is ours, on the server side; default_permissions only hides the command.
             plan = parse_retrain(
-                f"/retrain dataset:{dataset} epochs:{epochs} from:{start}",
+                f"/retrain dataset:{dataset} epochs:{epochs} from:{start} model:{''.join(model.split())}",
                 settings,
                 "discord",
                 str(interaction.user.id),

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 IMAGE_NAME = re.compile(r"pair|[a-z-]+-\d")
 #: The pictures a finished training run stores (worker.train_task.RUN_PICTURES; no torch import here).
-RUN_PICTURE = re.compile(r"progress-(25|50|75)|loss-curve|old-vs-new")
+RUN_PICTURE = re.compile(r"progress-(25|50|75)|loss-curve|old-vs-new|samples")
 MAX_BODY = 16 * 1024
 #: Refused ``/retrain`` attempts a client may make per window (beyond localhost), against guessing.
 ADMIN_PASSWORD_TRIES = 5

@@ -1,0 +1,130 @@
+"""What a ``train`` task does differently for our diffusion model: where a run starts, how it trains,
+what version folder it registers, and how that folder is scored. The run's life around it (claim,
+lease, lock, gate, registry, promotion, chat) is :mod:`worker.train_task`'s, shared with DF-GAN.
+
+A run fine-tunes the model the workers draw with by default (the promoted diffusion version, else the
+configured or shipped model) at a quarter of the learning rate with a short warm-up; ``from_scratch``
+starts from random weights with the base config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings
+from core.training_client import TrainRun
+from worker.model_registry import ModelRegistry
+
+#: A fine-tune's learning rate, as a fraction of the base config's, and its warm-up (steps).
+FINETUNE_LR_SCALE = 0.25
+FINETUNE_WARMUP_STEPS = 20
+#: Sampling settings of the evaluation: the shipped model's defaults.
+EVAL_STEPS, EVAL_GUIDANCE = 20, 2.0
+#: Datasets with an exact answer key the gate can score.
+SCORED_DATASETS = ("shapes", "scenes")
+
+
+def default_folder(settings: Settings) -> Path | None:
+    """The pipeline folder the workers use when nothing is promoted: the configured local folder, or
+    the shipped model (None when the configured model is a hub id: nothing to fine-tune here)."""
+    from worker.engines.diffusion import SHIPPED_PIPELINE
+
+    if settings.diffusion_model:
+        folder = Path(settings.diffusion_model)
+        return folder if (folder / "model_index.json").is_file() else None
+    return SHIPPED_PIPELINE if (SHIPPED_PIPELINE / "model_index.json").is_file() else None
+
+
+def starting_point(settings: Settings, registry: ModelRegistry, run: TrainRun) -> Path | None:
+    """The pipeline folder ``run`` fine-tunes (fetched from Redis and verified when another machine
+    trained it), or None for a from-scratch run."""
+    if run.from_scratch:
+        return None
+    entry = registry.get(run.parent) if run.parent else None
+    return registry.materialize(entry.version)[0] if entry is not None else default_folder(settings)
+
+
+def config_for(run: TrainRun, fine_tune: bool) -> Any:
+    """The base :class:`~training.diffusion.config.DiffusionConfig` with the run's overrides (those it
+    knows), its step budget and, for a fine-tune, the lower learning rate and short warm-up."""
+    from training.diffusion.config import DiffusionConfig
+
+    config = DiffusionConfig()
+    known = {f.name for f in fields(DiffusionConfig)}
+    for name, value in run.config.items():
+        if name in known:
+            setattr(config, name, value)
+    if fine_tune:
+        if "lr" not in run.config:
+            config.lr *= FINETUNE_LR_SCALE
+        config.warmup_steps = min(config.warmup_steps, FINETUNE_WARMUP_STEPS)
+    config.version = ""  # the registry names the version
+    return config
+
+
+def train_run(
+    settings: Settings,
+    run: TrainRun,
+    out: Path,
+    start: Path | None,
+    progress: Callable[[int, int, dict[str, float]], bool],
+    device: str,
+) -> tuple[Any, Any, list[str]]:
+    """Train (resuming from ``out`` when it has a state); returns (the trainer's result, the config,
+    the dataset's sample prompts)."""
+    from rich.console import Console
+
+    from training.data import get_dataset
+    from training.diffusion.trainer import train
+
+    config = config_for(run, fine_tune=start is not None)
+    data = get_dataset(
+        run.dataset, settings.data_dir, imsize=config.source_size, count=run.count or 10_000, seed=config.seed
+    )
+    total = run.max_steps or max(1, run.epochs * len(data) // config.batch_size)
+    result = train(
+        config,
+        data,
+        out,
+        max_steps=total,
+        resume=True,
+        device=device,
+        progress=lambda step, steps, loss: progress(step, steps, {"loss": loss}),
+        console=Console(quiet=True),
+        init_from=start,  # used only when there is no state of this run to resume
+    )
+    prompts = list(config.sample_prompts or getattr(data, "sample_prompts", None) or [run.dataset])
+    return result, config, prompts
+
+
+def export_for_registry(result: Any, out: Path) -> Path:
+    """The run's pipeline as the folder to register: UNet in float16 (half the bytes in Redis)."""
+    from training.diffusion.trainer import export_pipeline
+
+    return export_pipeline(Path(result.pipeline), out / "export", half=True)
+
+
+def evaluate(settings: Settings, folder: Path, dataset: str, count: int, device: str) -> dict[str, float]:
+    """Scores of the pipeline in ``folder`` on ``dataset``'s answer key ({} for a dataset with none)."""
+    if dataset not in SCORED_DATASETS:
+        return {}
+    from training.diffusion.evaluate import evaluate_generator, pipeline_generator
+    from worker.engines.diffusion import DiffusionEngine
+
+    engine = DiffusionEngine(str(folder), settings.data_dir, device=device)
+    generate = pipeline_generator(engine.pipe, steps=EVAL_STEPS, guidance=EVAL_GUIDANCE)
+    scores = evaluate_generator(generate, count=count, r_precision=False, dataset=dataset)
+    return {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and k != "images_per_s"}
+
+
+def version_of(folder: Path) -> str:
+    """The version label of a pipeline folder (its ``imaginebot.json``), else the folder's name."""
+    meta = folder / "imaginebot.json"
+    try:
+        return str(json.loads(meta.read_text()).get("version") or folder.name)
+    except (OSError, ValueError):
+        return folder.name
