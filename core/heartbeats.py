@@ -261,7 +261,10 @@ def supervisor_reports(client: redis.Redis) -> list[SupervisorReport]:
         if raw is None:
             client.srem(SUPERVISORS_KEY, name)
             continue
-        reports.append(SupervisorReport.model_validate_json(raw))
+        try:
+            reports.append(SupervisorReport.model_validate_json(raw))
+        except ValueError:
+            log.warning("unreadable report of supervisor %s", name)
     return reports
 
 
