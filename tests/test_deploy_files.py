@@ -67,6 +67,9 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_compose_file_has_every_role(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == COMPOSE_SERVICES
+    # A bot without its token would exit and be restarted forever: each starts only with its profile.
+    assert compose["services"]["bot-discord"]["profiles"] == ["discord"]
+    assert compose["services"]["bot-telegram"]["profiles"] == ["telegram"]
 
 
 def test_compose_refuses_to_start_without_the_redis_password(tmp_path: Path) -> None:
