@@ -269,3 +269,21 @@ def test_the_page_runs_under_its_content_security_policy(serve) -> None:  # noqa
         assert page.evaluate("window.__inline") is None
         browser.close()
     assert violations and all("inline" in v for v in violations), violations
+
+
+def test_imaginebot_web_beyond_localhost_without_a_password_says_what_to_set(settings: Settings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
+    env.update(IMAGINEBOT_REDIS_URL=str(settings.redis_url), IMAGINEBOT_WEB_PORT="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "web", "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "IMAGINEBOT_WEB_ACCESS_PASSWORD" in result.stdout and "Traceback" not in result.stderr
