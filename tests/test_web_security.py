@@ -120,7 +120,8 @@ def test_beyond_localhost_the_chat_will_not_start_without_an_access_password(set
 def test_beyond_localhost_everything_but_health_needs_the_password(serve) -> None:  # noqa: ANN001
     base = remote(serve)
     anonymous = requests.Session()
-    assert anonymous.get(f"{base}/api/health", timeout=10).status_code == 200
+    health = anonymous.get(f"{base}/api/health", timeout=10)
+    assert health.status_code == 200 and health.json() == {"ok": True}  # the status, nothing more
     assert anonymous.get(f"{base}/metrics", timeout=10).status_code == 200
     refused = anonymous.post(f"{base}/api/imagine", json={"conversation_id": cid(), "text": "a"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["code"] == "login_required"
@@ -142,6 +143,7 @@ def test_beyond_localhost_everything_but_health_needs_the_password(serve) -> Non
     cookie = ok.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and PASSWORD not in cookie
     assert user.get(f"{base}/", timeout=10).status_code == 200
+    assert "engines" in user.get(f"{base}/api/health", timeout=10).json()  # the page's full view
     assert user.get(f"{base}/api/conversations/{cid()}", timeout=10).json() == {"messages": []}
 
     invited = requests.Session()

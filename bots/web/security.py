@@ -12,7 +12,8 @@ Installed on the Flask app by :func:`install` (one call in ``create_app``):
 
   - the chat refuses to start without ``IMAGINEBOT_WEB_ACCESS_PASSWORD``; a browser gives it once at
     ``/login`` (or follows an invite link ``/login?token=<password>``) and then holds a signed,
-    HttpOnly, SameSite=Strict session cookie. ``/api/health``, ``/metrics`` and the login page are open;
+    HttpOnly, SameSite=Strict session cookie. ``/api/health`` (only ``{"ok": true}`` before sign-in),
+    ``/metrics`` and the login page are open;
   - every POST (prompt, cancel) counts against a limit per client IP and per conversation (sign-in
     attempts have their own, stricter limit per IP), *before* the handler runs: a refused request
     writes nothing, so neither fresh conversation ids nor bad prompts can fill the history or the
@@ -184,6 +185,9 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
     def this_client() -> str:
         return client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted)
 
+    def signed_in() -> bool:
+        return hmac.compare_digest(str(session.get("access", "")), tag)
+
     def is_open(path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in OPEN_PATHS)
 
@@ -194,7 +198,7 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
         if local:
             return None
         path = request.path
-        if not is_open(path) and not hmac.compare_digest(str(session.get("access", "")), tag):
+        if not is_open(path) and not signed_in():
             if path.startswith("/api/"):
                 return jsonify({"error": "Sign in first (/login).", "code": "login_required"}), 401
             return redirect("/login", code=303)
@@ -211,6 +215,9 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
 
     @app.after_request
     def headers(response: Response) -> Response:
+        if not local and request.path == "/api/health" and response.status_code == 200 and not signed_in():
+            # Probes need only the status; the workers and problems it lists are for signed-in users.
+            response = jsonify({"ok": True})
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
