@@ -13,6 +13,7 @@ A sender tells three kinds of failure apart, because only one of them is safe to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +59,9 @@ class DeliveryContext:
     #: An earlier attempt started a send whose outcome is unknown (it timed out, or its worker
     #: died mid-send). The sender must not post the result again unless it can tell it is missing.
     unconfirmed: bool = False
+    #: Call when the request that posts the result has fully left (its last byte written): from then
+    #: on the platform may have it. Set for senders that declare ``REPORTS_SENT = True``.
+    on_sent: Callable[[], None] | None = None
 
 
 #: What a sender returns: the result was posted (and confirmed), or an earlier unconfirmed send was

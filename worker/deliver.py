@@ -6,9 +6,11 @@ Three things make that hold when workers die and platforms time out (docs/reliab
   while the send runs. A delivery that finds it held raises :class:`DeliveryLocked`: the task retries
   once the lease can have lapsed, so a lease left by a dead worker leads to a retry, never to an ack.
 - **A journal per job** (``ib:delivery:<job>``, a hash): ``sending`` is written before the platform is
-  called, ``posted`` / ``unconfirmed`` / ``failed`` after. A retry that finds ``sending`` knows an
-  earlier send's outcome is unknown (timeout, or a worker killed mid-send) and passes
-  ``unconfirmed=True`` to the sender, which then never posts the result a second time blindly.
+  called, ``sent`` when the request has fully left (senders with ``REPORTS_SENT``), ``posted`` /
+  ``unconfirmed`` / ``failed`` after. A retry that finds ``sent`` (or ``sending`` from a sender that
+  cannot tell) knows an earlier send's outcome is unknown (timeout, or a worker killed mid-send) and
+  passes ``unconfirmed=True`` to the sender, which then never posts the result a second time blindly.
+  ``sending`` from a sender that reports ``sent`` means the request never fully left: sent again.
 - **One sender per chat at a time**, paced to the platform's per-chat limit, so concurrent delivery
   threads keep each chat's results in order and under its rate limit.
 """
@@ -31,6 +33,7 @@ from core.delivery import (
     DeliveryContext,
     DeliveryFailed,
     DeliveryLocked,
+    DeliveryRetry,
     Sender,
 )
 from core.jobs import JobRecord, JobStatus
@@ -67,7 +70,8 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 #: delivery worker sweeps.
 OPEN_KEY = "ib:delivery-open"
 # Journal states.
-SENDING = "sending"
+SENDING = "sending"  # a send started; its request may not have fully left yet
+SENT = "sent"  # the request fully left, no answer yet: the platform may have posted it
 UNCONFIRMED = "unconfirmed"
 FAILED = "failed"
 
@@ -180,19 +184,42 @@ def run_deliver(rt: Runtime, job_id: str) -> str:
 
 
 def _send_once(rt: Runtime, record: JobRecord) -> str:
+    platform = record.request.conversation.platform
     journal = journal_of(rt, record.id)
     attempts = int(journal.get("attempts", 0))
     if attempts >= MAX_SEND_ATTEMPTS:
         raise DeliveryFailed(f"gave up after {attempts} send attempts")
-    unconfirmed = journal.get("state") in (SENDING, UNCONFIRMED)
+    reports_sent = _reports_sent(platform)
+    state = journal.get("state")
+    # "sending" left by a dead attempt: with a sender that reports when its request has fully left,
+    # it means the request never did (nothing can have been posted); with another, it may have.
+    unconfirmed = state in (SENT, UNCONFIRMED) or (state == SENDING and not reports_sent)
     key = journal_key(record.id)
     rt.redis.hset(key, mapping={"state": SENDING, "attempts": attempts + 1, "started_at": time.time()})
     rt.redis.expire(key, rt.settings.result_ttl_s)
-    ctx = DeliveryContext(settings=rt.settings, images=rt.images, history=rt.history, unconfirmed=unconfirmed)
+    left = threading.Event()
+
+    def on_sent() -> None:
+        left.set()
+        try:
+            rt.redis.hset(key, "state", SENT)
+        except redis.RedisError as exc:  # the journal then errs towards sending again
+            log.warning("job %s: could not journal a sent request: %s", record.id, exc)
+
+    ctx = DeliveryContext(
+        settings=rt.settings,
+        images=rt.images,
+        history=rt.history,
+        unconfirmed=unconfirmed,
+        on_sent=on_sent if reports_sent else None,
+    )
     try:
-        outcome = sender_for(record.request.conversation.platform)(record, ctx) or POSTED
-    except DeliveryAmbiguous:
-        rt.redis.hset(key, "state", UNCONFIRMED)  # the next try resolves it; "sending" would too
+        outcome = sender_for(platform)(record, ctx) or POSTED
+    except DeliveryAmbiguous as exc:
+        if reports_sent and not left.is_set():  # it never fully left: a plain retry is safe
+            rt.redis.hset(key, "state", UNCONFIRMED if unconfirmed else "retry")
+            raise DeliveryRetry(f"{exc} (the request never fully left)") from exc
+        rt.redis.hset(key, "state", UNCONFIRMED)  # the next try resolves it
         raise
     except Exception:
         # Definite: nothing was posted by this attempt. An earlier unconfirmed one stays unconfirmed.
@@ -202,6 +229,12 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
     rt.jobs.update(record.id, _mark_delivered)
     rt.redis.srem(OPEN_KEY, record.id)
     return "delivered" if outcome == POSTED else outcome
+
+
+def _reports_sent(platform: str) -> bool:
+    """Whether ``platform``'s sender calls ``ctx.on_sent`` (``REPORTS_SENT`` in its module)."""
+    module_name = SENDERS.get(platform)
+    return bool(module_name and getattr(importlib.import_module(module_name), "REPORTS_SENT", False))
 
 
 def sweep(rt: Runtime) -> list[str]:

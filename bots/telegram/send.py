@@ -23,6 +23,7 @@ import io
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import httpx
@@ -70,6 +71,9 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 15.0
 WRITE_TIMEOUT_S = 30.0
 POOL_SIZE = 32
+#: This sender calls ``ctx.on_sent`` once a request's body has fully left, so a journal that still says
+#: "sending" after a crash means nothing can have been posted (worker/deliver.py).
+REPORTS_SENT = True
 # httpx errors raised before the request can have reached Telegram: safe to repeat.
 _NOT_SENT = (
     httpx.ConnectError,
@@ -78,6 +82,25 @@ _NOT_SENT = (
     httpx.WriteError,
     httpx.WriteTimeout,
 )
+
+
+_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("imaginebot_telegram_on_sent", default=None)
+
+
+class _TracingTransport(httpx.AsyncHTTPTransport):
+    """Calls the current delivery's ``on_sent`` when a request's body has been written in full
+    (httpcore's ``send_request_body.complete`` trace event): from then on Telegram may have it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        on_sent = _on_sent.get()
+        if on_sent is not None:
+
+            async def trace(event: str, info: dict[str, Any]) -> None:
+                if event.endswith("send_request_body.complete"):
+                    on_sent()
+
+            request.extensions = {**request.extensions, "trace": trace}
+        return await super().handle_async_request(request)
 
 
 class _SharedBot:
@@ -95,19 +118,26 @@ class _SharedBot:
             write_timeout=WRITE_TIMEOUT_S,
             media_write_timeout=WRITE_TIMEOUT_S,
             pool_timeout=CONNECT_TIMEOUT_S,
+            httpx_kwargs={
+                "transport": _TracingTransport(
+                    limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+                )
+            },
         )
         self.bot = Bot(
             settings.telegram_token, base_url=base_url, base_file_url=base_file_url, request=request
         )
         self.ready = False
 
-    def run(self, make: Callable[[Bot], Awaitable[T]]) -> T:
-        """Run ``make(bot)`` on the shared loop and wait for it (from any thread)."""
+    def run(self, make: Callable[[Bot], Awaitable[T]], on_sent: Callable[[], None] | None = None) -> T:
+        """Run ``make(bot)`` on the shared loop and wait for it (from any thread); ``on_sent`` is
+        called when a request of ``make`` has fully left."""
 
         async def call() -> T:
             if not self.ready:
                 await self.bot.initialize()
                 self.ready = True
+            _on_sent.set(on_sent)  # this task's context only
             return await make(self.bot)
 
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
@@ -128,13 +158,18 @@ def shared_bot(settings: Settings) -> _SharedBot:
         return _shared[key]
 
 
-def call_telegram(settings: Settings, what: str, make: Callable[[Bot], Awaitable[T]]) -> T:
+def call_telegram(
+    settings: Settings,
+    what: str,
+    make: Callable[[Bot], Awaitable[T]],
+    on_sent: Callable[[], None] | None = None,
+) -> T:
     """Run ``make(bot)`` with the shared client, Telegram's errors mapped to the delivery errors:
     :class:`DeliveryRetry` (not posted, later), :class:`DeliveryAmbiguous` (maybe posted),
     :class:`DeliveryFailed` (never)."""
     client = shared_bot(settings)
     try:
-        return client.run(make)
+        return client.run(make, on_sent)
     except RetryAfter as exc:
         raise DeliveryRetry(f"telegram: {exc}", retry_after=retry_after_seconds(exc)) from exc
     except InvalidToken as exc:  # its text holds the token: never pass it on
@@ -180,7 +215,7 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
         png = ctx.images.get(record.pair_key)
     if ctx.unconfirmed:
         return call_telegram(ctx.settings, f"job {record.id}", lambda bot: _mark_unconfirmed(bot, record))
-    call_telegram(ctx.settings, f"job {record.id}", lambda bot: _post_outcome(bot, record, png))
+    call_telegram(ctx.settings, f"job {record.id}", lambda bot: _post_outcome(bot, record, png), ctx.on_sent)
     # Posted: nothing after this point may raise (a retry would post again).
     try:
         shared_bot(ctx.settings).run(lambda bot: _clear_status(bot, record))

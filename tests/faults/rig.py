@@ -278,4 +278,18 @@ class Rig:
             **extra,
         }
         print(f"\nFIGURES {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        for job in self.jobs:
+            if posts[job.id] != 1:
+                print("  not posted once:", self.diagnose(job.id, posts[job.id]))
         return figures
+
+    def diagnose(self, job_id: str, posts: int) -> str:
+        """One line on a job that was not posted exactly once: its record and delivery journal."""
+        queue = self.queue
+        record = queue.jobs.get(job_id)
+        journal = {k.decode(): v.decode() for k, v in queue.redis.hgetall(f"ib:delivery:{job_id}").items()}
+        conv = record.request.conversation
+        return (
+            f"{job_id} {conv.platform} chat {conv.chat_id} posts {posts} status {record.status.value} "
+            f"attempts {record.attempts} error {record.error!r} journal {journal}"
+        )

@@ -235,3 +235,25 @@ def test_the_queue_cap_holds_under_concurrent_submits(capped: Settings) -> None:
     print(f"\nFIGURES cap: 64 concurrent submits, cap 10: {len(accepted)} accepted, {depth} pending")
     assert len(accepted) == 10 and depth == 10
     assert refused == ["queue_full"] * 54
+
+
+@pytest.mark.parametrize(("left_as", "photos_after"), [("sending", 1), ("sent", 0)])
+def test_a_telegram_send_cut_by_a_dead_worker_is_repeated_only_if_its_request_never_fully_left(
+    worker: QueueClient, telegram: FakeTelegram, left_as: str, photos_after: int
+) -> None:
+    chat = 70_010 + photos_after
+    conversation = Conversation(platform="telegram", chat_id=str(chat), reply_to="31", status_message_id="32")
+    record = finished_job(worker, conversation)
+    # The journal a delivery worker leaves when SIGKILLed mid-send: "sending" while the upload was
+    # still being written (Telegram cannot have it), "sent" once its last byte had left.
+    worker.redis.hset(journal_key(record.id), mapping={"state": left_as, "attempts": 1})
+    deliver(worker, record)
+    delivered(worker, record.id)
+    photos = telegram.find(lambda c: c.method == "sendPhoto" and c.params["chat_id"] == chat)
+    notes = telegram.find(
+        lambda c: (
+            c.method == "editMessageText" and c.params["chat_id"] == chat and c.params["message_id"] == 32
+        )
+    )
+    assert len(photos) == photos_after
+    assert len(notes) == 1 - photos_after  # unconfirmed: the status message says so, with Reroll
