@@ -45,6 +45,8 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.telegram_webhook_secret,
         settings.hf_api_token,
         settings.web_admin_password,
+        settings.web_access_password,
+        settings.web_secret_key,
     ]
     if settings.redis_url:
         password = urlsplit(settings.redis_url).password

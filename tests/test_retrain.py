@@ -91,14 +91,15 @@ def _follow(client: TrainingClient, run_id: str, timeout_s: float) -> tuple[Trai
     raise AssertionError(f"run {run_id} not finished in {timeout_s} s: {client.status(run_id)}")
 
 
-def _draw(queue: QueueClient, settings: Settings, seed: int) -> EngineResult:
+def _draw(queue: QueueClient, settings: Settings, seed: int, engine: str = "dfgan") -> EngineResult:
+    """One job through the running GPU worker; the engine's result (its version says who drew it)."""
     request = request_from_text(
-        f"a red circle --engine dfgan --seed {seed}",
+        f"a red circle --engine {engine} --steps 2 --seed {seed}",
         settings,
         "web:drawer",
         Conversation(platform="web", chat_id="drawer-chat"),
     )
-    record = queue.wait(queue.submit(request).id, timeout_s=90)
+    record = queue.wait(queue.submit(request).id, timeout_s=180)
     assert record.status == JobStatus.DONE, record.error
     return record.results[0]
 
@@ -204,13 +205,15 @@ def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(
     events = queue.history.read("web", ADMIN)
     texts = [e["text"] for e in events]
     assert any(run.id in t and "promoted" in t for t in texts)
-    # The end-of-run pictures: the loss curve and old (the version promoted before) vs new.
+    # The loss curve so far at 25/50/75 %, then the end-of-run pictures: the loss curve and old (the
+    # version promoted before) vs new.
     pictures = [e for e in events if e.get("run_id") == run.id and "image_url" in e]
     assert [e["image_url"] for e in pictures] == [
+        *(f"/api/runs/{run.id}/progress-{p}.png" for p in (25, 50, 75)),
         f"/api/runs/{run.id}/loss-curve.png",
         f"/api/runs/{run.id}/old-vs-new.png",
     ]
-    assert f"{low} (old) vs {run.version} (new)" in pictures[1]["text"]
+    assert f"{low} (old) vs {run.version} (new)" in pictures[-1]["text"]
     assert queue.images.get(queue.images.key(run.id, "old-vs-new")) is not None
     assert any(second.id in t and "kept the current model" in t for t in texts)
 
@@ -510,19 +513,8 @@ def test_diffusion_retrain_fine_tunes_gates_promotes_and_reaches_the_gpu_worker(
     gpu = worker_subprocess(settings, queues="gpu,delivery")
     trainer = worker_subprocess(settings, queues="train")
 
-    def draw_diffusion(seed: int) -> EngineResult:
-        request = request_from_text(
-            f"a red circle --engine diffusion --steps 2 --seed {seed}",
-            settings,
-            "web:drawer",
-            Conversation(platform="web", chat_id="drawer-chat"),
-        )
-        record = queue.wait(queue.submit(request).id, timeout_s=180)
-        assert record.status == JobStatus.DONE, record.error
-        return record.results[0]
-
     try:
-        shipped = draw_diffusion(1).version
+        shipped = _draw(queue, settings, 1, "diffusion").version
         plan = RetrainRequest(dataset="shapes", epochs=1, model="diffusion")
         run = client.submit_retrain(
             plan,
@@ -545,10 +537,10 @@ def test_diffusion_retrain_fine_tunes_gates_promotes_and_reaches_the_gpu_worker(
         registry = ModelRegistry(settings, client.redis, family="diffusion")
         assert registry.promoted() == run.version
         assert ModelRegistry(settings, client.redis).promoted() is None  # DF-GAN's promotion untouched
-        assert draw_diffusion(2).version == run.version  # hot reload, no restart
+        assert _draw(queue, settings, 2, "diffusion").version == run.version  # hot reload, no restart
         assert gpu.poll() is None
         registry.rollback()
-        assert draw_diffusion(3).version == shipped
+        assert _draw(queue, settings, 3, "diffusion").version == shipped
     finally:
         _stop(trainer)
         _stop(gpu)

@@ -111,7 +111,7 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
     from core.store import History, ImageStore
     from core.training_client import TrainRun
     from worker.model_registry import ModelRegistry
-    from worker.train_task import _post_pictures
+    from worker.train_task import Trained, _post_pictures
 
     client = redis.Redis.from_url(str(isolated.redis_url))
     registry = ModelRegistry(isolated, client)
@@ -143,7 +143,9 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
             lambda conv, png, caption, s: posted.append((conv.chat_id, png, caption)),
         )
     prompts = ["a red circle", "a blue square", "a green triangle"]
-    _post_pictures(rt, registry, run, loss_curve, _tiny_checkpoint(tmp_path / "new", 2), prompts, "cpu")  # type: ignore[arg-type]
+    new = _tiny_checkpoint(tmp_path / "new", 2)
+    trained = Trained(new, 5, loss_curve, loss_curve, {}, None, None, prompts)
+    _post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]
 
     stored = {name: rt.images.get(rt.images.key(run.id, name)) for name in ("loss-curve", "old-vs-new")}
     assert stored["loss-curve"] == loss_curve.read_bytes()
@@ -175,7 +177,7 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
             raise RuntimeError("no token on this worker")
 
         monkeypatch.setattr(sender, "send_photo_text", refuse)
-        _post_pictures(rt, registry, run, loss_curve, tmp_path / "new", prompts, "cpu")  # type: ignore[arg-type]  # logged
+        _post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]  # logged, not raised
 
 
 def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Settings) -> None:

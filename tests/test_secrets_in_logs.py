@@ -37,6 +37,7 @@ def captured() -> Iterator[io.StringIO]:
             discord_token=DISCORD_TOKEN,
             hf_api_token=HF_TOKEN,
             web_admin_password=ADMIN_PASSWORD,
+            web_access_password="SECRET-access-password",
             redis_url="redis://:SECRET-redis-pw@127.0.0.1:6379/0",
         )
     )
@@ -68,13 +69,14 @@ def test_secrets_in_messages_arguments_and_tracebacks_are_redacted(captured: io.
     log.warning("Authorization: Bot %s", DISCORD_TOKEN)
     log.error("hf token %s and redis redis://:SECRET-redis-pw@10.0.0.2:6379/0", HF_TOKEN)
     log.debug(f"password was {ADMIN_PASSWORD}")  # already formatted by the caller
+    log.info("signed in with %r", "SECRET-access-password")
     try:
         raise RuntimeError(f"POST https://api.telegram.org/bot{TELEGRAM_TOKEN}/getMe failed")
     except RuntimeError:
         log.exception("delivery failed")
     text = captured.getvalue()
     assert "delivery failed" in text and "RuntimeError" in text and "Traceback" in text
-    assert text.count(MASK) >= 5
+    assert text.count(MASK) >= 6
     assert "SECRET" not in text
 
 

@@ -593,7 +593,9 @@ def _progress_reporter(
         now = time.monotonic()
         if state["first_step"] is None:
             state["first_step"] = step - 1
-        if now - state["last"] < interval and step < total:
+        # A milestone is never skipped for the interval: each is told at the step that reaches it.
+        due = state["milestone"] < len(MILESTONES) and step >= MILESTONES[state["milestone"]] * total
+        if now - state["last"] < interval and step < total and not due:
             return heartbeat.stop_requested
         state["last"] = now
         done_here = step - state["first_step"]
