@@ -137,7 +137,8 @@ class ProgressTracker:
                 try:
                     await interaction.edit_original_response(content=text)
                 except discord.HTTPException as exc:  # token expired or message deleted: stop
-                    log.info("progress of %s: edit refused (%s)", job_id, exc.status)
+                    ids = {"job_id": job_id}
+                    log.info("progress of %s: edit refused (%s)", job_id, exc.status, extra=ids)
                     return
                 last = text
             if record.status.finished:

@@ -159,7 +159,7 @@ class TelegramHandlers:
         try:
             await status.edit_text(text)
         except TelegramError as exc:  # the job is queued either way; progress edits retry later
-            log.info("job %s: could not show its position: %s", record.id, exc)
+            log.info("job %s: could not show its position: %s", record.id, exc, extra={"job_id": record.id})
             text = "Queued…"
         self.tracker.edited(status.chat_id)
         self.tracker.track(self.application, record.id, status.chat_id, status.message_id, text)

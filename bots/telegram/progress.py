@@ -103,7 +103,7 @@ class ProgressTracker:
                 self.edited(tracked.chat_id, retry_after_seconds(exc))
                 continue
             except TelegramError as exc:  # message deleted, chat gone: stop following it
-                log.info("progress for job %s stopped: %s", job_id, exc)
+                log.info("progress for job %s stopped: %s", job_id, exc, extra={"job_id": job_id})
                 del self.jobs[job_id]
                 continue
             tracked.text = text
