@@ -16,7 +16,9 @@ A send whose answer never came (read timeout, connection dropped after the reque
 again: it edits the interaction's original answer (``PATCH .../messages/@original``, idempotent) to say
 the picture was sent unconfirmed. Channel messages carry the job id as ``nonce`` with
 ``enforce_nonce``, so Discord itself drops a repeat within minutes: those are simply sent again.
-One ``requests.Session`` (one connection pool) serves every delivery thread of the worker.
+One ``httpx.Client`` (one connection pool) serves every delivery thread of the worker; its transport
+tells the delivery when a request's last byte has left (``REPORTS_SENT``), so a worker killed while
+still uploading leaves a journal that says the post cannot have happened, and the next try sends it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+import httpx
 
 from bots.discord.components import result_buttons
 from core.delivery import (
@@ -57,19 +59,37 @@ THREAD_ARCHIVE_MINUTES = 1440
 THREAD_TIMEOUT_S = 10.0
 NO_MENTIONS: dict[str, Any] = {"parse": []}
 POOL_SIZE = 32
-_session: requests.Session | None = None
-_session_lock = threading.Lock()
+#: This sender calls ``ctx.on_sent`` once the result's request has fully left (worker/deliver.py).
+REPORTS_SENT = True
+_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("imaginebot_discord_on_sent", default=None)
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
 
 
-def session() -> requests.Session:
-    """The worker's one HTTP session (connection pool) for Discord, shared by all delivery threads."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            _session = requests.Session()
-            _session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
-            _session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
-        return _session
+class _TracingTransport(httpx.HTTPTransport):
+    """Calls the current delivery's ``on_sent`` when a request's body has been written in full
+    (httpcore's ``send_request_body.complete`` trace event): from then on Discord may have it."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        on_sent = _on_sent.get()
+        if on_sent is not None:
+
+            def trace(event: str, info: dict[str, Any]) -> None:
+                if event.endswith("send_request_body.complete"):
+                    on_sent()
+
+            request.extensions = {**request.extensions, "trace": trace}
+        return super().handle_request(request)
+
+
+def client() -> httpx.Client:
+    """The worker's one HTTP client (connection pool) for Discord, shared by all delivery threads."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+            _client = httpx.Client(transport=_TracingTransport(limits=limits), timeout=HTTP_TIMEOUT_S)
+        return _client
 
 
 def send(record: JobRecord, ctx: DeliveryContext) -> str:
@@ -89,7 +109,8 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
                 _check(response)
                 return UNCONFIRMED
         else:
-            response = _post(webhook, {**payload, "allowed_mentions": NO_MENTIONS}, png, headers={})
+            body = {**payload, "allowed_mentions": NO_MENTIONS}
+            response = _post(webhook, body, png, headers={}, on_sent=ctx.on_sent)
             if response.status_code not in (401, 404):  # 401/404: the token expired; use the channel
                 _check(response)
                 _maybe_start_thread(record, ctx, png, response)
@@ -108,14 +129,14 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
     }
     channel_id = conv.thread_id or conv.chat_id
     url = f"{base}/channels/{channel_id}/messages"
-    response = _post(url, mentioned, png, headers={"Authorization": f"Bot {token}"})
+    response = _post(url, mentioned, png, headers={"Authorization": f"Bot {token}"}, on_sent=ctx.on_sent)
     _check(response)
     _maybe_start_thread(record, ctx, png, response)
     return POSTED
 
 
 def _maybe_start_thread(
-    record: JobRecord, ctx: DeliveryContext, png: bytes | None, posted: requests.Response
+    record: JobRecord, ctx: DeliveryContext, png: bytes | None, posted: httpx.Response
 ) -> None:
     """Start a public thread from the result message just ``posted``, when configured. Never raises:
     the result is already delivered, so any failure here is logged and left alone."""
@@ -133,7 +154,7 @@ def _maybe_start_thread(
             log.warning("job %s: no thread (Discord returned no message id)", record.id)
             return
         base = settings.discord_api_base.rstrip("/")
-        response = session().post(  # outside a thread, the result went to the conversation's channel
+        response = client().post(  # outside a thread, the result went to the conversation's channel
             f"{base}/channels/{conv.chat_id}/messages/{message_id}/threads",
             json={
                 "name": thread_name(record.request.prompt),
@@ -185,36 +206,42 @@ def _filename(record: JobRecord) -> str:
 
 
 def _post(
-    url: str, payload: dict[str, Any], png: bytes | None, headers: dict[str, str], method: str = "POST"
-) -> requests.Response:
+    url: str,
+    payload: dict[str, Any],
+    png: bytes | None,
+    headers: dict[str, str],
+    method: str = "POST",
+    on_sent: Callable[[], None] | None = None,
+) -> httpx.Response:
     """Send JSON, or multipart (``payload_json`` + ``files[0]``) when there is an image.
 
     Raises :class:`DeliveryRetry` when the request cannot have reached Discord (connection refused,
-    connect timeout) and :class:`DeliveryAmbiguous` when it went out and no answer came back.
+    connect timeout, a failed upload) and :class:`DeliveryAmbiguous` when it may have: it went out
+    and no answer came back. ``on_sent`` is called once its last byte has left.
     """
+    token = _on_sent.set(on_sent)
     try:
         if png is None:
-            return session().request(method, url, json=payload, headers=headers, timeout=HTTP_TIMEOUT_S)
+            return client().request(method, url, json=payload, headers=headers)
         filename = payload["attachments"][0]["filename"]
         files = {
             "payload_json": (None, json.dumps(payload), "application/json"),
             "files[0]": (filename, png, "image/png"),
         }
-        return session().request(method, url, files=files, headers=headers, timeout=HTTP_TIMEOUT_S)
-    except requests.ConnectTimeout as exc:
-        raise DeliveryRetry("Discord unreachable: ConnectTimeout") from exc
-    except requests.ConnectionError as exc:
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        if isinstance(reason, NewConnectionError | ConnectTimeoutError):
-            raise DeliveryRetry(f"Discord unreachable: {type(reason).__name__}") from exc
-        raise DeliveryAmbiguous(f"Discord dropped the connection: {exc.__class__.__name__}") from exc
-    except requests.Timeout as exc:
-        raise DeliveryAmbiguous(f"Discord did not answer: {exc.__class__.__name__}") from exc
-    except requests.RequestException as exc:
+        return client().request(method, url, files=files, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise DeliveryRetry(f"Discord unreachable: {exc.__class__.__name__}") from exc
+    except (httpx.WriteError, httpx.WriteTimeout) as exc:  # an incomplete request is never processed
+        raise DeliveryRetry(f"Discord upload failed: {exc.__class__.__name__}") from exc
+    except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise DeliveryAmbiguous(f"Discord did not answer: {exc.__class__.__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise DeliveryRetry(f"Discord unreachable: {exc.__class__.__name__}") from exc
+    finally:
+        _on_sent.reset(token)
 
 
-def _check(response: requests.Response) -> None:
+def _check(response: httpx.Response) -> None:
     """Raise unless Discord accepted the message."""
     status = response.status_code
     if status < 300:
@@ -226,7 +253,7 @@ def _check(response: requests.Response) -> None:
     raise DeliveryFailed(f"Discord refused the message: {status} {response.text[:200]}")
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: httpx.Response) -> float | None:
     """Seconds to wait, from the JSON body (precise) or the ``Retry-After`` header."""
     try:
         value = response.json().get("retry_after")

@@ -257,3 +257,20 @@ def test_a_telegram_send_cut_by_a_dead_worker_is_repeated_only_if_its_request_ne
     )
     assert len(photos) == photos_after
     assert len(notes) == 1 - photos_after  # unconfirmed: the status message says so, with Reroll
+
+
+@pytest.mark.parametrize(("left_as", "posts_after"), [("sending", 1), ("sent", 0)])
+def test_a_discord_follow_up_cut_by_a_dead_worker_is_repeated_only_if_its_request_never_fully_left(
+    worker: QueueClient, discord: FakeDiscord, left_as: str, posts_after: int
+) -> None:
+    token = f"itok-cut-{left_as}-" + uuid.uuid4().hex[:6]
+    conversation = Conversation(
+        platform="discord", chat_id="880003", interaction_token=token, application_id=APP_ID
+    )
+    record = finished_job(worker, conversation)
+    worker.redis.hset(journal_key(record.id), mapping={"state": left_as, "attempts": 1})
+    deliver(worker, record)
+    delivered(worker, record.id)
+    assert len(discord.posted(lambda c: c.path == f"/webhooks/{APP_ID}/{token}")) == posts_after
+    notes = discord.calls_to("PATCH", f"/webhooks/{APP_ID}/{token}/messages/@original")
+    assert len(notes) == 1 - posts_after
