@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 MAX_DELIVERY_RETRIES = MAX_SEND_ATTEMPTS
 #: Longest wait between two sends of one job (backoff 2, 4, 8... seconds, capped here).
 MAX_BACKOFF_S = 60.0
-#: Retry after Redis (the broker) failed mid-delivery.
-REDIS_RETRY_S = 5.0
+#: Retry after Redis (the broker) failed mid-task, once it answers again; wait at most this long.
+REDIS_RETRY_S = 2.0
+REDIS_WAIT_S = 600.0
 INLINE_PLATFORMS = ("web", "cli")
 
 
@@ -33,9 +35,10 @@ def generate(self: Task, job_id: str) -> list[str]:
     try:
         outcome = run_generate(rt, job_id)
     except redis.RedisError as exc:
-        # Redis went away mid-job. The job stays "running" under its lease; this retry (or, if Redis
-        # is still down, the unacknowledged message after the visibility timeout) takes it over.
-        log.warning("generate: job %s: Redis error, retrying: %s", job_id, exc)
+        # Redis went away mid-job. The job stays "running" under its lease; retry once Redis is back
+        # (a retry needs the broker: sent while it is down, it would be dropped).
+        log.warning("generate: job %s: Redis error, retrying when it is back: %s", job_id, exc)
+        wait_for_redis(rt)
         raise self.retry(exc=exc, countdown=REDIS_RETRY_S, max_retries=None) from exc
     if outcome.recheck_in is not None:
         # Another worker holds the lease; look again when it would have expired, so the job is
@@ -96,8 +99,23 @@ def deliver(self: Task, job_id: str) -> str:
         log.error("deliver: job %s cannot be delivered: %s", job_id, exc)
         return give_up(rt, job_id, str(exc))
     except redis.RedisError as exc:  # Redis went away mid-delivery: the journal resolves the retry
-        log.warning("deliver: job %s: Redis error, retrying: %s", job_id, exc)
+        log.warning("deliver: job %s: Redis error, retrying when it is back: %s", job_id, exc)
+        wait_for_redis(rt)
         raise self.retry(exc=exc, countdown=REDIS_RETRY_S) from exc
+
+
+def wait_for_redis(rt: Runtime, limit_s: float = REDIS_WAIT_S) -> bool:
+    """Wait (bounded) until Redis answers again; True if it does. A task that retries while the
+    broker is down has its retry dropped by Celery, so it waits here first."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            if rt.redis.ping():
+                return True
+        except redis.RedisError:
+            pass
+        time.sleep(1.0)
+    return False
 
 
 @worker_ready.connect
