@@ -47,7 +47,7 @@ def rig(running_rig: Rig) -> Rig:
 def test_workers_killed_at_random_lose_nothing_and_post_nothing_twice(rig: Rig) -> None:
     # Some uploads stall past the client's timeout (the fake still posts them): the delivery worker is
     # killed while such a send is in flight, besides random kills of every worker.
-    rig.telegram.faults = Faults(methods=("sendPhoto",), rate_stall=0.15, stall_s=17.0, seed=1)
+    rig.telegram.faults = Faults(methods=("sendPhoto",), rate_stall=0.1, stall_s=17.0, seed=1)
     rig.discord.faults = Faults(methods=("post",), rate_drop=0.1, seed=2)
     chance = random.Random(3)
     for n in range(66):
