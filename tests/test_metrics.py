@@ -218,6 +218,7 @@ def test_json_lines_carry_the_bound_job_id_and_no_secret(settings: Settings) -> 
     logger = logging.getLogger("imaginebot.test.json")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # the session's Celery worker sets the root logger to ERROR
     try:
         logging_setup.setup_logging(settings.model_copy(update={"web_access_password": "pw-SECRET-123"}), "t")
         logging_setup.bind(job_id="0123456789abcdef")
