@@ -132,3 +132,20 @@ def test_up_serves_the_web_chat_and_stops_everything_on_sigterm(tmp_path: Path) 
         except OSError:
             continue  # gone meanwhile, or not ours to read
     assert leftovers == []
+
+
+def test_up_runs_deliveries_apart_from_drawing_and_gives_each_child_its_own_metrics_port() -> None:
+    from core.settings import Settings
+    from worker.cli import DELIVERY_CONCURRENCY, up_children
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, redis_url="redis://127.0.0.1:1/0", metrics_port=9100, telegram_token="1:x"
+    )
+    children = {c.name: c for c in up_children(settings)}
+    assert set(children) == {"worker gpu", "worker delivery", "worker train", "telegram bot"}
+    assert children["worker gpu"].queues == ["gpu"]
+    delivery = children["worker delivery"].argv
+    assert delivery[delivery.index("--queues") + 1] == "delivery"
+    assert delivery[delivery.index("--concurrency") + 1] == str(DELIVERY_CONCURRENCY) != "1"
+    ports = [(c.env or {})["IMAGINEBOT_METRICS_PORT"] for c in children.values()]
+    assert sorted(ports) == ["9101", "9102", "9103", "9104"]  # the web chat serves its own /metrics

@@ -114,6 +114,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long a stopping child may take before it is killed: a worker finishes the task in hand.
 WORKER_GRACE_S = 30.0
 BOT_GRACE_S = 10.0
+#: Deliveries ``up``'s delivery worker sends at once (threads; each chat still gets one at a time).
+DELIVERY_CONCURRENCY = 8
 #: Where ``up`` notes its embedded Redis's URL for ``imaginebot status`` (under the data dir).
 UP_REDIS_URL_FILE = Path("redis") / "up-url"
 
@@ -128,20 +130,32 @@ def up_children(settings: Settings) -> list[ChildSpec]:
     """What ``up`` runs besides Redis and the web chat: the workers, and the bots with a token."""
     from worker.supervisor import ChildSpec
 
-    env = child_env(settings)
-    # Image jobs and training in separate workers: a retrain must not hold up /imagine. The train
-    # worker's visibility timeout outlasts any run (its lease guards against early copies).
-    train_env = child_env(settings, IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=str(48 * 3600))
+    ports = iter(
+        range(settings.metrics_port + 1, settings.metrics_port + 100) if settings.metrics_port else []
+    )
+
+    def env_for(**overrides: str) -> dict[str, str]:
+        # With IMAGINEBOT_METRICS_PORT=P, the children serve metrics on P+1, P+2, … (one port each).
+        port = next(ports, None)
+        return child_env(settings, **overrides, **({"IMAGINEBOT_METRICS_PORT": str(port)} if port else {}))
+
+    # Images, deliveries and training in separate workers: a slow upload must not hold up drawing
+    # (deliveries run DELIVERY_CONCURRENCY at once, in order per chat), nor a retrain /imagine. The
+    # train worker's visibility timeout outlasts any run (its lease guards against early copies).
+    delivery = ("--queues", "delivery", "--concurrency", str(DELIVERY_CONCURRENCY))
     children = [
-        ChildSpec("worker gpu,delivery", child_command("worker", "--queues", "gpu,delivery"), env,
-                  group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["gpu", "delivery"]),
-        ChildSpec("worker train", child_command("worker", "--queues", "train"), train_env,
+        ChildSpec("worker gpu", child_command("worker", "--queues", "gpu"), env_for(),
+                  group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["gpu"]),
+        ChildSpec("worker delivery", child_command("worker", *delivery), env_for(),
+                  group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["delivery"]),
+        ChildSpec("worker train", child_command("worker", "--queues", "train"),
+                  env_for(IMAGINEBOT_BROKER_VISIBILITY_TIMEOUT_S=str(48 * 3600)),
                   group=2, grace_s=WORKER_GRACE_S, heartbeat=True, queues=["train"]),
     ]  # fmt: skip
     for platform, token in (("discord", settings.discord_token), ("telegram", settings.telegram_token)):
         if token:
             children.append(
-                ChildSpec(f"{platform} bot", child_command(platform), env, group=1, grace_s=BOT_GRACE_S)
+                ChildSpec(f"{platform} bot", child_command(platform), env_for(), group=1, grace_s=BOT_GRACE_S)
             )
     return children
 
@@ -154,6 +168,7 @@ def up(
     """Run everything here: Redis (embedded unless configured), workers (images; training), the web
     chat, and the Discord / Telegram bots when their tokens are set. Children that crash or hang are
     restarted; Ctrl-C (or SIGTERM) stops them all in order, a second one sooner."""
+    from bots.web.security import AccessPasswordMissing
     from bots.web.server import WebServer
     from core.store import connect
     from worker.supervisor import Supervisor
@@ -163,6 +178,7 @@ def up(
     for sig in STOP_SIGNALS:
         signal.signal(sig, supervisor.request_stop)
     settings = Settings()
+    _observe(settings, "up", metrics=False)  # text or JSON logs, redacted; the web chat has /metrics
     embedded = settings.redis_url is None
     # Redis stops last (and dies with us, see redis_for).
     with redis_for(settings, persist=True) as settings:
@@ -171,7 +187,11 @@ def up(
             url_file.write_text(str(settings.redis_url))
         supervisor.redis_client = connect(str(settings.redis_url))
         supervisor.add(*up_children(settings))
-        server = WebServer(settings, host=host, port=port)  # binds now: a busy port fails before any child
+        try:
+            server = WebServer(settings, host=host, port=port)  # binds now: a busy port fails first
+        except AccessPasswordMissing as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
         try:
             if not supervisor.stop_requests:  # a Ctrl-C while Redis started: start nothing more
                 supervisor.start()
