@@ -368,7 +368,14 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID
         return cls(match["action"], match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        """Reroll (new seed), a variation (one engine, new seed), or show the job's settings."""
+        """Reroll (new seed), a variation (one engine, new seed), or show the job's settings; while
+        Redis is down, the same "queue unavailable" answer as the commands (not a silent failure)."""
+        try:
+            await self._act(interaction)
+        except UNAVAILABLE_ERRORS:
+            await reply_error(interaction, QueueUnavailable())
+
+    async def _act(self, interaction: discord.Interaction) -> None:
         bot: ImagineBot = interaction.client  # type: ignore[assignment]
         # A custom_id can be forged: act only on a job posted in this channel (or its threads).
         here = conversation_of(interaction).chat_id

@@ -112,6 +112,20 @@ def test_discord_answers_queue_unavailable_while_redis_is_down_and_recovers(
             return any(QUEUE_UNAVAILABLE_TEXT in t for t in texts)
 
         fake.wait_for(told, timeout_s=30, what="the 'queue unavailable' answer")
+        # A button under an old result answers the same way (it reads the job from Redis).
+        from bots.discord.components import result_buttons
+
+        job_id = "0123456789abcdef"
+        press = fake.button_click(f"ib:info:{job_id}", user, channel, result_buttons(job_id, ["dfgan"]))
+        press_callback = f"/interactions/{press['id']}/{press['token']}/callback"
+        fake.wait_for(
+            lambda: any(
+                QUEUE_UNAVAILABLE_TEXT in str((c.json or {}).get("data", ""))
+                for c in fake.calls_to("POST", press_callback)
+            ),
+            timeout_s=30,
+            what="the button's 'queue unavailable' answer",
+        )
 
         restart(own_redis)
         again = fake.slash_command("imagine", {"prompt": "a blue square", "engine": "dfgan"}, user, channel)
