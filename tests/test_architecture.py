@@ -1,0 +1,109 @@
+"""The design's dependency rules, read from every module's imports (ast): a new arrow the design
+forbids fails here, wherever it is written (top level or inside a function).
+
+- core imports none of bots, worker, training, nor torch / diffusers / discord / telegram;
+- bots import no torch, diffusers, worker or training;
+- training imports no worker, celery or bots;
+- worker imports of bots only ``bots/<platform>/send.py``.
+
+``KNOWN`` lists the arrows that exist today and are still to be removed (the CLI as composition root,
+training's device and shipped-model helpers that live in worker/); it may only shrink: an entry that
+no longer occurs fails the test too, so a removed arrow cannot come back unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "bots", "worker", "training")
+
+#: package -> top-level modules it must not import.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "core": ("bots", "worker", "training", "torch", "torchvision", "diffusers", "discord", "telegram"),
+    "bots": ("torch", "torchvision", "diffusers", "worker", "training"),
+    "training": ("worker", "celery", "bots"),
+    "worker": ("bots",),
+}
+#: What worker may import of bots: each platform's sender, which imports no torch.
+WORKER_MAY_IMPORT = {"bots.discord.send", "bots.telegram.send", "bots.web.send"}
+
+#: (importing file, imported module) pairs that exist today and are still to be removed.
+KNOWN = {
+    ("training/cli.py", "worker.engines.dfgan"),
+    ("training/damsm_cli.py", "worker.engines.dfgan"),
+    ("training/diffusion/cli.py", "worker.engines.diffusion"),
+    ("training/eval/r_precision.py", "worker.engines.dfgan"),
+    ("worker/cli.py", "bots.web.server"),
+    ("worker/cli.py", "bots.web.security"),
+    ("worker/cli.py", "bots.discord.bot"),
+    ("worker/cli.py", "bots.telegram.bot"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in it (absolute names; relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _violations() -> set[tuple[str, str]]:
+    bad: set[tuple[str, str]] = set()
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            for module in _imports(path):
+                top = module.split(".")[0]
+                if top not in FORBIDDEN[package]:
+                    continue
+                if package == "worker" and top == "bots":
+                    if any(module == m or module.startswith(m + ".") for m in WORKER_MAY_IMPORT):
+                        continue
+                    # ``from bots.web import send`` names the module as bots.web + bots.web.send
+                    if any(m.startswith(module + ".") for m in WORKER_MAY_IMPORT):
+                        continue
+                bad.add((rel, module))
+    return bad
+
+
+def _by_module(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Collapse ``from x import y`` duplicates (x and x.y) onto the module that is a real file."""
+    kept = set()
+    for rel, module in pairs:
+        parts = module.split(".")
+        as_file = ROOT.joinpath(*parts).with_suffix(".py")
+        as_package = ROOT.joinpath(*parts) / "__init__.py"
+        if as_file.is_file() or as_package.is_file() or parts[0] not in PACKAGES:
+            kept.add((rel, module))
+    return kept
+
+
+def test_no_module_imports_across_a_forbidden_arrow() -> None:
+    found = _by_module(_violations())
+    new = sorted(found - KNOWN)
+    assert not new, "imports the design forbids:\n" + "\n".join(f"  {f} -> {m}" for f, m in new)
+
+
+def test_the_known_exceptions_only_shrink() -> None:
+    gone = sorted(KNOWN - _by_module(_violations()))
+    assert not gone, "no longer imported, remove from KNOWN:\n" + "\n".join(f"  {f} -> {m}" for f, m in gone)
+
+
+def test_the_checker_sees_imports_inside_functions() -> None:
+    """The rules are checked on lazy imports too (most of ours are inside functions)."""
+    imports = _imports(ROOT / "worker" / "cli.py")
+    assert "bots.web.server" in imports and "typer" in imports
