@@ -63,8 +63,8 @@ def train_command(
 ) -> None:
     """Train DF-GAN on a dataset; writes checkpoints, loss curve and sample grids under OUT."""
     from training.data import get_dataset
+    from training.device import resolve_device
     from training.dfgan.trainer import train
-    from worker.engines.dfgan import resolve_device
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -130,9 +130,10 @@ def eval_command(
     """Score a checkpoint: the fraction of generated images whose colour, shape, size and position
     (read back by the dataset's exact checker) match the caption, R-precision (1 true caption among
     100), and FID too with --fid-weights."""
+    from training.device import resolve_device
     from training.dfgan.checkpoint import load_generator
     from training.dfgan.evaluate import evaluate_shapes
-    from worker.engines.dfgan import resolve_default_checkpoint, resolve_device
+    from training.shipped import default_dfgan_checkpoint as resolve_default_checkpoint
 
     if dataset not in ("shapes", "scenes"):
         raise typer.BadParameter("only shapes and scenes have an exact answer key", param_hint="--dataset")

@@ -33,9 +33,9 @@ def train_damsm_command(
     from rich.console import Console
 
     from training.data import get_dataset
+    from training.device import resolve_device
     from training.text.damsm.config import DAMSMConfig
     from training.text.damsm.trainer import train_damsm
-    from worker.engines.dfgan import resolve_device
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -50,9 +50,9 @@ def train_diffusion_command(
     """Train the small text-conditional diffusion model; the EMA weights land in OUT/pipeline as a
     diffusers folder that IMAGINEBOT_DIFFUSION_MODEL can point at."""
     from training.data import get_dataset
+    from training.device import resolve_device
     from training.diffusion.config import DiffusionConfig
     from training.diffusion.trainer import train
-    from worker.engines.diffusion import resolve_device
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -89,7 +89,7 @@ def train_diffusion_command(
 @app.command("export-diffusion")
 def export_diffusion_command(
     run: Annotated[Path, typer.Option(help="A train-diffusion output folder (its pipeline/ is exported).")],
-    to: Annotated[Path, typer.Option(help="Target folder, e.g. worker/shipped_models/diffusion-shapes-32.")],
+    to: Annotated[Path, typer.Option(help="Target folder, e.g. training/shipped_models/<name>.")],
     half: Annotated[bool, typer.Option(help="Store the UNet in float16 (half the size).")] = True,
 ) -> None:
     """Copy a run's EMA pipeline to a folder to ship or to point IMAGINEBOT_DIFFUSION_MODEL at."""

@@ -87,7 +87,7 @@ def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: P
 
 
 def export_pipeline(run_pipeline: Path, target: Path, half: bool = True) -> Path:
-    """Copy a run's pipeline folder to ``target`` (e.g. ``worker/shipped_models/...``), with the UNet
+    """Copy a run's pipeline folder to ``target`` (e.g. ``training/shipped_models/...``), with the UNet
     stored in float16 when ``half`` (half the size; the engine loads it back as float32 on a CPU,
     which changes pixels by at most a few levels)."""
     pipe = PixelDiffusionPipeline.from_pretrained(str(run_pipeline), local_files_only=True)

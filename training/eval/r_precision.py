@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import typer
 from PIL import Image
 
+from training.shipped import SHIPPED_DAMSM
 from training.text.damsm.checkpoint import MatchingEncoders, images_to_tensor, load_encoders
 from training.text.tokenize import tokenize
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from training.dfgan.checkpoint import LoadedGenerator
 
 #: The encoder pair that ships with the project, trained on the shapes dataset.
-SHIPPED_ENCODERS = Path(__file__).resolve().parent.parent / "shipped_models" / "damsm-shapes-64"
+SHIPPED_ENCODERS = SHIPPED_DAMSM
 
 #: ``generate(captions, seeds)`` -> images ``[N, 3, H, W]`` in [-1, 1] (or N PIL images), one per caption.
 ImageGenerator = Callable[[list[str], list[int]], torch.Tensor | list[Image.Image]]
@@ -249,7 +250,7 @@ def main(
     pool = [s.caption for s in all_specs()]
     if source == "dfgan":
         from training.dfgan.checkpoint import load_generator
-        from worker.engines.dfgan import resolve_default_checkpoint
+        from training.shipped import default_dfgan_checkpoint as resolve_default_checkpoint
 
         folder = resolve_default_checkpoint(checkpoint)
         generate = dfgan_generator(load_generator(folder, "cpu"))

@@ -8,17 +8,13 @@ from typing import Protocol
 
 from PIL import Image
 
+from training.device import resolve_device
+
 #: Called with (step, total_steps); returns True when the run should stop (job cancelled).
 ProgressCallback = Callable[[int, int], bool]
 
 
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else unchanged."""
-    if device == "auto":
-        import torch  # lazily: the hosted engine and this module's importers need no torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+__all__ = ["resolve_device"]  # the engines' device choice is training's (one rule for both)
 
 
 class GenerationCancelled(Exception):

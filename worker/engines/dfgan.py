@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from training.dfgan.checkpoint import CONFIG_FILE, load_generator
+from training.dfgan.checkpoint import load_generator
 from training.dfgan.conditioning import sentence_vectors
+from training.shipped import SHIPPED_DFGAN, default_dfgan_checkpoint
 from worker.engines.base import (
     EngineInfo,
     GenerationCancelled,
@@ -21,19 +21,12 @@ from worker.engines.base import (
 )
 
 #: The checkpoint that ships with the project, used when none is configured.
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "shipped_models" / "dfgan-shapes-64"
+SHIPPED_CHECKPOINT = SHIPPED_DFGAN
 
 _EMBEDDING_CACHE_SIZE = 512
 
 
-def resolve_default_checkpoint(setting: str | None) -> str | None:
-    """The checkpoint folder to load: ``setting`` when given, else the shipped checkpoint when
-    present, else ``None`` (a randomly initialised placeholder generator)."""
-    if setting:
-        return setting
-    if (SHIPPED_CHECKPOINT / CONFIG_FILE).is_file():
-        return str(SHIPPED_CHECKPOINT)
-    return None
+resolve_default_checkpoint = default_dfgan_checkpoint  # the engine's default: the shipped checkpoint
 
 
 class DFGANEngine:

@@ -20,6 +20,7 @@ from PIL import Image
 from core.compose import WITHHELD
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
+from training.shipped import SHIPPED_DIFFUSION
 from worker.engines.base import (
     EngineInfo,
     GenerationCancelled,
@@ -31,7 +32,7 @@ from worker.engines.base import (
 log = logging.getLogger(__name__)
 
 #: The diffusion model that ships with the project (trained on ``shapes``), used when none is configured.
-SHIPPED_PIPELINE = Path(__file__).resolve().parent.parent / "shipped_models" / "diffusion-shapes-32"
+SHIPPED_PIPELINE = SHIPPED_DIFFUSION
 
 #: Largest image side we ask any pipeline for; beyond this a single image can exhaust a GPU.
 MAX_SIZE = 2048
