@@ -180,6 +180,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterato
     """Redis, two workers and the web chat, each in its own network namespace."""
     reason = namespaces_unavailable()
     if reason:
+        if os.environ.get("CI"):  # CI runs as root with iproute2 (.ci/run): a skip there would hide a gap
+            pytest.fail(f"scale-out test cannot run in CI: {reason}")
         pytest.skip(f"scale-out test skipped: {reason}")
     logs = tmp_path_factory.mktemp("netns-logs")
     net = Net().open()
