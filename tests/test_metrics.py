@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from core.queue import QueueClient
 from core.settings import Settings
 from tests.conftest import imagine, make_settings, wait_for_job
 from tests.fake_telegram import FakeTelegram, user_message
+from tests.helpers.waiting import eventually
 
 TOKEN = "123456:METRICS-test-token"
 
@@ -39,17 +39,6 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def value(samples: dict, name: str, **labels: str) -> float:
     """One sample's value (0 when absent: a counter not yet touched)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def eventually(check, timeout_s: float = 120.0):  # noqa: ANN001, ANN201
-    """Poll ``check()`` until it returns a truthy value; fail with its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"condition not met within {timeout_s} s"
-            return result
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -36,6 +34,7 @@ from core.embedded_redis import redis_server_binary
 from core.jobs import JobRecord, JobStatus
 from core.store import JobStore
 from core.taskqueue import make_producer
+from tests.helpers.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "netns-" + secrets.token_hex(8)
@@ -64,18 +63,6 @@ def namespaces_unavailable() -> str | None:
         return f"`ip netns add` failed here: {result.stderr.strip()}"
     _run("ip", "netns", "del", probe, check=False)
     return None
-
-
-def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``check()`` until truthy (returned); fail saying ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
-        time.sleep(0.2)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,22 +34,11 @@ import requests
 from bots.stopping import STOP_DEADLINE_S
 from core import heartbeats
 from core.embedded_redis import EmbeddedRedis, free_port
+from tests.helpers.waiting import eventually
 from worker.supervisor import ChildSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 START_S = 240.0  # a worker loads torch and both engines; the machine may be busy
-
-
-def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.1)
 
 
 def gone(pids: list[int]) -> bool:

@@ -8,10 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -21,19 +18,8 @@ from core.jobs import Conversation, JobRequest
 from core.queue import QueueClient
 from core.taskqueue import make_producer
 from tests.conftest import make_settings
+from tests.helpers.waiting import eventually
 from worker.gpus import GpuSpecError, child_env, node_name, parse_gpus
-
-
-def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``check()`` until truthy; fail saying ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
-        time.sleep(0.2)
 
 
 def test_gpu_spec_parsing() -> None:
