@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -28,6 +27,7 @@ from training.data.shapes import (
     POSITIONS,
     SHAPES,
     SIZES,
+    RenderedImages,
     ShapeSpec,
     all_specs,
 )
@@ -234,26 +234,18 @@ def answer_key(count: int = 1000, seed: int = 12345) -> list[tuple[SceneSpec, st
     )
 
 
-class ScenesDataset(torch.utils.data.Dataset):
+class ScenesDataset(RenderedImages):
     """``count`` rendered scenes (deterministic from ``seed``), held in memory as uint8; about half
     of them two-object. Items are ``(image [3, imsize, imsize] in [-1, 1], caption)``."""
 
     def __init__(
         self, count: int = 20_000, imsize: int = 64, seed: int = 0, pair_fraction: float = 0.5
     ) -> None:
-        self.imsize = imsize
         scenes = make_scenes(count, seed, pair_fraction)
         self.specs = [s for s, _ in scenes]
-        self.captions = [c for _, c in scenes]
         rng = random.Random(seed + 1)
-        pixels = np.stack([np.asarray(render_scene(s, imsize, rng)) for s in self.specs])
-        self.images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
-
-    def __len__(self) -> int:
-        return len(self.specs)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return self.images[index].float() / 127.5 - 1, self.captions[index]
+        pictures = [render_scene(s, imsize, rng) for s in self.specs]
+        super().__init__(pictures, [c for _, c in scenes], imsize)
 
     #: Prompts for the sample grids: two-object scenes (the README's examples first) and one-object ones.
     sample_prompts = [

@@ -114,25 +114,33 @@ def make_specs(count: int, seed: int = 0) -> list[ShapeSpec]:
     return specs[:count]
 
 
-class ShapesDataset(torch.utils.data.Dataset):
-    """``count`` rendered images (deterministic from ``seed``), held in memory as uint8.
+class RenderedImages(torch.utils.data.Dataset):
+    """Procedurally rendered pictures held in memory as uint8 NCHW, with their captions.
 
     Items are ``(image [3, imsize, imsize] in [-1, 1], caption)``.
     """
 
-    def __init__(self, count: int = 10_000, imsize: int = 64, seed: int = 0) -> None:
+    def __init__(self, pictures: list[Image.Image], captions: list[str], imsize: int) -> None:
         self.imsize = imsize
-        self.specs = make_specs(count, seed)
-        self.captions = [s.caption for s in self.specs]
-        rng = random.Random(seed + 1)
-        pixels = np.stack([np.asarray(render(s, imsize, rng)) for s in self.specs])
+        self.captions = captions
+        pixels = np.stack([np.asarray(p) for p in pictures])
         self.images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
 
     def __len__(self) -> int:
-        return len(self.specs)
+        return len(self.captions)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         return self.images[index].float() / 127.5 - 1, self.captions[index]
+
+
+class ShapesDataset(RenderedImages):
+    """``count`` rendered images (deterministic from ``seed``), held in memory as uint8."""
+
+    def __init__(self, count: int = 10_000, imsize: int = 64, seed: int = 0) -> None:
+        self.specs = make_specs(count, seed)
+        rng = random.Random(seed + 1)
+        pictures = [render(s, imsize, rng) for s in self.specs]
+        super().__init__(pictures, [s.caption for s in self.specs], imsize)
 
     #: Prompts for the per-epoch sample grid: one per colour, covering shapes, sizes and positions.
     sample_prompts = [
