@@ -9,7 +9,7 @@ It starts its own embedded Redis (temporary, not persisted) and a real worker pr
 runs Celery's test worker in this process instead), warms it up, then measures:
 
 1. **plain loop**: the same engine calls in a plain Python loop in this process (one torch thread);
-2. **queue, burst**: N jobs submitted at once through :class:`core.queue.QueueClient` (web
+2. **queue, burst**: N jobs submitted at once through :class:`core.job_client.QueueClient` (web
    conversation), waited on until all are delivered: images/s and submit->delivered latency;
    the worker batches waiting jobs, so per-job "engine time" is the batch's time / batch size;
 3. **queue, sequential**: each job submitted only once the previous one was delivered: no
@@ -48,11 +48,11 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 import redis  # noqa: E402
 
 from core.embedded_redis import EmbeddedRedis  # noqa: E402
+from core.job_client import QueueClient  # noqa: E402
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus  # noqa: E402
-from core.queue import QueueClient  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.store import job_key  # noqa: E402
-from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY  # noqa: E402
+from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY  # noqa: E402
 from core.validation import validate_request  # noqa: E402
 from worker.cli import stop_process  # noqa: E402
 
@@ -368,10 +368,10 @@ def run_plain_loop(args: argparse.Namespace, settings: Settings, count: int) -> 
 
     from core.compose import Panel, compose_pair, to_png
     from worker.engines.base import GenerationRequest
-    from worker.engines.registry import EngineRegistry
+    from worker.engines.loaded import LoadedEngines
 
     torch.set_num_threads(settings.torch_threads)
-    engine = EngineRegistry(settings).get(args.engine)
+    engine = LoadedEngines(settings).get(args.engine)
     requests = [
         GenerationRequest(PROMPTS[i % len(PROMPTS)], [1000 + i], args.steps or 20, args.size)
         for i in range(count)

@@ -36,11 +36,11 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 import redis  # noqa: E402
 
 from core.embedded_redis import EmbeddedRedis  # noqa: E402
+from core.job_client import QueueClient  # noqa: E402
 from core.jobs import Conversation, JobRequest  # noqa: E402
-from core.queue import QueueClient  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.store import JobStore  # noqa: E402
-from core.taskqueue import make_producer  # noqa: E402
+from core.task_contract import make_producer  # noqa: E402
 
 PROMPTS = ("a red circle", "a blue square", "a green triangle on the left", "a small yellow star")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import InputError  # noqa: E402
-from core.queue import QueueUnavailable  # noqa: E402
+from core.job_client import QueueUnavailable  # noqa: E402
 from tests.fake_telegram import Faults  # noqa: E402
 from tests.faults.rig import Rig  # noqa: E402
 

@@ -34,7 +34,7 @@ WORKERS_KEY = "ib:workers"
 WORKER_PREFIX = "ib:worker:"
 SUPERVISOR_PREFIX = "ib:supervisor:"
 SUPERVISORS_KEY = "ib:supervisors"
-GPU_QUEUE = "gpu"  # core.taskqueue.QUEUE_GPU (kept literal: this module imports no Celery)
+GPU_QUEUE = "gpu"  # core.task_contract.QUEUE_GPU (kept literal: this module imports no Celery)
 
 
 def worker_name(pid: int | None = None) -> str:

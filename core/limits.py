@@ -1,7 +1,7 @@
 """Per-user rate limit and the queue-depth cap, both kept in Redis so every front-end shares them.
 
 :class:`Admission` applies both and adds the job to the pending set in one atomic script: that is
-what :meth:`core.queue.QueueClient.submit` uses. :class:`RateLimiter` and :func:`check_queue_depth`
+what :meth:`core.job_client.QueueClient.submit` uses. :class:`RateLimiter` and :func:`check_queue_depth`
 are the separate checks, for callers that only ask.
 """
 

@@ -5,7 +5,7 @@ The queue depths are read from Redis at scrape time, so any one process reports 
 
 Who feeds what:
 
-- the queue client (``core.queue``): jobs submitted and cancelled (front-end processes);
+- the queue client (``core.job_client``): jobs submitted and cancelled (front-end processes);
 - Celery signals in :mod:`worker.metrics`: jobs finished and failed, latencies, batch sizes,
   delivery retries and failures, task durations (worker processes);
 - :class:`QueueDepthCollector`: queue depths, at scrape time.
@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.store import PENDING_KEY
-from core.taskqueue import ALL_QUEUES
+from core.task_contract import ALL_QUEUES
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from core.ids import is_run_id
 from core.jobs import Conversation, JobStatus
 from core.settings import Settings
 from core.store import connect, update_record
-from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK, make_producer
+from core.task_contract import QUEUE_TRAIN, TRAIN_TASK, make_producer
 
 #: The one lock every training run takes: one run at a time, whatever the number of train workers.
 LOCK_KEY = "ib:trainrun:lock"

@@ -59,7 +59,7 @@ def test_worker_without_redis_url_explains_what_to_set(tmp_path: Path) -> None:
 
 def test_front_ends_never_import_torch() -> None:
     code = (
-        "import sys, bots.web.app, bots.web.server, bots.web.send, core.queue, core.validation, "
+        "import sys, bots.web.app, bots.web.server, bots.web.send, core.job_client, core.validation, "
         "core.compose, "
         "worker.cli; assert 'torch' not in sys.modules, 'torch imported'"
     )

@@ -19,7 +19,7 @@ import redis
 import yaml
 
 from core.embedded_redis import EmbeddedRedis
-from core.taskqueue import ALL_QUEUES, GENERATE_TASK, QUEUE_GPU, make_producer
+from core.task_contract import ALL_QUEUES, GENERATE_TASK, QUEUE_GPU, make_producer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

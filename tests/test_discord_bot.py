@@ -25,8 +25,8 @@ from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot, build_client, run
 from bots.discord.components import result_buttons
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
+from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
-from core.queue import QueueClient
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.conftest import make_settings

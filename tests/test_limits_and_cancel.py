@@ -109,8 +109,8 @@ def test_delivery_happens_once_even_if_the_task_runs_again(
 
 def test_settings_are_validated_stored_and_listed_jobs_have_positions(idle_web: str, redis_server) -> None:  # noqa: ANN001
     from core.errors import InputError
+    from core.job_client import QueueClient
     from core.preferences import PreferenceStore
-    from core.queue import QueueClient
     from core.settings import Settings
 
     url = redis_server.url.rsplit("/", 1)[0] + "/6"

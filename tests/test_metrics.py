@@ -16,8 +16,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.embedded_redis import EmbeddedRedis, free_port
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRequest
-from core.queue import QueueClient
 from core.settings import Settings
 from tests.conftest import imagine, make_settings, wait_for_job
 from tests.fake_telegram import FakeTelegram, user_message

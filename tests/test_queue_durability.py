@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from core.embedded_redis import EmbeddedRedis
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
-from core.queue import QueueClient
 from core.settings import Settings
 from core.validation import request_from_text
 from tests.conftest import make_settings, worker_subprocess

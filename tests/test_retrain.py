@@ -20,13 +20,13 @@ import redis
 from core.commands import RetrainRequest
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
+from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobStatus
-from core.queue import QueueClient
+from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.training_client import TrainingClient, TrainRun, TrainRunStatus
 from core.validation import request_from_text
 from tests.conftest import make_settings, worker_subprocess
-from worker.model_registry import ModelRegistry
 
 ADMIN = "admin-conversation-1"
 TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay": 0.9}
@@ -350,7 +350,7 @@ def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
 def test_the_registry_and_the_training_client_import_no_torch() -> None:
     import sys
 
-    code = "import sys, core.training_client, worker.model_registry; assert 'torch' not in sys.modules"
+    code = "import sys, core.training_client, core.model_versions; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

@@ -108,9 +108,9 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
 
     from bots.web.app import create_app
     from core.jobs import Conversation
+    from core.model_versions import ModelRegistry
     from core.store import History, ImageStore
     from core.training_client import TrainRun
-    from worker.model_registry import ModelRegistry
     from worker.train_task import Trained, _post_pictures
 
     client = redis.Redis.from_url(str(isolated.redis_url))

@@ -33,7 +33,7 @@ import requests
 from core.embedded_redis import redis_server_binary
 from core.jobs import JobRecord, JobStatus
 from core.store import JobStore
-from core.taskqueue import make_producer
+from core.task_contract import make_producer
 from tests.helpers.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.queue import QueueClient
+from core.job_client import QueueClient
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from core.embedded_redis import EmbeddedRedis, free_port
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRequest
-from core.queue import QueueClient
-from core.taskqueue import make_producer
+from core.task_contract import make_producer
 from tests.conftest import make_settings
 from tests.helpers.waiting import eventually
 from worker.gpus import GpuSpecError, child_env, node_name, parse_gpus

@@ -10,7 +10,7 @@ from celery import Celery
 
 from core.log_redaction import install_redaction
 from core.settings import Settings
-from core.taskqueue import base_celery_config
+from core.task_contract import base_celery_config
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from core.settings import Settings
-from core.taskqueue import ALL_QUEUES
+from core.task_contract import ALL_QUEUES
 
 if TYPE_CHECKING:
     from worker.supervisor import ChildSpec
@@ -413,8 +413,8 @@ def imagine(
 ) -> None:
     """Run one prompt through the queue and write the paired image."""
     from core.errors import InputError
+    from core.job_client import QueueClient
     from core.jobs import Conversation, JobRequest
-    from core.queue import QueueClient
     from core.validation import validate_request
 
     settings = Settings()
@@ -460,7 +460,7 @@ def imagine(
 
 def _wait_with_status(client: object, job_id: str, timeout_s: float) -> object:
     """Poll the job, showing queue position and progress, until it is finished and delivered."""
-    from core.queue import QueueClient
+    from core.job_client import QueueClient
 
     assert isinstance(client, QueueClient)
     deadline = time.monotonic() + timeout_s
@@ -547,8 +547,8 @@ MODEL_OPTION = typer.Option("dfgan", "--model", help="dfgan or diffusion.")
 
 
 def _model_registry(settings: Settings, family: str = "dfgan") -> object:
+    from core.model_versions import ModelRegistry, RegistryError
     from core.store import connect
-    from worker.model_registry import ModelRegistry, RegistryError
 
     try:
         return ModelRegistry(settings, connect(str(settings.redis_url)), family=family.lower())
@@ -562,7 +562,7 @@ def models_list(model: str = MODEL_OPTION) -> None:
     """Registered versions (oldest first) with their scores; * marks the promoted one."""
     from rich.table import Table
 
-    from worker.model_registry import ModelRegistry
+    from core.model_versions import ModelRegistry
 
     registry = _model_registry(_shared_settings(), model)
     assert isinstance(registry, ModelRegistry)
@@ -588,7 +588,7 @@ def models_promote(
     version: str = typer.Argument(..., help="A version from `imaginebot models list`."),
 ) -> None:
     """Make VERSION the one every inference worker draws with, from its next batch on."""
-    from worker.model_registry import ModelRegistry, RegistryError, family_of
+    from core.model_versions import ModelRegistry, RegistryError, family_of
 
     try:
         family = family_of(version)
@@ -608,7 +608,7 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback(model: str = MODEL_OPTION) -> None:
     """Go back to the version promoted before the current one (or to the configured default)."""
-    from worker.model_registry import ModelRegistry, RegistryError
+    from core.model_versions import ModelRegistry, RegistryError
 
     registry = _model_registry(_shared_settings(), model)
     assert isinstance(registry, ModelRegistry)

@@ -245,7 +245,7 @@ def sweep(rt: Runtime) -> list[str]:
     timeout (an hour by default). A second copy of a task is harmless: the lease and the journal
     make delivery idempotent. Returns the job ids it re-queued.
     """
-    from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY
+    from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY
 
     found = []
     for raw in rt.redis.smembers(OPEN_KEY):

@@ -17,7 +17,7 @@ from celery import Celery, bootsteps
 from core.heartbeats import Heartbeat, WorkerBeat, worker_name
 from core.settings import Settings
 from core.store import connect
-from core.taskqueue import QUEUE_GPU
+from core.task_contract import QUEUE_GPU
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from core.metrics import (
     count_job,
     register_collector,
 )
-from core.taskqueue import DELIVER_TASK, GENERATE_TASK, TRAIN_TASK
+from core.task_contract import DELIVER_TASK, GENERATE_TASK, TRAIN_TASK
 from worker.runtime import runtime_for
 
 log = logging.getLogger(__name__)

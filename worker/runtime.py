@@ -10,7 +10,7 @@ from celery import Celery
 
 from core.settings import Settings
 from core.store import History, ImageStore, JobStore, connect
-from worker.engines.registry import EngineRegistry
+from worker.engines.loaded import LoadedEngines
 
 
 class Runtime:
@@ -25,7 +25,7 @@ class Runtime:
         self.jobs = JobStore(self.redis, settings.result_ttl_s)
         self.images = ImageStore(self.redis, settings.result_ttl_s)
         self.history = History(self.redis, settings.result_ttl_s)
-        self.engines = EngineRegistry(settings)
+        self.engines = LoadedEngines(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
 

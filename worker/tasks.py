@@ -12,7 +12,7 @@ from celery.signals import worker_ready
 
 from core.delivery import DeliveryAmbiguous, DeliveryFailed, DeliveryLocked, DeliveryRetry
 from core.errors import JobNotFound
-from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
+from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
 from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for

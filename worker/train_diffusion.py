@@ -15,9 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.training_client import TrainRun
-from worker.model_registry import ModelRegistry
 
 #: A fine-tune's learning rate, as a fraction of the base config's, and its warm-up (steps).
 FINETUNE_LR_SCALE = 0.25

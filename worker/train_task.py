@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from core.ids import is_run_id
+from core.model_versions import ModelRegistry
 from core.training_client import LOCK_KEY, RunNotFound, TrainRun, TrainRunStatus, TrainRunStore
-from worker.model_registry import ModelRegistry
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -762,7 +762,7 @@ def schedule_recheck(
     lapsed) may schedule the next. Copies of a message that the broker delivered twice then cannot
     multiply the re-checks, and the chain cannot die of its own marker.
     """
-    from core.taskqueue import QUEUE_TRAIN, TRAIN_TASK
+    from core.task_contract import QUEUE_TRAIN, TRAIN_TASK
 
     new = uuid.uuid4().hex
     ttl_ms = int((delay_s + RECHECK_GRACE_S) * 1000)

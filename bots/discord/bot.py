@@ -18,8 +18,8 @@ from discord.http import Route
 
 from bots.discord.handlers import ProgressTracker, ResultButton, register
 from bots.stopping import on_stop_signals
+from core.job_client import QueueClient
 from core.preferences import PreferenceStore
-from core.queue import QueueClient
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

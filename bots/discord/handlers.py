@@ -22,9 +22,9 @@ from core.commands import parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
 from core.ids import is_job_id
+from core.job_client import UNAVAILABLE_ERRORS, QueueUnavailable
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.preferences import Preferences
-from core.queue import UNAVAILABLE_ERRORS, QueueUnavailable
 from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import validate_request
 

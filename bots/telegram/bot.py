@@ -22,7 +22,7 @@ from telegram.ext import Application, ApplicationBuilder
 from bots.stopping import on_stop_signals
 from bots.telegram.api import api_urls
 from bots.telegram.handlers import COMMANDS, register
-from core.queue import QueueClient
+from core.job_client import QueueClient
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

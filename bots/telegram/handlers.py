@@ -33,10 +33,10 @@ from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
 from core.ids import is_job_id
+from core.job_client import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.preferences import Preferences, PreferenceStore
 from core.prompt import FLAG_HELP
-from core.queue import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.settings import Settings
 from core.training_client import TrainingClient, cancelled_text, queued_text
 from core.validation import request_from_text, validate_request

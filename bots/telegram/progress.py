@@ -20,8 +20,8 @@ from telegram.ext import Application
 from bots.telegram.api import retry_after_seconds
 from core.errors import JobNotFound
 from core.heartbeats import job_notice
+from core.job_client import QueueClient
 from core.jobs import JobRecord, JobStatus
-from core.queue import QueueClient
 
 log = logging.getLogger(__name__)
 TICK_S = 0.25

@@ -29,10 +29,10 @@ from core.commands import is_retrain_cancel, parse_retrain, parse_retrain_cancel
 from core.errors import InputError, JobNotFound
 from core.heartbeats import health_summary, job_notice
 from core.ids import is_conversation_id, is_job_id, is_run_id
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.limits import RateLimiter
 from core.prompt import check_text
-from core.queue import QueueClient
 from core.settings import Settings
 from core.training_client import TrainingClient, cancelled_text
 from core.validation import request_from_text

@@ -149,7 +149,7 @@ body.login { background: #14161c; color: #e8e8ee; font: 16px system-ui, sans-ser
 
 
 def install(app: Flask, settings: Settings, client: Any) -> None:
-    """Add the guards and ``/metrics`` to ``app``; ``client`` is the app's :class:`core.queue.QueueClient`.
+    """Add the guards and ``/metrics`` to ``app``; ``client`` is a :class:`core.job_client.QueueClient`.
 
     Raises :class:`AccessPasswordMissing` when the chat listens beyond localhost without a password.
     """

@@ -2,7 +2,7 @@
 ``imaginebot worker`` processes (GPU and delivery), and the fake Telegram and Discord servers with fault
 injection; plus what the tests measure: jobs posted once, twice or never, in which conversation.
 
-Jobs are submitted through :class:`core.queue.QueueClient`, exactly as the bots submit them, with
+Jobs are submitted through :class:`core.job_client.QueueClient`, exactly as the bots submit them, with
 Telegram (chat, forum topic, reply), Discord (interaction follow-up or channel) and web conversations.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.embedded_redis import EmbeddedRedis
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest
-from core.queue import QueueClient
 from core.settings import Settings
 from tests.fake_discord import APP_ID, FakeDiscord
 from tests.fake_telegram import FakeTelegram

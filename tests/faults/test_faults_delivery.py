@@ -20,11 +20,11 @@ from PIL import Image
 import bots.telegram.send as telegram_send
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
-from core.queue import QueueClient
 from core.settings import Settings
 from core.store import PENDING_KEY
-from core.taskqueue import DELIVER_TASK, QUEUE_DELIVERY
+from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY
 from tests.conftest import make_settings
 from tests.fake_discord import APP_ID, FakeDiscord
 from tests.fake_telegram import FakeTelegram, Faults

@@ -10,8 +10,8 @@ import redis
 
 import worker.generate as generate
 from core.embedded_redis import EmbeddedRedis
+from core.job_client import QueueClient
 from core.jobs import Conversation, JobStatus
-from core.queue import QueueClient
 from core.validation import request_from_text
 from tests.conftest import make_settings
 from worker.runtime import Runtime

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from core.queue import QueueUnavailable
+from core.job_client import QueueUnavailable
 from core.store import PENDING_KEY
 from tests.fake_telegram import Faults
 from tests.faults.rig import Rig

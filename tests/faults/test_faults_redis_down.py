@@ -17,7 +17,7 @@ import yarl
 from bots.discord.bot import build_client
 from bots.telegram.bot import build_application
 from core.embedded_redis import EmbeddedRedis
-from core.queue import QUEUE_UNAVAILABLE_TEXT
+from core.job_client import QUEUE_UNAVAILABLE_TEXT
 from core.store import PENDING_KEY
 from tests.conftest import make_settings
 from tests.fake_discord import APP_ID, FakeDiscord, snowflake

@@ -61,9 +61,7 @@ class ShapeSpec:
 
 def all_specs() -> list[ShapeSpec]:
     """Every (colour, shape, size, position) combination: 6 x 3 x 2 x 5 = 180."""
-    return [
-        ShapeSpec(c, s, z, p) for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS
-    ]
+    return [ShapeSpec(c, s, z, p) for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS]
 
 
 def parse_caption(caption: str) -> ShapeSpec:

@@ -18,9 +18,10 @@ def discriminator_loss(
         return F.relu(1 - real).mean() + (F.relu(1 + fake).mean() + F.relu(1 + mismatched).mean()) / 2
     if kind == "bce":
         bce = F.binary_cross_entropy_with_logits
-        return bce(real, torch.ones_like(real)) + (
-            bce(fake, torch.zeros_like(fake)) + bce(mismatched, torch.zeros_like(mismatched))
-        ) / 2
+        return (
+            bce(real, torch.ones_like(real))
+            + (bce(fake, torch.zeros_like(fake)) + bce(mismatched, torch.zeros_like(mismatched))) / 2
+        )
     raise ValueError(f"unknown loss {kind!r}")
 
 

@@ -53,9 +53,7 @@ class MiniLMEncoder:
         """Embed ``texts`` into ``[len(texts), 384]`` unit vectors."""
         if not texts:
             return torch.zeros(0, self.dim, device=self.device)
-        emb = self.model.encode(
-            list(texts), convert_to_tensor=True, batch_size=64, show_progress_bar=False
-        )
+        emb = self.model.encode(list(texts), convert_to_tensor=True, batch_size=64, show_progress_bar=False)
         # encode() runs under inference_mode; clone outside it so callers may use the result in
         # autograd (MA-GP differentiates with respect to the sentence vector).
         return emb.detach().float().clone()

@@ -1,1 +1,1 @@
-"""Text-to-image engines. Each module holds one engine; :mod:`worker.engines.registry` loads them."""
+"""Text-to-image engines. Each module holds one engine; :mod:`worker.engines.loaded` loads them."""

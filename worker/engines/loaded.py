@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 VERSIONED = ("dfgan", "diffusion")
 
 
-class EngineRegistry:
+class LoadedEngines:
     """Lazily loaded engines, keyed by name. Thread-safe; loading happens at most once per name."""
 
     def __init__(self, settings: Settings, redis_client: redis.Redis | None = None) -> None:
@@ -109,7 +109,7 @@ class EngineRegistry:
             from core.store import connect
 
             self._redis = connect(self.settings.redis_url)
-        from worker.model_registry import promoted_key
+        from core.model_versions import promoted_key
 
         try:
             raw = self._redis.get(promoted_key(name))
@@ -154,7 +154,7 @@ class EngineRegistry:
         here (another machine trained it). A version that cannot be fetched or verified raises: the
         caller keeps the model it has, logs it, and counts it in ``imaginebot_model_syncs``."""
         from core.metrics import MODEL_SYNCS
-        from worker.model_registry import ModelRegistry
+        from core.model_versions import ModelRegistry
 
         assert self._redis is not None  # set by _promoted_version, which named this version
         try:

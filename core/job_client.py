@@ -15,7 +15,7 @@ from core.limits import Admission, RateLimiter
 from core.metrics import job_cancelled, job_rejected, job_submitted
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
-from core.taskqueue import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
+from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
 
 USER_JOBS_KEPT = 50
 QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again in a minute."

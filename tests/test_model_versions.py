@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from core.embedded_redis import EmbeddedRedis
+from core.model_versions import ModelRegistry, RegistryError, check_version, version_folder
 from core.settings import Settings
 from tests.conftest import make_settings
-from worker.model_registry import ModelRegistry, RegistryError, check_version, version_folder
 
 
 @pytest.fixture
@@ -81,10 +81,10 @@ def test_promoting_an_unknown_version_is_refused(isolated: Settings) -> None:
 def test_engine_registry_swaps_to_the_promoted_version_between_batches(
     isolated: Settings, tmp_path: Path
 ) -> None:
-    from worker.engines.registry import EngineRegistry
+    from worker.engines.loaded import LoadedEngines
 
     reg = _registry(isolated)
-    engines = EngineRegistry(isolated)
+    engines = LoadedEngines(isolated)
     before = engines.get("dfgan")
     default = before.info.version  # nothing promoted: the configured default (shipped or random-init)
     assert not default.startswith("dfgan-shapes-2")  # not a registry version
@@ -102,10 +102,10 @@ def test_engine_registry_swaps_to_the_promoted_version_between_batches(
 
 
 def test_a_promoted_version_that_cannot_load_keeps_the_current_engine(isolated: Settings) -> None:
-    from worker.engines.registry import EngineRegistry
-    from worker.model_registry import PROMOTED_KEY
+    from core.model_versions import PROMOTED_KEY
+    from worker.engines.loaded import LoadedEngines
 
-    engines = EngineRegistry(isolated)
+    engines = LoadedEngines(isolated)
     before = engines.get("dfgan")
     assert isolated.redis_url
     redis.Redis.from_url(isolated.redis_url).set(PROMOTED_KEY, "dfgan-shapes-20260101T000000Z")  # no files
@@ -119,8 +119,8 @@ def test_a_promoted_version_reaches_a_worker_with_another_data_dir_through_redis
     import hashlib
 
     from core.metrics import MODEL_SYNCS
-    from worker.engines.registry import EngineRegistry
-    from worker.model_registry import blob_key
+    from core.model_versions import blob_key
+    from worker.engines.loaded import LoadedEngines
 
     trainer_side = _registry(isolated)
     version = trainer_side.new_version_name("shapes")
@@ -129,7 +129,7 @@ def test_a_promoted_version_reaches_a_worker_with_another_data_dir_through_redis
     elsewhere = isolated.model_copy(update={"data_dir": tmp_path / "other-machine"})
     assert not version_folder(elsewhere, version).exists()
 
-    engines = EngineRegistry(elsewhere)
+    engines = LoadedEngines(elsewhere)
     default = engines.get("dfgan").info.version
     fetched_before = MODEL_SYNCS.labels("fetched")._value.get()
     trainer_side.promote(version)
