@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.errors import InputError  # noqa: E402
 from core.job_client import QueueUnavailable  # noqa: E402
-from tests.fake_telegram import Faults  # noqa: E402
 from tests.faults.rig import Rig  # noqa: E402
+from tests.helpers.fake_telegram import Faults  # noqa: E402
 
 
 def main() -> None:

@@ -14,28 +14,48 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from core.embedded_redis import EmbeddedRedis
 from core.settings import Settings
+from tests.helpers.settings import make_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def make_settings(redis_url: str, data_dir: Path, **overrides: object) -> Settings:
-    """Settings for tests: no .env, generous limits unless a test tightens them."""
-    values: dict[str, object] = {
-        "redis_url": redis_url,
-        "data_dir": data_dir,
-        "device": "cpu",
-        "torch_threads": 1,  # the test worker shares 2 cores with the browser and other workers
-        "default_steps": 4,
-        "rate_limit_jobs": 1000,
-        "max_queue_depth": 1000,
+#: Fixtures that start the session's Celery worker (and so load both engines) or the web chat on it.
+SLOW_FIXTURES = frozenset({"celery_worker", "web_server"})
+#: Modules whose tests start processes, a browser, training runs or network namespaces on their own.
+SLOW_MODULES = frozenset(
+    {
+        "test_cli",
+        "test_supervisor",
+        "test_scale_out_netns",
+        "test_web_browser",
+        "test_worker_gpus",
+        "test_queue_durability",
+        "test_retrain",
+        "test_dfgan_training",
+        "test_diffusion_training",
+        "test_secrets_in_logs",
+        "test_faults_processes",
+        "test_faults_delivery",
+        "test_faults_redis_down",
+        "test_faults_fuzz_platforms",
+        "test_faults_generate",
+        "test_metrics",
+        "test_dfgan_speed",
     }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that needs a worker, a browser, processes or training, so that
+    ``pytest -m "not slow"`` is the quick subset for inner loops (the full suite stays the default)."""
+    for item in items:
+        module = item.path.stem
+        if module in SLOW_MODULES or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -108,39 +128,3 @@ def web_server(settings: Settings, celery_worker) -> Iterator[str]:  # noqa: ANN
 def conversation_id() -> str:
     """A fresh web conversation (and so a fresh user for the rate limit)."""
     return "test-" + uuid.uuid4().hex[:12]
-
-
-def imagine(base_url: str, conversation_id: str, text: str) -> requests.Response:
-    """POST a prompt to the web chat's API."""
-    return requests.post(
-        f"{base_url}/api/imagine", json={"conversation_id": conversation_id, "text": text}, timeout=10
-    )
-
-
-def wait_for_job(base_url: str, job_id: str, timeout_s: float = 120.0, delivered: bool = True) -> dict:
-    """Poll the job until it is finished (and delivered); returns its JSON view."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = requests.get(f"{base_url}/api/jobs/{job_id}", timeout=10).json()["job"]
-        if job["status"] in ("done", "failed", "cancelled") and (job["delivered"] or not delivered):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} not finished within {timeout_s} s: {job}")
-
-
-def worker_subprocess(settings: Settings, queues: str = "gpu,delivery", **env: str):  # noqa: ANN201
-    """Start ``imaginebot worker`` as a real separate process with exactly ``settings`` (via env)."""
-    import subprocess
-    import sys
-
-    full_env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            full_env[f"IMAGINEBOT_{name.upper()}"] = str(value)
-    full_env.update(env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", "--queues", queues, "--loglevel", "WARNING"],
-        env=full_env,
-    )

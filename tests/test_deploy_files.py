@@ -195,7 +195,7 @@ def test_manifests_validate_against_the_kubernetes_schemas() -> None:
 
 def test_every_role_has_a_deployment_with_probes_on_real_endpoints() -> None:
     from bots.web.app import create_app
-    from tests.conftest import make_settings
+    from tests.helpers.settings import make_settings
 
     docs = _manifests()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}

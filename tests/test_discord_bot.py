@@ -1,4 +1,4 @@
-"""The Discord front-end against a fake Discord on 127.0.0.1 (tests/fake_discord.py).
+"""The Discord front-end against a fake Discord on 127.0.0.1 (tests/helpers/fake_discord.py).
 
 Delivery tests call ``bots.discord.send`` directly and through the session's real Celery worker; the
 bot tests run the real discord.py client (gateway + REST) in a thread against the same fake.
@@ -6,11 +6,9 @@ bot tests run the real discord.py client (gateway + REST) in a thread against th
 
 from __future__ import annotations
 
-import asyncio
 import io
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,8 +27,9 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from core.training_client import TrainingClient
-from tests.conftest import make_settings
-from tests.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.bot_threads import DiscordBotThread
+from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.settings import make_settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BOT_TOKEN = "fake-bot-token"
@@ -313,43 +312,11 @@ def test_worker_delivers_once_after_a_429(
 # --- the real discord.py client on the fake gateway ---------------------------------------------
 
 
-class BotThread:
-    """Runs the bot's event loop in a thread; :meth:`stop` closes the client and ends the thread."""
-
-    def __init__(self, client: ImagineBot) -> None:
-        self.client = client
-        self.loop = asyncio.new_event_loop()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="discord-bot", daemon=True)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.client.start(BOT_TOKEN, reconnect=False))
-        except BaseException as exc:  # reported by the fixture
-            self.error = exc
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def start(self) -> BotThread:
-        """Start the client (login, command sync, gateway connect)."""
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close the client and wait for the thread (bounded)."""
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(20)
-        self.thread.join(20)
-        assert not self.thread.is_alive(), "the bot thread did not stop"
-
-
 @pytest.fixture(scope="module")
 def bot(fake: FakeDiscord, discord_settings: Settings, worker_to_fake: None) -> Iterator[ImagineBot]:
     """The bot connected to the fake gateway, with the session worker delivering to the fake."""
     client = build_client(discord_settings)
-    runner = BotThread(client).start()
+    runner = DiscordBotThread(client).start()
     try:
         fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
         assert runner.error is None, runner.error

@@ -12,7 +12,8 @@ import requests
 
 from bots.web.server import WebServer
 from core.embedded_redis import EmbeddedRedis
-from tests.conftest import imagine, make_settings, wait_for_job
+from tests.helpers.settings import make_settings
+from tests.helpers.web_api import imagine, wait_for_job
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ from core.embedded_redis import EmbeddedRedis, free_port
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRequest
 from core.settings import Settings
-from tests.conftest import imagine, make_settings, wait_for_job
-from tests.fake_telegram import FakeTelegram, user_message
+from tests.helpers.fake_telegram import FakeTelegram, user_message
+from tests.helpers.settings import make_settings
 from tests.helpers.waiting import eventually
+from tests.helpers.web_api import imagine, wait_for_job
 
 TOKEN = "123456:METRICS-test-token"
 

@@ -11,7 +11,7 @@ import redis
 from core.embedded_redis import EmbeddedRedis
 from core.model_versions import ModelRegistry, RegistryError, check_version, version_folder
 from core.settings import Settings
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 
 
 @pytest.fixture

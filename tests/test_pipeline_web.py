@@ -8,7 +8,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import imagine, wait_for_job
+from tests.helpers.web_api import imagine, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 

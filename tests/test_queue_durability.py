@@ -19,7 +19,8 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 from core.validation import request_from_text
-from tests.conftest import make_settings, worker_subprocess
+from tests.helpers.processes import worker_subprocess
+from tests.helpers.settings import make_settings
 
 
 @pytest.fixture

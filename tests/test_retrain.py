@@ -26,7 +26,8 @@ from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.training_client import TrainingClient, TrainRun, TrainRunStatus
 from core.validation import request_from_text
-from tests.conftest import make_settings, worker_subprocess
+from tests.helpers.processes import worker_subprocess
+from tests.helpers.settings import make_settings
 
 ADMIN = "admin-conversation-1"
 TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay": 0.9}

@@ -18,7 +18,7 @@ from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.settings import Settings
 from core.training_client import TrainingClient, TrainRunStatus
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 
 ADMIN = "admin-conversation-1"
 

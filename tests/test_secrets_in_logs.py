@@ -18,8 +18,8 @@ import requests
 from core.embedded_redis import free_port
 from core.log_redaction import MASK, install_redaction, redact
 from core.settings import Settings
-from tests.fake_discord import FakeDiscord
-from tests.fake_telegram import FakeTelegram, user_message
+from tests.helpers.fake_discord import FakeDiscord
+from tests.helpers.fake_telegram import FakeTelegram, user_message
 
 TELEGRAM_TOKEN = "123456:SECRETtelegramTOKENabcdef0123"
 DISCORD_TOKEN = "discord-SECRET-bot-token-0123456789"

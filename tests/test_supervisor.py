@@ -279,7 +279,7 @@ def stop_up(up: Up) -> None:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """``imaginebot up`` with a Telegram bot (polling a fake Bot API); the first prompt is sent the
     moment the web chat answers."""
-    from tests.fake_telegram import FakeTelegram
+    from tests.helpers.fake_telegram import FakeTelegram
 
     fake = FakeTelegram("123:TEST").start()
     bot_env = {"IMAGINEBOT_TELEGRAM_TOKEN": "123:TEST", "IMAGINEBOT_TELEGRAM_API_BASE": fake.url}
@@ -406,8 +406,8 @@ def start_bot(platform: str, api_base: str, redis_url: str, tmp: Path) -> subpro
 def test_bot_stops_on_sigterm_without_its_api_server(
     platform: str, server: str, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    from tests.fake_discord import FakeDiscord
-    from tests.fake_telegram import FakeTelegram
+    from tests.helpers.fake_discord import FakeDiscord
+    from tests.helpers.fake_telegram import FakeTelegram
 
     silent = SilentServer()
     fake_tg = FakeTelegram("123:TEST").start() if platform == "telegram" else None
@@ -496,8 +496,8 @@ def test_the_page_says_no_worker_serves_the_job_and_which_process_up_gave_up_on(
     bubble and the health badge say so."""
     playwright_sync = pytest.importorskip("playwright.sync_api")
     from bots.web.server import WebServer
-    from tests.conftest import make_settings
-    from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.helpers.settings import make_settings
 
     with EmbeddedRedis(tmp_path / "redis", persist=False) as own_redis:
         client = redis.Redis.from_url(own_redis.url)
@@ -532,8 +532,8 @@ def test_the_page_says_no_worker_serves_the_job_and_which_process_up_gave_up_on(
 @pytest.mark.parametrize("platform", ["telegram", "discord"])
 def test_a_bot_tells_a_prompt_that_no_worker_serves_its_engines(platform: str, tmp_path: Path) -> None:
     """The real bot process, a private Redis with no worker at all: the queued answer says so."""
-    from tests.fake_discord import APP_ID, FakeDiscord, snowflake
-    from tests.fake_telegram import FakeTelegram, user_message
+    from tests.helpers.fake_discord import APP_ID, FakeDiscord, snowflake
+    from tests.helpers.fake_telegram import FakeTelegram, user_message
 
     notice = "No worker is serving dfgan or diffusion right now"
     with EmbeddedRedis(tmp_path / "redis", persist=False) as own_redis:

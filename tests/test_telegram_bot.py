@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 import requests
 from PIL import Image
-from telegram.ext import Application
 
-from bots.telegram.bot import ALLOWED_UPDATES, build_application, serve, webhook_options
+from bots.telegram.bot import build_application, serve, webhook_options
 from bots.telegram.buttons import ButtonPress, parse_callback, result_keyboard
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.progress import ProgressTracker
@@ -33,58 +32,15 @@ from core.embedded_redis import EmbeddedRedis
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus, Progress
 from core.settings import Settings
 from core.training_client import TrainingClient
-from tests.conftest import make_settings
-from tests.fake_telegram import Call, FakeTelegram, button_press, user_message
+from tests.helpers.bot_threads import TelegramBotThread
+from tests.helpers.fake_telegram import Call, FakeTelegram, button_press, user_message
+from tests.helpers.settings import make_settings
 
 TOKEN = "123:TEST"
 ADMIN_ID = 999
 FORUM_CHAT = -1001234
 TOPIC = 77
 WAIT_S = 60.0
-
-
-class BotThread:
-    """Runs the bot's Application (polling the fake) on its own event loop in a thread."""
-
-    def __init__(self, application: Application) -> None:
-        self.application = application
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(self._serve(),), daemon=True
-        )
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-        self._stop: asyncio.Event | None = None
-
-    def start(self) -> BotThread:
-        self.thread.start()
-        assert self.started.wait(30), "bot did not start"
-        if self.error:
-            raise self.error
-        return self
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with self.application:
-                updater = self.application.updater
-                assert updater is not None
-                await updater.start_polling(poll_interval=0.05, timeout=1, allowed_updates=ALLOWED_UPDATES)
-                await self.application.start()
-                self.started.set()
-                await self._stop.wait()
-                await updater.stop()
-                await self.application.stop()
-        except BaseException as exc:  # surfaced by start()
-            self.error = exc
-            self.started.set()
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "bot did not stop"
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +73,7 @@ def bot(
         admin_ids=f"telegram:{ADMIN_ID}",
     )
     application = build_application(bot_settings)
-    runner = BotThread(application).start()
+    runner = TelegramBotThread(application).start()
     yield application.bot_data["handlers"]
     runner.stop()
 

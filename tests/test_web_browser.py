@@ -17,16 +17,8 @@ import pytest
 import requests
 
 from core.job_client import QueueClient
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-chat.png"
 #: Two steps keep the test fast; the README's screenshot is drawn with the default 20.
 UPDATE_SCREENSHOT = os.environ.get("IMAGINEBOT_UPDATE_SCREENSHOT") == "1"

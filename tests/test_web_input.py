@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from bots.web.app import ADMIN_PASSWORD_TRIES, create_app
 from core.embedded_redis import free_port
 from core.settings import Settings
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 
 CID = "input-test-conversation"
 ADMIN_CID = "input-test-admin-conv"

@@ -17,7 +17,7 @@ from core.embedded_redis import EmbeddedRedis, free_port
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRequest
 from core.task_contract import make_producer
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 from tests.helpers.waiting import eventually
 from worker.gpus import GpuSpecError, child_env, node_name, parse_gpus
 

@@ -23,8 +23,8 @@ from core.embedded_redis import EmbeddedRedis
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.settings import Settings
-from tests.fake_discord import APP_ID, FakeDiscord
-from tests.fake_telegram import FakeTelegram
+from tests.helpers.fake_discord import APP_ID, FakeDiscord
+from tests.helpers.fake_telegram import FakeTelegram
 
 TELEGRAM_TOKEN = "123:RIG"
 DISCORD_TOKEN = "rig-bot-token"

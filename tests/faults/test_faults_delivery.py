@@ -25,9 +25,9 @@ from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from core.store import PENDING_KEY
 from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY
-from tests.conftest import make_settings
-from tests.fake_discord import APP_ID, FakeDiscord
-from tests.fake_telegram import FakeTelegram, Faults
+from tests.helpers.fake_discord import APP_ID, FakeDiscord
+from tests.helpers.fake_telegram import FakeTelegram, Faults
+from tests.helpers.settings import make_settings
 from worker.deliver import journal_key, lock_key
 
 TOKEN = "123:FAULTS"

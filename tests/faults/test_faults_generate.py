@@ -13,7 +13,7 @@ from core.embedded_redis import EmbeddedRedis
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobStatus
 from core.validation import request_from_text
-from tests.conftest import make_settings
+from tests.helpers.settings import make_settings
 from worker.runtime import Runtime
 
 

@@ -18,8 +18,8 @@ import requests
 
 from core.job_client import QueueUnavailable
 from core.store import PENDING_KEY
-from tests.fake_telegram import Faults
 from tests.faults.rig import Rig
+from tests.helpers.fake_telegram import Faults
 
 pytestmark = pytest.mark.timeout(600)
 DRAIN_S = 300.0

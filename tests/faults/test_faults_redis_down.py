@@ -19,11 +19,11 @@ from bots.telegram.bot import build_application
 from core.embedded_redis import EmbeddedRedis
 from core.job_client import QUEUE_UNAVAILABLE_TEXT
 from core.store import PENDING_KEY
-from tests.conftest import make_settings
-from tests.fake_discord import APP_ID, FakeDiscord, snowflake
-from tests.fake_telegram import FakeTelegram, user_message
-from tests.test_discord_bot import BotThread as DiscordThread
-from tests.test_telegram_bot import BotThread as TelegramThread
+from tests.helpers.bot_threads import DiscordBotThread as DiscordThread
+from tests.helpers.bot_threads import TelegramBotThread as TelegramThread
+from tests.helpers.fake_discord import APP_ID, FakeDiscord, snowflake
+from tests.helpers.fake_telegram import FakeTelegram, user_message
+from tests.helpers.settings import make_settings
 
 TOKEN = "123:REDISDOWN"
 

@@ -10,7 +10,7 @@ bodies are both recorded in :attr:`FakeDiscord.calls`.
 Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
 heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
 
-Fault injection: :attr:`FakeDiscord.faults` (a :class:`tests.fake_telegram.Faults` whose methods are
+Fault injection: :attr:`FakeDiscord.faults` (a :class:`tests.helpers.fake_telegram.Faults` whose methods are
 ``"post"``) gives posts (follow-ups and channel messages) a random 429 with ``retry_after``, a 500, a
 stall past the client's timeout (processed, answered late), or a dropped connection. A channel post
 with ``enforce_nonce`` and a nonce seen before returns the first message instead of a new one, as
@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fake_telegram import Faults, drop_connection
+from tests.helpers.fake_telegram import Faults, drop_connection
 
 BOT_ID = "900000000000000001"
 APP_ID = "900000000000000002"
