@@ -1,4 +1,5 @@
-"""The Discord bot process: a discord.py client with the slash commands of ``handlers.py``.
+"""The Discord bot process: a discord.py client with the slash commands of ``commands.py`` and the
+result buttons of ``buttons.py``.
 
 ``IMAGINEBOT_DISCORD_API_BASE`` moves both the REST API (discord.py builds every URL from
 ``discord.http.Route.BASE``) and the gateway (asked from ``GET /gateway/bot`` at login, instead of
@@ -16,7 +17,9 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord.handlers import ProgressTracker, ResultButton, register
+from bots.discord.buttons import ResultButton
+from bots.discord.commands import COMMANDS, on_command_error
+from bots.discord.progress import ProgressTracker
 from bots.stopping import on_stop_signals
 from core.job_client import QueueClient
 from core.preferences import PreferenceStore
@@ -38,8 +41,8 @@ class ImagineBot(discord.Client):
         self.prefs = PreferenceStore(queue.redis)
         self.sync_commands = sync_commands
         self.tree = app_commands.CommandTree(self)
+        self.tree.error(on_command_error)
         self.progress = ProgressTracker(self, settings.progress_interval_s)
-        register(self)
 
     async def login(self, token: str) -> None:
         """Point REST at ``settings.discord_api_base``, log in, then look up the gateway there."""
@@ -52,7 +55,9 @@ class ImagineBot(discord.Client):
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
 
     async def setup_hook(self) -> None:
-        """Register the persistent buttons and publish the slash commands."""
+        """Add the slash commands and the persistent buttons, and publish the commands."""
+        for command in COMMANDS:
+            self.tree.add_command(command)
         self.add_dynamic_items(ResultButton)
         if self.sync_commands:
             commands = await self.tree.sync()
