@@ -507,7 +507,7 @@ def test_reroll_and_variation_buttons_queue_new_jobs(
 
 def test_discord_front_end_never_imports_torch() -> None:
     code = (
-        "import sys, bots.discord.bot, bots.discord.handlers, bots.discord.send; "
+        "import sys, bots.discord.bot, bots.discord.commands, bots.discord.buttons, bots.discord.send; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
