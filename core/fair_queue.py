@@ -1,0 +1,379 @@
+"""Which waiting job a worker draws next: fair share between users, inside two priority lanes.
+
+The order is start-time fair queuing (SFQ, Goyal, Vin and Cheng 1996) over one flow per user, kept in
+Redis and changed only by Lua scripts, so any number of front-ends and workers see one order:
+
+- every user has a *finish tag* ``F_u``: the virtual GPU seconds they have been given, divided by
+  their weight;
+- a job that arrives gets the start tag ``S = max(V, F_u)``, and the user's tag moves on to
+  ``F_u = S + cost / weight``, where ``cost`` is the measured seconds a job like it takes and ``V`` is
+  the lane's virtual time (the start tag of the job claimed last);
+- workers claim jobs in increasing start tag.
+
+So a user who has had a lot of GPU time recently waits behind one who has had little, and someone who
+comes back after a pause starts at ``V``: no credit saved up while away, no debt carried either. One
+user's fifty jobs get tags ``V, V+c, V+2c, …``; five light users arriving later each get a tag near
+``V`` and are drawn after at most one job per active user, not after the fifty.
+
+Lanes (``fast``, ``relax``, like the fast/relax modes people know) are flows of the same kind one level
+up: each lane has a share, and the backlogged lane with the smallest lane tag goes next, the tag moving
+on by ``cost / share``. With shares 0.8/0.2 the relax lane still gets a fifth of the GPU when both are
+full: neither starves.
+
+Admission (the queue-depth cap, each user's and conversation's share of it, the rate limit) happens in
+the same script as the tagging: concurrent submits never overshoot.
+
+Keys, per *route* (the worker queue a job needs, ``gpu`` by default):
+
+- ``ib:fq:<route>:lane:<lane>``  sorted set, job id -> start tag: the order within a lane
+- ``ib:fq:<route>:tags``        hash: ``u:<lane>:<user>`` -> finish tag, ``v:<lane>`` -> virtual time,
+  ``l:<lane>`` -> lane tag, ``lv`` -> the lanes' virtual time
+- ``ib:fq:<route>:jobs``        hash: job id -> ``lane|user|conversation|batch|cost|start|charge|member``
+- ``ib:fq:<route>:seq``         arrival counter: lane members are ``<arrival>:<job id>``, so equal
+  tags are served first come, first served
+- ``ib:fq:<route>:counts``      hash: ``u:<user>`` / ``c:<conversation>`` -> jobs waiting
+- ``ib:fq:<route>:cost``        hash: batch key -> measured seconds per job (moving average)
+
+Torch-free and chat-library-free, like all of ``core``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import redis
+
+from core.errors import InputError
+from core.limits import queue_full, rate_limited
+from core.store import PENDING_KEY
+
+LANES = ("fast", "relax")
+DEFAULT_ROUTE = "gpu"
+#: Weight of a new measurement in the moving average of seconds per job.
+COST_SMOOTHING = 0.3
+#: How far down a lane a claim looks for jobs it can batch with the first one.
+BATCH_SCAN = 32
+
+_LIB = """
+local function tag(tags, field)
+  return tonumber(redis.call('HGET', tags, field) or '0')
+end
+local function split(meta)
+  local out = {}
+  for part in string.gmatch(meta, '([^|]*)|?') do out[#out + 1] = part end
+  return out
+end
+local function uncount(counts, user, conversation)
+  if redis.call('HINCRBY', counts, 'u:' .. user, -1) <= 0 then redis.call('HDEL', counts, 'u:' .. user) end
+  if redis.call('HINCRBY', counts, 'c:' .. conversation, -1) <= 0 then
+    redis.call('HDEL', counts, 'c:' .. conversation)
+  end
+end
+"""
+
+# KEYS: pending, rate, lane zset, tags, jobs, counts, seq
+# ARGV: job, created, now, window, rate_limit, max_depth, user, conversation, lane, batch, cost, weight,
+#       max_user, max_conversation
+_ADMIT = (
+    _LIB
+    + """
+local pending, rate, lane_set, tags, jobs, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job, created, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local limit, max_depth = tonumber(ARGV[5]), tonumber(ARGV[6])
+local user, conversation, lane, batch = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local cost, weight = tonumber(ARGV[11]), tonumber(ARGV[12])
+local max_user, max_conversation = tonumber(ARGV[13]), tonumber(ARGV[14])
+local depth = redis.call('ZCARD', pending)
+if depth >= max_depth then return {0, tostring(depth)} end
+if tonumber(redis.call('HGET', counts, 'u:' .. user) or '0') >= max_user then
+  return {-2, tostring(max_user)}
+end
+if tonumber(redis.call('HGET', counts, 'c:' .. conversation) or '0') >= max_conversation then
+  return {-3, tostring(max_conversation)}
+end
+redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - window)
+if redis.call('ZCARD', rate) >= limit then
+  local oldest = redis.call('ZRANGE', rate, 0, 0, 'WITHSCORES')
+  return {-1, tostring(tonumber(oldest[2]) + window - now)}
+end
+redis.call('ZADD', rate, now, job)
+redis.call('EXPIRE', rate, math.ceil(window))
+if redis.call('ZCARD', lane_set) == 0 then
+  -- a lane that was idle starts from the lanes' virtual time: no credit saved up while idle
+  local lane_tag = math.max(tag(tags, 'l:' .. lane), tag(tags, 'lv'))
+  redis.call('HSET', tags, 'l:' .. lane, tostring(lane_tag))
+end
+local start = math.max(tag(tags, 'v:' .. lane), tag(tags, 'u:' .. lane .. ':' .. user))
+local charge = cost / weight
+redis.call('HSET', tags, 'u:' .. lane .. ':' .. user, tostring(start + charge))
+-- equal tags go first come, first served: the member starts with an arrival number
+local member = string.format('%015d', redis.call('INCR', KEYS[7])) .. ':' .. job
+redis.call('ZADD', lane_set, start, member)
+local meta = {lane, user, conversation, batch, tostring(cost), tostring(start), tostring(charge), member}
+redis.call('HSET', jobs, job, table.concat(meta, '|'))
+redis.call('HINCRBY', counts, 'u:' .. user, 1)
+redis.call('HINCRBY', counts, 'c:' .. conversation, 1)
+redis.call('ZADD', pending, created, job)
+return {1, tostring(depth + 1)}
+"""
+)
+
+# KEYS: tags, jobs, counts, pending, lane zsets (one per lane, in LANES order)
+# ARGV: max_batch, batch scan, then name and share of each lane (in the order of KEYS)
+_CLAIM = (
+    _LIB
+    + """
+local tags, jobs, counts, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local max_batch, scan = tonumber(ARGV[1]), tonumber(ARGV[2])
+local best, best_tag = nil, nil
+for i = 5, #KEYS do
+  if redis.call('ZCARD', KEYS[i]) > 0 then
+    local lane_tag = tag(tags, 'l:' .. ARGV[2 * (i - 4) + 1])
+    if best == nil or lane_tag < best_tag then best, best_tag = i, lane_tag end
+  end
+end
+if best == nil then return {} end
+local lane, share = ARGV[2 * (best - 4) + 1], tonumber(ARGV[2 * (best - 4) + 2])
+local lane_set = KEYS[best]
+local claimed, batch = {}, nil
+local candidates = redis.call('ZRANGE', lane_set, 0, scan - 1, 'WITHSCORES')
+for i = 1, #candidates, 2 do
+  local member, start = candidates[i], tonumber(candidates[i + 1])
+  local job = string.sub(member, 17)
+  local meta = redis.call('HGET', jobs, job)
+  local parts = meta and split(meta) or {lane, '', '', '', '0', tostring(start), '0'}
+  if batch == nil or parts[4] == batch then
+    if batch == nil then
+      batch = parts[4]
+      redis.call('HSET', tags, 'v:' .. lane, tostring(start))
+      redis.call('HSET', tags, 'lv', tostring(best_tag))
+    end
+    redis.call('ZREM', lane_set, member)
+    redis.call('ZREM', pending, job)
+    if meta then
+      redis.call('HDEL', jobs, job)
+      uncount(counts, parts[2], parts[3])
+    end
+    best_tag = best_tag + tonumber(parts[5]) / share
+    claimed[#claimed + 1] = job
+    if #claimed >= max_batch then break end
+  end
+end
+redis.call('HSET', tags, 'l:' .. lane, tostring(best_tag))
+return claimed
+"""
+)
+
+# KEYS: tags, jobs, counts, pending, lane zsets.  ARGV: job.  Returns 1 when it was waiting.
+_REMOVE = (
+    _LIB
+    + """
+local tags, jobs, counts, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job = ARGV[1]
+redis.call('ZREM', pending, job)
+local meta = redis.call('HGET', jobs, job)
+if not meta then return 0 end
+local parts = split(meta)
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], parts[8]) end
+redis.call('HDEL', jobs, job)
+uncount(counts, parts[2], parts[3])
+-- a user's last job, cancelled before it ran, is not charged: their tag goes back to its start
+local user_tag = 'u:' .. parts[1] .. ':' .. parts[2]
+local start, charge = tonumber(parts[6]), tonumber(parts[7])
+if math.abs(tag(tags, user_tag) - (start + charge)) < 1e-9 then
+  redis.call('HSET', tags, user_tag, tostring(start))
+end
+return 1
+"""
+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a waiting job stands: ``position`` of ``waiting`` (1-based), and about how long until it
+    is drawn (``eta_s``, None when no worker serves its route)."""
+
+    position: int
+    waiting: int
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class FairShare:
+    """The scheduling settings: lane shares, per-user weight, and each user's and conversation's share
+    of the queue-depth cap."""
+
+    fast_share: float = 0.8
+    user_queue_share: float = 1.0
+    conversation_queue_share: float = 1.0
+    default_cost_s: float = 2.0
+
+    def shares(self) -> tuple[float, float]:
+        """The (fast, relax) shares, each in (0, 1)."""
+        fast = min(max(self.fast_share, 0.01), 0.99)
+        return fast, 1.0 - fast
+
+
+class FairQueue:
+    """The waiting jobs of one route in fair order (see the module docstring for the policy)."""
+
+    def __init__(
+        self, client: redis.Redis, route: str = DEFAULT_ROUTE, policy: FairShare | None = None
+    ) -> None:
+        self.redis = client
+        self.route = route
+        self.policy = policy or FairShare()
+        base = f"ib:fq:{route}:"
+        self.tags_key, self.jobs_key = base + "tags", base + "jobs"
+        self.counts_key, self.cost_key, self.seq_key = base + "counts", base + "cost", base + "seq"
+        self.lane_keys = [f"{base}lane:{lane}" for lane in LANES]
+        self._admit = client.register_script(_ADMIT)
+        self._claim = client.register_script(_CLAIM)
+        self._remove = client.register_script(_REMOVE)
+
+    def lane_key(self, lane: str) -> str:
+        """The sorted set of ``lane``'s waiting jobs."""
+        return self.lane_keys[LANES.index(lane)]
+
+    def admit(
+        self,
+        job_id: str,
+        *,
+        user: str,
+        conversation: str,
+        lane: str,
+        batch: str,
+        created_at: float,
+        max_depth: int,
+        rate_limit: int,
+        window_s: float,
+        weight: float = 1.0,
+    ) -> int:
+        """Queue ``job_id`` under every limit at once; returns the number waiting after it.
+
+        Raises :class:`InputError` ``queue_full``, ``user_queue_full``, ``conversation_queue_full`` or
+        ``rate_limited`` (and then nothing changed)."""
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}")
+        max_user = max(1, math.floor(max_depth * self.policy.user_queue_share))
+        max_conversation = max(1, math.floor(max_depth * self.policy.conversation_queue_share))
+        verdict, value = self._admit(
+            keys=[PENDING_KEY, f"ib:rate:{user}", self.lane_key(lane), self.tags_key, self.jobs_key,
+                  self.counts_key, self.seq_key],
+            args=[job_id, created_at, time.time(), window_s, rate_limit, max_depth, user, conversation,
+                  lane, batch, self.cost_of(batch), max(weight, 1e-6), max_user, max_conversation],
+        )  # fmt: skip
+        return _admitted(int(verdict), float(value), rate_limit, window_s)
+
+    def claim(self, max_batch: int = 1) -> list[str]:
+        """Take the next job in fair order and up to ``max_batch - 1`` more from the same lane that can
+        be drawn in one batch with it (same batch key). One round trip; [] when nothing waits."""
+        lanes = [
+            part for lane, share in zip(LANES, self.policy.shares(), strict=True) for part in (lane, share)
+        ]
+        ids = self._claim(
+            keys=[self.tags_key, self.jobs_key, self.counts_key, PENDING_KEY, *self.lane_keys],
+            args=[max_batch, BATCH_SCAN, *lanes],
+        )
+        return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in ids]
+
+    def remove(self, job_id: str) -> bool:
+        """Take a waiting job out (cancelled); True when it was waiting."""
+        removed = self._remove(
+            keys=[self.tags_key, self.jobs_key, self.counts_key, PENDING_KEY, *self.lane_keys], args=[job_id]
+        )
+        return bool(int(removed))
+
+    def waiting(self, job_id: str) -> bool:
+        """Whether ``job_id`` is still waiting in this route."""
+        return bool(self.redis.hexists(self.jobs_key, job_id))
+
+    def cost_of(self, batch: str) -> float:
+        """The measured seconds a job of ``batch`` takes (the policy's default before any measurement)."""
+        raw = self.redis.hget(self.cost_key, batch)
+        return float(raw) if raw is not None else self.policy.default_cost_s
+
+    def record_cost(self, batch: str, seconds_per_job: float) -> None:
+        """Fold one measurement into the moving average of ``batch``'s seconds per job."""
+        old = self.redis.hget(self.cost_key, batch)
+        new = (
+            seconds_per_job
+            if old is None
+            else (1 - COST_SMOOTHING) * float(old) + COST_SMOOTHING * seconds_per_job
+        )
+        self.redis.hset(self.cost_key, batch, f"{new:.6f}")
+
+    def placement(self, job_id: str, workers: int) -> Placement | None:
+        """Where ``job_id`` stands and about when it is drawn; None when it is not waiting.
+
+        Ahead of it: the jobs before it in its lane, plus the jobs the other lane gets in first by its
+        share. The estimate adds up their measured costs and divides by ``workers`` (the live workers
+        serving this route; no estimate when there are none)."""
+        meta = self.redis.hget(self.jobs_key, job_id)
+        if meta is None:
+            return None
+        mine = _Meta.parse(meta)
+        lane_index = LANES.index(mine.lane)
+        pipe = self.redis.pipeline()
+        pipe.zrank(self.lane_keys[lane_index], mine.member)
+        pipe.zcard(self.lane_keys[lane_index])
+        pipe.zcard(self.lane_keys[1 - lane_index])
+        rank, own, other = pipe.execute()
+        if rank is None:
+            return None
+        ahead = self.redis.zrange(self.lane_keys[lane_index], 0, int(rank) - 1) if rank else []
+        ahead_ids = [member[16:] for member in ahead]
+        ahead_costs = (
+            [_Meta.parse(m).cost for m in self.redis.hmget(self.jobs_key, ahead_ids) if m]
+            if ahead_ids
+            else []
+        )
+        shares = self.policy.shares()
+        other_first = min(int(other), math.ceil(int(rank) * shares[1 - lane_index] / shares[lane_index]))
+        ahead = int(rank) + other_first
+        work_s = sum(ahead_costs) + (other_first + 1) * mine.cost
+        eta = work_s / workers if workers > 0 else None
+        return Placement(position=ahead + 1, waiting=int(own) + int(other), eta_s=eta)
+
+
+def _admitted(verdict: int, value: float, rate_limit: int, window_s: float) -> int:
+    """The admit script's answer as a depth, or the :class:`InputError` it stands for."""
+    if verdict == 1:
+        return int(value)
+    if verdict == 0:
+        raise queue_full(int(value))
+    if verdict == -1:
+        raise rate_limited(rate_limit, window_s, value)
+    if verdict == -2:
+        raise InputError(
+            "user_queue_full",
+            f"You have {int(value)} pictures waiting already, the most one person may. "
+            "Wait for one to finish, or /cancel one.",
+            retry_after=30.0,
+        )
+    raise InputError(
+        "conversation_queue_full",
+        f"This conversation has {int(value)} pictures waiting already, the most allowed. "
+        "Wait for one to finish, or /cancel one.",
+        retry_after=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What the scripts keep about a waiting job."""
+
+    lane: str
+    user: str
+    conversation: str
+    batch: str
+    cost: float
+    member: str
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> _Meta:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        lane, user, conversation, batch, cost, _start, _charge, member = text.split("|")
+        return cls(lane, user, conversation, batch, float(cost), member)
