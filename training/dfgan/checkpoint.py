@@ -8,6 +8,7 @@ A training folder additionally holds ``training_state.safetensors`` + ``training
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from training.dfgan.conditioning import sentence_vectors
 from training.dfgan.config import DFGANConfig
 from training.dfgan.model import NetG
+from training.seeds import seed_noise
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CONFIG_FILE = "config.json"
@@ -63,6 +66,40 @@ class LoadedGenerator:
     config: DFGANConfig
     version: str
     text_encoder: TextEncoder
+
+    @property
+    def device(self) -> torch.device:
+        """Where the generator's weights are."""
+        return next(self.netG.parameters()).device
+
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Condition vectors ``[len(prompts), cond_dim]`` on :attr:`device`, preprocessed exactly as in
+        training (truncation, scale); the prompts are encoded as one batch."""
+        return sentence_vectors(self.text_encoder, list(prompts), self.config).to(self.device)
+
+    def draw(
+        self, prompts: Sequence[str], seeds: Sequence[int], sentences: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image ``i`` shows ``prompts[i]`` from the noise of ``seeds[i]`` alone: ``[N, 3, H, W]`` in
+        [-1, 1] on the CPU. The one place DF-GAN turns seeds into pictures (engine, evaluation, grids,
+        R-precision, FID, compare).
+
+        ``sentences`` (``[N, cond_dim]``, e.g. cached by the engine) replaces :meth:`embed` of ``prompts``.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        with torch.inference_mode():
+            if sentences is None:
+                sentences = self.embed(prompts)
+            noise = seed_noise(seeds, self.config.nz).to(self.device)
+            return self.netG(noise, sentences.to(self.device)).clamp(-1, 1).cpu()
+
+    def draw_rows(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[torch.Tensor]:
+        """One :meth:`draw` per prompt, of that prompt with every seed: row ``r`` is ``[len(seeds), 3,
+        H, W]`` (what sample and comparison grids show, one row per prompt, one column per seed)."""
+        sentences = self.embed(prompts)
+        n = len(seeds)
+        return [self.draw([p] * n, seeds, sentences[r : r + 1].expand(n, -1)) for r, p in enumerate(prompts)]
 
 
 def load_generator(folder: str | Path | None, device: str | torch.device = "cpu") -> LoadedGenerator:

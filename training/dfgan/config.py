@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from training.config_base import TrainingConfig
 from training.dfgan.model import NOISE_DIM
 
 
 @dataclass
-class DFGANConfig:
+class DFGANConfig(TrainingConfig):
     """Architecture, text encoder and optimisation settings of one DF-GAN model.
 
     The defaults follow the DF-GAN paper (hinge loss, MA-GP k=2 p=6, Adam lr 1e-4 / 4e-4,
@@ -51,33 +49,6 @@ class DFGANConfig:
     bf16_on_cpu: bool = False
     sample_prompts: list[str] = field(default_factory=list)
     version: str = ""
-
-    def to_json(self) -> str:
-        """The config as pretty-printed JSON."""
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> DFGANConfig:
-        """Parse :meth:`to_json` output; unknown keys are ignored so newer files still load."""
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DFGANConfig:
-        """Build from a plain dict (e.g. a ``config.json``), ignoring keys this version does not know."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
-
-    def save(self, path: str | Path) -> None:
-        """Write :meth:`to_json` to ``path``."""
-        Path(path).write_text(self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> DFGANConfig:
-        """Read a config written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text())
 
 
 def original_project_config() -> DFGANConfig:

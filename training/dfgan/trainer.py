@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,12 @@ from typing import Protocol
 import torch
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
 from training.dfgan.checkpoint import (
+    CONFIG_FILE,
     GENERATOR_FILE,
+    LoadedGenerator,
     build_generator,
     has_training_state,
     load_training_state,
@@ -44,13 +44,17 @@ from training.dfgan.losses import (
 )
 from training.dfgan.model import NetC, NetD, NetG
 from training.grid import labelled_grid
-from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
+from training.images import to_pil
+from training.loss_log import plot_curves
 from training.precision import autocast, bf16_enabled
+from training.run_log import RunLog, epoch_batch
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT_DIR = "checkpoint"
 #: Seeds of the noise in every sample grid, so grids of different epochs are comparable.
 SAMPLE_SEEDS = (0, 1, 2, 3)
+#: Config fields a resumed run may change; the saved config wins for the rest.
+RESUME_MAY_CHANGE = ("epochs", "version", "bf16_on_cpu", "compile_generator")
 
 #: Called after every step with (step, total_steps, losses); returning True stops training early.
 TrainProgress = Callable[[int, int, dict[str, float]], bool | None]
@@ -190,6 +194,7 @@ def embed_captions(
         chunks = [unique[i : i + 256] for i in range(0, len(unique), 256)]
         table = torch.cat([sentence_vectors(encoder, chunk, config).cpu() for chunk in chunks])
         if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             save_file({"embeddings": table.contiguous()}, cache, metadata={"key": key})
     index = {c: i for i, c in enumerate(unique)}
     return table, torch.tensor([index[c] for c in captions])
@@ -210,153 +215,151 @@ def train(
 ) -> TrainResult:
     """Train on ``dataset`` for ``max_steps`` steps (default ``config.epochs`` epochs), writing
     checkpoints, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event files
-    under ``tensorboard`` when given).
-
-    With ``resume`` and a checkpoint in ``out_dir``, the run continues from it exactly (weights,
-    EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config``
-    except for ``epochs``, the ``version`` label and the speed switches (``bf16_on_cpu``,
-    ``compile_generator``), which a resumed run may change. Otherwise, with ``init_from`` (a checkpoint
-    folder such as a shipped model), the generator and its EMA start from that folder's weights
-    (a warm start: discriminator and optimisers start fresh, the step count at 0).
+    under ``tensorboard`` when given). With ``resume`` the run continues exactly where the one in
+    ``out_dir`` stopped; otherwise ``init_from`` warm-starts the generator (see :func:`start_run`).
     """
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINT_DIR
-    (out / "samples").mkdir(parents=True, exist_ok=True)
     console = console or Console()
-    if resume and has_training_state(ckpt_dir):
-        kept = {k: getattr(config, k) for k in ("epochs", "version", "bf16_on_cpu", "compile_generator")}
-        config = DFGANConfig.load(ckpt_dir / "config.json")
-        for name, value in kept.items():
-            setattr(config, name, value)
+    config, m, noise_rng, step = start_run(config, ckpt_dir, resume, init_from, device, console)
     steps_per_epoch = max(len(dataset) // config.batch_size, 1)
     total = max_steps if max_steps is not None else config.epochs * steps_per_epoch
-
-    m = build_models(config, device)
-    noise_rng = torch.Generator().manual_seed(config.seed)
-    step = 0
-    if resume and has_training_state(ckpt_dir):
-        meta, extra = load_training_state(
-            ckpt_dir,
-            {"netG": m.netG, "netD": m.netD, "netC": m.netC, "ema": m.ema},
-            {"opt_g": m.opt_g, "opt_d": m.opt_d},
-        )
-        step = int(meta["step"])
-        noise_rng.set_state(extra["noise_rng"])
-        console.print(f"resumed from {ckpt_dir} at step {step}")
-    elif init_from is not None:
-        weights = load_file(Path(init_from) / GENERATOR_FILE)
-        for net in (m.netG, m.ema):
-            getattr(net, "_orig_mod", net).load_state_dict(weights)
-        console.print(f"generator initialised from {init_from}")
-    history = read_history(out / "losses.jsonl", up_to=step)
-
     encoder = load_text_encoder(config.text_encoder, device)
-    # Items may return any of an image's captions (random pairing): embed all of them once, then
-    # look up the caption each item actually returned.
-    pool = list(getattr(dataset, "all_captions", None) or dataset.captions)
-    table, _ = embed_captions(pool, encoder, config, out / "caption_embeddings.safetensors")
-    table = table.to(device)
-    row_of = {caption: i for i, caption in enumerate(sorted(set(pool)))}
-
-    def lookup(captions: list[str]) -> torch.Tensor:
-        nonlocal table
-        missing = sorted({c for c in captions if c not in row_of})
-        if missing:  # a dataset that returns captions it did not list: embed them now, once
-            row_of.update({c: len(row_of) + i for i, c in enumerate(missing)})
-            table = torch.cat([table, sentence_vectors(encoder, missing, config).to(device)])
-        return table[torch.tensor([row_of[c] for c in captions], device=device)]
-
+    captions = CaptionTable(dataset, encoder, config, out / "caption_embeddings.safetensors", device)
+    ema = LoadedGenerator(m.ema, config, config.version, encoder)  # draws the sample grids
     prompts = list(config.sample_prompts or dataset.sample_prompts)
-    prompt_emb = sentence_vectors(encoder, prompts, config).to(device)
 
-    def save(step: int) -> None:
-        extra_info = {"step": step, "epoch": step / steps_per_epoch, "images_seen": step * config.batch_size}
-        save_checkpoint(ckpt_dir, m.netG, config, extra_info, ema=m.ema)
-        save_training_state(
-            ckpt_dir,
-            {"netG": m.netG, "netD": m.netD, "netC": m.netC, "ema": m.ema},
-            {"opt_g": m.opt_g, "opt_d": m.opt_d},
-            {"step": step},
-            {"noise_rng": noise_rng.get_state()},
-        )
-
-    def report_epoch(step: int) -> Path:
-        plot_losses(history, out / "loss_curve.png")
-        grid = sample_grid(m.ema, prompt_emb, prompts, config.nz)
-        path = out / "samples" / f"epoch_{step // steps_per_epoch:03d}.png"
-        grid.save(path)
-        grid.save(out / "samples" / "latest.png")
-        board.image("samples", grid, step)
-        return path
-
-    board = TensorBoardLog(tensorboard)
-    started, start_step, losses = time.monotonic(), step, {}
+    losses: dict[str, float] = {}
     m.netG.train(), m.netD.train(), m.netC.train()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("DF-GAN", total=total, completed=step)
+    with RunLog(out, "DF-GAN", total, step, console, tensorboard) as log:
         while step < total:
-            epoch, k = divmod(step, steps_per_epoch)
-            # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch))
-            index = order[k * config.batch_size : (k + 1) * config.batch_size]
-            items = [dataset[int(i)] for i in index]
+            items = [dataset[i] for i in epoch_batch(len(dataset), config.batch_size, config.seed, step)]
             real = torch.stack([image for image, _ in items]).to(device)
-            sent = lookup([caption for _, caption in items])
-            noise = torch.randn(len(index), config.nz, generator=noise_rng).to(device)
+            sent = captions.lookup([caption for _, caption in items])
+            noise = torch.randn(len(items), config.nz, generator=noise_rng).to(device)
 
             losses = train_step(m, config, real, sent, noise)
             step += 1
-            append_history(out / "losses.jsonl", history, {"step": step, **losses})
-            board.scalars(history[-1])
-            bar.update(task, advance=1, description=f"D {losses['loss_d']:.3f} G {losses['loss_g']:.3f}")
-            if not console.is_terminal and (step % 50 == 0 or step == total):
-                rate = (time.monotonic() - started) / (step - start_step)
-                console.print(f"step {step}/{total} {_fmt(losses)} {rate:.2f}s/step")
+            log.step(step, losses, f"D {losses['loss_d']:.3f} G {losses['loss_g']:.3f}")
 
             stop = bool(progress and progress(step, total, losses))
             if step % steps_per_epoch == 0:
-                report_epoch(step)
+                plot_losses(log.history, out / "loss_curve.png")
+                log.grid(sample_grid(ema, prompts), f"epoch_{step // steps_per_epoch:03d}.png", step)
             if step % config.checkpoint_every == 0 or step == total or stop:
-                save(step)
+                save_run(m, config, ckpt_dir, step, steps_per_epoch, noise_rng)
             if stop:
                 break
-    if step == 0 or step % config.checkpoint_every:
-        save(step)
-    plot_losses(history, out / "loss_curve.png")
-    grid = sample_grid(m.ema, prompt_emb, prompts, config.nz)
-    grid.save(out / "samples" / "latest.png")
-    board.close()
+        if step == 0 or step % config.checkpoint_every:
+            save_run(m, config, ckpt_dir, step, steps_per_epoch, noise_rng)
+        plot_losses(log.history, out / "loss_curve.png")
+        sample_grid(ema, prompts).save(log.latest_grid)
     return TrainResult(
         step=step,
         checkpoint=ckpt_dir,
         loss_curve=out / "loss_curve.png",
-        sample_grid=out / "samples" / "latest.png",
-        seconds=time.monotonic() - started,
+        sample_grid=log.latest_grid,
+        seconds=log.seconds,
         last_losses=losses,
     )
 
 
+def start_run(
+    config: DFGANConfig, ckpt_dir: Path, resume: bool, init_from: Path | None, device: str, console: Console
+) -> tuple[DFGANConfig, Models, torch.Generator, int]:
+    """The run's config, models, noise RNG and first step.
+
+    With ``resume`` and a checkpoint in ``ckpt_dir``, everything continues from it exactly (weights,
+    EMA, optimiser moments, RNG state, data order); the saved config then wins over ``config`` except
+    for :data:`RESUME_MAY_CHANGE`. Otherwise, with ``init_from`` (a checkpoint folder such as a shipped
+    model), the generator and its EMA start from that folder's weights (a warm start: discriminator
+    and optimisers start fresh, the step count at 0).
+    """
+    resuming = resume and has_training_state(ckpt_dir)
+    if resuming:
+        config = config.resumed_from(ckpt_dir / CONFIG_FILE, keep=RESUME_MAY_CHANGE)
+    m = build_models(config, device)
+    noise_rng = torch.Generator().manual_seed(config.seed)
+    step = 0
+    if resuming:
+        step = restore(m, noise_rng, ckpt_dir)
+        console.print(f"resumed from {ckpt_dir} at step {step}")
+    elif init_from is not None:
+        warm_start(m, init_from)
+        console.print(f"generator initialised from {init_from}")
+    return config, m, noise_rng, step
+
+
+def _state(m: Models) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
+    """The modules and optimisers a resumable state holds, by name."""
+    return {"netG": m.netG, "netD": m.netD, "netC": m.netC, "ema": m.ema}, {
+        "opt_g": m.opt_g,
+        "opt_d": m.opt_d,
+    }
+
+
+def save_run(
+    m: Models,
+    config: DFGANConfig,
+    ckpt_dir: Path,
+    step: int,
+    steps_per_epoch: int,
+    noise_rng: torch.Generator,
+) -> None:
+    """Write the shipped checkpoint (EMA generator + config) and the resumable training state."""
+    info = {"step": step, "epoch": step / steps_per_epoch, "images_seen": step * config.batch_size}
+    save_checkpoint(ckpt_dir, m.netG, config, info, ema=m.ema)
+    save_training_state(ckpt_dir, *_state(m), {"step": step}, {"noise_rng": noise_rng.get_state()})
+
+
+def restore(m: Models, noise_rng: torch.Generator, ckpt_dir: Path) -> int:
+    """Load the training state :func:`save_run` wrote into ``m`` and ``noise_rng``; returns its step."""
+    meta, extra = load_training_state(ckpt_dir, *_state(m))
+    noise_rng.set_state(extra["noise_rng"])
+    return int(meta["step"])
+
+
+def warm_start(m: Models, folder: Path) -> None:
+    """Start the generator and its EMA from the generator weights in checkpoint ``folder``."""
+    weights = load_file(Path(folder) / GENERATOR_FILE)
+    for net in (m.netG, m.ema):
+        getattr(net, "_orig_mod", net).load_state_dict(weights)
+
+
+class CaptionTable:
+    """Condition vectors of a dataset's captions, embedded once (the text encoder is frozen).
+
+    Items may return any of an image's captions (random pairing): all of them are embedded up front,
+    and :meth:`lookup` finds the caption each item actually returned.
+    """
+
+    def __init__(
+        self, dataset: CaptionedDataset, encoder: TextEncoder, config: DFGANConfig, cache: Path, device: str
+    ) -> None:
+        self.encoder, self.config, self.device = encoder, config, device
+        pool = list(getattr(dataset, "all_captions", None) or dataset.captions)
+        table, _ = embed_captions(pool, encoder, config, cache)
+        self.table = table.to(device)
+        self.row_of = {caption: i for i, caption in enumerate(sorted(set(pool)))}
+
+    def lookup(self, captions: list[str]) -> torch.Tensor:
+        """``[len(captions), cond_dim]`` on the device; a caption the dataset did not list is embedded
+        now, once."""
+        missing = sorted({c for c in captions if c not in self.row_of})
+        if missing:
+            self.row_of.update({c: len(self.row_of) + i for i, c in enumerate(missing)})
+            extra = sentence_vectors(self.encoder, missing, self.config).to(self.device)
+            self.table = torch.cat([self.table, extra])
+        return self.table[torch.tensor([self.row_of[c] for c in captions], device=self.device)]
+
+
 def sample_grid(
-    netG: NetG, sentences: torch.Tensor, prompts: list[str], nz: int, seeds: Sequence[int] = SAMPLE_SEEDS
+    loaded: LoadedGenerator, prompts: list[str], seeds: Sequence[int] = SAMPLE_SEEDS
 ) -> Image.Image:
     """One row per prompt (labelled), one column per noise seed."""
-    was_training = netG.training
-    netG.eval()
-    noise = torch.stack([torch.randn(nz, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    noise = noise.to(sentences.device)
-    with torch.no_grad():
-        rows = [netG(noise, sentences[i : i + 1].expand(len(seeds), -1)) for i in range(len(prompts))]
-    netG.train(was_training)
-    images = ((torch.stack(rows).clamp(-1, 1) + 1) * 127.5).round().byte().cpu()  # [P, S, 3, H, W]
-    tiles = [[Image.fromarray(image.permute(1, 2, 0).numpy()) for image in row] for row in images]
-    return labelled_grid(tiles, prompts)
+    return labelled_grid([to_pil(row) for row in loaded.draw_rows(prompts, seeds)], prompts)
 
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     """Discriminator, generator and gradient-penalty losses against steps (moving average)."""
     plot_curves(history, ("loss_d", "loss_g", "gp"), path)
-
-
-def _fmt(losses: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.3f}" for k, v in losses.items())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
+
+from training.config_base import TrainingConfig
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(TrainingConfig):
     """Model shape and training hyper-parameters; saved as ``train_config.json`` beside a run.
 
     The defaults are the shipped ``diffusion-shapes-32`` model: a 4.3 M-parameter UNet at 32×32 with
@@ -68,20 +68,3 @@ class DiffusionConfig:
             "class_embed_type": "projection",
             "projection_class_embeddings_input_dim": self.cond_dim,
         }
-
-    def save(self, path: Path) -> None:
-        """Write as JSON."""
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> DiffusionConfig:
-        """Read a JSON file written by :meth:`save` (unknown keys are an error, missing keys default)."""
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown diffusion config keys: {', '.join(sorted(unknown))}")
-        for key in ("block_out_channels", "attention_levels"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)

@@ -6,24 +6,10 @@ position back and compares them with the caption.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
-import torch
 from PIL import Image
 
 from training.data.shapes import ATTRIBUTES, check_image, make_specs
-
-#: ``generate(captions, seeds)`` -> images ``[N, 3, H, W]`` in [-1, 1], or N PIL images.
-ImageGenerator = Callable[[list[str], list[int]], torch.Tensor | list[Image.Image]]
-
-
-def to_pil(images: torch.Tensor | list[Image.Image]) -> list[Image.Image]:
-    """PIL images from a [-1, 1] tensor batch (or the list itself when it already is PIL)."""
-    if not isinstance(images, torch.Tensor):
-        return list(images)
-    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in array.cpu().numpy()]
+from training.images import ImageGenerator, seeded_batches, to_pil
 
 
 def shapes_attribute_accuracy(
@@ -47,11 +33,9 @@ def draw_captions(
     generate: ImageGenerator, captions: list[str], seed: int = 12345, batch_size: int = 64
 ) -> tuple[list[Image.Image], list[str]]:
     """One image per caption, image ``i`` drawn with seed ``seed + i``, in batches."""
-    count = len(captions)
-    images: list[Image.Image] = []
-    for start in range(0, count, batch_size):
-        batch = captions[start : start + batch_size]
-        images.extend(to_pil(generate(batch, [seed + start + i for i in range(len(batch))])))
+    images = [
+        image for batch in seeded_batches(generate, captions, seed, batch_size) for image in to_pil(batch)
+    ]
     return images, captions
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from training.images import seeded_batches, to_uint8
+
 if TYPE_CHECKING:
     from training.dfgan.checkpoint import LoadedGenerator
 
@@ -99,11 +101,6 @@ def frechet_inception_distance(
     return float(metric.compute())
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 pixels, rounded the way the engine rounds them."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def batched(images: torch.Tensor, size: int = 64) -> Iterator[torch.Tensor]:
     """``images`` in chunks of ``size`` along the first dimension."""
     for start in range(0, len(images), size):
@@ -123,24 +120,9 @@ def generator_fid(
     """FID of a DF-GAN checkpoint: one image per caption (noise from ``seed + i``, as in
     :func:`training.dfgan.evaluate.evaluate_shapes`) against ``real_images`` (uint8 ``[N, 3, H, W]``,
     typically the images those captions describe)."""
-    from training.dfgan.conditioning import sentence_vectors
-
     if feature is None:
         inception_feature_extractor(weights_path)  # fail before generating anything
-    config, netG = loaded.config, loaded.netG
-    device = next(netG.parameters()).device
-    fakes = []
-    for start in range(0, len(captions), batch_size):
-        batch = captions[start : start + batch_size]
-        with torch.inference_mode():
-            sent = sentence_vectors(loaded.text_encoder, batch, config).to(device)
-            noise = torch.stack(
-                [
-                    torch.randn(config.nz, generator=torch.Generator().manual_seed(seed + start + i))
-                    for i in range(len(batch))
-                ]
-            ).to(device)
-            fakes.append(to_uint8(netG(noise, sent)).cpu())
+    fakes = [to_uint8(images) for images in seeded_batches(loaded.draw, captions, seed, batch_size)]
     return frechet_inception_distance(
-        batched(real_images, batch_size), fakes, weights_path, feature=feature, device=device
+        batched(real_images, batch_size), fakes, weights_path, feature=feature, device=loaded.device
     )

@@ -16,7 +16,7 @@ checkpoint from the command line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import typer
 from PIL import Image
 
+from training.images import ImageGenerator, seeded_batches
 from training.shipped import SHIPPED_DAMSM
 from training.text.damsm.checkpoint import MatchingEncoders, images_to_tensor, load_encoders
 from training.text.tokenize import tokenize
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 
 #: The encoder pair that ships with the project, trained on the shapes dataset.
 SHIPPED_ENCODERS = SHIPPED_DAMSM
-
-#: ``generate(captions, seeds)`` -> images ``[N, 3, H, W]`` in [-1, 1] (or N PIL images), one per caption.
-ImageGenerator = Callable[[list[str], list[int]], torch.Tensor | list[Image.Image]]
 
 
 def load_matching_encoders(
@@ -155,11 +153,8 @@ def r_precision_of_generator(
     :func:`r_precision`. Candidate draws are seeded by ``seed`` too."""
     encoders = encoders or load_matching_encoders()
     # Features batch by batch, so no more than one batch of images is held at once.
-    feats = []
-    for start in range(0, len(captions), batch_size):
-        batch = captions[start : start + batch_size]
-        images = generate(batch, [seed + start + i for i in range(len(batch))])
-        feats.append(image_features(encoders, images, batch_size))
+    batches = seeded_batches(generate, captions, seed, batch_size)
+    feats = [image_features(encoders, images, batch_size) for images in batches]
     return _score_features(torch.cat(feats), captions, encoders, candidates, seed, pool, repeats)
 
 
@@ -202,23 +197,8 @@ def shapes_r_precision(
 
 
 def dfgan_generator(loaded: LoadedGenerator) -> ImageGenerator:
-    """``generate(captions, seeds)`` for a :class:`training.dfgan.checkpoint.LoadedGenerator`: one
-    noise vector per seed (``torch.randn(nz)`` from ``Generator().manual_seed(seed)``), images in
-    [-1, 1] on the CPU."""
-    from training.dfgan.conditioning import sentence_vectors
-
-    config, netG = loaded.config, loaded.netG
-    device = next(netG.parameters()).device
-
-    def generate(captions: list[str], seeds: list[int]) -> torch.Tensor:
-        with torch.inference_mode():
-            sent = sentence_vectors(loaded.text_encoder, captions, config)
-            noise = torch.stack(
-                [torch.randn(config.nz, generator=torch.Generator().manual_seed(s)) for s in seeds]
-            )
-            return netG(noise.to(device), sent.to(device)).clamp(-1, 1).cpu()
-
-    return generate
+    """``generate(captions, seeds)`` for a DF-GAN checkpoint: :meth:`LoadedGenerator.draw`."""
+    return loaded.draw
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from PIL import Image
 
 from training.dfgan.checkpoint import load_generator
-from training.dfgan.conditioning import sentence_vectors
+from training.images import to_pil
 from training.shipped import SHIPPED_DFGAN, default_dfgan_checkpoint
 from worker.engines.base import (
     EngineInfo,
@@ -65,25 +64,19 @@ class DFGANEngine:
         counts = [len(r.seeds) for r in requests]
         if sum(counts) == 0:
             return [[] for _ in requests]
-        netG, nz = self.loaded.netG, self.loaded.config.nz
+        prompts = [r.prompt for r in requests for _ in r.seeds]
         seeds = [seed for r in requests for seed in r.seeds]
         with torch.inference_mode():
             sentences = torch.cat(
                 [self._embed(r.prompt).expand(len(r.seeds), -1) for r in requests if r.seeds]
             )
-            noise = torch.stack(
-                [torch.randn(nz, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-            ).to(self.device)
             with self._lock:  # one forward at a time; the model is shared by the worker's threads
-                images = netG(noise, sentences)
-            pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+                drawn = self.loaded.draw(prompts, seeds, sentences)
+        images = to_pil(drawn)
         out: list[list[Image.Image]] = []
-        index = 0
         for request, count in zip(requests, counts, strict=True):
-            group = [self._to_pil(pixels[i], request.size) for i in range(index, index + count)]
-            out.append(group)
-            index += count
+            out.append([_resized(image, request.size) for image in images[:count]])
+            images = images[count:]
         if progress is not None:
             progress(1, 1)
         return out
@@ -96,16 +89,14 @@ class DFGANEngine:
                 self._embeddings.move_to_end(prompt)
                 return cached
         # Exactly the preprocessing used in training (truncation, scale).
-        emb = sentence_vectors(self.loaded.text_encoder, [prompt], self.loaded.config).to(self.device)
+        emb = self.loaded.embed([prompt])
         with self._lock:
             self._embeddings[prompt] = emb
             if len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
                 self._embeddings.popitem(last=False)
         return emb
 
-    @staticmethod
-    def _to_pil(array: np.ndarray, size: int) -> Image.Image:
-        image = Image.fromarray(array)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.LANCZOS)
-        return image
+
+def _resized(image: Image.Image, size: int) -> Image.Image:
+    """``image`` at ``size`` x ``size`` (Lanczos) when the model draws another size."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)

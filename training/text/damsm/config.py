@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+
+from training.config_base import TrainingConfig
 
 
 @dataclass
-class DAMSMConfig:
+class DAMSMConfig(TrainingConfig):
     """Architecture, loss and training settings of a DAMSM text/image encoder pair.
 
     The loss smoothing factors are AttnGAN's (``TRAIN.SMOOTH`` in its configs): ``gamma1`` sharpens the
@@ -42,18 +41,3 @@ class DAMSMConfig:
     def feature_dim(self) -> int:
         """Width of word, sentence, region and global image features."""
         return 2 * self.hidden_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict (JSON-ready)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DAMSMConfig:
-        """A config from a dict; keys that are not fields (e.g. ``"training"``) are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def load(cls, path: str | Path) -> DAMSMConfig:
-        """Read a ``config.json``."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
