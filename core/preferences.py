@@ -1,14 +1,18 @@
-"""Per-user defaults (``/settings``): engines, steps, size and count a user's prompts start from."""
+"""Per-user defaults (``/settings``): engines, steps, size and count a user's prompts start from.
+
+The store only keeps them; the conversation service validates a change (with
+:func:`core.validation.validate_options`, the rules of a job) before it is saved.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import redis
 from pydantic import BaseModel
 
-from core.errors import InputError
-from core.jobs import Conversation, JobRequest
-from core.prompt import parse_prompt
-from core.settings import Settings
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 class Preferences(BaseModel):
@@ -18,6 +22,11 @@ class Preferences(BaseModel):
     steps: int | None = None
     size: int | None = None
     count: int | None = None
+
+    def merged(self, change: Preferences) -> Preferences:
+        """These defaults with what ``change`` sets (its None and empty values leave ours as they are)."""
+        given = {name: value for name, value in change.model_dump().items() if value not in (None, [])}
+        return self.model_copy(update=given)
 
 
 class PreferenceStore:
@@ -36,41 +45,18 @@ class PreferenceStore:
         raw = self.redis.get(self.key(user))
         return Preferences.model_validate_json(raw) if raw else Preferences()
 
-    def set_from_text(self, user: str, text: str, settings: Settings) -> Preferences:
-        """Parse ``--engine a,b --steps N --size N --n N`` (the prompt flags), validate, and store.
-
-        ``reset`` clears them. Raises :class:`InputError` with the same messages as a prompt.
-        """
-        if text.strip().lower() == "reset":
-            self.redis.delete(self.key(user))
-            return Preferences()
-        parsed = parse_prompt(text)
-        if parsed.prompt:
-            raise InputError(
-                "bad_settings", "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
-            )
-        if parsed.seed is not None or parsed.negative_prompt is not None:
-            raise InputError("bad_settings", "Seed and --no are per prompt; they cannot be defaults.")
-        # Validate through the same rules as a job, with a placeholder prompt.
-        probe = JobRequest(
-            prompt="x",
-            engines=parsed.engines,
-            steps=parsed.steps,
-            size=parsed.size,
-            count=parsed.count or 1,
-            user=user,
-            conversation=Conversation(platform="settings", chat_id="-"),
-        )
-        from core.validation import validate_request  # validation imports this module
-
-        validate_request(probe, settings)
-        current = self.get(user)
-        update = {
-            "engines": parsed.engines or current.engines,
-            "steps": parsed.steps if parsed.steps is not None else current.steps,
-            "size": parsed.size if parsed.size is not None else current.size,
-            "count": parsed.count if parsed.count is not None else current.count,
-        }
-        prefs = Preferences(**update)
+    def save(self, user: str, prefs: Preferences) -> None:
+        """Store ``prefs`` as ``user``'s defaults (already validated)."""
         self.redis.set(self.key(user), prefs.model_dump_json())
-        return prefs
+
+    def reset(self, user: str) -> None:
+        """Forget ``user``'s defaults."""
+        self.redis.delete(self.key(user))
+
+    def set_from_text(self, user: str, text: str, settings: Settings) -> Preferences:
+        """Deprecated (goes away once every front-end calls the conversation service's
+        ``UserSettings`` action): parse, validate and store ``/settings`` text, or ``reset``."""
+        from core.conversation.actions import UserSettings  # noqa: PLC0415 - the shim only
+        from core.conversation.service import apply_settings  # noqa: PLC0415
+
+        return apply_settings(self, user, UserSettings.from_text(text, settings), settings)

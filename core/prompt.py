@@ -92,11 +92,16 @@ def parse_prompt(text: str) -> ParsedPrompt:
                     "not_a_number", f"--{name} must be a whole number, not '{value[:20]}'."
                 ) from None
         elif kind == "list":
-            parsed.engines = [e.strip().lower() for e in value.split(",") if e.strip()]
+            parsed.engines = split_engines(value)
         else:
             parsed.negative_prompt = value.strip()
     parsed.prompt = " ".join(_unquote(w) if w.startswith('"') else w for w in words).strip()
     return parsed
+
+
+def split_engines(value: str) -> list[str]:
+    """Engine names from ``dfgan,diffusion`` (any case, spaces around names ignored)."""
+    return [e.strip().lower() for e in value.split(",") if e.strip()]
 
 
 def check_text(text: str) -> None:

@@ -1,0 +1,178 @@
+"""What a person can ask of the bot, as typed values: one class per action.
+
+A front-end turns a platform event into one of these (structured options straight from a slash
+command or a button, or :class:`FromText` for a platform that gives text) and passes it to
+:meth:`core.conversation.service.ConversationService.handle`. Text parsing lives with each action
+(``from_text``), so every platform reads the same words the same way.
+
+Admin-only actions name the answer a non-admin gets (``refusal``); the service checks it before
+the action's text is even parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+from core.commands import (
+    NOT_ADMIN_MODEL,
+    NOT_ADMIN_RETRAIN,
+    NOT_ADMIN_RETRAIN_CANCEL,
+    RetrainRequest,
+    read_retrain,
+    read_retrain_cancel,
+)
+from core.errors import InputError
+from core.preferences import Preferences
+from core.prompt import ParsedPrompt, parse_prompt
+from core.settings import Settings
+
+SETTINGS_USAGE = "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
+
+
+@dataclass
+class Imagine(ParsedPrompt):
+    """Draw ``prompt``; each option left None (engines: empty) takes the user's default, then the
+    server's. Fields: ``prompt, seed, engines, steps, count, size, negative_prompt``."""
+
+    refusal: ClassVar[str | None] = None
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> Imagine:
+        """``[/imagine] <prompt words> [--flags]`` (see :mod:`core.prompt`)."""
+        return cls(**asdict(parse_prompt(text)))
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel one of the caller's jobs: ``job_id``, or their newest unfinished one when None."""
+
+    job_id: str | None = None
+    refusal: ClassVar[str | None] = None
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> Cancel:
+        """``[job id]`` (anything else than an id is answered "no such job")."""
+        words = text.split()
+        return cls(words[0] if words else None)
+
+
+@dataclass(frozen=True)
+class Again:
+    """Draw a job again with a new seed, as the caller: all its engines (reroll), or only
+    ``engine`` (a variation). Pressed under a result, so the job must be from the caller's chat."""
+
+    job_id: str
+    engine: str | None = None
+    refusal: ClassVar[str | None] = None
+
+    @property
+    def kind(self) -> str:
+        """``reroll`` or ``variation``."""
+        return "variation" if self.engine else "reroll"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Show everything needed to draw a job again (the Settings / Info button under a result)."""
+
+    job_id: str
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class ShowQueue:
+    """The caller's jobs that are waiting or being drawn."""
+
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """The caller's defaults: show them (nothing given), change the ones given, or ``reset`` them."""
+
+    engines: list[str] | None = None
+    steps: int | None = None
+    size: int | None = None
+    count: int | None = None
+    reset: bool = False
+    refusal: ClassVar[str | None] = None
+
+    @property
+    def changes(self) -> bool:
+        """Whether this sets any default."""
+        return bool(self.engines) or any(v is not None for v in (self.steps, self.size, self.count))
+
+    @property
+    def preferences(self) -> Preferences:
+        """The defaults this sets (None where it sets none)."""
+        return Preferences(engines=self.engines or None, steps=self.steps, size=self.size, count=self.count)
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> UserSettings:
+        """``reset``, nothing (show), or the prompt flags ``--engine a,b --steps N --size N --n N``."""
+        if text.strip().lower() == "reset":
+            return cls(reset=True)
+        parsed = parse_prompt(text)
+        if parsed.prompt:
+            raise InputError("bad_settings", SETTINGS_USAGE)
+        if parsed.seed is not None or parsed.negative_prompt is not None:
+            raise InputError("bad_settings", "Seed and --no are per prompt; they cannot be defaults.")
+        return cls(parsed.engines or None, parsed.steps, parsed.size, parsed.count)
+
+
+@dataclass
+class Retrain(RetrainRequest):
+    """Admins: retrain ``model`` on ``dataset`` for ``epochs`` (fine-tune, or ``from_scratch``)."""
+
+    refusal: ClassVar[str | None] = NOT_ADMIN_RETRAIN
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings) -> Retrain:
+        """``[/retrain] dataset:<name> epochs:<n> [from:scratch|current] [model:dfgan|diffusion]``."""
+        return cls(**asdict(read_retrain(text, settings)))
+
+
+@dataclass(frozen=True)
+class RetrainCancel:
+    """Admins: cancel training run ``run_id``, or the caller's newest unfinished one when None."""
+
+    run_id: str | None = None
+    refusal: ClassVar[str | None] = NOT_ADMIN_RETRAIN_CANCEL
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> RetrainCancel:
+        """``[/retrain] cancel [run id]``."""
+        return cls(read_retrain_cancel(text))
+
+
+@dataclass(frozen=True)
+class ShowModel:
+    """Admins: which engines and models this deployment runs."""
+
+    refusal: ClassVar[str | None] = NOT_ADMIN_MODEL
+
+
+@dataclass(frozen=True)
+class Help:
+    """How to use the bot."""
+
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class FromText:
+    """``kind`` (an action class) as the caller typed it: the service checks ``kind.refusal``
+    (admins only) first, then parses ``text``; a parse error is answered like any refusal."""
+
+    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel]
+    text: str = field(default="")
+
+    def parse(self, settings: Settings) -> Action:
+        """The action ``text`` says. Raises :class:`InputError`."""
+        return self.kind.from_text(self.text, settings)
+
+
+Action = (
+    Imagine | Cancel | Again | JobInfo | ShowQueue | UserSettings | Retrain | RetrainCancel | ShowModel | Help
+)

@@ -1,0 +1,255 @@
+"""What the bot answers, as typed values whose user-facing words are written here, once.
+
+Every reply has ``.text`` (plain text, the same on every platform) and ``.ok`` (False only for
+:class:`Refused`). Front-ends render a reply as their platform needs (a Telegram reply, an ephemeral
+Discord message, the web API's JSON), using its fields when they show more than the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from core.commands import MODEL_TITLES
+from core.conversation.status import queue_line, status_line
+from core.errors import InputError
+from core.jobs import JobRecord, JobRequest
+from core.prompt import FLAG_HELP
+
+if TYPE_CHECKING:
+    from core.training_client import TrainRun
+
+NO_JOBS_TEXT = "You have no pictures waiting or in progress."
+NO_SUCH_JOB_TEXT = "No such job (it may have expired)."
+HELP_TEXT = (
+    "Send me a description and I draw it twice: with DF-GAN and with a diffusion model.\n\n"
+    "In a private chat just type the prompt; in groups use /imagine <prompt>.\n"
+    f"Options: {FLAG_HELP}.\n\n"
+    "/queue — your pictures in progress\n"
+    "/cancel [job id] — cancel one (your latest if no id)\n"
+    "/settings [--engine dfgan --steps 30 | reset] — your defaults\n"
+    "/help — this text"
+)
+#: The first answer to a prompt or a button, before the job is queued, per kind of request.
+ACK_TEXTS = {"imagine": "Queued…", "reroll": "Drawing it again…", "variation": "Drawing a variation…"}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The request cannot be done: ``message`` says why (``code`` is stable, for API clients and
+    tests; ``retry_after``: seconds until a limit lifts)."""
+
+    code: str
+    message: str
+    retry_after: float | None = None
+    ok: ClassVar[bool] = False
+
+    @classmethod
+    def of(cls, error: InputError) -> Refused:
+        """The refusal an :class:`InputError` describes."""
+        return cls(error.code, error.message, error.retry_after)
+
+    @property
+    def text(self) -> str:
+        """What the person is told."""
+        return self.message
+
+    def error(self) -> InputError:
+        """The same answer as an :class:`InputError` (for code that raises or serialises those)."""
+        return InputError(self.code, self.message, self.retry_after)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A valid request, not queued yet: ``text`` is the first answer ("Queued…"); a front-end that
+    must show it before queueing (to record its message id) passes it to ``service.submit``."""
+
+    request: JobRequest
+    kind: str = "imagine"
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """ "Queued…", "Drawing it again…" or "Drawing a variation…"."""
+        return ACK_TEXTS[self.kind]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A job was queued: ``position`` in the queue (None once running), ``notice`` when no live
+    worker can draw it yet."""
+
+    record: JobRecord
+    position: int | None
+    notice: str | None = None
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The short status line ("Queued — position 2")."""
+        return status_line(self.record, self.position, self.notice)
+
+    @property
+    def titled_text(self) -> str:
+        """The status line that also says what is drawn ("Queued “a cat” (dfgan, seed 5), position 2.")."""
+        return status_line(self.record, self.position, self.notice, titled=True)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """One of the caller's jobs was cancelled."""
+
+    record: JobRecord
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """Which one."""
+        return f"Cancelled “{self.record.request.prompt}”."
+
+
+@dataclass(frozen=True)
+class JobList:
+    """The caller's unfinished jobs, oldest first, with their queue positions."""
+
+    jobs: list[tuple[JobRecord, int | None]] = field(default_factory=list)
+    ok: ClassVar[bool] = True
+
+    @property
+    def lines(self) -> list[str]:
+        """One status line per job."""
+        return [queue_line(record, position) for record, position in self.jobs]
+
+    @property
+    def text(self) -> str:
+        """The lines, or that there is nothing."""
+        return "\n".join(self.lines) if self.jobs else NO_JOBS_TEXT
+
+
+@dataclass(frozen=True)
+class SettingsShown:
+    """The caller's defaults after the action (the server's where they set none)."""
+
+    engines: list[str]
+    steps: int
+    size: int
+    count: int
+    ok: ClassVar[bool] = True
+
+    @property
+    def summary(self) -> str:
+        """``engines dfgan, steps 2, size 64, count 1`` (for option-style commands)."""
+        return f"engines {', '.join(self.engines)}, steps {self.steps}, size {self.size}, count {self.count}"
+
+    @property
+    def text(self) -> str:
+        """The defaults as the flags that set them, and how to change them."""
+        return (
+            f"Your defaults: --engine {','.join(self.engines)} --steps {self.steps} "
+            f"--size {self.size} --n {self.count}\n"
+            "Change them with /settings --engine dfgan --steps 30, or /settings reset."
+        )
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything needed to draw a job again."""
+
+    record: JobRecord
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """Prompt, engines, seed, steps, size, count and the negative prompt."""
+        req, record = self.record.request, self.record
+        text = (
+            f"“{req.prompt}” · engines {', '.join(req.engines)} · seed {record.seed} · "
+            f"steps {record.steps} · size {record.size} · n {req.count}"
+        )
+        return text + (f" · no “{req.negative_prompt}”" if req.negative_prompt else "")
+
+
+@dataclass(frozen=True)
+class RetrainQueued:
+    """An admin's training run was queued."""
+
+    run: TrainRun
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The run id, what it trains, and the promotion rule (the same words on every platform)."""
+        run = self.run
+        what = f"{run.epochs} epoch{'s' if run.epochs != 1 else ''}"
+        if run.max_steps is not None:
+            what = f"{run.max_steps} steps"
+        return (
+            f"Queued training run {run.id}: {MODEL_TITLES[run.model]} on {run.dataset}, {what}. "
+            "A train worker runs it; "
+            "the new model is promoted only if it evaluates at least as well as the current one."
+        )
+
+
+@dataclass(frozen=True)
+class RetrainCancelled:
+    """An admin's training run was cancelled."""
+
+    run: TrainRun
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """Which run, and what happens to a running one."""
+        run = self.run
+        return (
+            f"Cancelled training run {run.id} ({MODEL_TITLES[run.model]} on {run.dataset}); "
+            "a running one stops at its next progress report and registers nothing."
+        )
+
+
+@dataclass(frozen=True)
+class ModelShown:
+    """The engines and models this deployment runs."""
+
+    engines: list[str]
+    dfgan_checkpoint: str | None
+    diffusion_model: str | None
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """One line each."""
+        return "\n".join(
+            [
+                f"Engines: {', '.join(self.engines)}",
+                f"DF-GAN checkpoint: {self.dfgan_checkpoint or 'shipped default'}",
+                f"Diffusion model: {self.diffusion_model or 'shipped default'}",
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class HelpShown:
+    """How to use the bot."""
+
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The help text."""
+        return HELP_TEXT
+
+
+Reply = (
+    Refused
+    | Prepared
+    | Queued
+    | Cancelled
+    | JobList
+    | SettingsShown
+    | JobSettings
+    | RetrainQueued
+    | RetrainCancelled
+    | ModelShown
+    | HelpShown
+)

@@ -1,0 +1,213 @@
+"""The conversation service: every front-end's actions, answered the same way on every platform.
+
+``handle(caller, action)`` runs one action and returns its reply; it never raises for anything a
+person did (those are :class:`~core.conversation.replies.Refused` replies). Only an unreachable
+Redis propagates (as redis / kombu errors) to the front-end's outage handler. Methods block: async
+front-ends call them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.buttons import pressed_job
+from core.commands import check_run_id
+from core.conversation.actions import (
+    Action,
+    Again,
+    Cancel,
+    FromText,
+    Help,
+    Imagine,
+    JobInfo,
+    Retrain,
+    RetrainCancel,
+    ShowModel,
+    ShowQueue,
+    UserSettings,
+)
+from core.conversation.caller import Caller
+from core.conversation.replies import (
+    NO_JOBS_TEXT,
+    NO_SUCH_JOB_TEXT,
+    Cancelled,
+    HelpShown,
+    JobList,
+    JobSettings,
+    ModelShown,
+    Prepared,
+    Queued,
+    Refused,
+    Reply,
+    RetrainCancelled,
+    RetrainQueued,
+    SettingsShown,
+)
+from core.errors import InputError, JobNotFound
+from core.heartbeats import job_notice
+from core.ids import is_job_id
+from core.job_client import QueueClient, QueueUnavailable
+from core.jobs import Conversation, JobRecord
+from core.preferences import Preferences, PreferenceStore
+from core.settings import Settings
+from core.training_client import TrainingClient
+from core.validation import build_request, validate_options, validate_request
+
+
+def apply_settings(
+    store: PreferenceStore, user: str, action: UserSettings, settings: Settings
+) -> Preferences:
+    """Reset, or validate (the rules of a job) and save, the defaults ``action`` gives; returns
+    ``user``'s defaults after it. Raises :class:`InputError`; a refused change stores nothing."""
+    if action.reset:
+        store.reset(user)
+        return Preferences()
+    current = store.get(user)
+    if not action.changes:
+        return current
+    change = action.preferences
+    validate_options(
+        settings, engines=change.engines, steps=change.steps, size=change.size, count=change.count or 1
+    )
+    prefs = current.merged(change)
+    store.save(user, prefs)
+    return prefs
+
+
+class ConversationService:
+    """The actions of :mod:`core.conversation.actions` against the queue, preferences and training."""
+
+    def __init__(
+        self, settings: Settings, queue: QueueClient, training: TrainingClient | None = None
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.prefs = PreferenceStore(queue.redis)
+        self.training = training or TrainingClient(settings, queue.redis, queue.producer)
+        self._handlers: dict[type, Callable[[Caller, Any], Reply]] = {
+            Imagine: self._draw,
+            Again: self._draw,
+            Cancel: self._cancel,
+            JobInfo: self._job_info,
+            ShowQueue: self._show_queue,
+            UserSettings: self._user_settings,
+            Retrain: self._retrain,
+            RetrainCancel: self._retrain_cancel,
+            ShowModel: self._show_model,
+            Help: lambda caller, action: HelpShown(),
+        }
+
+    def caller(self, user_id: str, conversation: Conversation) -> Caller:
+        """The caller ``user_id`` on ``conversation.platform`` (an admin when the settings say so)."""
+        return Caller.of(self.settings, user_id, conversation)
+
+    def handle(self, caller: Caller, action: Action | FromText) -> Reply:
+        """Run ``action`` for ``caller``; the reply says what happened (or why not)."""
+        kind = action.kind if isinstance(action, FromText) else type(action)
+        if kind.refusal is not None and not caller.is_admin:
+            return Refused("not_admin", kind.refusal)
+        try:
+            parsed = action.parse(self.settings) if isinstance(action, FromText) else action
+            return self._handlers[type(parsed)](caller, parsed)
+        except InputError as exc:
+            return Refused.of(exc)
+
+    # --- drawing -------------------------------------------------------------------------------
+    def prepare(self, caller: Caller, action: Imagine | Again | FromText) -> Prepared | Refused:
+        """Check a prompt (or a button's "again") without queueing it. Quick and pure but for one
+        Redis read; front-ends that answer before queueing call this, then :meth:`submit`."""
+        try:
+            parsed = action.parse(self.settings) if isinstance(action, FromText) else action
+            if isinstance(parsed, Again):
+                return self._again(caller, parsed)
+            if not isinstance(parsed, Imagine):
+                raise TypeError(f"prepare() takes Imagine or Again, not {type(parsed).__name__}")
+            prefs = self.prefs.get(caller.user)
+            request = build_request(parsed, caller.user, caller.conversation, prefs)
+            return Prepared(validate_request(request, self.settings))
+        except InputError as exc:
+            return Refused.of(exc)
+
+    def submit(self, prepared: Prepared, status_message_id: str | None = None) -> Queued | Refused:
+        """Queue a prepared request (``status_message_id``: the bot's "Queued…" message, which the
+        sender removes when the result is posted)."""
+        request = prepared.request
+        if status_message_id is not None:
+            conversation = request.conversation.model_copy(update={"status_message_id": status_message_id})
+            request = request.model_copy(update={"conversation": conversation})
+        try:
+            record = self.queue.submit(request)
+        except InputError as exc:  # rate limit, queue full
+            return Refused.of(exc)
+        except QueueUnavailable as exc:
+            return Refused.of(exc.as_input_error())
+        position = self.queue.position(record.id)
+        return Queued(record, position, job_notice(self.queue.redis, record))
+
+    def _draw(self, caller: Caller, action: Imagine | Again) -> Reply:
+        prepared = self.prepare(caller, action)
+        return self.submit(prepared) if isinstance(prepared, Prepared) else prepared
+
+    def _again(self, caller: Caller, action: Again) -> Prepared:
+        """The pressed job's prompt and options with a new seed (one engine for a variation)."""
+        original = self._pressed(caller, action.job_id).request
+        request = original.model_copy(
+            update={
+                "seed": None,
+                "engines": [action.engine] if action.engine else original.engines,
+                "user": caller.user,
+                "conversation": caller.conversation,
+            }
+        )
+        # Validated again: an engine may have been disabled since.
+        return Prepared(validate_request(request, self.settings), action.kind)
+
+    def _pressed(self, caller: Caller, job_id: str) -> JobRecord:
+        """The job a button names, if it was posted in the caller's chat."""
+        return pressed_job(self.queue.jobs, job_id, caller.platform, caller.conversation.chat_id)
+
+    # --- the caller's jobs and defaults ----------------------------------------------------------
+    def _cancel(self, caller: Caller, action: Cancel) -> Reply:
+        job_id = action.job_id
+        if job_id is None:
+            jobs = self.queue.user_jobs(caller.user)
+            if not jobs:
+                return Refused("nothing_to_cancel", NO_JOBS_TEXT)
+            job_id = jobs[-1][0].id
+        job_id = job_id.strip().lower()
+        if not is_job_id(job_id):
+            return Refused("not_found", NO_SUCH_JOB_TEXT)
+        try:
+            return Cancelled(self.queue.cancel(job_id, caller.user))
+        except JobNotFound:
+            return Refused("not_found", NO_SUCH_JOB_TEXT)
+
+    def _job_info(self, caller: Caller, action: JobInfo) -> Reply:
+        return JobSettings(self._pressed(caller, action.job_id))
+
+    def _show_queue(self, caller: Caller, action: ShowQueue) -> Reply:
+        return JobList(self.queue.user_jobs(caller.user))
+
+    def _user_settings(self, caller: Caller, action: UserSettings) -> Reply:
+        prefs = apply_settings(self.prefs, caller.user, action, self.settings)
+        s = self.settings
+        return SettingsShown(
+            engines=prefs.engines or s.default_engines,
+            steps=prefs.steps or s.default_steps,
+            size=prefs.size or s.default_size,
+            count=prefs.count or 1,
+        )
+
+    # --- admins ----------------------------------------------------------------------------------
+    def _retrain(self, caller: Caller, action: Retrain) -> Reply:
+        run = self.training.submit_retrain(action, caller.user, caller.conversation)
+        return RetrainQueued(run)
+
+    def _retrain_cancel(self, caller: Caller, action: RetrainCancel) -> Reply:
+        run = self.training.cancel_from_chat(check_run_id(action.run_id), caller.user)
+        return RetrainCancelled(run)
+
+    def _show_model(self, caller: Caller, action: ShowModel) -> Reply:
+        s = self.settings
+        return ModelShown(s.enabled_engines, s.dfgan_checkpoint, s.diffusion_model)
