@@ -47,6 +47,7 @@ import redis
 
 from core.errors import InputError
 from core.limits import queue_full, rate_limited
+from core.settings import Settings
 from core.store import PENDING_KEY
 
 LANES = ("fast", "relax")
@@ -210,6 +211,16 @@ class FairShare:
     conversation_queue_share: float = 1.0
     default_cost_s: float = 2.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FairShare:
+        """The policy the operator configured (``IMAGINEBOT_FAST_SHARE`` and friends)."""
+        return cls(
+            fast_share=settings.fast_share,
+            user_queue_share=settings.user_queue_share,
+            conversation_queue_share=settings.conversation_queue_share,
+            default_cost_s=settings.default_job_cost_s,
+        )
+
     def shares(self) -> tuple[float, float]:
         """The (fast, relax) shares, each in (0, 1)."""
         fast = min(max(self.fast_share, 0.01), 0.99)
@@ -257,6 +268,7 @@ class FairQueue:
         ``rate_limited`` (and then nothing changed)."""
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}")
+        user, conversation, batch = (part.replace("|", "/") for part in (user, conversation, batch))
         max_user = max(1, math.floor(max_depth * self.policy.user_queue_share))
         max_conversation = max(1, math.floor(max_depth * self.policy.conversation_queue_share))
         verdict, value = self._admit(
@@ -305,6 +317,32 @@ class FairQueue:
         )
         self.redis.hset(self.cost_key, batch, f"{new:.6f}")
 
+    def settle(self, batch: str, users: list[str], seconds: float) -> None:
+        """After a batch of ``batch`` jobs (one per entry of ``users``) took ``seconds`` in all: fold the
+        measured seconds per job into the cost estimate and add each user's share to their GPU time
+        today (what the fast lane's daily quota counts)."""
+        if not users:
+            return
+        per_job = seconds / len(users)
+        self.record_cost(batch, per_job)
+        pipe = self.redis.pipeline()
+        for user in users:
+            key = usage_key(user)
+            pipe.incrbyfloat(key, per_job)
+            pipe.expire(key, 2 * 86400)
+        pipe.execute()
+
+    def lane_for(self, settings: Settings, user: str) -> str:
+        """``fast`` for admins and listed fast users, and for everyone else while they are under the
+        daily fast quota; ``relax`` otherwise."""
+        if settings.is_fast(user):
+            return "fast"
+        if settings.fast_daily_quota_s > 0:
+            used = float(self.redis.get(usage_key(user)) or 0.0)
+            if used < settings.fast_daily_quota_s:
+                return "fast"
+        return "relax"
+
     def placement(self, job_id: str, workers: int) -> Placement | None:
         """Where ``job_id`` stands and about when it is drawn; None when it is not waiting.
 
@@ -336,6 +374,16 @@ class FairQueue:
         work_s = sum(ahead_costs) + (other_first + 1) * mine.cost
         eta = work_s / workers if workers > 0 else None
         return Placement(position=ahead + 1, waiting=int(own) + int(other), eta_s=eta)
+
+
+def batch_key(engines: list[str] | tuple[str, ...], steps: int, size: int) -> str:
+    """What jobs must share to be drawn in one batch (the worker batches only equal keys)."""
+    return f"{','.join(engines)}/{steps}/{size}"
+
+
+def usage_key(user: str, day: str | None = None) -> str:
+    """The key of ``user``'s GPU seconds on ``day`` (UTC ``YYYY-MM-DD``, today by default)."""
+    return f"ib:fq:used:{day or time.strftime('%Y-%m-%d', time.gmtime())}:{user}"
 
 
 def _admitted(verdict: int, value: float, rate_limit: int, window_s: float) -> int:

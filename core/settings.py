@@ -146,6 +146,28 @@ class Settings(BaseSettings):
     rate_limit_jobs: int = Field(default=10, description="Jobs a user may submit per window.")
     rate_limit_window_s: int = 60
     max_queue_depth: int = Field(default=100, description="Pending jobs at most; beyond, 'queue full'.")
+    # --- scheduling (docs/scheduling.md) ---------------------------------------------------------
+    fast_users: str = Field(
+        default="",
+        description="Comma list of platform:user whose jobs go in the fast lane (admins always do).",
+    )
+    fast_share: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="Share of GPU time the fast lane gets while both lanes wait."
+    )
+    fast_daily_quota_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="GPU seconds a day everyone else may spend in the fast lane before relax (0: none).",
+    )
+    user_queue_share: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Share of max_queue_depth one user's waiting jobs may fill."
+    )
+    conversation_queue_share: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Share of max_queue_depth one conversation may fill."
+    )
+    default_job_cost_s: float = Field(
+        default=2.0, gt=0.0, description="Seconds a job is assumed to take until workers have measured it."
+    )
     result_ttl_s: int = Field(default=7 * 24 * 3600, description="How long images and job records live.")
     job_lease_s: float = Field(
         default=300.0, description="A worker silent this long on a job is presumed dead; another takes over."
@@ -213,6 +235,12 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False  # a host name or 0.0.0.0-style wildcard: reachable from elsewhere
+
+    def is_fast(self, user: str) -> bool:
+        """Whether ``user`` (``platform:id``) always gets the fast lane: an admin or a listed fast user."""
+        platform, _, user_id = user.partition(":")
+        listed = any(entry.strip() == user for entry in self.fast_users.split(","))
+        return listed or self.is_admin(platform, user_id)
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         """Whether ``platform:user_id`` is listed in ``IMAGINEBOT_ADMIN_IDS``."""

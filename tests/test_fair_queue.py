@@ -175,3 +175,19 @@ def test_position_and_eta_follow_the_fair_order_and_the_measured_cost(clean_redi
     assert fq.placement(heavy[0], workers=0).eta_s is None  # type: ignore[union-attr]
     fq.claim()
     assert fq.placement(heavy[0], workers=1) is None
+
+
+def test_lanes_come_from_the_settings_and_the_daily_fast_quota(clean_redis: redis.Redis, settings) -> None:  # noqa: ANN001
+    tuned = settings.model_copy(
+        update={"admin_ids": "discord:1", "fast_users": "telegram:7", "fast_daily_quota_s": 10.0}
+    )
+    fq = FairQueue(clean_redis)
+    assert fq.lane_for(tuned, "discord:1") == "fast" and fq.lane_for(tuned, "telegram:7") == "fast"
+    assert fq.lane_for(tuned, "web:someone") == "fast"  # under the quota
+    fq.settle("dfgan/4/64", ["web:someone", "telegram:7"], seconds=8.0)
+    assert fq.lane_for(tuned, "web:someone") == "fast"  # 4 s of 10
+    fq.settle("dfgan/4/64", ["web:someone", "web:someone"], seconds=12.0)
+    assert fq.lane_for(tuned, "web:someone") == "relax"  # 4 + 12 s: past the quota
+    assert fq.cost_of("dfgan/4/64") == pytest.approx(0.7 * 4.0 + 0.3 * 6.0)
+    assert fq.lane_for(tuned, "telegram:7") == "fast"  # listed users stay fast past any quota
+    assert fq.lane_for(settings, "web:someone") == "relax"  # no quota configured: everyone else relaxes
