@@ -11,6 +11,8 @@ from core.store import JobStore
 
 EXPIRED_TEXT = "That picture has expired; send the prompt again."
 NOT_THIS_CHAT_TEXT = "That button does not belong to this chat."
+#: A button under a message the bot can no longer reply to (Telegram: an inaccessible message).
+TOO_OLD_TEXT = "That picture is too old to reuse; send the prompt again."
 
 
 def pressed_job(jobs: JobStore, job_id: str, platform: str, chat_id: str | None) -> JobRecord:

@@ -18,28 +18,14 @@ from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application
 
 from bots.telegram.api import retry_after_seconds
+from core.conversation.status import status_line
 from core.errors import JobNotFound
 from core.heartbeats import job_notice
 from core.job_client import QueueClient
-from core.jobs import JobRecord, JobStatus
+from core.jobs import JobRecord
 
 log = logging.getLogger(__name__)
 TICK_S = 0.25
-
-
-def status_text(record: JobRecord, position: int | None, notice: str | None = None) -> str:
-    """What the status message says about a job (``notice``: no live worker can draw it yet)."""
-    if record.status == JobStatus.QUEUED:
-        text = f"Queued — position {position}" if position else "Queued — starting soon"
-        return f"{text}\n{notice}" if notice else text
-    if record.status == JobStatus.RUNNING:
-        progress = record.progress
-        if progress is None:
-            return "Drawing…"
-        return f"Drawing — {progress.engine} step {progress.step}/{progress.total}"
-    return {JobStatus.DONE: "Done.", JobStatus.FAILED: "Failed.", JobStatus.CANCELLED: "Cancelled."}[
-        record.status
-    ]
 
 
 @dataclass
@@ -94,7 +80,7 @@ class ProgressTracker:
             if state is None or state[0].status.finished:
                 del self.jobs[job_id]  # gone, or finished: the sender takes over the message
                 continue
-            text = status_text(*state)
+            text = status_line(*state)
             if text == tracked.text or not self.may_edit(tracked.chat_id):
                 continue
             try:

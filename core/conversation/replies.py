@@ -17,7 +17,7 @@ from core.jobs import JobRecord, JobRequest
 from core.prompt import FLAG_HELP
 
 if TYPE_CHECKING:
-    from core.training_client import TrainRun
+    from core.train_runs import TrainRun
 
 NO_JOBS_TEXT = "You have no pictures waiting or in progress."
 NO_SUCH_JOB_TEXT = "No such job (it may have expired)."
@@ -30,8 +30,10 @@ HELP_TEXT = (
     "/settings [--engine dfgan --steps 30 | reset] — your defaults\n"
     "/help — this text"
 )
+#: The status message a job starts with, until its place in the queue is known.
+QUEUEING_TEXT = "Queued…"
 #: The first answer to a prompt or a button, before the job is queued, per kind of request.
-ACK_TEXTS = {"imagine": "Queued…", "reroll": "Drawing it again…", "variation": "Drawing a variation…"}
+ACK_TEXTS = {"imagine": QUEUEING_TEXT, "reroll": "Drawing it again…", "variation": "Drawing a variation…"}
 
 
 @dataclass(frozen=True)
