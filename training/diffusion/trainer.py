@@ -16,7 +16,6 @@ import copy
 import json
 import math
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +25,24 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from training.dfgan.checkpoint import has_training_state, load_training_state, save_training_state
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
 from training.grid import labelled_grid
-from training.loss_log import TensorBoardLog, append_history, plot_curves, read_history
+from training.loss_log import plot_curves
 from training.precision import autocast, bf16_enabled
+from training.run_log import RunLog
+from training.seeds import seed_generators
 from training.text.encoders import load_text_encoder
 
 PIPELINE_DIR = "pipeline"
 STATE_DIR = "state"
+TRAIN_CONFIG_FILE = "train_config.json"
 SAMPLE_SEEDS = (0, 1, 2, 3)
+#: Config fields a resumed run may change; the saved config wins for the rest.
+RESUME_MAY_CHANGE = ("steps", "version", "bf16_on_cpu")
 
 #: Called after every step with (step, total, loss); returning True stops training early.
 TrainProgress = Callable[[int, int, float], bool | None]
@@ -119,11 +122,23 @@ def sample_grid(
     scale: int = 2,
 ) -> Image.Image:
     """One row per prompt (labelled), one column per seed, each tile upscaled ``scale``× (nearest)."""
-    gens = [torch.Generator().manual_seed(s) for _ in prompts for s in seeds]
+    gens = seed_generators([s for _ in prompts for s in seeds])
     all_prompts = [p for p in prompts for _ in seeds]
     images = pipe(all_prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
     n = len(seeds)
     return labelled_grid([images[r * n : (r + 1) * n] for r in range(len(prompts))], prompts, scale)
+
+
+@dataclass
+class DiffusionModels:
+    """What a run optimises (the UNet), the EMA copy that is shipped, the optimiser, the noise
+    schedule's cumulative alphas and the one RNG that draws batches, timesteps, dropout and noise."""
+
+    unet: UNet2DConditionModel
+    ema: UNet2DConditionModel
+    opt: torch.optim.AdamW
+    alphas: torch.Tensor
+    rng: torch.Generator
 
 
 def train(
@@ -141,40 +156,80 @@ def train(
 ) -> DiffusionTrainResult:
     """Train for ``max_steps`` (default ``config.steps``) steps, writing the pipeline folder,
     resumable state, losses, loss curve and sample grids under ``out_dir`` (and TensorBoard event
-    files under ``tensorboard`` when given).
-
-    With ``resume`` and a saved state in ``out_dir``, the run continues exactly where it stopped
-    (the saved config wins, except ``steps``, the ``version`` label and ``bf16_on_cpu``). Otherwise,
-    with ``init_from`` (a pipeline folder such as the shipped model, whose UNet has the same shape),
-    the UNet and its EMA start from its weights (a warm start: fresh optimiser, step 0, learning-rate
-    warm-up again).
+    files under ``tensorboard`` when given). With ``resume`` the run continues exactly where the one
+    in ``out_dir`` stopped; otherwise ``init_from`` warm-starts the UNet (see :func:`start_run`).
     """
     out = Path(out_dir)
-    state_dir, pipe_dir = out / STATE_DIR, out / PIPELINE_DIR
-    (out / "samples").mkdir(parents=True, exist_ok=True)
     console = console or Console()
+    config, m, step = start_run(config, out / STATE_DIR, resume, init_from, device, console)
+    total = max_steps if max_steps is not None else config.steps
+    data = TrainingData(dataset, config, device)
+    prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", data.unique[:8]))
+
+    loss_value = float("nan")
+    m.unet.train()
+    with RunLog(out, "diffusion", total, step, console, tensorboard) as log:
+        while step < total:
+            noisy, t, cond, noise = data.noised_batch(m, config)
+            for group in m.opt.param_groups:
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+            loss = train_step(m.unet, m.ema, m.opt, config, step, noisy, t, cond, noise)
+            step += 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}")
+            log.step(step, {"loss": loss_value}, f"diffusion loss {loss_value:.4f}")
+
+            stop = bool(progress and progress(step, total, loss_value))
+            if step % config.checkpoint_every == 0 or step == total or stop:
+                save_run(m, config, log, step, loss_value, prompts)
+            if stop:
+                break
+        if step == log.start_step:
+            save_run(m, config, log, step, loss_value, prompts)
+    return DiffusionTrainResult(
+        step=step,
+        pipeline=out / PIPELINE_DIR,
+        loss_curve=out / "loss_curve.png",
+        sample_grid=log.latest_grid,
+        seconds=log.seconds,
+        last_loss=loss_value,
+    )
+
+
+def start_run(
+    config: DiffusionConfig,
+    state_dir: Path,
+    resume: bool,
+    init_from: Path | None,
+    device: str,
+    console: Console,
+) -> tuple[DiffusionConfig, DiffusionModels, int]:
+    """The run's config, models and first step.
+
+    With ``resume`` and a saved state in ``state_dir``, the run continues exactly where it stopped
+    (the saved config wins, except :data:`RESUME_MAY_CHANGE`). Otherwise, with ``init_from`` (a
+    pipeline folder such as the shipped model, whose UNet has the same shape), the UNet and its EMA
+    start from its weights (a warm start: fresh optimiser, step 0, learning-rate warm-up again).
+    """
     resuming = resume and has_training_state(state_dir)
     if resuming:
-        kept = {k: getattr(config, k) for k in ("steps", "version", "bf16_on_cpu")}
-        config = DiffusionConfig.load(state_dir / "train_config.json")
-        for name, value in kept.items():
-            setattr(config, name, value)
-    total = max_steps if max_steps is not None else config.steps
-
+        config = config.resumed_from(state_dir / TRAIN_CONFIG_FILE, keep=RESUME_MAY_CHANGE)
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**config.unet_kwargs()).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    noise_sched = DDPMScheduler(
+    schedule = DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule
     )
-    alphas = noise_sched.alphas_cumprod.to(device)
-    rng = torch.Generator().manual_seed(config.seed)
+    m = DiffusionModels(
+        unet, ema, opt, schedule.alphas_cumprod.to(device), torch.Generator().manual_seed(config.seed)
+    )
     step = 0
     if resuming:
         meta, extra = load_training_state(state_dir, {"unet": unet, "ema": ema}, {"opt": opt})
         step = int(meta["step"])
-        rng.set_state(extra["rng"])
+        m.rng.set_state(extra["rng"])
         console.print(f"resumed from {state_dir} at step {step}")
     elif init_from is not None:
         warm = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet", local_files_only=True)
@@ -182,82 +237,59 @@ def train(
         unet.load_state_dict(weights)
         ema.load_state_dict(weights)
         console.print(f"UNet initialised from {init_from}")
-    history = read_history(out / "losses.jsonl", up_to=step)
+    return config, m, step
 
-    images = load_images(dataset, config).to(device)
-    captions = list(getattr(dataset, "captions", None) or [dataset[i][1] for i in range(len(dataset))])
-    encoder = load_text_encoder(config.text_encoder, device)
-    unique = sorted(set(captions))
-    table = torch.cat([encoder.encode(unique[i : i + 256]) for i in range(0, len(unique), 256)]).to(device)
-    row = torch.tensor(_rows(unique, captions))
-    prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", unique[:8]))
 
-    def lr_at(s: int) -> float:
-        return config.lr * min(1.0, (s + 1) / max(config.warmup_steps, 1))
+class TrainingData:
+    """The whole dataset on the device: images at ``config.imsize`` and each caption's embedding."""
 
-    def save(s: int, loss: float) -> Path:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        config.save(state_dir / "train_config.json")
-        save_training_state(
-            state_dir, {"unet": unet, "ema": ema}, {"opt": opt}, {"step": s}, {"rng": rng.get_state()}
-        )
-        save_pipeline(config, ema, pipe_dir, {"step": s, "images_seen": s * config.batch_size, "loss": loss})
-        plot_curves(history, ["loss"], out / "loss_curve.png", ylabel="noise MSE", log=True)
-        pipe = build_pipeline(config, ema)
-        pipe.set_progress_bar_config(disable=True)
-        ema.eval()
-        grid = sample_grid(pipe, prompts)
-        path = out / "samples" / f"step_{s:06d}.png"
-        grid.save(path)
-        grid.save(out / "samples" / "latest.png")
-        board.image("samples", grid, s)
-        return path
+    def __init__(
+        self, dataset: Sequence[tuple[torch.Tensor, str]], config: DiffusionConfig, device: str
+    ) -> None:
+        self.images = load_images(dataset, config).to(device)
+        captions = list(getattr(dataset, "captions", None) or [dataset[i][1] for i in range(len(dataset))])
+        encoder = load_text_encoder(config.text_encoder, device)
+        self.unique = sorted(set(captions))
+        chunks = [self.unique[i : i + 256] for i in range(0, len(self.unique), 256)]
+        self.table = torch.cat([encoder.encode(chunk) for chunk in chunks]).to(device)
+        index = {c: i for i, c in enumerate(self.unique)}
+        self.row = torch.tensor([index[c] for c in captions])
 
-    board = TensorBoardLog(tensorboard)
-    started, start_step, loss_value = time.monotonic(), step, float("nan")
-    unet.train()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("diffusion", total=total, completed=step)
-        while step < total:
-            index = torch.randint(len(images), (config.batch_size,), generator=rng)
-            x0 = images[index.to(device)]
-            cond = table[row[index].to(device)]
-            drop = torch.rand(len(index), generator=rng).to(device) < config.cond_dropout
-            cond = torch.where(drop[:, None], torch.zeros_like(cond), cond)
-            t = torch.randint(0, config.num_train_timesteps, (len(index),), generator=rng).to(device)
-            noise = torch.randn(x0.shape, generator=rng).to(device)
-            a = alphas[t].view(-1, 1, 1, 1)
-            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            loss = train_step(unet, ema, opt, config, step, noisy, t, cond, noise)
-            step += 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}")
-            append_history(out / "losses.jsonl", history, {"step": step, "loss": loss_value})
-            board.scalars(history[-1])
-            bar.update(task, advance=1, description=f"diffusion loss {loss_value:.4f}")
-            if not console.is_terminal and (step % 50 == 0 or step == total):
-                rate = (time.monotonic() - started) / (step - start_step)
-                console.print(f"step {step}/{total} loss={loss_value:.4f} {rate:.2f}s/step")
-            stop = bool(progress and progress(step, total, loss_value))
-            if step % config.checkpoint_every == 0 or step == total or stop:
-                save(step, loss_value)
-            if stop:
-                break
-    if step == start_step:
-        save(step, loss_value)
-    board.close()
-    return DiffusionTrainResult(
-        step=step,
-        pipeline=pipe_dir,
-        loss_curve=out / "loss_curve.png",
-        sample_grid=out / "samples" / "latest.png",
-        seconds=time.monotonic() - started,
-        last_loss=loss_value,
+    def noised_batch(
+        self, m: DiffusionModels, config: DiffusionConfig
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A random batch noised at random timesteps: ``(noisy, t, cond, noise)``; captions are
+        replaced by the zero vector with probability ``config.cond_dropout``."""
+        device = self.images.device
+        index = torch.randint(len(self.images), (config.batch_size,), generator=m.rng)
+        x0 = self.images[index.to(device)]
+        cond = self.table[self.row[index].to(device)]
+        drop = torch.rand(len(index), generator=m.rng).to(device) < config.cond_dropout
+        cond = torch.where(drop[:, None], torch.zeros_like(cond), cond)
+        t = torch.randint(0, config.num_train_timesteps, (len(index),), generator=m.rng).to(device)
+        noise = torch.randn(x0.shape, generator=m.rng).to(device)
+        a = m.alphas[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, cond, noise
+
+
+def save_run(
+    m: DiffusionModels, config: DiffusionConfig, log: RunLog, step: int, loss: float, prompts: list[str]
+) -> Path:
+    """Write the resumable state, the EMA pipeline folder, the loss curve and a sample grid; returns
+    the grid's path."""
+    state_dir = log.out / STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config.save(state_dir / TRAIN_CONFIG_FILE)
+    save_training_state(
+        state_dir, {"unet": m.unet, "ema": m.ema}, {"opt": m.opt}, {"step": step}, {"rng": m.rng.get_state()}
     )
+    info = {"step": step, "images_seen": step * config.batch_size, "loss": loss}
+    save_pipeline(config, m.ema, log.out / PIPELINE_DIR, info)
+    plot_curves(log.history, ["loss"], log.out / "loss_curve.png", ylabel="noise MSE", log=True)
+    pipe = build_pipeline(config, m.ema)
+    pipe.set_progress_bar_config(disable=True)
+    m.ema.eval()
+    return log.grid(sample_grid(pipe, prompts), f"step_{step:06d}.png", step)
 
 
 def train_step(
@@ -284,8 +316,3 @@ def train_step(
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
     return loss.detach()
-
-
-def _rows(unique: list[str], captions: list[str]) -> list[int]:
-    index = {c: i for i, c in enumerate(unique)}
-    return [index[c] for c in captions]
