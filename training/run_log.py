@@ -47,7 +47,7 @@ class RunLog:
         self.out, self.name, self.total = out, name, total
         self.console = console or Console()
         self.print_every = print_every
-        (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         self.history = read_history(out / "losses.jsonl", up_to=step)
         self.board = TensorBoardLog(tensorboard)
         self.started, self.start_step = time.monotonic(), step
@@ -83,11 +83,16 @@ class RunLog:
 
     def grid(self, grid: Image.Image, name: str, step: int) -> Path:
         """Save a sample grid as ``samples/<name>`` and ``samples/latest.png``, and to TensorBoard."""
-        path = self.out / SAMPLES_DIR / name
+        path = self.save_latest(grid).with_name(name)
         grid.save(path)
-        grid.save(self.latest_grid)
         self.board.image("samples", grid, step)
         return path
+
+    def save_latest(self, grid: Image.Image) -> Path:
+        """Save ``grid`` as ``samples/latest.png`` only; returns that path."""
+        self.latest_grid.parent.mkdir(exist_ok=True)
+        grid.save(self.latest_grid)
+        return self.latest_grid
 
     @property
     def latest_grid(self) -> Path:

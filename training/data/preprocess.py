@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from training.data.captions import CaptionedImages, DatasetFilesMissing, Pairing
 from training.data.transforms import random_crop_flip
+from training.images import to_uint8
 from training.text.tokenize import tokenize
 
 FORMAT = "imaginebot-caption-cache"
@@ -53,8 +54,7 @@ def _images_and_captions(dataset: Any, bar: Progress) -> tuple[torch.Tensor, lis
         flip = False
 
         def pixels(i: int) -> np.ndarray:
-            image = ((dataset[i][0].clamp(-1, 1) + 1) * 127.5).round().byte()
-            return image.permute(1, 2, 0).numpy()
+            return to_uint8(dataset[i][0]).permute(1, 2, 0).numpy()
 
     images = torch.empty(count, 3, side, side, dtype=torch.uint8)
     task = bar.add_task("images", total=count)

@@ -253,7 +253,7 @@ def train(
         if step == 0 or step % config.checkpoint_every:
             save_run(m, config, ckpt_dir, step, steps_per_epoch, noise_rng)
         plot_losses(log.history, out / "loss_curve.png")
-        sample_grid(ema, prompts).save(log.latest_grid)
+        log.save_latest(sample_grid(ema, prompts))
     return TrainResult(
         step=step,
         checkpoint=ckpt_dir,

@@ -9,12 +9,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from training.eval.attributes import (
-    ImageGenerator,
-    attribute_scores,
-    draw_scene_captions,
-    draw_shapes_captions,
-)
+from training.eval.attributes import attribute_scores, draw_scene_captions, draw_shapes_captions
+from training.images import ImageGenerator
+from training.seeds import seed_generators
 
 
 def pipeline_generator(pipe: Any, steps: int = 20, guidance: float = 2.0, size: int = 64) -> ImageGenerator:
@@ -22,13 +19,12 @@ def pipeline_generator(pipe: Any, steps: int = 20, guidance: float = 2.0, size: 
     seed (as the worker's engine does), ``size`` × ``size`` PIL images."""
 
     def generate(captions: list[str], seeds: list[int]) -> list[Image.Image]:
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         with torch.inference_mode():
             out = pipe(
                 list(captions),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
-                generator=generators,
+                generator=seed_generators(seeds),
                 height=size,
                 width=size,
             )

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
 from PIL import Image
 
+from training.images import to_uint8
 from training.text.encoders import load_text_encoder
 
 #: ``_class_name`` in model_index.json; the diffusion engine loads folders with it through this class.
@@ -152,9 +153,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if output_type == "pt":
             images: Any = pixels
         else:
-            array = (
-                ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-            )
+            array = to_uint8(pixels).permute(0, 2, 3, 1).cpu().numpy()
             images = (
                 [Image.fromarray(a) for a in array]
                 if output_type == "pil"

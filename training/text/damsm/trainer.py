@@ -11,16 +11,15 @@ Deterministic for a given ``config.seed`` on one device and thread count.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from training.loss_log import append_history, plot_curves
+from training.loss_log import plot_curves
+from training.run_log import RunLog, epoch_batch
 from training.text.damsm.checkpoint import MatchingEncoders, build_encoders, save_encoders
 from training.text.damsm.config import DAMSMConfig
 from training.text.damsm.losses import damsm_loss
@@ -70,34 +69,16 @@ def train_damsm(
     optimizer = torch.optim.Adam(
         [*enc.text.parameters(), *enc.image.parameters()], lr=config.learning_rate, betas=(0.5, 0.999)
     )
-    per_epoch = max(1, len(dataset) // config.batch_size)
-    history: list[dict[str, float]] = []
-    (out / "losses.jsonl").write_text("")
-    started = time.monotonic()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("DAMSM", total=steps)
+    with RunLog(out, "DAMSM", steps, console=console, print_every=100) as log:
         for step in range(1, steps + 1):
-            epoch, k = divmod(step - 1, per_epoch)
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed + epoch))
-            index = order[k * config.batch_size : (k + 1) * config.batch_size].tolist()
-            items = [dataset[i] for i in index]
+            items = [dataset[i] for i in epoch_batch(len(dataset), config.batch_size, config.seed, step - 1)]
             images = torch.stack([image for image, _ in items]).to(device)
             captions = [caption for _, caption in items]
             class_ids = torch.tensor([class_of[c] for c in captions], device=device)
 
             losses = train_step(enc, optimizer, images, captions, class_ids)
-
-            append_history(out / "losses.jsonl", history, {"step": step, **losses})
-            bar.update(
-                task, advance=1, description=f"DAMSM w {losses['w_loss']:.3f} s {losses['s_loss']:.3f}"
-            )
-            if not console.is_terminal and (step % 100 == 0 or step == steps):
-                rate = (time.monotonic() - started) / step
-                console.print(
-                    f"step {step}/{steps} w {losses['w_loss']:.3f} s {losses['s_loss']:.3f} {rate:.2f}s/step"
-                )
-    seconds = time.monotonic() - started
+            log.step(step, losses, f"DAMSM w {losses['w_loss']:.3f} s {losses['s_loss']:.3f}")
+    seconds, history = log.seconds, log.history
     enc.eval()
     save_encoders(out, enc, extra={"steps": steps, "dataset_size": len(dataset), "seconds": round(seconds)})
     plot_losses(history, out / "loss_curve.png")
