@@ -109,21 +109,30 @@ def test_delivery_happens_once_even_if_the_task_runs_again(
 
 
 def test_settings_are_validated_stored_and_listed_jobs_have_positions(idle_web: str, redis_server) -> None:  # noqa: ANN001
-    from core.errors import InputError
+    from core.conversation import ConversationService, FromText, Refused, SettingsShown, UserSettings
     from core.job_client import QueueClient
-    from core.preferences import PreferenceStore
+    from core.jobs import Conversation
     from core.settings import Settings
 
     url = redis_server.url.rsplit("/", 1)[0] + "/6"
     settings = Settings(_env_file=None, redis_url=url)  # type: ignore[call-arg]
-    store = PreferenceStore(redis.Redis.from_url(url))
-    prefs = store.set_from_text("telegram:9", "--engine dfgan --steps 30", settings)
-    assert prefs.engines == ["dfgan"] and store.get("telegram:9").steps == 30
-    with pytest.raises(InputError) as err:
-        store.set_from_text("telegram:9", "--steps 1000", settings)
-    assert err.value.code == "steps_out_of_range"
+    service = ConversationService(settings, QueueClient(settings))
+    caller = service.caller("9", Conversation(platform="telegram", chat_id="9"))
+    store = service.prefs
+
+    def change(text: str) -> SettingsShown | Refused:
+        reply = service.handle(caller, FromText(UserSettings, text))
+        assert isinstance(reply, SettingsShown | Refused)
+        return reply
+
+    prefs = change("--engine dfgan --steps 30")
+    assert isinstance(prefs, SettingsShown) and prefs.engines == ["dfgan"]
+    assert store.get("telegram:9").steps == 30
+    refused = change("--steps 1000")
+    assert isinstance(refused, Refused) and refused.code == "steps_out_of_range"
     assert store.get("telegram:9").steps == 30  # a bad change loses nothing
-    assert store.set_from_text("telegram:9", "reset", settings).engines is None
+    change("reset")
+    assert store.get("telegram:9").engines is None
 
     for _ in range(2):
         imagine(idle_web, "queue-lister-1", "a red circle")
