@@ -87,3 +87,25 @@ def test_blocklist_refuses_whole_words_in_any_case(tmp_path) -> None:  # noqa: A
             request_from_text(text, settings, "web:u", CONV)
         assert err.value.code == "blocked_prompt"
     assert request_from_text("a gorilla and a red pandas", settings, "web:u", CONV)
+
+
+def test_options_are_checked_without_a_prompt(settings: Settings) -> None:
+    """A user's defaults pass the same rules as a job's options, with no placeholder prompt."""
+    from core.validation import validate_options
+
+    checked = validate_options(settings, engines=["dfgan", "dfgan"], steps=settings.max_steps)
+    assert (checked.engines, checked.steps, checked.size) == (
+        ["dfgan"],
+        settings.max_steps,
+        settings.default_size,
+    )
+    for options, code in (
+        ({"steps": settings.max_steps + 1}, "steps_out_of_range"),
+        ({"count": 0}, "count_out_of_range"),
+        ({"engines": ["shell"]}, "unknown_engine"),
+        ({"size": 7}, "size_out_of_range"),
+        ({"seed": -1}, "seed_out_of_range"),
+    ):
+        with pytest.raises(InputError) as err:
+            validate_options(settings, **options)  # type: ignore[arg-type]
+        assert err.value.code == code, options
