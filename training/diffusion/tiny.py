@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from transformers import CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 #: Written to ``imaginebot.json`` in the folder; the engine label shows it. Bump when the build changes.
 TINY_VERSION = "diffusion-tiny-random-v1"
@@ -111,61 +112,18 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, sample_size: int = 64) -> 
     Returns:
         ``out_dir``, now a diffusers folder loadable with ``from_pretrained(out_dir)``.
     """
-    from diffusers import (
-        AutoencoderKL,
-        DPMSolverMultistepScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(out_dir / "tokenizer")
-    # Two VAE blocks: latents are half the image side (64 px → 32), small enough for a fast CPU UNet.
-    vae_scale = 2
-    # fork_rng keeps the caller's global RNG untouched while we seed the weight initialisers.
+    # fork_rng keeps the caller's global RNG untouched while we seed the weight initialisers
+    # (in this order: UNet, VAE, text encoder).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=sample_size // vae_scale,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            # Attention only at the lower resolution: at 256 px full-resolution self-attention over
-            # 128×128 latents would need gigabytes on a CPU.
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=sample_size,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                max_position_embeddings=_MAX_TOKENS,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                projection_dim=32,
-            )
-        )
+        unet = _tiny_unet(sample_size)
+        vae = _tiny_vae(sample_size)
+        text_encoder = _tiny_text_encoder(tokenizer)
     scheduler = DPMSolverMultistepScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -186,6 +144,67 @@ def build_tiny_pipeline(out_dir: Path, seed: int = 0, sample_size: int = 64) -> 
     pipe.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / META_FILE).write_text(json.dumps({"version": TINY_VERSION}) + "\n", encoding="utf-8")
     return out_dir
+
+
+#: Two VAE blocks: latents are half the image side (64 px -> 32), small enough for a fast CPU UNet.
+_VAE_SCALE = 2
+
+
+def _tiny_unet(sample_size: int) -> UNet2DConditionModel:
+    """A two-level latent UNet with cross-attention at the lower level only."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size // _VAE_SCALE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        # Attention only at the lower resolution: at 256 px full-resolution self-attention over
+        # 128×128 latents would need gigabytes on a CPU.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _tiny_vae(sample_size: int) -> AutoencoderKL:
+    """A two-block VAE with 4 latent channels (downscales by :data:`_VAE_SCALE`)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=sample_size,
+    )
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """A two-layer, 32-wide CLIP text model over ``tokenizer``'s vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=_MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=32,
+        )
+    )
 
 
 def ensure_tiny_pipeline(data_dir: Path) -> Path:

@@ -20,6 +20,7 @@ from PIL import Image
 from core.compose import WITHHELD
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
+from training.seeds import seed_generators
 from training.shipped import SHIPPED_DIFFUSION
 from worker.engines.base import (
     EngineInfo,
@@ -82,6 +83,47 @@ def _download_hint(model: str, data_dir: Path) -> str:
     )
 
 
+def _read_model_index(source: str, folder: Path | None, data_dir: Path) -> dict[str, Any]:
+    """The pipeline's ``model_index.json`` (from the folder or the local hub cache only).
+
+    Raises:
+        ModelNotAvailable: there is none (with the download hint for a hub id).
+    """
+    from diffusers import DiffusionPipeline
+
+    try:
+        return dict(DiffusionPipeline.load_config(source, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        if folder is not None:
+            raise ModelNotAvailable(
+                f"{folder} is not a diffusers pipeline folder (no readable model_index.json)"
+            ) from exc
+        raise ModelNotAvailable(_download_hint(source, data_dir)) from exc
+
+
+def _load_pipeline(
+    source: str, folder: Path | None, data_dir: Path, pipeline_class: str, kwargs: dict[str, Any]
+) -> Any:
+    """Load the pipeline with ``from_pretrained(source, **kwargs)``: our own pixel-space model by its
+    class (it is not one of AutoPipeline's), anything else through ``AutoPipelineForText2Image``.
+
+    Raises:
+        ModelNotAvailable: some component's files are missing (model_index.json was cached, they were not).
+    """
+    from diffusers import AutoPipelineForText2Image
+
+    loader: Any = AutoPipelineForText2Image
+    if pipeline_class == PIPELINE_CLASS_NAME:
+        from training.diffusion.pipeline import PixelDiffusionPipeline
+
+        loader = PixelDiffusionPipeline
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        hint = f"{folder} is incomplete" if folder is not None else _download_hint(source, data_dir)
+        raise ModelNotAvailable(f"{hint}\n({exc})") from exc
+
+
 class DiffusionEngine:
     """A diffusers text-to-image pipeline, loaded once and used by one worker thread at a time."""
 
@@ -111,37 +153,16 @@ class DiffusionEngine:
         Raises:
             ModelNotAvailable: the model is not a diffusers folder and not in the local hub cache.
         """
-        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-
         source, folder = self._locate(model, Path(data_dir))
-        try:
-            index = DiffusionPipeline.load_config(source, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            if folder is not None:
-                raise ModelNotAvailable(
-                    f"{folder} is not a diffusers pipeline folder (no readable model_index.json)"
-                ) from exc
-            raise ModelNotAvailable(_download_hint(source, Path(data_dir))) from exc
+        index = _read_model_index(source, folder, Path(data_dir))
         pipeline_class = str(index.get("_class_name", ""))
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, pipeline_class)
-        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": self.dtype}
         has_checker = bool((index.get("safety_checker") or [None])[0])
+        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": self.dtype}
         if has_checker and not safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        if pipeline_class == PIPELINE_CLASS_NAME:
-            # Our own pixel-space model: not one of AutoPipeline's classes, so load it by its class.
-            from training.diffusion.pipeline import PixelDiffusionPipeline
-
-            loader: Any = PixelDiffusionPipeline
-        else:
-            loader = AutoPipelineForText2Image
-        try:
-            pipe = loader.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            # model_index.json was cached but some component's files were not.
-            hint = f"{folder} is incomplete" if folder is not None else _download_hint(source, Path(data_dir))
-            raise ModelNotAvailable(f"{hint}\n({exc})") from exc
+        pipe = _load_pipeline(source, folder, Path(data_dir), pipeline_class, kwargs)
         pipe.set_progress_bar_config(disable=True)
         if attention_slicing:
             pipe.enable_attention_slicing()
@@ -264,18 +285,7 @@ class DiffusionEngine:
                     raise _StopRun
             return tensors
 
-        kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "num_inference_steps": steps,
-            "height": side,
-            "width": side,
-            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
-            "output_type": "pil",
-        }
-        if guidance is not None and "guidance_scale" in self._call_params:
-            kwargs["guidance_scale"] = guidance
-        if negative and "negative_prompt" in self._call_params:
-            kwargs["negative_prompt"] = [negative] * len(prompts)
+        kwargs = self._call_kwargs(prompts, seeds, steps, side, negative, guidance)
         if "callback_on_step_end" in self._call_params:
             kwargs["callback_on_step_end"] = on_step_end
         try:
@@ -285,6 +295,35 @@ class DiffusionEngine:
             pass
         if cancelled:
             raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
+        return self._withhold_flagged(output)
+
+    def _call_kwargs(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int,
+        side: int,
+        negative: str | None,
+        guidance: float | None,
+    ) -> dict[str, Any]:
+        """The pipeline call's arguments: one CPU generator per seed, and guidance and the negative
+        prompt only where the pipeline takes them."""
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "num_inference_steps": steps,
+            "height": side,
+            "width": side,
+            "generator": seed_generators(seeds),
+            "output_type": "pil",
+        }
+        if guidance is not None and "guidance_scale" in self._call_params:
+            kwargs["guidance_scale"] = guidance
+        if negative and "negative_prompt" in self._call_params:
+            kwargs["negative_prompt"] = [negative] * len(prompts)
+        return kwargs
+
+    def _withhold_flagged(self, output: Any) -> list[Image.Image]:
+        """The output's images, each one the safety checker blacked out marked as withheld (and counted)."""
         images = list(output.images)
         flagged = getattr(output, "nsfw_content_detected", None) or []
         for image, hit in zip(images, flagged, strict=False):
@@ -295,4 +334,4 @@ class DiffusionEngine:
             log.warning(
                 "safety checker blacked out %d of %d images", sum(bool(f) for f in flagged), len(flagged)
             )
-        return list(output.images)
+        return images
