@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,18 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 class ModelNotAvailable(RuntimeError):
     """The configured diffusion model is neither a usable local folder nor in the local hub cache."""
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One pipeline call: image ``i`` shows ``prompts[i]`` from ``seeds[i]``, all with the same settings."""
+
+    prompts: list[str]
+    seeds: list[int]
+    steps: int
+    side: int
+    negative: str | None
+    guidance: float | None
 
 
 class _StopRun(Exception):
@@ -247,7 +260,8 @@ class DiffusionEngine:
             for (steps, side, negative, guidance), members in groups.items():
                 prompts = [requests[i].prompt for i in members for _ in requests[i].seeds]
                 seeds = [s for i in members for s in requests[i].seeds]
-                images = self._run(prompts, seeds, steps, side, negative, guidance, progress, done, total)
+                call = _Call(prompts, seeds, steps, side, negative, guidance)
+                images = self._run(call, progress, done, total)
                 done += steps
                 for i in members:
                     n = len(requests[i].seeds)
@@ -255,16 +269,7 @@ class DiffusionEngine:
         return results
 
     def _run(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int,
-        side: int,
-        negative: str | None,
-        guidance: float | None,
-        progress: ProgressCallback | None,
-        done: int,
-        total: int,
+        self, call: _Call, progress: ProgressCallback | None, done: int, total: int
     ) -> list[Image.Image]:
         """One pipeline call; raises GenerationCancelled when ``progress`` asks to stop."""
         cancelled = False
@@ -274,8 +279,8 @@ class DiffusionEngine:
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal cancelled, stopped_at
             # Some schedulers (Heun, DPM2) run more model steps than asked; scale back to the user's steps.
-            n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or steps)
-            current = done + max(1, round((step + 1) * steps / n_timesteps))
+            n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or call.steps)
+            current = done + max(1, round((step + 1) * call.steps / n_timesteps))
             if progress is not None and progress(current, total):
                 cancelled, stopped_at = True, current
                 if can_interrupt:
@@ -285,7 +290,7 @@ class DiffusionEngine:
                     raise _StopRun
             return tensors
 
-        kwargs = self._call_kwargs(prompts, seeds, steps, side, negative, guidance)
+        kwargs = self._call_kwargs(call)
         if "callback_on_step_end" in self._call_params:
             kwargs["callback_on_step_end"] = on_step_end
         try:
@@ -297,29 +302,21 @@ class DiffusionEngine:
             raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
         return self._withhold_flagged(output)
 
-    def _call_kwargs(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        steps: int,
-        side: int,
-        negative: str | None,
-        guidance: float | None,
-    ) -> dict[str, Any]:
+    def _call_kwargs(self, call: _Call) -> dict[str, Any]:
         """The pipeline call's arguments: one CPU generator per seed, and guidance and the negative
         prompt only where the pipeline takes them."""
         kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "num_inference_steps": steps,
-            "height": side,
-            "width": side,
-            "generator": seed_generators(seeds),
+            "prompt": call.prompts,
+            "num_inference_steps": call.steps,
+            "height": call.side,
+            "width": call.side,
+            "generator": seed_generators(call.seeds),
             "output_type": "pil",
         }
-        if guidance is not None and "guidance_scale" in self._call_params:
-            kwargs["guidance_scale"] = guidance
-        if negative and "negative_prompt" in self._call_params:
-            kwargs["negative_prompt"] = [negative] * len(prompts)
+        if call.guidance is not None and "guidance_scale" in self._call_params:
+            kwargs["guidance_scale"] = call.guidance
+        if call.negative and "negative_prompt" in self._call_params:
+            kwargs["negative_prompt"] = [call.negative] * len(call.prompts)
         return kwargs
 
     def _withhold_flagged(self, output: Any) -> list[Image.Image]:
