@@ -1,8 +1,7 @@
 """DF-GAN checkpoints as folders: ``config.json`` beside ``generator.safetensors`` (diffusers style).
 
-Nothing here unpickles: weights and optimiser state are safetensors, everything else is JSON.
-A training folder additionally holds ``training_state.safetensors`` + ``training_state.json``
-(discriminator, EMA, optimisers, step) so a run can resume.
+Nothing here unpickles: weights are safetensors, everything else is JSON. A training folder also
+holds the resumable state (discriminator, EMA, optimisers, step; :mod:`training.resume_state`).
 """
 
 from __future__ import annotations
@@ -14,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from training.dfgan.conditioning import sentence_vectors
 from training.dfgan.config import DFGANConfig
 from training.dfgan.model import NetG
+from training.resume_state import atomic_save_tensors, atomic_write_text
 from training.seeds import seed_noise
 from training.text.encoders import TextEncoder, load_text_encoder
 
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.safetensors"
-STATE_FILE = "training_state.safetensors"
-STATE_META_FILE = "training_state.json"
 
 #: Version label of the untrained placeholder generator.
 RANDOM_INIT_VERSION = "random-init"
@@ -50,11 +48,11 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     weights = (ema if ema is not None else netG).state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-    _atomic_save_tensors(tensors, folder / GENERATOR_FILE)
+    atomic_save_tensors(tensors, folder / GENERATOR_FILE)
     data = json.loads(config.to_json())
     data["version"] = config.version or folder.name
     data["training"] = extra or {}
-    _atomic_write_text(folder / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
     return folder
 
 
@@ -135,81 +133,3 @@ def load_generator(folder: str | Path | None, device: str | torch.device = "cpu"
             f"text encoder {config.text_encoder} gives {encoder.dim}-d, model wants {config.cond_dim}"
         )
     return LoadedGenerator(netG=netG, config=config, version=version, text_encoder=encoder)
-
-
-# --- resumable training state ---------------------------------------------------------------------
-
-
-def save_training_state(
-    folder: str | Path,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    meta: dict[str, Any],
-    extra_tensors: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Save module weights, optimiser state and ``extra_tensors`` (e.g. RNG states) as safetensors,
-    and ``meta`` plus optimiser hyper-parameters as JSON, so :func:`load_training_state` can resume
-    a run exactly."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
-    for name, module in modules.items():
-        for key, value in module.state_dict().items():
-            tensors[f"module.{name}.{key}"] = value.detach().cpu().contiguous()
-    groups: dict[str, Any] = {}
-    for name, opt in optimizers.items():
-        state = opt.state_dict()
-        for index, param_state in state["state"].items():
-            for key, value in param_state.items():
-                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        groups[name] = state["param_groups"]
-    _atomic_save_tensors(tensors, folder / STATE_FILE)
-    _atomic_write_text(folder / STATE_META_FILE, json.dumps({"meta": meta, "param_groups": groups}, indent=2))
-
-
-def load_training_state(
-    folder: str | Path,
-    modules: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore what :func:`save_training_state` wrote into ``modules`` and ``optimizers``.
-
-    Returns the ``meta`` dict and the ``extra_tensors`` that were saved with them."""
-    folder = Path(folder)
-    tensors = load_file(folder / STATE_FILE)
-    saved = json.loads((folder / STATE_META_FILE).read_text())
-    for name, module in modules.items():
-        prefix = f"module.{name}."
-        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for name, opt in optimizers.items():
-        prefix = f"optim.{name}."
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith(prefix):
-                index, field = key[len(prefix) :].split(".", 1)
-                state.setdefault(int(index), {})[field] = value
-        groups = saved["param_groups"][name]
-        for group in groups:
-            if "betas" in group:
-                group["betas"] = tuple(group["betas"])
-        opt.load_state_dict({"state": state, "param_groups": groups})
-    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return saved["meta"], extra
-
-
-def has_training_state(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a resumable training state."""
-    return (Path(folder) / STATE_FILE).is_file() and (Path(folder) / STATE_META_FILE).is_file()
-
-
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    # Write then rename so a worker reading the folder never sees a half-written file.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, tmp)
-    tmp.replace(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -30,10 +30,7 @@ from training.dfgan.checkpoint import (
     GENERATOR_FILE,
     LoadedGenerator,
     build_generator,
-    has_training_state,
-    load_training_state,
     save_checkpoint,
-    save_training_state,
 )
 from training.dfgan.conditioning import sentence_vectors
 from training.dfgan.config import DFGANConfig
@@ -47,6 +44,7 @@ from training.grid import labelled_grid
 from training.images import to_pil
 from training.loss_log import plot_curves
 from training.precision import autocast, bf16_enabled
+from training.resume_state import has_training_state, load_training_state, save_training_state
 from training.run_log import RunLog, epoch_batch
 from training.text.encoders import TextEncoder, load_text_encoder
 
@@ -218,9 +216,8 @@ def train(
     under ``tensorboard`` when given). With ``resume`` the run continues exactly where the one in
     ``out_dir`` stopped; otherwise ``init_from`` warm-starts the generator (see :func:`start_run`).
     """
-    out = Path(out_dir)
+    out, console = Path(out_dir), console or Console()
     ckpt_dir = out / CHECKPOINT_DIR
-    console = console or Console()
     config, m, noise_rng, step = start_run(config, ckpt_dir, resume, init_from, device, console)
     steps_per_epoch = max(len(dataset) // config.batch_size, 1)
     total = max_steps if max_steps is not None else config.epochs * steps_per_epoch
@@ -254,14 +251,7 @@ def train(
             save_run(m, config, ckpt_dir, step, steps_per_epoch, noise_rng)
         plot_losses(log.history, out / "loss_curve.png")
         log.save_latest(sample_grid(ema, prompts))
-    return TrainResult(
-        step=step,
-        checkpoint=ckpt_dir,
-        loss_curve=out / "loss_curve.png",
-        sample_grid=log.latest_grid,
-        seconds=log.seconds,
-        last_losses=losses,
-    )
+    return TrainResult(step, ckpt_dir, out / "loss_curve.png", log.latest_grid, log.seconds, losses)
 
 
 def start_run(

@@ -26,13 +26,13 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from PIL import Image
 from rich.console import Console
 
-from training.dfgan.checkpoint import has_training_state, load_training_state, save_training_state
 from training.diffusion.config import DiffusionConfig
 from training.diffusion.pipeline import PixelDiffusionPipeline
 from training.diffusion.tiny import META_FILE
 from training.grid import labelled_grid
 from training.loss_log import plot_curves
 from training.precision import autocast, bf16_enabled
+from training.resume_state import has_training_state, load_training_state, save_training_state
 from training.run_log import RunLog
 from training.seeds import seed_generators
 from training.text.encoders import load_text_encoder
@@ -159,8 +159,7 @@ def train(
     files under ``tensorboard`` when given). With ``resume`` the run continues exactly where the one
     in ``out_dir`` stopped; otherwise ``init_from`` warm-starts the UNet (see :func:`start_run`).
     """
-    out = Path(out_dir)
-    console = console or Console()
+    out, console = Path(out_dir), console or Console()
     config, m, step = start_run(config, out / STATE_DIR, resume, init_from, device, console)
     total = max_steps if max_steps is not None else config.steps
     data = TrainingData(dataset, config, device)
@@ -188,12 +187,7 @@ def train(
         if step == log.start_step:
             save_run(m, config, log, step, loss_value, prompts)
     return DiffusionTrainResult(
-        step=step,
-        pipeline=out / PIPELINE_DIR,
-        loss_curve=out / "loss_curve.png",
-        sample_grid=log.latest_grid,
-        seconds=log.seconds,
-        last_loss=loss_value,
+        step, out / PIPELINE_DIR, out / "loss_curve.png", log.latest_grid, log.seconds, loss_value
     )
 
 
