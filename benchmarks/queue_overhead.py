@@ -54,7 +54,7 @@ from core.settings import Settings  # noqa: E402
 from core.store import job_key  # noqa: E402
 from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY  # noqa: E402
 from core.validation import validate_request  # noqa: E402
-from worker.cli import stop_process  # noqa: E402
+from core.child_processes import stop_process  # noqa: E402
 
 PROMPTS = ("a red circle", "a blue square", "a green triangle on the left", "a small yellow star")
 TARGET_OVERHEAD_MS = 10.0

@@ -52,6 +52,27 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         assert _run([command, "--help"], _clean_env(tmp_path), timeout=60).returncode == 0
 
 
+def test_the_top_level_help_lists_every_command_without_loading_torch() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from worker.cli import COMMANDS, app\n"
+        "result = CliRunner().invoke(app, ['--help'], terminal_width=200)\n"
+        "assert result.exit_code == 0, result.output\n"
+        "missing = [c for c in COMMANDS if f' {c} ' not in result.output]\n"
+        "assert not missing, missing\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'flask', 'discord', 'telegram') if m in sys.modules]\n"
+        "assert not heavy, f'--help imported {heavy}'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
+    result = _run(["modls"], _clean_env(tmp_path), timeout=60)
+    assert result.returncode == 2 and "Did you mean 'models'?" in result.stdout + result.stderr
+
+
 def test_worker_without_redis_url_explains_what_to_set(tmp_path: Path) -> None:
     result = _run(["worker"], _clean_env(tmp_path), timeout=60)
     assert result.returncode == 2 and "IMAGINEBOT_REDIS_URL" in result.stdout
@@ -60,8 +81,8 @@ def test_worker_without_redis_url_explains_what_to_set(tmp_path: Path) -> None:
 def test_front_ends_never_import_torch() -> None:
     code = (
         "import sys, bots.web.app, bots.web.server, bots.web.send, core.job_client, core.validation, "
-        "core.compose, "
-        "worker.cli; assert 'torch' not in sys.modules, 'torch imported'"
+        "core.compose, worker.cli, bots.web.cli, bots.discord.cli, bots.telegram.cli, bots.cli.imagine, "
+        "bots.cli.retrain, bots.cli.models, worker.up_cli; assert 'torch' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -136,7 +157,7 @@ def test_up_serves_the_web_chat_and_stops_everything_on_sigterm(tmp_path: Path) 
 
 def test_up_runs_deliveries_apart_from_drawing_and_gives_each_child_its_own_metrics_port() -> None:
     from core.settings import Settings
-    from worker.cli import DELIVERY_CONCURRENCY, up_children
+    from worker.up_cli import DELIVERY_CONCURRENCY, up_children
 
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, redis_url="redis://127.0.0.1:1/0", metrics_port=9100, telegram_token="1:x"

@@ -133,7 +133,7 @@ def test_config_round_trip_and_bad_keys(tmp_path: Path) -> None:
 def test_cli_answers_bad_input_clearly(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from training.diffusion.cli import app
+    from worker.cli import app
 
     runner = CliRunner()
     unknown = runner.invoke(app, ["train-diffusion", "--dataset", "nope", "--out", str(tmp_path / "x")])

@@ -70,7 +70,7 @@ def test_eval_scores_the_shipped_dfgan_on_scenes(tmp_path: Path) -> None:
 
 
 def test_eval_diffusion_scores_scenes_and_refuses_other_datasets(tmp_path: Path) -> None:
-    from training.diffusion.cli import app
+    from worker.cli import app
 
     out = tmp_path / "scores.json"
     args = ["eval-diffusion", "--dataset", "scenes", "--count", "4", "--steps", "2", "--threads", "1"]

@@ -10,35 +10,34 @@ from typing import Annotated
 
 import typer
 
+from training.cli_options import DataDir, Dataset, Device, Threads, load_dataset, set_threads
+
 
 def train_damsm_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. shapes.")] = "shapes",
+    dataset: Dataset = "shapes",
     out: Annotated[Path, typer.Option(help="Output folder (encoder files, losses, loss_curve.png).")] = Path(
         "runs/damsm"
     ),
     steps: Annotated[int, typer.Option(min=1, help="Adam steps.")] = 2000,
     count: Annotated[int, typer.Option(min=1, help="Images to generate for procedural datasets.")] = 6000,
-    data_dir: Annotated[Path | None, typer.Option(help="Where file-based datasets live.")] = None,
+    data_dir: DataDir = None,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 48,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
     embedding_dim: Annotated[int, typer.Option(min=1, help="Word embedding width.")] = 64,
     hidden_dim: Annotated[int, typer.Option(min=1, help="LSTM width per direction (features: 2x).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed of weights, dropout, data and its order.")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")] = 0,
+    device: Device = "auto",
+    threads: Threads = 0,
     version: Annotated[str | None, typer.Option(help="Version label stored in config.json.")] = None,
 ) -> None:
     """Pretrain DAMSM encoders (AttnGAN's word + sentence matching losses) on a dataset."""
-    import torch
     from rich.console import Console
 
-    from training.data import get_dataset
     from training.device import resolve_device
     from training.text.damsm.config import DAMSMConfig
     from training.text.damsm.trainer import train_damsm
 
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = DAMSMConfig(
         embedding_dim=embedding_dim,
         hidden_dim=hidden_dim,
@@ -47,10 +46,7 @@ def train_damsm_command(
         seed=seed,
         version=version or "",
     )
-    try:
-        data = get_dataset(dataset, data_dir, imsize=config.imsize, count=count, seed=seed)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--dataset") from err
+    data = load_dataset(dataset, data_dir, imsize=config.imsize, count=count, seed=seed)
     console = Console()
     result = train_damsm(config, data, out, steps, device=resolve_device(device), console=console)
     losses = " ".join(f"{k} {v:.3f}" for k, v in result.final_losses.items() if k != "step")

@@ -16,10 +16,7 @@ that die or hang, and stop them all, in order, when asked.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -30,43 +27,14 @@ from dataclasses import dataclass, field
 import redis
 
 from core import heartbeats
+from core.child_processes import die_with_parent
 from core.heartbeats import ChildState, SupervisorReport
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 POLL_S = 0.5
 #: Grace once a second stop request came (a third one kills at once).
 SHORT_GRACE_S = 3.0
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` (loaded once, before any fork: a preexec function must not load libraries)."""
-    name = ctypes.util.find_library("c")
-    if not name or not hasattr(os, "getppid"):
-        return None
-    try:
-        return ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when this process (strictly: the thread
-    calling ``Popen``) dies. Where ``prctl`` is missing (not Linux) it does nothing."""
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if _PRCTL is None:
-            return
-        _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 @dataclass
