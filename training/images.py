@@ -1,4 +1,5 @@
-"""Generator output -> pictures, written once: ``[-1, 1]`` float tensors become uint8 pixels or PIL images.
+"""Generator output -> pictures, written once: ``[-1, 1]`` float tensors become uint8 pixels or PIL
+images (and dataset pixels become ``[-1, 1]`` tensors).
 
 Every drawer (the DF-GAN engine, evaluation, sample grids, FID, the diffusion pipeline) rounds the same
 way, so a picture is the same whichever of them drew it.
@@ -25,6 +26,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     if images.dtype in (torch.float16, torch.bfloat16):
         images = images.float()
     return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_uint8`: pixels 0..255 (any shape) -> float32 in [-1, 1]."""
+    return pixels.float() / 127.5 - 1
 
 
 def to_pil(images: torch.Tensor | list[Image.Image]) -> list[Image.Image]:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from training.data.captions import CaptionedImages, DatasetFilesMissing, Pairing
 from training.data.transforms import random_crop_flip
-from training.images import to_uint8
+from training.images import from_uint8, to_uint8
 from training.text.tokenize import tokenize
 
 FORMAT = "imaginebot-caption-cache"
@@ -160,4 +160,4 @@ class CachedDataset(torch.utils.data.Dataset):
             caption_index = self.rng.randrange(len(captions))
         rng = self.rng if self.train else None
         pixels = random_crop_flip(self.images[image_index], self.imsize, rng, self.flip)
-        return pixels.float() / 127.5 - 1, captions[caption_index]
+        return from_uint8(pixels), captions[caption_index]

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from training.images import from_uint8
+
 # A mid-grey background and colours within [35, 230]: the generator ends in tanh, and a white
 # background asks for values near +1. Shapes runs on white (255) and light grey (235) backgrounds
 # collapsed within a few hundred steps to all +1, where tanh's gradient vanishes and G stops learning.
@@ -128,7 +130,7 @@ class RenderedImages(torch.utils.data.Dataset):
         return len(self.captions)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return self.images[index].float() / 127.5 - 1, self.captions[index]
+        return from_uint8(self.images[index]), self.captions[index]
 
 
 class ShapesDataset(RenderedImages):

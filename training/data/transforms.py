@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from training.images import from_uint8
+
 #: RGB colour that transparent pixels (emoji artwork) are composited onto.
 Colour = tuple[int, int, int]
 
@@ -70,7 +72,7 @@ def center_square(image: Image.Image, side: int) -> Image.Image:
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB image -> float tensor ``[3, H, W]`` in ``[-1, 1]``."""
     pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-    return pixels.permute(2, 0, 1).float() / 127.5 - 1
+    return from_uint8(pixels.permute(2, 0, 1))
 
 
 def random_crop_flip(

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from training.images import from_uint8
 from training.text.damsm.config import DAMSMConfig
 from training.text.damsm.model import ImageEncoder, TextEncoder
 from training.text.vocab import Vocabulary
@@ -67,7 +68,7 @@ def images_to_tensor(images: torch.Tensor | list[Image.Image]) -> torch.Tensor:
     arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
     if not arrays:
         raise ValueError("no images")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
+    return from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
 
 
 def build_encoders(config: DAMSMConfig, vocab: Vocabulary) -> MatchingEncoders:
