@@ -17,8 +17,9 @@ from core.command_line import console, fail, redis_for
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from core.conversation import Caller, Imagine
     from core.job_client import QueueClient
-    from core.jobs import JobRecord, JobRequest
+    from core.jobs import JobRecord
 
 app = typer.Typer(help="Draw from the command line.", no_args_is_help=True)
 
@@ -37,28 +38,23 @@ def imagine(
 ) -> None:
     """Run one prompt through the queue and write the paired image."""
     from core.child_processes import start_worker, stop_process
-    from core.job_client import QueueClient
-    from core.jobs import Conversation, JobRequest
+    from core.conversation import Caller, Imagine
+    from core.jobs import Conversation
+    from core.prompt import split_engines
 
     settings = Settings()
-    request = JobRequest(
-        prompt=prompt,
-        engines=[e.strip() for e in engine.split(",")] if engine else [],
-        seed=seed,
-        count=n,
-        steps=steps,
-        size=size,
+    caller = Caller.of(settings, str(os.getuid()), Conversation(platform="cli", chat_id="cli"))
+    action = Imagine(
+        prompt=prompt, engines=split_engines(engine or ""), seed=seed, count=n, steps=steps, size=size,
         negative_prompt=negative,
-        user=f"cli:{os.getuid()}",
-        conversation=Conversation(platform="cli", chat_id="cli"),
-    )
-    request = _validated(request, settings)  # bad input is refused before anything starts
+    )  # fmt: skip
+    _check(caller, action, settings)  # bad input is refused before anything starts
     own_worker = settings.redis_url is None
     with redis_for(settings, persist=False) as settings:
         proc = start_worker(settings, "gpu,delivery", quiet=True) if own_worker else None
         try:
-            client = QueueClient(settings)
-            record = wait_for_job(client, _submitted(client, request).id, timeout)
+            client, job_id = _queue(settings, caller, action)
+            record = wait_for_job(client, job_id, timeout)
         finally:
             if proc is not None:
                 stop_process(proc)
@@ -67,25 +63,29 @@ def imagine(
     console.print(f"[green]wrote {out}[/green] (seed {record.seed}; {timings})")
 
 
-def _validated(request: JobRequest, settings: Settings) -> JobRequest:
-    """The request as the queue will take it; exits with the rule it breaks."""
+def _check(caller: Caller, action: Imagine, settings: Settings) -> None:
+    """Refuse, with the rule it breaks, a prompt the queue would refuse: before a Redis or a worker
+    is started for it (the service checks it again, with the caller's defaults, when it queues)."""
     from core.errors import InputError
-    from core.validation import validate_request
+    from core.validation import build_request, validate_request
 
     try:
-        return validate_request(request, settings)
+        validate_request(build_request(action, caller.user, caller.conversation), settings)
     except InputError as exc:
         raise fail(exc.message) from None
 
 
-def _submitted(client: QueueClient, request: JobRequest) -> JobRecord:
-    """Queue the job; exits with the reason when it is refused (rate limit, full queue)."""
-    from core.errors import InputError
+def _queue(settings: Settings, caller: Caller, action: Imagine) -> tuple[QueueClient, str]:
+    """Queue the prompt through the conversation service, as every front-end does; exits with the
+    reason when it is refused (rate limit, full queue)."""
+    from core.conversation import ConversationService, Queued
+    from core.job_client import QueueClient
 
-    try:
-        return client.submit(request)
-    except InputError as exc:
-        raise fail(exc.message) from None
+    client = QueueClient(settings)
+    reply = ConversationService(settings, client).handle(caller, action)
+    if not isinstance(reply, Queued):
+        raise fail(reply.text)
+    return client, reply.record.id
 
 
 def _pair_png(client: QueueClient, record: JobRecord) -> bytes:
@@ -97,8 +97,11 @@ def _pair_png(client: QueueClient, record: JobRecord) -> bytes:
 
 
 def wait_for_job(client: QueueClient, job_id: str, timeout_s: float) -> JobRecord:
-    """Poll the job, showing queue position and progress, until it is finished and delivered; exits
-    when ``timeout_s`` passes first."""
+    """Poll the job, showing its status line (queue position, whether a worker is up, drawing
+    progress), until it is finished and delivered; exits when ``timeout_s`` passes first."""
+    from core.conversation import status_line
+    from core.heartbeats import job_notice
+
     deadline = time.monotonic() + timeout_s
     with console.status("queued…") as status:
         while True:
@@ -107,13 +110,7 @@ def wait_for_job(client: QueueClient, job_id: str, timeout_s: float) -> JobRecor
                 return record
             if time.monotonic() > deadline:
                 raise fail(f"gave up waiting after {timeout_s:.0f} s (job {job_id} is still queued)", 1)
-            if position is not None:
-                status.update(f"queued, position {position} (waiting for a worker)")
-            elif record.progress is not None:
-                p = record.progress
-                status.update(f"drawing: {p.engine} step {p.step}/{p.total}")
-            else:
-                status.update(record.status.value + "…")
+            status.update(status_line(record, position, job_notice(client.redis, record)))
             time.sleep(0.1)
 
 
