@@ -18,6 +18,13 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subproce
     )
 
 
+def _assert_python_runs(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (so ``sys.modules`` shows what it alone imported): its
+    asserts must hold."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def _clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
     env.update(
@@ -64,8 +71,7 @@ def test_the_top_level_help_lists_every_command_without_loading_torch() -> None:
         "heavy = [m for m in ('torch', 'diffusers', 'flask', 'discord', 'telegram') if m in sys.modules]\n"
         "assert not heavy, f'--help imported {heavy}'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    _assert_python_runs(code)
 
 
 def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
@@ -84,8 +90,7 @@ def test_front_ends_never_import_torch() -> None:
         "core.compose, worker.cli, bots.web.cli, bots.discord.cli, bots.telegram.cli, bots.cli.imagine, "
         "bots.cli.retrain, bots.cli.models, worker.up_cli; assert 'torch' not in sys.modules"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    _assert_python_runs(code)
 
 
 def test_bots_without_a_token_say_which_setting_is_missing(tmp_path: Path) -> None:
