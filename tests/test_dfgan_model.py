@@ -157,3 +157,48 @@ def test_sentence_vectors_apply_truncation_and_scale(engine: DFGANEngine) -> Non
     assert torch.allclose(scaled, 5 * plain, atol=1e-5)
     cut = sentence_vectors(encoder, ["a small red circle on the left"], DFGANConfig(max_caption_tokens=3))
     assert torch.allclose(cut, sentence_vectors(encoder, ["a small red"], DFGANConfig()), atol=1e-5)
+
+
+def test_every_drawer_draws_the_engine_s_picture(engine: DFGANEngine) -> None:
+    """The seed -> noise -> image contract is LoadedGenerator.draw; the engine, evaluation (R-precision
+    and attributes), FID and the grids all go through it, so they show the engine's pictures."""
+    from training.dfgan.trainer import sample_grid
+    from training.eval.r_precision import dfgan_generator
+    from training.images import to_pil, to_uint8
+    from training.seeds import seed_noise
+
+    loaded = engine.loaded
+    # The noise of a seed is the documented one, whatever the other seeds beside it.
+    noise = seed_noise([3, 9], loaded.config.nz)
+    assert torch.equal(noise[1], torch.randn(loaded.config.nz, generator=torch.Generator().manual_seed(9)))
+    assert torch.equal(seed_noise([9], loaded.config.nz)[0], noise[1])
+    drawn = loaded.draw(["a red circle", "a blue square"], [4, 4])
+    assert drawn.shape == (2, 3, 64, 64) and drawn.min() >= -1 and drawn.max() <= 1
+    assert _pixel_diff(to_pil(drawn)[0], to_pil(drawn)[1]) > 2  # the prompt matters
+    served = engine.generate([GenerationRequest("a red circle", [4])])[0][0]
+    assert np.array_equal(np.asarray(served), np.asarray(to_pil(loaded.draw(["a red circle"], [4]))[0]))
+    assert torch.equal(dfgan_generator(loaded)(["a red circle"], [4]), loaded.draw(["a red circle"], [4]))
+    # Grid row r, column c is prompt r with seed c.
+    rows = loaded.draw_rows(["a red circle", "a blue square"], [4, 5])
+    assert _pixel_diff(to_pil(rows[1])[0], to_pil(drawn)[1]) < 0.5
+    grid = sample_grid(loaded, ["a red circle"], seeds=[4])
+    assert np.array_equal(np.asarray(grid.crop((240, 0, 304, 64))), np.asarray(served))
+    with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
+        loaded.draw(["a", "b"], [1])
+    assert to_uint8(torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0])).tolist() == [0, 0, 128, 255, 255, 255]
+
+
+def test_configs_name_unknown_keys_and_accept_run_information(tmp_path: Path) -> None:
+    from training.text.damsm.config import DAMSMConfig
+
+    for cls in (DFGANConfig, DAMSMConfig):
+        data = {**cls().to_dict(), "training": {"step": 3}}
+        assert cls.from_dict(data) == cls()
+        with pytest.raises(ValueError, match="lr_typo"):
+            cls.from_dict({**data, "lr_typo": 1})
+    config = DFGANConfig(epochs=3, version="a", ngf=16)
+    config.save(tmp_path / "c.json")
+    resumed = DFGANConfig(epochs=9, version="b", ngf=8).resumed_from(
+        tmp_path / "c.json", ("epochs", "version")
+    )
+    assert (resumed.epochs, resumed.version, resumed.ngf) == (9, "b", 16)
