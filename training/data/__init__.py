@@ -25,9 +25,24 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from training.data.shapes import ShapesDataset
+
+if TYPE_CHECKING:
+    import torch
+
+
+class CaptionedDataset(Protocol):
+    """What the trainers need from a dataset: items ``(image [3, H, W] in [-1, 1], caption)``, every
+    caption up front (so their embeddings can be computed once) and the sample grids' prompts."""
+
+    captions: list[str]
+    sample_prompts: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
 
 
 def _shapes(

@@ -18,13 +18,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from PIL import Image
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 
+from training.data import CaptionedDataset
 from training.dfgan.checkpoint import (
     CONFIG_FILE,
     GENERATOR_FILE,
@@ -56,18 +56,6 @@ RESUME_MAY_CHANGE = ("epochs", "version", "bf16_on_cpu", "compile_generator")
 
 #: Called after every step with (step, total_steps, losses); returning True stops training early.
 TrainProgress = Callable[[int, int, dict[str, float]], bool | None]
-
-
-class CaptionedDataset(Protocol):
-    """What the trainer needs from a dataset: items ``(image [3,H,W] in [-1,1], caption)``, and
-    all captions up front so their embeddings can be computed once."""
-
-    captions: list[str]
-    sample_prompts: list[str]
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
 
 
 @dataclass

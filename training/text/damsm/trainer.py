@@ -13,27 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from rich.console import Console
 
+from training.data import CaptionedDataset
 from training.loss_log import plot_curves
 from training.run_log import RunLog, epoch_batch
 from training.text.damsm.checkpoint import MatchingEncoders, build_encoders, save_encoders
 from training.text.damsm.config import DAMSMConfig
 from training.text.damsm.losses import damsm_loss
 from training.text.vocab import Vocabulary
-
-
-class CaptionedDataset(Protocol):
-    """Items ``(image [3, H, W] in [-1, 1], caption)`` and every caption up front."""
-
-    captions: list[str]
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]: ...
 
 
 @dataclass
