@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.embedded_redis import EmbeddedRedis
+
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -82,6 +84,16 @@ def test_a_mistyped_command_gets_a_suggestion(tmp_path: Path) -> None:
 def test_worker_without_redis_url_explains_what_to_set(tmp_path: Path) -> None:
     result = _run(["worker"], _clean_env(tmp_path), timeout=60)
     assert result.returncode == 2 and "IMAGINEBOT_REDIS_URL" in result.stdout
+
+
+def test_retrain_cancel_answers_a_bad_or_unknown_run_id_clearly(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    env = {**_clean_env(tmp_path), "IMAGINEBOT_REDIS_URL": redis_server.url}
+    bad = _run(["retrain", "--cancel", "../etc"], env, timeout=60)
+    assert bad.returncode == 1 and "16 hex digits" in bad.stdout, bad.stdout + bad.stderr
+    unknown = _run(["retrain", "--cancel", "0123456789ABCDEF"], env, timeout=60)
+    assert unknown.returncode == 1 and "No training run 0123456789abcdef" in unknown.stdout
 
 
 def test_front_ends_never_import_torch() -> None:

@@ -6,7 +6,6 @@ gone when the command ends.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,13 +36,13 @@ def imagine(
     timeout: float = typer.Option(600, help="Seconds to wait."),
 ) -> None:
     """Run one prompt through the queue and write the paired image."""
+    from bots.cli.conversation import cli_caller
     from core.child_processes import start_worker, stop_process
-    from core.conversation import Caller, Imagine
-    from core.jobs import Conversation
+    from core.conversation import Imagine
     from core.prompt import split_engines
 
     settings = Settings()
-    caller = Caller.of(settings, str(os.getuid()), Conversation(platform="cli", chat_id="cli"))
+    caller = cli_caller(settings)
     action = Imagine(
         prompt=prompt, engines=split_engines(engine or ""), seed=seed, count=n, steps=steps, size=size,
         negative_prompt=negative,
@@ -78,14 +77,14 @@ def _check(caller: Caller, action: Imagine, settings: Settings) -> None:
 def _queue(settings: Settings, caller: Caller, action: Imagine) -> tuple[QueueClient, str]:
     """Queue the prompt through the conversation service, as every front-end does; exits with the
     reason when it is refused (rate limit, full queue)."""
-    from core.conversation import ConversationService, Queued
-    from core.job_client import QueueClient
+    from bots.cli.conversation import cli_service
+    from core.conversation import Queued
 
-    client = QueueClient(settings)
-    reply = ConversationService(settings, client).handle(caller, action)
+    service = cli_service(settings)
+    reply = service.handle(caller, action)
     if not isinstance(reply, Queued):
         raise fail(reply.text)
-    return client, reply.record.id
+    return service.queue, reply.record.id
 
 
 def _pair_png(client: QueueClient, record: JobRecord) -> bytes:

@@ -15,6 +15,7 @@ from core.command_line import console, fail, shared_settings
 
 if TYPE_CHECKING:
     from core.commands import RetrainRequest
+    from core.settings import Settings
     from core.train_runs import TrainRun
     from core.training_client import TrainingClient
 
@@ -44,10 +45,11 @@ def retrain(
     from core.commands import RetrainRequest
     from core.training_client import TrainingClient
 
-    client = TrainingClient(shared_settings())
+    settings = shared_settings()
     if cancel is not None:
-        _cancel(client, cancel)
+        _cancel(settings, cancel)
         return
+    client = TrainingClient(settings)
     request = RetrainRequest(
         dataset=dataset.lower(), epochs=epochs, from_scratch=from_scratch, model=model.lower()
     )
@@ -60,15 +62,16 @@ def retrain(
     _report(follow_training(client, run.id, timeout))
 
 
-def _cancel(client: TrainingClient, run_id: str) -> None:
-    """Cancel the run; exits with the reason when there is no such run or it has finished."""
-    from core.errors import InputError
+def _cancel(settings: Settings, run_id: str) -> None:
+    """Cancel the run, as an admin's chat command does; exits with the reason when the id is not
+    one, there is no such run, or it has finished."""
+    from bots.cli.conversation import cli_caller, cli_service
+    from core.conversation import RetrainCancel, RetrainCancelled
 
-    try:
-        client.cancel(run_id)
-    except InputError as exc:
-        raise fail(exc.message, 1) from None
-    console.print(f"cancelled training run {run_id}")
+    reply = cli_service(settings).handle(cli_caller(settings), RetrainCancel(run_id))
+    if not isinstance(reply, RetrainCancelled):
+        raise fail(reply.text, 1)
+    console.print(reply.text)
 
 
 def _submit(
