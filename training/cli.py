@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from training.dfgan.config import DFGANConfig
 
 app = typer.Typer(help="Train and evaluate the models.", no_args_is_help=True)
-app.command("train-damsm")(train_damsm_command)
-app.command("train-diffusion")(train_diffusion_command)
-app.command("export-diffusion")(export_diffusion_command)
 
 
 @app.command("train")
@@ -229,6 +226,11 @@ def _load_config(spec: str) -> DFGANConfig:
         )
     return DFGANConfig.load(path)
 
+
+# The commands that live in their own modules, listed after DF-GAN's.
+app.command("train-damsm")(train_damsm_command)
+app.command("train-diffusion")(train_diffusion_command)
+app.command("export-diffusion")(export_diffusion_command)
 
 if __name__ == "__main__":
     app()
