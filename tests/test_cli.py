@@ -61,6 +61,16 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         assert _run([command, "--help"], _clean_env(tmp_path), timeout=60).returncode == 0
 
 
+def test_every_command_in_the_table_has_its_own_help() -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import COMMANDS, app
+
+    for command in [*COMMANDS, "models list", "models promote", "models rollback"]:
+        result = CliRunner().invoke(app, [*command.split(), "--help"], terminal_width=200)
+        assert result.exit_code == 0 and "Usage:" in result.output, (command, result.output)
+
+
 def test_the_top_level_help_lists_every_command_without_loading_torch() -> None:
     code = (
         "import sys\n"
