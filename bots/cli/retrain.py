@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from core.command_line import console, fail, shared_settings
 
 if TYPE_CHECKING:
     from core.commands import RetrainRequest
+    from core.conversation import Caller
     from core.settings import Settings
     from core.train_runs import TrainRun
     from core.training_client import TrainingClient
@@ -42,6 +42,7 @@ def retrain(
     timeout: float = typer.Option(24 * 3600, help="Seconds to follow the run."),
 ) -> None:
     """Retrain DF-GAN on the train queue (a worker started with --queues train) and follow it."""
+    from bots.cli.conversation import cli_caller
     from core.commands import RetrainRequest
     from core.training_client import TrainingClient
 
@@ -55,7 +56,7 @@ def retrain(
     )
     overrides = json.loads(config.read_text()) if config is not None else None
     options = {"force": force, "config": overrides, "count": count, "eval_count": eval_count}
-    run = _submit(client, request, steps, options)
+    run = _submit(client, cli_caller(settings), request, steps, options)
     console.print(f"queued training run {run.id} (cancel: imaginebot retrain --cancel {run.id})")
     if detach:
         return
@@ -75,15 +76,17 @@ def _cancel(settings: Settings, run_id: str) -> None:
 
 
 def _submit(
-    client: TrainingClient, request: RetrainRequest, steps: int | None, options: dict[str, Any]
+    client: TrainingClient,
+    caller: Caller,
+    request: RetrainRequest,
+    steps: int | None,
+    options: dict[str, Any],
 ) -> TrainRun:
-    """Queue the run as the command line's user; exits with the rule the request breaks."""
+    """Queue the run for ``caller``; exits with the rule the request breaks."""
     from core.errors import InputError
-    from core.jobs import Conversation
 
-    user, conversation = f"cli:{os.getuid()}", Conversation(platform="cli", chat_id="cli")
     try:
-        return client.submit_retrain(request, user, conversation, steps, **options)
+        return client.submit_retrain(request, caller.user, caller.conversation, steps, **options)
     except InputError as exc:
         raise fail(exc.message) from None
 
