@@ -1,4 +1,7 @@
-"""What the ``deliver`` task needs from each platform's sender (``bots/<platform>/send.py``).
+"""The outbox: what the worker needs from each platform's sender (``bots/<platform>/send.py``).
+
+Every sender module implements :class:`Outbox`: ``send`` posts a job's outcome (the ``deliver``
+task), ``notify`` posts a :class:`Notice` (training progress and pictures, a delivery given up).
 
 A sender tells three kinds of failure apart, because only one of them is safe to repeat blindly:
 
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.jobs import JobRecord
+from core.jobs import Conversation, JobRecord
 from core.settings import Settings
 from core.store import History, ImageStore
 
@@ -70,13 +73,55 @@ POSTED = "posted"
 UNCONFIRMED = "unconfirmed"
 
 
-class Sender(Protocol):
-    """Posts a finished (or failed, or cancelled) job into its conversation, exactly once."""
+@dataclass(frozen=True)
+class Notice:
+    """A message for a conversation that is not a job's result: a training run's progress or
+    pictures, or word that a result could not be posted."""
 
-    def __call__(self, record: JobRecord, ctx: DeliveryContext) -> str | None:
-        """Post it; returns :data:`POSTED` (or None) or :data:`UNCONFIRMED`; raises
-        :class:`DeliveryRetry`, :class:`DeliveryAmbiguous` or :class:`DeliveryFailed` when it cannot."""
+    text: str
+    #: The training run it is about (the web chat links it; its pictures are stored under its id).
+    run_id: str | None = None
+    #: The job it is about (the web chat shows it with that job; it is told once).
+    job_id: str | None = None
+    #: A picture: its name among the run's stored pictures (``ImageStore.key(run_id, picture)``)...
+    picture: str | None = None
+    #: ...and its PNG bytes, for platforms that upload it.
+    png: bytes | None = None
+
+
+class Outbox(Protocol):
+    """What every ``bots/<platform>/send.py`` module provides (the module itself is the outbox)."""
+
+    #: Whether :meth:`send` calls ``ctx.on_sent`` once its request has fully left.
+    REPORTS_SENT: bool
+
+    def send(self, record: JobRecord, ctx: DeliveryContext) -> str | None:
+        """Post a finished (or failed, or cancelled) job into its conversation, exactly once.
+
+        Returns :data:`POSTED` (or None) or :data:`UNCONFIRMED`; raises :class:`DeliveryRetry`,
+        :class:`DeliveryAmbiguous` or :class:`DeliveryFailed` when it cannot."""
         ...
+
+    def notify(self, conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> None:
+        """Post ``notice`` into ``conversation`` once (no retries: callers treat it as best effort).
+        Raises :class:`DeliveryRetry` or :class:`DeliveryFailed` when it cannot."""
+        ...
+
+
+#: A chat platform's plain post: ``(conversation, text, settings)``, or with a PNG and its caption.
+TextPost = Callable[[Conversation, str, Settings], None]
+PhotoPost = Callable[[Conversation, bytes, str, Settings], None]
+
+
+def post_notice(
+    conversation: Conversation, notice: Notice, ctx: DeliveryContext, text: TextPost, photo: PhotoPost
+) -> None:
+    """:meth:`Outbox.notify` for a chat platform: the picture with the text as its caption when the
+    notice has one, else the text alone."""
+    if notice.png is not None:
+        photo(conversation, notice.png, notice.text, ctx.settings)
+    else:
+        text(conversation, notice.text, ctx.settings)
 
 
 def unconfirmed_text(record: JobRecord) -> str:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-from pydantic import BaseModel
 
 from core.errors import JobNotFound
 from core.jobs import JobRecord
+from core.leases import LeasedStore
 
-RecordT = TypeVar("RecordT", bound=BaseModel)
 PENDING_KEY = "ib:pending"  # sorted set: queued job ids by submit time, for positions and the depth cap
 HISTORY_LIMIT = 200
 
@@ -26,69 +24,18 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
 
 
-def update_record(
-    client: redis.Redis,
-    key: str,
-    model: type[RecordT],
-    change: Callable[[RecordT], RecordT | None],
-    ttl_s: int,
-    missing: Callable[[], Exception],
-) -> RecordT:
-    """Read the JSON record at ``key``, apply ``change``, write it back, atomically.
-
-    Optimistic WATCH/MULTI, retried on conflict, so concurrent writers (a worker's progress and a
-    user's cancel) never lose each other's update. ``change`` mutates in place or returns a
-    replacement; ``missing()`` is raised when the key does not exist.
-    """
-    while True:
-        with client.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                raw = pipe.get(key)
-                if raw is None:
-                    raise missing()
-                record = model.model_validate_json(raw)
-                new = change(record) or record
-                pipe.multi()
-                pipe.set(key, new.model_dump_json(), ex=ttl_s)
-                pipe.execute()
-                return new
-            except redis.WatchError:
-                continue
-
-
 def job_key(job_id: str) -> str:
     """Key of a job record."""
-    return f"ib:job:{job_id}"
+    return f"{JobStore.prefix}{job_id}"
 
 
-class JobStore:
-    """Reads and atomically updates :class:`JobRecord`s."""
+class JobStore(LeasedStore[JobRecord]):
+    """Reads, atomically updates and leases :class:`JobRecord`s (see :mod:`core.leases`)."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
-        self.redis = client
-        self.ttl_s = ttl_s
-
-    def save(self, record: JobRecord) -> None:
-        """Write the whole record."""
-        self.redis.set(job_key(record.id), record.model_dump_json(), ex=self.ttl_s)
-
-    def get(self, job_id: str) -> JobRecord:
-        """The record of ``job_id``; raises :class:`JobNotFound`."""
-        raw = self.redis.get(job_key(job_id))
-        if raw is None:
-            raise JobNotFound(job_id)
-        return JobRecord.model_validate_json(raw)
-
-    def update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
-        """Apply ``change`` atomically (optimistic WATCH/MULTI; retried on conflict).
-
-        ``change`` mutates the record in place or returns a replacement; returning the record
-        unchanged is fine. Returns the stored result.
-        """
-        return update_record(
-            self.redis, job_key(job_id), JobRecord, change, self.ttl_s, lambda: JobNotFound(job_id)
-        )
+    model = JobRecord
+    prefix = "ib:job:"
+    missing = JobNotFound
+    gave_up_error = "Gave up after {n} attempts: the worker kept stopping mid-job."
 
 
 class ImageStore:

@@ -24,7 +24,8 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobStatus
 from core.model_versions import ModelRegistry
 from core.settings import Settings
-from core.training_client import TrainingClient, TrainRun, TrainRunStatus
+from core.train_runs import TrainRun, TrainRunStatus
+from core.training_client import TrainingClient
 from core.validation import request_from_text
 from tests.helpers.processes import worker_subprocess
 from tests.helpers.settings import make_settings
@@ -370,7 +371,7 @@ def test_the_registry_and_the_training_client_import_no_torch() -> None:
 def test_evaluation_gate(
     dataset: str, score: float | None, baseline: float | None, force: bool, gate: str
 ) -> None:
-    from worker.train_task import _gate
+    from worker import train_gate
 
     run = TrainRun(
         dataset=dataset,
@@ -380,7 +381,7 @@ def test_evaluation_gate(
         conversation=Conversation(platform="cli", chat_id="cli"),
     )
     metrics = {} if score is None else {"all": score}
-    verdict, note = _gate(
+    verdict, note = train_gate.gate(
         run, metrics, "dfgan-shapes-20260101T000000Z" if baseline is not None else None, baseline
     )
     assert verdict == gate and note
@@ -391,7 +392,7 @@ def test_evaluation_gate(
 def test_duplicated_messages_cannot_multiply_the_re_checks(isolated: Settings) -> None:
     from types import SimpleNamespace
 
-    from worker.train_task import schedule_recheck
+    from worker.train_lease import schedule_recheck
 
     sent: list[list[str]] = []
     app = SimpleNamespace(send_task=lambda name, args, queue, countdown: sent.append(args))
@@ -411,7 +412,7 @@ def test_with_nothing_promoted_the_gate_scores_the_default_checkpoint_on_the_sam
 
     from training.dfgan.checkpoint import load_generator
     from worker.engines.dfgan import resolve_default_checkpoint
-    from worker.train_task import _baseline
+    from worker.train_dfgan import score_baseline
 
     registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
     run = TrainRun(
@@ -422,7 +423,7 @@ def test_with_nothing_promoted_the_gate_scores_the_default_checkpoint_on_the_sam
         conversation=Conversation(platform="cli", chat_id="cli"),
     )
     rt = SimpleNamespace(settings=isolated)
-    version, score = _baseline(rt, registry, run, "cpu")  # type: ignore[arg-type]
+    version, score = score_baseline(rt, registry, run, "cpu")  # type: ignore[arg-type]
     folder = resolve_default_checkpoint(isolated.dfgan_checkpoint)
     if folder is None:  # only the random-init placeholder: nothing to beat
         assert (version, score) == (None, None)
@@ -437,8 +438,15 @@ def test_progress_notes_go_to_the_admins_chat_through_its_sender(
     import importlib
     from types import SimpleNamespace
 
-    from worker.train_task import _tell
+    from core.store import History, ImageStore
+    from worker.train_report import tell_admin
 
+    client = redis.Redis.from_url(str(isolated.redis_url))
+    rt = SimpleNamespace(
+        settings=isolated,
+        images=ImageStore(client, isolated.result_ttl_s),
+        history=History(client, isolated.result_ttl_s),
+    )
     posted: list[tuple[str, str]] = []
     sender = importlib.import_module(f"bots.{platform}.send")
     monkeypatch.setattr(sender, "send_text", lambda conv, text, settings: posted.append((conv.chat_id, text)))
@@ -448,14 +456,14 @@ def test_progress_notes_go_to_the_admins_chat_through_its_sender(
         requested_by=f"{platform}:42",
         conversation=Conversation(platform=platform, chat_id="777"),
     )
-    _tell(SimpleNamespace(settings=isolated), run, "step 5/10")  # type: ignore[arg-type]
+    tell_admin(rt, run, "step 5/10")  # type: ignore[arg-type]
     assert posted == [("777", "step 5/10")]
 
     def refuse(conv: Conversation, text: str, settings: Settings) -> None:
         raise RuntimeError("no token on this worker")
 
     monkeypatch.setattr(sender, "send_text", refuse)
-    _tell(SimpleNamespace(settings=isolated), run, "done")  # type: ignore[arg-type]  # logged, not raised
+    tell_admin(rt, run, "done")  # type: ignore[arg-type]  # logged, not raised
 
 
 def test_a_run_fine_tunes_the_model_in_use_by_default_and_scores_near_it(isolated: Settings) -> None:

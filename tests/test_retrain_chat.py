@@ -17,7 +17,8 @@ from core.commands import is_retrain_cancel, parse_retrain_cancel
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.settings import Settings
-from core.training_client import TrainingClient, TrainRunStatus
+from core.train_runs import TrainRunStatus
+from core.training_client import TrainingClient
 from tests.helpers.settings import make_settings
 
 ADMIN = "admin-conversation-1"
@@ -110,8 +111,9 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
     from core.jobs import Conversation
     from core.model_versions import ModelRegistry
     from core.store import History, ImageStore
-    from core.training_client import TrainRun
-    from worker.train_task import Trained, _post_pictures
+    from core.train_runs import TrainRun
+    from worker.train_report import post_pictures
+    from worker.train_run import Trained
 
     client = redis.Redis.from_url(str(isolated.redis_url))
     registry = ModelRegistry(isolated, client)
@@ -145,7 +147,7 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
     prompts = ["a red circle", "a blue square", "a green triangle"]
     new = _tiny_checkpoint(tmp_path / "new", 2)
     trained = Trained(new, 5, loss_curve, loss_curve, {}, None, None, prompts)
-    _post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]
+    post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]
 
     stored = {name: rt.images.get(rt.images.key(run.id, name)) for name in ("loss-curve", "old-vs-new")}
     assert stored["loss-curve"] == loss_curve.read_bytes()
@@ -177,7 +179,7 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
             raise RuntimeError("no token on this worker")
 
         monkeypatch.setattr(sender, "send_photo_text", refuse)
-        _post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]  # logged, not raised
+        post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]  # logged, not raised
 
 
 def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Settings) -> None:
@@ -229,8 +231,9 @@ def test_progress_notes_carry_the_loss_curve_so_far(isolated: Settings) -> None:
     from bots.web.app import create_app
     from core.jobs import Conversation
     from core.store import History, ImageStore
-    from core.training_client import TrainRun
-    from worker.train_task import _progress_reporter, run_dir
+    from core.train_runs import TrainRun
+    from worker.train_report import progress_reporter
+    from worker.train_run import run_dir
 
     client = redis.Redis.from_url(str(isolated.redis_url))
     rt = SimpleNamespace(
@@ -247,7 +250,7 @@ def test_progress_notes_carry_the_loss_curve_so_far(isolated: Settings) -> None:
     out = run_dir(rt, run.id)  # type: ignore[arg-type]
     out.mkdir(parents=True)
     heartbeat = SimpleNamespace(beat=lambda **fields: None, stop_requested=False)
-    progress = _progress_reporter(rt, run, heartbeat)  # type: ignore[arg-type]
+    progress = progress_reporter(rt, run, heartbeat)  # type: ignore[arg-type]
     total = 8
     for step in range(1, total + 1):
         losses = {"loss_d": 2.0 / step, "loss_g": 1.0 + step / 10, "gp": 0.1}

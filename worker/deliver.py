@@ -17,7 +17,6 @@ Three things make that hold when workers die and platforms time out (docs/reliab
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -34,19 +33,15 @@ from core.delivery import (
     DeliveryFailed,
     DeliveryLocked,
     DeliveryRetry,
-    Sender,
+    Notice,
 )
 from core.jobs import JobRecord, JobStatus
+from core.leases import KeyLease
+from worker.outbox import outbox_for, tell
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-#: platform -> module holding ``send(record, ctx)``. Each sender lives with its bot and imports no torch.
-SENDERS = {
-    "web": "bots.web.send",
-    "telegram": "bots.telegram.send",
-    "discord": "bots.discord.send",
-}
 #: Longest delivery lease; shorter when the job lease is (tests). Refreshed every third of it.
 LOCK_S = 30.0
 MIN_LOCK_S = 3.0
@@ -58,14 +53,6 @@ CHAT_GAP_S = {"telegram": 1.0, "telegram-group": 3.0, "discord": 1.0}
 #: How long a delivery waits for another one to the same chat before it retries later instead.
 CHAT_WAIT_S = 5.0
 
-# Refresh / release only while the key still holds our token: a lapsed lease taken over by another
-# worker is never extended or deleted by the one that lost it.
-_REFRESH = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-)
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
 #: Set of job ids whose delivery started and has not ended (delivered or given up): what a starting
 #: delivery worker sweeps.
 OPEN_KEY = "ib:delivery-open"
@@ -74,22 +61,6 @@ SENDING = "sending"  # a send started; its request may not have fully left yet
 SENT = "sent"  # the request fully left, no answer yet: the platform may have posted it
 UNCONFIRMED = "unconfirmed"
 FAILED = "failed"
-
-
-def sender_for(platform: str) -> Sender:
-    """The ``send`` function of ``platform``; raises :class:`DeliveryFailed` for an unknown one."""
-    if platform == "cli":
-        return _cli_send
-    module_name = SENDERS.get(platform)
-    if module_name is None:
-        raise DeliveryFailed(f"no sender for platform {platform!r} in this release")
-    return importlib.import_module(module_name).send
-
-
-def _cli_send(record: JobRecord, ctx: DeliveryContext) -> str:
-    """The CLI waits on the job record and reads the images from the store: nothing to post."""
-    log.info("job %s (%s) is ready for the CLI", record.id, record.status.value)
-    return POSTED
 
 
 def lock_key(job_id: str) -> str:
@@ -107,21 +78,19 @@ def lease_seconds(rt: Runtime) -> float:
     return max(MIN_LOCK_S, min(LOCK_S, rt.settings.job_lease_s))
 
 
-class Lease:
-    """A Redis key held with a token and a TTL, refreshed by a daemon thread until :meth:`release`."""
+class Lease(KeyLease):
+    """A :class:`~core.leases.KeyLease` with a fresh token, renewed by a daemon thread from
+    :meth:`acquire` until :meth:`release`."""
 
     def __init__(self, client: redis.Redis, key: str, seconds: float) -> None:
-        self.redis = client
-        self.key = key
-        self.ms = int(seconds * 1000)
-        self.token = uuid.uuid4().hex
+        super().__init__(client, key, uuid.uuid4().hex, seconds)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
 
     def acquire(self) -> bool:
-        """Take the key if free; starts refreshing it."""
-        if not self.redis.set(self.key, self.token, nx=True, px=self.ms):
+        """Take the key if free; starts renewing it."""
+        if not super().acquire():
             return False
         self._thread = threading.Thread(target=self._keep, name=f"lease:{self.key}", daemon=True)
         self._thread.start()
@@ -130,7 +99,7 @@ class Lease:
     def _keep(self) -> None:
         while not self._stop.wait(self.ms / 3000):
             try:
-                if not self.redis.eval(_REFRESH, 1, self.key, self.token, self.ms):
+                if not self.renew():
                     self.lost = True
                     log.warning("lease %s lapsed while held", self.key)
                     return
@@ -138,19 +107,14 @@ class Lease:
                 log.warning("could not refresh lease %s: %s", self.key, exc)
 
     def release(self) -> None:
-        """Stop refreshing and delete the key if it is still ours."""
+        """Stop renewing and delete the key if it is still ours."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self.redis.eval(_RELEASE, 1, self.key, self.token)
+            super().release()
         except redis.RedisError as exc:  # it lapses by itself
             log.warning("could not release lease %s: %s", self.key, exc)
-
-    def remaining_s(self) -> float:
-        """Seconds until the key (held by anyone) lapses; 0 when it is free."""
-        ms = self.redis.pttl(self.key)
-        return max(0.0, ms / 1000) if ms and ms > 0 else 0.0
 
 
 def run_deliver(rt: Runtime, job_id: str) -> str:
@@ -184,12 +148,12 @@ def run_deliver(rt: Runtime, job_id: str) -> str:
 
 
 def _send_once(rt: Runtime, record: JobRecord) -> str:
-    platform = record.request.conversation.platform
+    outbox = outbox_for(record.request.conversation.platform)
     journal = journal_of(rt, record.id)
     attempts = int(journal.get("attempts", 0))
     if attempts >= MAX_SEND_ATTEMPTS:
         raise DeliveryFailed(f"gave up after {attempts} send attempts")
-    reports_sent = _reports_sent(platform)
+    reports_sent = bool(outbox.REPORTS_SENT)
     state = journal.get("state")
     # "sending" left by a dead attempt: with a sender that reports when its request has fully left,
     # it means the request never did (nothing can have been posted); with another, it may have.
@@ -214,7 +178,7 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
         on_sent=on_sent if reports_sent else None,
     )
     try:
-        outcome = sender_for(platform)(record, ctx) or POSTED
+        outcome = outbox.send(record, ctx) or POSTED
     except DeliveryAmbiguous as exc:
         if reports_sent and not left.is_set():  # it never fully left: a plain retry is safe
             rt.redis.hset(key, "state", UNCONFIRMED if unconfirmed else "retry")
@@ -229,12 +193,6 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
     rt.jobs.update(record.id, _mark_delivered)
     rt.redis.srem(OPEN_KEY, record.id)
     return "delivered" if outcome == POSTED else outcome
-
-
-def _reports_sent(platform: str) -> bool:
-    """Whether ``platform``'s sender calls ``ctx.on_sent`` (``REPORTS_SENT`` in its module)."""
-    module_name = SENDERS.get(platform)
-    return bool(module_name and getattr(importlib.import_module(module_name), "REPORTS_SENT", False))
 
 
 def sweep(rt: Runtime) -> list[str]:
@@ -322,20 +280,9 @@ def give_up(rt: Runtime, job_id: str, reason: str) -> str:
         return r
 
     record = rt.jobs.update(job_id, fail)
-    platform = record.request.conversation.platform
-    module_name = SENDERS.get(platform)
-    if module_name and platform != "web":
-        try:
-            importlib.import_module(module_name).send_text(record.request.conversation, text, rt.settings)
-        except Exception as exc:  # noqa: BLE001 - best effort: the platform is what failed
-            log.warning("job %s: could not tell the conversation delivery failed: %r", job_id, exc)
-    elif platform == "web":
-        rt.history.append("web", record.request.conversation.chat_id, _web_failure(record))
+    # Best effort: the platform is what failed.
+    tell(rt, record.request.conversation, Notice(text, job_id=record.id))
     return "failed"
-
-
-def _web_failure(record: JobRecord) -> dict[str, object]:
-    return {"role": "bot", "job_id": record.id, "status": record.status.value, "text": record.error}
 
 
 def _mark_delivered(record: JobRecord) -> JobRecord:

@@ -16,7 +16,8 @@ from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEU
 from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
-from worker.train_task import run_train, schedule_recheck
+from worker.train_lease import schedule_recheck
+from worker.train_task import run_train
 
 log = logging.getLogger(__name__)
 MAX_DELIVERY_RETRIES = MAX_SEND_ATTEMPTS

@@ -1,6 +1,7 @@
 """What a ``train`` task does differently for our diffusion model: where a run starts, how it trains,
 what version folder it registers, and how that folder is scored. The run's life around it (claim,
-lease, lock, gate, registry, promotion, chat) is :mod:`worker.train_task`'s, shared with DF-GAN.
+lease, lock, gate, registry, promotion, chat) is :mod:`worker.train_task`'s, shared with DF-GAN
+(:mod:`worker.train_dfgan`).
 
 A run fine-tunes the model the workers draw with by default (the promoted diffusion version, else the
 configured or shipped model) at a quarter of the learning rate with a short warm-up; ``from_scratch``
@@ -17,15 +18,52 @@ from typing import Any
 
 from core.model_versions import ModelRegistry
 from core.settings import Settings
-from core.training_client import TrainRun
+from core.train_runs import FINETUNE_LR_SCALE, TrainRun
+from worker.runtime import Runtime
+from worker.train_lease import Heartbeat
+from worker.train_report import announce, progress_reporter, stopped
+from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
 
-#: A fine-tune's learning rate, as a fraction of the base config's, and its warm-up (steps).
-FINETUNE_LR_SCALE = 0.25
+#: A fine-tune's warm-up (steps); its learning rate is the base config's times FINETUNE_LR_SCALE.
 FINETUNE_WARMUP_STEPS = 20
 #: Sampling settings of the evaluation: the shipped model's defaults.
 EVAL_STEPS, EVAL_GUIDANCE = 20, 2.0
 #: Datasets with an exact answer key the gate can score.
 SCORED_DATASETS = ("shapes", "scenes")
+
+
+def train_part(
+    rt: Runtime, registry: ModelRegistry, run: TrainRun, heartbeat: Heartbeat, device: str
+) -> Trained | TrainOutcome:
+    """Train our diffusion model for ``run`` and score the result and the baseline on the same
+    captions."""
+    settings = rt.settings
+    out = run_dir(rt, run.id)
+    start = starting_point(settings, registry, run)
+    resumed_from = checkpoint_step(out / "state")
+    heartbeat.beat(resumed_from=resumed_from)
+    announce(rt, run, version_of(start) if start else None, resumed_from)
+    result, _, prompts = train_run(settings, run, out, start, progress_reporter(rt, run, heartbeat), device)
+    heartbeat.beat(
+        step=result.step, total=result.step, eta_s=0.0, losses={"loss": round(result.last_loss, 4)}
+    )
+    halted = stopped(rt, run, heartbeat, f"at step {result.step}")
+    if halted is not None:
+        return halted
+    folder = export_for_registry(result, out)
+    metrics = evaluate(settings, folder, run.dataset, run.eval_count, device)
+    promoted = registry.promoted_entry()
+    if promoted is not None:
+        baseline_version, baseline = promoted.version, promoted.metrics.get("all")
+    else:
+        default = default_folder(settings)
+        scores = evaluate(settings, default, run.dataset, run.eval_count, device) if default else {}
+        baseline_version = version_of(default) if default else None
+        baseline = scores.get("all")
+    return Trained(
+        folder, result.step, Path(result.loss_curve), Path(result.sample_grid),
+        metrics, baseline_version, baseline, prompts,
+    )  # fmt: skip
 
 
 def default_folder(settings: Settings) -> Path | None:

@@ -42,6 +42,8 @@ from core.delivery import (
     DeliveryContext,
     DeliveryFailed,
     DeliveryRetry,
+    Notice,
+    post_notice,
     result_caption,
     unconfirmed_text,
 )
@@ -295,3 +297,8 @@ def send_photo_text(conversation: Conversation, png: bytes, caption: str, settin
     }
     headers = {"Authorization": f"Bot {settings.discord_token}"}
     _check(_post(f"{base}/channels/{channel_id}/messages", payload, png, headers=headers))
+
+
+def notify(conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> None:
+    """Post ``notice`` (:class:`core.delivery.Outbox`); same errors as :func:`send_text`."""
+    post_notice(conversation, notice, ctx, send_text, send_photo_text)

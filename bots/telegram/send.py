@@ -50,6 +50,8 @@ from core.delivery import (
     DeliveryContext,
     DeliveryFailed,
     DeliveryRetry,
+    Notice,
+    post_notice,
     result_caption,
     unconfirmed_text,
 )
@@ -342,3 +344,8 @@ def send_photo_text(conversation: Conversation, png: bytes, caption: str, settin
             reply_parameters=_reply_parameters(conversation),
         ),
     )
+
+
+def notify(conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> None:
+    """Post ``notice`` (:class:`core.delivery.Outbox`); same errors as :func:`send_text`."""
+    post_notice(conversation, notice, ctx, send_text, send_photo_text)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from core.delivery import POSTED, DeliveryContext
-from core.jobs import JobRecord, JobStatus
+from core.delivery import POSTED, DeliveryContext, Notice
+from core.jobs import Conversation, JobRecord, JobStatus
+
+#: The web chat waits on the history it polls, not on an HTTP answer: nothing is ever half sent.
+REPORTS_SENT = False
 
 
 def send(record: JobRecord, ctx: DeliveryContext) -> str:
@@ -14,10 +17,7 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
     (The deliver task's lease keeps two sends of one job from running at once.)
     """
     conv = record.request.conversation
-    if any(
-        event.get("role") == "bot" and event.get("job_id") == record.id
-        for event in ctx.history.read("web", conv.chat_id)
-    ):
+    if _told(ctx, conv, record.id):
         return POSTED
     event: dict[str, object] = {"role": "bot", "job_id": record.id, "status": record.status.value}
     if record.status == JobStatus.FAILED:
@@ -26,3 +26,26 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
         event["text"] = "Cancelled."
     ctx.history.append("web", conv.chat_id, event)
     return POSTED
+
+
+def notify(conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> None:
+    """Add ``notice`` to the conversation's history (:class:`core.delivery.Outbox`). A training run's
+    picture is shown from ``/api/runs/<run>/<picture>.png``; a notice about a job is added once."""
+    if notice.job_id is not None and _told(ctx, conversation, notice.job_id):
+        return
+    event: dict[str, object] = {"role": "bot", "text": notice.text}
+    if notice.job_id is not None:
+        event["job_id"] = notice.job_id
+    if notice.run_id is not None:
+        event["run_id"] = notice.run_id
+        if notice.picture is not None:
+            event["image_url"] = f"/api/runs/{notice.run_id}/{notice.picture}.png"
+    ctx.history.append("web", conversation.chat_id, event)
+
+
+def _told(ctx: DeliveryContext, conversation: Conversation, job_id: str) -> bool:
+    """Whether the conversation's history already has the bot's word on ``job_id``."""
+    return any(
+        event.get("role") == "bot" and event.get("job_id") == job_id
+        for event in ctx.history.read("web", conversation.chat_id)
+    )

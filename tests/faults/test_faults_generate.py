@@ -12,6 +12,7 @@ import worker.generate as generate
 from core.embedded_redis import EmbeddedRedis
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobStatus
+from core.store import JobStore
 from core.validation import request_from_text
 from tests.helpers.settings import make_settings
 from worker.runtime import Runtime
@@ -37,7 +38,7 @@ def test_a_redis_error_in_the_progress_callback_does_not_fail_the_job(
         reports.append(args)
         raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
 
-    monkeypatch.setattr(generate, "_report", redis_gone)  # runs inside the progress write
+    monkeypatch.setattr(JobStore, "renew", redis_gone)  # the progress write (it renews the lease)
     monkeypatch.setattr(generate, "PROGRESS_WRITE_S", 0.0)  # report every step
     outcome = generate.run_generate(Runtime(settings, celery_app), job.id)
 
