@@ -37,6 +37,17 @@ def _job(store: JobStore) -> JobRecord:
     return record
 
 
+def _run(store: TrainRunStore) -> TrainRun:
+    run = TrainRun(
+        dataset="shapes",
+        epochs=1,
+        requested_by="cli:0",
+        conversation=Conversation(platform="cli", chat_id="c"),
+    )
+    store.save(run)
+    return run
+
+
 def test_a_claim_takes_a_waiting_record_once_and_a_lapsed_one_again(client: redis.Redis) -> None:
     store = JobStore(client, 60)
     job = _job(store)
@@ -69,13 +80,7 @@ def test_a_record_whose_workers_keep_dying_is_given_up(client: redis.Redis) -> N
 
 def test_renew_and_finish_yield_to_a_cancel_and_to_a_new_holder(client: redis.Redis) -> None:
     store = TrainRunStore(client, 60)
-    run = TrainRun(
-        dataset="shapes",
-        epochs=1,
-        requested_by="cli:0",
-        conversation=Conversation(platform="cli", chat_id="c"),
-    )
-    store.save(run)
+    run = _run(store)
     assert store.claim(run.id, "w1", lease_s=30, max_attempts=5).verdict == Verdict.CLAIMED
     renewed, hold = store.renew(run.id, 30, owner="w1", step=3)
     assert hold == Hold.RENEWED and renewed.step == 3
@@ -91,13 +96,7 @@ def test_renew_and_finish_yield_to_a_cancel_and_to_a_new_holder(client: redis.Re
 
 def test_finish_and_give_back(client: redis.Redis) -> None:
     store = TrainRunStore(client, 60)
-    run = TrainRun(
-        dataset="shapes",
-        epochs=1,
-        requested_by="cli:0",
-        conversation=Conversation(platform="cli", chat_id="c"),
-    )
-    store.save(run)
+    run = _run(store)
     store.claim(run.id, "w1", lease_s=30, max_attempts=5)
     back = store.give_back(run.id, "w1", note="waiting")
     assert (back.status, back.attempts, back.note, back.lease_until) == (JobStatus.QUEUED, 0, "waiting", None)
