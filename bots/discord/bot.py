@@ -21,15 +21,15 @@ from bots.discord.buttons import ResultButton
 from bots.discord.commands import COMMANDS, on_command_error
 from bots.discord.progress import ProgressTracker
 from bots.stopping import on_stop_signals
+from core.conversation import ConversationService
 from core.job_client import QueueClient
-from core.preferences import PreferenceStore
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class ImagineBot(discord.Client):
-    """The client: a command tree, the queue, per-user preferences and the progress editor."""
+    """The client: a command tree, the conversation service (and its queue) and the progress editor."""
 
     def __init__(self, settings: Settings, queue: QueueClient, sync_commands: bool = True) -> None:
         # Slash commands and buttons arrive without any privileged (or other) intent.
@@ -38,7 +38,7 @@ class ImagineBot(discord.Client):
         super().__init__(intents=discord.Intents.none(), allowed_mentions=discord.AllowedMentions.none())
         self.settings = settings
         self.queue = queue
-        self.prefs = PreferenceStore(queue.redis)
+        self.service = ConversationService(settings, queue)
         self.sync_commands = sync_commands
         self.tree = app_commands.CommandTree(self)
         self.tree.error(on_command_error)

@@ -1,8 +1,10 @@
-"""What every Discord handler shares: who is asking and where, how an error is answered, and the
-defer → submit → position answer that ``/imagine`` and the result buttons both end with.
+"""How a Discord interaction becomes an action of the conversation service, and how its reply is
+rendered: privately (ephemeral) for everything but a queued job, whose deferred public answer the
+progress editor keeps up to date.
 
 The slash commands live in ``commands.py``, the result buttons in ``buttons.py``, the progress
-editor in ``progress.py``; ``bot.py`` wires them into the client.
+editor in ``progress.py``; ``bot.py`` wires them into the client. What the bot says is written in
+:mod:`core.conversation.replies`; this module only chooses how Discord shows it.
 """
 
 from __future__ import annotations
@@ -13,27 +15,37 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bots.discord.progress import position_text
-from core.errors import InputError
-from core.heartbeats import job_notice
-from core.jobs import Conversation, JobRequest
+from core.conversation import (
+    Action,
+    Again,
+    Caller,
+    Imagine,
+    Prepared,
+    Refused,
+    Reply,
+    SettingsShown,
+)
+from core.job_client import QueueUnavailable
+from core.jobs import Conversation
 
 if TYPE_CHECKING:
     from bots.discord.bot import ImagineBot
 
+#: Discord refuses a message longer than this.
+MAX_MESSAGE_CHARS = 2000
 # The core messages name the text flags (--steps); on Discord the same things are options (steps:).
 _FLAG_NAMES = {"--seed": "seed", "--steps": "steps", "--n": "count", "--size": "size", "--no": "negative"}
 _FLAG = re.compile(r"--(seed|steps|n|size|no)\b")
 
 
-def discord_message(exc: InputError) -> str:
-    """``exc.message`` with text-flag names replaced by the slash command's option names."""
-    return _FLAG.sub(lambda m: _FLAG_NAMES[m.group(0)], exc.message)
-
-
-def user_key(user: discord.abc.User) -> str:
-    """The ``platform:user_id`` form core uses for limits, preferences and ownership."""
-    return f"discord:{user.id}"
+def discord_text(reply: Reply) -> str:
+    """``reply`` as Discord shows it: the slash command's option names where core's text names a
+    text flag (``steps`` for ``--steps``), and the defaults in option form."""
+    if isinstance(reply, SettingsShown):
+        return f"Your defaults: {reply.summary}."
+    if isinstance(reply, Refused):
+        return _FLAG.sub(lambda m: _FLAG_NAMES[m.group(0)], reply.text)
+    return reply.text
 
 
 def conversation_of(interaction: discord.Interaction) -> Conversation:
@@ -53,29 +65,44 @@ def conversation_of(interaction: discord.Interaction) -> Conversation:
     )
 
 
-async def reply_error(interaction: discord.Interaction, exc: InputError) -> None:
-    """Tell only the person who asked, whether or not the interaction was answered already."""
-    await reply_private(interaction, discord_message(exc))
+def caller_of(interaction: discord.Interaction[ImagineBot]) -> Caller:
+    """Who pressed or typed, and where: a button's chat check uses the thread's parent channel."""
+    return interaction.client.service.caller(str(interaction.user.id), conversation_of(interaction))
 
 
 async def reply_private(interaction: discord.Interaction, text: str) -> None:
     """Answer ``text`` to the asker only (ephemeral), or edit the deferred answer into it."""
+    text = text[:MAX_MESSAGE_CHARS]
     if interaction.response.is_done():
         await interaction.edit_original_response(content=text)
     else:
-        await interaction.response.send_message(text[:2000], ephemeral=True)
+        await interaction.response.send_message(text, ephemeral=True)
 
 
-async def submit_and_answer(interaction: discord.Interaction[ImagineBot], request: JobRequest) -> None:
-    """Defer, queue ``request`` (validated), answer with the position, and follow its progress."""
+async def ask(interaction: discord.Interaction[ImagineBot], action: Action) -> None:
+    """Run ``action`` for the asker and answer its reply privately."""
+    service = interaction.client.service
+    reply = await asyncio.to_thread(service.handle, caller_of(interaction), action)
+    await reply_private(interaction, discord_text(reply))
+
+
+async def draw(interaction: discord.Interaction[ImagineBot], action: Imagine | Again) -> None:
+    """Check ``action`` before answering (a refusal is ephemeral and queues nothing), defer within
+    Discord's 3-second deadline, queue it, answer with its position and follow its progress."""
     bot = interaction.client
-    await interaction.response.defer(thinking=True)
-    try:
-        record = await asyncio.to_thread(bot.queue.submit, request)
-    except InputError as exc:  # rate limit, queue full
-        await reply_error(interaction, exc)
+    prepared = await asyncio.to_thread(bot.service.prepare, caller_of(interaction), action)
+    if not isinstance(prepared, Prepared):
+        await reply_private(interaction, discord_text(prepared))
         return
-    position = await asyncio.to_thread(bot.queue.position, record.id)
-    notice = await asyncio.to_thread(job_notice, bot.queue.redis, record)  # no worker up yet?
-    await interaction.edit_original_response(content=position_text(record, position, notice))
-    bot.progress.follow(interaction, record.id)
+    await interaction.response.defer(thinking=True)
+    queued = await asyncio.to_thread(bot.service.submit, prepared)
+    if isinstance(queued, Refused):  # rate limit, queue full, queue unavailable
+        await reply_private(interaction, discord_text(queued))
+        return
+    await interaction.edit_original_response(content=queued.titled_text[:MAX_MESSAGE_CHARS])
+    bot.progress.follow(interaction, queued.record.id)
+
+
+async def reply_unavailable(interaction: discord.Interaction) -> None:
+    """The answer while Redis cannot be reached: the same words as every front-end's."""
+    await reply_private(interaction, QueueUnavailable.message)

@@ -1,5 +1,6 @@
 """The progress editor: keeps editing a queued job's deferred answer ("position N", "drawing step
-k/n", "done") until the job finishes or the interaction token is about to expire."""
+k/n", "done") until the job finishes or the interaction token is about to expire. The words are
+core's status line (:func:`core.conversation.status_line`, titled: the answer stands alone)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from core.conversation import status_line
 from core.errors import JobNotFound
 from core.heartbeats import job_notice
-from core.jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from bots.discord.bot import ImagineBot
@@ -21,24 +22,6 @@ log = logging.getLogger(__name__)
 
 #: Stop editing an answer after this long: its interaction token expires at 15 minutes.
 PROGRESS_LIMIT_S = 14 * 60
-
-
-def position_text(record: JobRecord, position: int | None, notice: str | None = None) -> str:
-    """The answer to a queued job: what is being drawn and where it stands (``notice``: no live
-    worker can draw it yet)."""
-    what = f"“{record.request.prompt}” ({', '.join(record.request.engines)}, seed {record.seed})"
-    if record.status == JobStatus.QUEUED:
-        return f"Queued {what}, position {position or 1}." + (f" {notice}" if notice else "")
-    if record.status == JobStatus.RUNNING:
-        progress = record.progress
-        if progress is not None:
-            return f"Drawing {what}: {progress.engine} step {progress.step}/{progress.total}."
-        return f"Drawing {what}…"
-    if record.status == JobStatus.DONE:
-        return f"Done: {what}."
-    if record.status == JobStatus.CANCELLED:
-        return f"Cancelled: {what}."
-    return f"Failed: {what}: {record.error or 'unknown error'}"
 
 
 class ProgressTracker:
@@ -65,7 +48,7 @@ class ProgressTracker:
                 notice = await asyncio.to_thread(job_notice, self.bot.queue.redis, record)
             except JobNotFound:
                 return
-            text = position_text(record, position, notice)
+            text = status_line(record, position, notice, titled=True)[:2000]
             if text != last:
                 try:
                     await interaction.edit_original_response(content=text)
