@@ -82,7 +82,7 @@ def test_while_redis_is_down_the_api_answers_json_503_with_retry_after(tmp_path:
     ):
         assert resp.status_code == 503
         assert resp.get_json() == {
-            "error": "The queue is unavailable, try again in a minute.",
+            "error": "The queue is unavailable right now. Please try again in a minute.",
             "code": "queue_unavailable",
         }
         assert int(resp.headers["Retry-After"]) > 0

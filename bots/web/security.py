@@ -29,14 +29,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 import secrets
 from typing import Any
 
+import redis
 from flask import Flask, Response, jsonify, redirect, request, session
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import InputError
+from core.ids import is_conversation_id
 from core.limits import RateLimiter
 from core.metrics import job_rejected, watch_queue_depth
 from core.settings import Settings
@@ -63,7 +64,6 @@ SECURITY_HEADERS = {
 }
 #: Paths anyone may reach without the access password (probes, scrapes, the login page itself).
 OPEN_PATHS = ("/login", "/api/health", "/metrics")
-CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 LOGIN_ATTEMPTS = 10  # per client IP per rate window
 
 
@@ -148,14 +148,127 @@ body.login { background: #14161c; color: #e8e8ee; font: 16px system-ui, sans-ser
 """
 
 
-def install(app: Flask, settings: Settings, client: Any) -> None:
-    """Add the guards and ``/metrics`` to ``app``; ``client`` is a :class:`core.job_client.QueueClient`.
+class Guards:
+    """The guards' state and their Flask hooks (``before_request``, ``after_request``, the login views)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, key: bytes) -> None:
+        self.local = settings.web_is_local
+        self.password = settings.web_access_password
+        self.tag = _password_tag(key, self.password) if self.password else ""
+        hosts = [h.strip().lower() for h in settings.web_allowed_hosts.split(",") if h.strip()]
+        self.allowed_hosts = hosts + (["localhost"] if self.local else [])
+        self.trusted = parse_networks(settings.web_trusted_proxies)
+        window = settings.rate_limit_window_s
+        self.per_ip = RateLimiter(client, settings.web_rate_limit_ip, window)
+        self.per_conversation = RateLimiter(client, settings.web_rate_limit_conversation, window)
+        self.logins = RateLimiter(client, LOGIN_ATTEMPTS, window)
+
+    def this_client(self) -> str:
+        """The address of the client making the current request."""
+        return client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For"), self.trusted)
+
+    def signed_in(self) -> bool:
+        """Whether the current request carries a session signed in with the current password."""
+        return hmac.compare_digest(str(session.get("access", "")), self.tag)
+
+    def guard(self) -> Any:
+        """Before every request: allowed host; beyond localhost, signed in and within the POST limits."""
+        if not host_allowed(request.host, self.allowed_hosts):
+            return jsonify({"error": "Unknown host.", "code": "bad_host"}), 400
+        if self.local:
+            return None
+        path = request.path
+        if not any(path == p or path.startswith(p + "/") for p in OPEN_PATHS) and not self.signed_in():
+            if path.startswith("/api/"):
+                return jsonify({"error": "Sign in first (/login).", "code": "login_required"}), 401
+            return redirect("/login", code=303)
+        if request.method == "POST" and path != "/login":  # logins have their own, stricter limit
+            try:
+                self.per_ip.hit(f"web-ip:{self.this_client()}")
+                data = request.get_json(silent=True) if request.is_json else None
+                cid = data.get("conversation_id") if isinstance(data, dict) else None
+                if path.startswith("/api/") and is_conversation_id(cid):
+                    self.per_conversation.hit(f"web-conversation:{cid}")
+            except InputError as exc:
+                return _refuse(exc, 429)
+        return None
+
+    def headers(self, response: Response) -> Response:
+        """After every request: the security headers (and a bare health answer before sign-in)."""
+        if (
+            not self.local
+            and request.path == "/api/health"
+            and response.status_code == 200
+            and not self.signed_in()
+        ):
+            # Probes need only the status; the workers and problems it lists are for signed-in users.
+            response = jsonify({"ok": True})
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def sign_in(self, given: str) -> bool:
+        """Start a signed-in session when ``given`` is the access password."""
+        if not self.password or not hmac.compare_digest(given.encode(), self.password.encode()):
+            return False
+        session.clear()
+        session["access"] = self.tag
+        session.permanent = True
+        return True
+
+    def login_form(self) -> Any:
+        """``GET /login``: the form, or an invite link ``/login?token=<password>``."""
+        token = request.args.get("token")
+        if self.local:
+            return redirect("/", code=303)
+        if token is None:
+            return _login_page("Enter the access password.")
+        try:
+            self.logins.hit(f"web-login:{self.this_client()}")
+        except InputError as exc:
+            return _login_page(exc.message, 429)
+        if self.sign_in(token):
+            return redirect("/", code=303)
+        return _login_page("That invite link is not valid.", 403)
+
+    def login_submit(self) -> Any:
+        """``POST /login``: check the password (a few tries per client per window)."""
+        try:
+            self.logins.hit(f"web-login:{self.this_client()}")
+        except InputError as exc:
+            return _login_page(exc.message, 429)
+        if self.sign_in(str(request.form.get("password", ""))):
+            return redirect("/", code=303)
+        return _login_page("Wrong password.", 403)
+
+
+def _refuse(exc: InputError, status: int) -> tuple[Response, int]:
+    job_rejected(exc.code)
+    response = jsonify(exc.to_dict())
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(int(exc.retry_after + 0.999))
+    return response, status
+
+
+def _login_page(message: str, status: int = 200) -> tuple[Response, int]:
+    html = LOGIN_PAGE.format(message=message)  # fixed texts only: nothing a visitor sent
+    return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"}), status
+
+
+def _login_css() -> Response:
+    return Response(LOGIN_CSS, mimetype="text/css")
+
+
+def _metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+def install(app: Flask, settings: Settings, client: redis.Redis) -> None:
+    """Add the guards and ``/metrics`` to ``app``; ``client`` is the queue's Redis.
 
     Raises :class:`AccessPasswordMissing` when the chat listens beyond localhost without a password.
     """
-    local = settings.web_is_local
-    password = settings.web_access_password
-    if not local and not password:
+    if not settings.web_is_local and not settings.web_access_password:
         raise AccessPasswordMissing(
             f"The web chat would listen on {settings.web_host}, beyond localhost, open to anyone: "
             "set IMAGINEBOT_WEB_ACCESS_PASSWORD (and IMAGINEBOT_WEB_SECRET_KEY), or listen on 127.0.0.1."
@@ -165,106 +278,11 @@ def install(app: Flask, settings: Settings, client: Any) -> None:
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="ib_session"
     )
-    allowed_hosts = [h.strip().lower() for h in settings.web_allowed_hosts.split(",") if h.strip()]
-    allowed_hosts += ["localhost"] if local else []
-    trusted = parse_networks(settings.web_trusted_proxies)
-    window = settings.rate_limit_window_s
-    per_ip = RateLimiter(client.redis, settings.web_rate_limit_ip, window)
-    per_conversation = RateLimiter(client.redis, settings.web_rate_limit_conversation, window)
-    logins = RateLimiter(client.redis, LOGIN_ATTEMPTS, window)
-    tag = _password_tag(key, password) if password else ""
-    watch_queue_depth(client.redis)
-
-    def refuse(exc: InputError, status: int) -> tuple[Response, int]:
-        job_rejected(exc.code)
-        response = jsonify(exc.to_dict())
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(int(exc.retry_after + 0.999))
-        return response, status
-
-    def this_client() -> str:
-        return client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted)
-
-    def signed_in() -> bool:
-        return hmac.compare_digest(str(session.get("access", "")), tag)
-
-    def is_open(path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in OPEN_PATHS)
-
-    @app.before_request
-    def guard() -> Any:
-        if not host_allowed(request.host, allowed_hosts):
-            return jsonify({"error": "Unknown host.", "code": "bad_host"}), 400
-        if local:
-            return None
-        path = request.path
-        if not is_open(path) and not signed_in():
-            if path.startswith("/api/"):
-                return jsonify({"error": "Sign in first (/login).", "code": "login_required"}), 401
-            return redirect("/login", code=303)
-        if request.method == "POST" and path != "/login":  # logins have their own, stricter limit
-            try:
-                per_ip.hit(f"web-ip:{this_client()}")
-                data = request.get_json(silent=True) if request.is_json else None
-                cid = str(data.get("conversation_id", "")) if isinstance(data, dict) else ""
-                if path.startswith("/api/") and CONVERSATION_ID.fullmatch(cid):
-                    per_conversation.hit(f"web-conversation:{cid}")
-            except InputError as exc:
-                return refuse(exc, 429)
-        return None
-
-    @app.after_request
-    def headers(response: Response) -> Response:
-        if not local and request.path == "/api/health" and response.status_code == 200 and not signed_in():
-            # Probes need only the status; the workers and problems it lists are for signed-in users.
-            response = jsonify({"ok": True})
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    def login_page(message: str, status: int = 200) -> tuple[Response, int]:
-        html = LOGIN_PAGE.format(message=message)  # fixed texts only: nothing a visitor sent
-        return Response(html, mimetype="text/html", headers={"Cache-Control": "no-store"}), status
-
-    def sign_in(given: str) -> bool:
-        if not password or not hmac.compare_digest(given.encode(), password.encode()):
-            return False
-        session.clear()
-        session["access"] = tag
-        session.permanent = True
-        return True
-
-    @app.get("/login")
-    def login_form() -> Any:
-        token = request.args.get("token")
-        if token is not None:  # an invite link
-            if local:
-                return redirect("/", code=303)
-            try:
-                logins.hit(f"web-login:{this_client()}")
-            except InputError as exc:
-                return login_page(exc.message, 429)
-            if sign_in(token):
-                return redirect("/", code=303)
-            return login_page("That invite link is not valid.", 403)
-        if local:
-            return redirect("/", code=303)
-        return login_page("Enter the access password.")
-
-    @app.post("/login")
-    def login_submit() -> Any:
-        try:
-            logins.hit(f"web-login:{this_client()}")
-        except InputError as exc:
-            return login_page(exc.message, 429)
-        if sign_in(str(request.form.get("password", ""))):
-            return redirect("/", code=303)
-        return login_page("Wrong password.", 403)
-
-    @app.get("/login/style.css")
-    def login_css() -> Response:
-        return Response(LOGIN_CSS, mimetype="text/css")
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    guards = Guards(settings, client, key)
+    watch_queue_depth(client)
+    app.before_request(guards.guard)
+    app.after_request(guards.headers)
+    app.add_url_rule("/login", "login_form", guards.login_form, methods=["GET"])
+    app.add_url_rule("/login", "login_submit", guards.login_submit, methods=["POST"])
+    app.add_url_rule("/login/style.css", "login_css", _login_css)
+    app.add_url_rule("/metrics", "metrics", _metrics)

@@ -1,0 +1,305 @@
+"""The web chat's JSON API (a Flask blueprint). Each view reads the request, calls the conversation
+service (:mod:`core.conversation`) or the stores, and renders the answer as JSON.
+
+- ``POST /api/imagine`` ``{"conversation_id": "...", "text": "/imagine a red circle --seed 3"}``
+  → 202 ``{"job": {...}}``, or 4xx ``{"error": "...", "code": "..."}``; ``/retrain ...`` text →
+  ``{"run": {...}, "message": "..."}`` (202 queued, 200 cancelled)
+- ``GET /api/jobs/<id>`` → ``{"job": {...}}`` with status, queue position, progress, image URLs
+- ``POST /api/jobs/<id>/cancel`` ``{"conversation_id": "..."}``
+- ``GET /api/jobs/<id>/pair.png`` and ``/api/jobs/<id>/images/<engine>-<i>.png`` → PNG
+- ``GET /api/runs/<run_id>/<loss-curve|old-vs-new|…>.png`` → a training run's pictures
+- ``GET /api/conversations/<conversation_id>`` → ``{"messages": [...]}`` (history, survives reloads)
+- ``GET /api/health``
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from bots.web.admin_password import AdminPassword
+from core.commands import is_retrain_cancel
+from core.conversation import (
+    Cancel,
+    Cancelled,
+    ConversationService,
+    FromText,
+    Imagine,
+    Queued,
+    Refused,
+    Reply,
+    Retrain,
+    RetrainCancel,
+    RetrainCancelled,
+    RetrainQueued,
+)
+from core.errors import InputError, JobNotFound
+from core.heartbeats import health_summary, job_notice
+from core.ids import is_conversation_id, is_job_id, is_run_id
+from core.job_client import QueueClient
+from core.jobs import Conversation, JobRecord, JobStatus
+from core.prompt import check_text
+from core.settings import Settings
+from core.train_runs import RUN_PICTURES
+
+IMAGE_NAME = re.compile(r"pair|[a-z-]+-\d")
+#: HTTP status per refusal code (anything else is a 400).
+ERROR_STATUS = {
+    "rate_limited": 429,
+    "queue_full": 503,
+    "queue_unavailable": 503,
+    "not_admin": 403,
+    "not_your_job": 403,
+    "not_found": 404,
+    "no_run": 404,
+    "unknown_run": 404,
+    "already_finished": 409,
+    "admin_password_unset": 403,
+    "bad_admin_password": 403,
+    "too_many_attempts": 429,
+}
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+@dataclass
+class WebChat:
+    """What the views share (``current_app.extensions["imaginebot"]``)."""
+
+    settings: Settings
+    queue: QueueClient
+    service: ConversationService
+    admin_password: AdminPassword
+
+
+def chat() -> WebChat:
+    """The web chat of the current app."""
+    return current_app.extensions["imaginebot"]
+
+
+def job_view(record: JobRecord, position: int | None, notice: str | None = None) -> dict[str, Any]:
+    """The JSON shape of a job that the page and scripts read (``notice``: no worker can draw it yet)."""
+    req = record.request
+    done = record.status == JobStatus.DONE
+    return {
+        "id": record.id,
+        "prompt": req.prompt,
+        "status": record.status.value,
+        "position": position,
+        "notice": notice,
+        "progress": record.progress.model_dump() if record.progress else None,
+        "seed": record.seed,
+        "engines": req.engines,
+        "steps": record.steps,
+        "count": req.count,
+        "size": record.size,
+        "negative": req.negative_prompt,
+        "error": record.error,
+        "delivered": record.delivered_at is not None,
+        "created_at": record.created_at,
+        "image_url": f"/api/jobs/{record.id}/pair.png" if done and record.pair_key else None,
+        "images": [
+            {
+                "engine": r.engine,
+                "version": r.version,
+                "seconds": round(r.seconds, 3),
+                "urls": [f"/api/jobs/{record.id}/images/{k.rsplit(':', 1)[1]}.png" for k in r.image_keys],
+            }
+            for r in record.results
+        ],
+    }
+
+
+def refused(exc: InputError | Refused, status: int | None = None) -> tuple[Response, int]:
+    """The JSON error answer (``status``: by default the code's, see :data:`ERROR_STATUS`)."""
+    error = exc.error() if isinstance(exc, Refused) else exc
+    response = jsonify(error.to_dict())
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(int(error.retry_after + 0.999))
+    return response, status or ERROR_STATUS.get(error.code, 400)
+
+
+def not_found(what: str = "No such job.") -> tuple[Response, int]:
+    """404 with code ``not_found``."""
+    return jsonify({"error": what, "code": "not_found"}), 404
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON body, which must be an object (no body at all counts as ``{}``)."""
+    if not request.get_data(cache=True):
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InputError(
+            "bad_json",
+            "The request body must be a JSON object, e.g. "
+            '{"conversation_id": "...", "text": "a red circle"}.',
+        )
+    return data
+
+
+def prompt_text(data: dict[str, Any]) -> str:
+    """The ``text`` field: present, a string, valid Unicode; cut to a sane length."""
+    text = data.get("text")
+    if text is None:
+        raise InputError("missing_text", 'Say what to draw: the field "text" is missing or null.')
+    if not isinstance(text, str):
+        raise InputError("bad_text", 'The field "text" must be a string, e.g. "a red circle".')
+    check_text(text)
+    return text[: chat().settings.max_prompt_chars * 4]
+
+
+def conversation_id(data: dict[str, Any]) -> str:
+    """The ``conversation_id`` field, checked."""
+    cid = str(data.get("conversation_id", ""))
+    if not is_conversation_id(cid):
+        raise InputError("bad_conversation", "conversation_id must be 8-64 letters, digits, - or _.")
+    return cid
+
+
+@api.get("/health")
+def health() -> Response:
+    """Live workers, "no worker is serving …" and children ``imaginebot up`` gave up on."""
+    web = chat()
+    web.queue.redis.ping()
+    summary = health_summary(web.queue.redis, web.settings.default_engines)
+    return jsonify({"ok": True, "engines": web.settings.enabled_engines, **summary})
+
+
+@api.post("/imagine")
+def imagine() -> tuple[Response, int]:
+    """A prompt, or ``/retrain`` text: one message of the conversation, kept in its history."""
+    try:
+        data = json_object()
+        cid = conversation_id(data)
+        text = prompt_text(data)
+    except InputError as exc:
+        return refused(exc, 400)
+    web = chat()
+    web.queue.history.append("web", cid, {"role": "user", "text": text})
+    reply = _say(web, data, cid, text)
+    return _render(web, cid, reply)
+
+
+def _say(web: WebChat, data: dict[str, Any], cid: str, text: str) -> Reply:
+    """What the service answers to ``text`` from conversation ``cid``."""
+    caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+    if not text.strip().lower().startswith("/retrain"):
+        return web.service.handle(caller, FromText(Imagine, text))
+    try:
+        web.admin_password.check(data, cid)
+    except InputError as exc:
+        return Refused.of(exc)
+    kind = RetrainCancel if is_retrain_cancel(text) else Retrain
+    return web.service.handle(caller, FromText(kind, text))
+
+
+def _render(web: WebChat, cid: str, reply: Reply) -> tuple[Response, int]:
+    """The JSON answer to a message, and the bot's side of the history."""
+    history = web.queue.history
+    if isinstance(reply, Refused):
+        history.append("web", cid, {"role": "bot", "text": reply.text, "code": reply.code})
+        return refused(reply)
+    if isinstance(reply, RetrainQueued | RetrainCancelled):
+        # The train worker posts progress and the result into this conversation's history.
+        history.append("web", cid, {"role": "bot", "text": reply.text, "run_id": reply.run.id})
+        status = 202 if isinstance(reply, RetrainQueued) else 200
+        return jsonify({"run": reply.run.model_dump(mode="json"), "message": reply.text}), status
+    assert isinstance(reply, Queued), reply
+    # Point the user's message at its job so a reloaded page can show the job's state.
+    history.append("web", cid, {"role": "job", "job_id": reply.record.id})
+    return jsonify({"job": job_view(reply.record, reply.position, reply.notice)}), 202
+
+
+@api.get("/jobs/<job_id>")
+def job_status(job_id: str) -> tuple[Response, int]:
+    """A job's state."""
+    if not is_job_id(job_id):
+        return not_found()
+    queue = chat().queue
+    try:
+        record, position = queue.status(job_id)
+    except JobNotFound:
+        return not_found("No such job (it may have expired).")
+    return jsonify({"job": job_view(record, position, job_notice(queue.redis, record))}), 200
+
+
+@api.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> tuple[Response, int]:
+    """Cancel one of the conversation's jobs."""
+    if not is_job_id(job_id):
+        return not_found()
+    try:
+        data = json_object()
+        cid = conversation_id(data)
+    except InputError as exc:
+        return refused(exc, 400 if exc.code == "bad_json" else 409)
+    web = chat()
+    caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+    reply = web.service.handle(caller, Cancel(job_id))
+    if isinstance(reply, Refused):
+        return refused(reply, ERROR_STATUS.get(reply.code, 409))
+    assert isinstance(reply, Cancelled), reply
+    return jsonify({"job": job_view(reply.record, None)}), 200
+
+
+@api.get("/jobs/<job_id>/pair.png")
+def pair_png(job_id: str) -> Response | tuple[Response, int]:
+    """A finished job's labelled pair image."""
+    return image_png(job_id, "pair")
+
+
+@api.get("/jobs/<job_id>/images/<name>.png")
+def image_png(job_id: str, name: str) -> Response | tuple[Response, int]:
+    """One image of a job."""
+    if not is_job_id(job_id) or not IMAGE_NAME.fullmatch(name):
+        return not_found("No such image.")
+    return _png(job_id, name, "No such image (it may have expired).")
+
+
+@api.get("/runs/<run_id>/<name>.png")
+def run_png(run_id: str, name: str) -> Response | tuple[Response, int]:
+    """A training run's picture (progress loss curves, the final curve, old vs new)."""
+    if not is_run_id(run_id) or name not in RUN_PICTURES:
+        return not_found("No such picture.")
+    return _png(run_id, name, "No such picture (it may have expired).")
+
+
+def _png(owner: str, name: str, expired: str) -> Response | tuple[Response, int]:
+    images = chat().queue.images
+    png = images.get(images.key(owner, name))
+    if png is None:
+        return not_found(expired)
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@api.get("/conversations/<cid>")
+def conversation(cid: str) -> tuple[Response, int]:
+    """The conversation's history, with each job's current state."""
+    if not is_conversation_id(cid):
+        return jsonify({"error": "Bad conversation id.", "code": "bad_conversation"}), 400
+    queue = chat().queue
+    messages = [_message(queue, event) for event in queue.history.read("web", cid)]
+    return jsonify({"messages": [m for m in messages if m is not None]}), 200
+
+
+def _message(queue: QueueClient, event: dict[str, Any]) -> dict[str, Any] | None:
+    """One history event as the page shows it (None: not shown)."""
+    if event.get("role") == "job":
+        try:
+            record, position = queue.status(str(event["job_id"]))
+        except JobNotFound:
+            return {"role": "bot", "text": "This job has expired.", "ts": event["ts"]}
+        return {"role": "job", "ts": event["ts"], "job": job_view(record, position)}
+    if event.get("role") not in ("user", "bot") or "text" not in event or "job_id" in event:
+        return None
+    message = {"role": event["role"], "text": event["text"], "ts": event["ts"]}
+    if "code" in event:
+        message["code"] = event["code"]  # lets the page style errors apart from notices
+    if "run_id" in event:
+        message["run_id"] = event["run_id"]
+    if str(event.get("image_url", "")).startswith("/api/runs/"):
+        message["image_url"] = event["image_url"]  # a training run's picture
+    return message
