@@ -131,25 +131,19 @@ def check_images(count: int) -> None:
     """The shipped DF-GAN's answer-key pictures in float32 and under bf16 autocast, read back."""
     from training.data.scenes import answer_key, scene_scores
     from training.dfgan.checkpoint import load_generator
-    from training.dfgan.conditioning import sentence_vectors
-    from training.eval.attributes import to_pil
-    from worker.engines.dfgan import resolve_default_checkpoint
+    from training.images import to_pil
+    from training.shipped import default_dfgan_checkpoint
 
-    loaded = load_generator(resolve_default_checkpoint(None), "cpu")
+    loaded = load_generator(default_dfgan_checkpoint(None), "cpu")
     captions = [c for _, c in answer_key(count)]
+    seeds = [12345 + i for i in range(count)]
     torch.set_num_threads(1)
     with torch.inference_mode():
         # the text encoder stays float32: only the generator runs under autocast
-        sent = sentence_vectors(loaded.text_encoder, captions, loaded.config)
-        noise = torch.stack(
-            [
-                torch.randn(loaded.config.nz, generator=torch.Generator().manual_seed(12345 + i))
-                for i in range(count)
-            ]
-        )
-        full = loaded.netG(noise, sent).float().clamp(-1, 1)
+        sentences = loaded.embed(captions)
+        full = loaded.draw(captions, seeds, sentences)
         with torch.autocast("cpu", torch.bfloat16):
-            half = loaded.netG(noise, sent).float().clamp(-1, 1)
+            half = loaded.draw(captions, seeds, sentences)
     full, half = to_pil(full), to_pil(half)
     a = torch.from_numpy(np.stack([np.asarray(i) for i in full])).float()
     b = torch.from_numpy(np.stack([np.asarray(i) for i in half])).float()
