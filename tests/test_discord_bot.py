@@ -444,6 +444,24 @@ def test_retrain_is_refused_to_non_admins_and_checks_the_dataset(fake: FakeDisco
     assert model["data"]["content"].startswith("Only admins") and model["data"]["flags"] == 64
 
 
+def test_retrain_options_are_taken_as_given_never_re_read_as_text(fake: FakeDiscord, bot: ImagineBot) -> None:
+    # An option holding "name:value" words stays one value: it cannot set another option.
+    smuggled = callback_of(
+        fake, fake.slash_command("retrain", {"dataset": "shapes epochs:5000"}, "424242", snowflake())
+    )
+    assert smuggled["data"]["content"].startswith("Unknown dataset 'shapes epochs:5000'.")
+    # Names are normalised by core (case, spaces), as typed in any front-end.
+    accepted = callback_of(
+        fake,
+        fake.slash_command(
+            "retrain", {"dataset": "Shapes", "epochs": 3, "model": " DFGAN "}, "424242", snowflake()
+        ),
+    )
+    assert accepted["data"]["content"].startswith("Queued training run ")
+    run = TrainingClient(bot.settings).status(accepted["data"]["content"].split()[3].rstrip(":"))
+    assert (run.dataset, run.epochs, run.model) == ("shapes", 3, "dfgan")
+
+
 def test_settings_become_the_defaults_of_imagine(
     fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
 ) -> None:
