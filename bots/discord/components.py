@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.ids import HEX16
+
 #: action -> (label, engines the new job uses; None: the original job's engines)
 ACTIONS: dict[str, tuple[str, str | None]] = {
     "rr": ("Reroll", None),
@@ -15,7 +17,7 @@ ACTIONS: dict[str, tuple[str, str | None]] = {
     "vf": ("Diffusion variation", "diffusion"),
     "info": ("Show settings", None),
 }
-CUSTOM_ID = re.compile(r"ib:(?P<action>rr|vd|vf|info):(?P<job_id>[0-9a-f]{16})")
+CUSTOM_ID = re.compile(rf"ib:(?P<action>{'|'.join(ACTIONS)}):(?P<job_id>{HEX16.pattern})")
 ACTION_ROW = 1
 BUTTON = 2
 SECONDARY = 2
