@@ -6,13 +6,8 @@ The store only keeps them; the conversation service validates a change (with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import redis
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    from core.settings import Settings
 
 
 class Preferences(BaseModel):
@@ -52,11 +47,3 @@ class PreferenceStore:
     def reset(self, user: str) -> None:
         """Forget ``user``'s defaults."""
         self.redis.delete(self.key(user))
-
-    def set_from_text(self, user: str, text: str, settings: Settings) -> Preferences:
-        """Deprecated (goes away once every front-end calls the conversation service's
-        ``UserSettings`` action): parse, validate and store ``/settings`` text, or ``reset``."""
-        from core.conversation.actions import UserSettings  # noqa: PLC0415 - the shim only
-        from core.conversation.service import apply_settings  # noqa: PLC0415
-
-        return apply_settings(self, user, UserSettings.from_text(text, settings), settings)

@@ -1,5 +1,5 @@
-"""Retraining runs from the front-ends' side: submit, status and cancel (the client), and the
-chat texts about them.
+"""Retraining runs from the front-ends' side: submit, status and cancel. The chat answers about
+runs are :mod:`core.conversation.replies`.
 
 The run record and its store are :mod:`core.train_runs`. Only admins may start a run; dataset names
 come from ``settings.dataset_names`` and are never used as paths. Nothing here imports torch or the
@@ -143,20 +143,6 @@ class TrainingClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"training run {run_id} still {run.status.value} after {timeout_s} s")
             time.sleep(poll_s)
-
-
-def queued_text(run: TrainRun) -> str:
-    """Deprecated: :class:`core.conversation.replies.RetrainQueued` holds this answer's words."""
-    from core.conversation.replies import RetrainQueued  # noqa: PLC0415 - it imports this module
-
-    return RetrainQueued(run).text
-
-
-def cancelled_text(run: TrainRun) -> str:
-    """Deprecated: :class:`core.conversation.replies.RetrainCancelled` holds this answer's words."""
-    from core.conversation.replies import RetrainCancelled  # noqa: PLC0415 - it imports this module
-
-    return RetrainCancelled(run).text
 
 
 def submit_retrain(

@@ -169,7 +169,9 @@ def test_admin_commands_check_the_admin_before_reading_the_text(service: Convers
         refused = service.handle(someone, action)
         assert isinstance(refused, Refused) and (refused.code, refused.text) == ("not_admin", text)
     unknown = service.handle(admin, FromText(Retrain, "/retrain dataset:../etc"))
-    assert isinstance(unknown, Refused) and unknown.text.startswith("Unknown dataset '../etc'. Known datasets:")
+    assert isinstance(unknown, Refused) and unknown.text.startswith(
+        "Unknown dataset '../etc'. Known datasets:"
+    )
     typed = service.handle(admin, Retrain(dataset=" Shapes ", epochs=2))
     assert isinstance(typed, RetrainQueued) and typed.run.dataset == "shapes"
     assert typed.text.startswith(f"Queued training run {typed.run.id}: DF-GAN on shapes, 2 epochs.")
@@ -195,3 +197,13 @@ def test_the_status_line_follows_the_job(service: ConversationService) -> None:
     record.status, record.error = JobStatus.FAILED, "out of memory"
     assert status_line(record, None) == "Failed."
     assert status_line(record, None, titled=True) == "Failed: “a cat” (dfgan, seed 1): out of memory"
+
+
+def test_the_preference_store_needs_no_validation_module() -> None:
+    """Defaults are validated by the service; the store and the rules do not import each other."""
+    import subprocess
+    import sys
+
+    code = "import sys, core.preferences; assert 'core.validation' not in sys.modules, 'imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

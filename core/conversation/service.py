@@ -55,26 +55,6 @@ from core.training_client import TrainingClient
 from core.validation import build_request, validate_options, validate_request
 
 
-def apply_settings(
-    store: PreferenceStore, user: str, action: UserSettings, settings: Settings
-) -> Preferences:
-    """Reset, or validate (the rules of a job) and save, the defaults ``action`` gives; returns
-    ``user``'s defaults after it. Raises :class:`InputError`; a refused change stores nothing."""
-    if action.reset:
-        store.reset(user)
-        return Preferences()
-    current = store.get(user)
-    if not action.changes:
-        return current
-    change = action.preferences
-    validate_options(
-        settings, engines=change.engines, steps=change.steps, size=change.size, count=change.count or 1
-    )
-    prefs = current.merged(change)
-    store.save(user, prefs)
-    return prefs
-
-
 class ConversationService:
     """The actions of :mod:`core.conversation.actions` against the queue, preferences and training."""
 
@@ -190,7 +170,7 @@ class ConversationService:
         return JobList(self.queue.user_jobs(caller.user))
 
     def _user_settings(self, caller: Caller, action: UserSettings) -> Reply:
-        prefs = apply_settings(self.prefs, caller.user, action, self.settings)
+        prefs = self._apply_settings(caller.user, action)
         s = self.settings
         return SettingsShown(
             engines=prefs.engines or s.default_engines,
@@ -198,6 +178,24 @@ class ConversationService:
             size=prefs.size or s.default_size,
             count=prefs.count or 1,
         )
+
+    def _apply_settings(self, user: str, action: UserSettings) -> Preferences:
+        """Reset, or validate (the rules of a job) and save, the defaults ``action`` gives; returns
+        ``user``'s defaults after it. Raises :class:`InputError`; a refused change stores nothing."""
+        if action.reset:
+            self.prefs.reset(user)
+            return Preferences()
+        current = self.prefs.get(user)
+        if not action.changes:
+            return current
+        change = action.preferences
+        count = change.count or 1
+        validate_options(
+            self.settings, engines=change.engines, steps=change.steps, size=change.size, count=count
+        )
+        prefs = current.merged(change)
+        self.prefs.save(user, prefs)
+        return prefs
 
     # --- admins ----------------------------------------------------------------------------------
     def _retrain(self, caller: Caller, action: Retrain) -> Reply:
