@@ -6,11 +6,9 @@ certain. The front-ends' own tests check the rendering of the same replies on ea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from core.conversation import (
     Again,
@@ -43,19 +41,17 @@ from core.embedded_redis import EmbeddedRedis
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobStatus, Progress
 from core.settings import Settings
+from tests.helpers.databases import emptied_database
 from tests.helpers.settings import make_settings
 
 ADMIN = "42"
 
 
 @pytest.fixture
-def service(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[ConversationService]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/11"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def service(redis_server: EmbeddedRedis, tmp_path: Path) -> ConversationService:
+    url = emptied_database(redis_server, 11)
     settings: Settings = make_settings(url, tmp_path, engines="dfgan", admin_ids=f"telegram:{ADMIN}")
-    yield ConversationService(settings, QueueClient(settings))
-    client.close()
+    return ConversationService(settings, QueueClient(settings))
 
 
 def caller(service: ConversationService, user_id: str = "7", chat_id: str = "100") -> Caller:

@@ -7,65 +7,18 @@
 - :mod:`core.conversation.service` — ``ConversationService.handle(caller, action) -> reply``.
 """
 
-from core.conversation.actions import (
-    Action,
-    Again,
-    Cancel,
-    FromText,
-    Help,
-    Imagine,
-    JobInfo,
-    Retrain,
-    RetrainCancel,
-    ShowModel,
-    ShowQueue,
-    UserSettings,
-)
+from core.conversation import actions, replies
+from core.conversation.actions import *  # noqa: F403 - the package's face: every action
 from core.conversation.caller import Caller
-from core.conversation.replies import (
-    Cancelled,
-    HelpShown,
-    JobList,
-    JobSettings,
-    ModelShown,
-    Prepared,
-    Queued,
-    Refused,
-    Reply,
-    RetrainCancelled,
-    RetrainQueued,
-    SettingsShown,
-)
+from core.conversation.replies import *  # noqa: F403 - and every reply
 from core.conversation.service import ConversationService
 from core.conversation.status import job_title, queue_line, status_line
 
 __all__ = [
-    "Action",
-    "Again",
+    *actions.__all__,
+    *replies.__all__,
     "Caller",
-    "Cancel",
-    "Cancelled",
     "ConversationService",
-    "FromText",
-    "Help",
-    "HelpShown",
-    "Imagine",
-    "JobInfo",
-    "JobList",
-    "JobSettings",
-    "ModelShown",
-    "Prepared",
-    "Queued",
-    "Refused",
-    "Reply",
-    "Retrain",
-    "RetrainCancel",
-    "RetrainCancelled",
-    "RetrainQueued",
-    "SettingsShown",
-    "ShowModel",
-    "ShowQueue",
-    "UserSettings",
     "job_title",
     "queue_line",
     "status_line",

@@ -27,6 +27,21 @@ from core.preferences import Preferences
 from core.prompt import ParsedPrompt, parse_prompt
 from core.settings import Settings
 
+__all__ = [
+    "Action",
+    "Again",
+    "Cancel",
+    "FromText",
+    "Help",
+    "Imagine",
+    "JobInfo",
+    "Retrain",
+    "RetrainCancel",
+    "ShowModel",
+    "ShowQueue",
+    "UserSettings",
+]
+
 SETTINGS_USAGE = "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
 
 

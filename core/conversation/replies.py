@@ -19,6 +19,21 @@ from core.prompt import FLAG_HELP
 if TYPE_CHECKING:
     from core.train_runs import TrainRun
 
+__all__ = [
+    "Cancelled",
+    "HelpShown",
+    "JobList",
+    "JobSettings",
+    "ModelShown",
+    "Prepared",
+    "Queued",
+    "Refused",
+    "Reply",
+    "RetrainCancelled",
+    "RetrainQueued",
+    "SettingsShown",
+]
+
 NO_JOBS_TEXT = "You have no pictures waiting or in progress."
 NO_SUCH_JOB_TEXT = "No such job (it may have expired)."
 HELP_TEXT = (
