@@ -38,6 +38,13 @@ class Conversation(BaseModel):
     )
 
 
+class LoraChoice(BaseModel):
+    """One LoRA a job applies: a name from the operator's LoRA folder and its weight."""
+
+    name: str
+    weight: float = 1.0
+
+
 class JobRequest(BaseModel):
     """What a user asked for, after parsing, before validation."""
 
@@ -48,8 +55,27 @@ class JobRequest(BaseModel):
     steps: int | None = None
     size: int | None = None
     negative_prompt: str | None = None
+    image_key: str | None = Field(
+        default=None, description="ib:upload:<id> of a validated upload (core.uploads) to start from"
+    )
+    strength: float | None = Field(
+        default=None, description="Image-to-image: how much of the upload is redrawn, 0.0-1.0"
+    )
+    model: str | None = Field(default=None, description="Diffusion model name; None: the default one")
+    loras: list[LoraChoice] = Field(default_factory=list)
+    nsfw: str | None = Field(
+        default=None, description="withhold | spoiler | allow for this channel; None: the server's rule"
+    )
     user: str = Field(description="platform:user_id, used for rate limits and admin checks")
     conversation: Conversation
+
+
+class NsfwDecision(BaseModel):
+    """What happened to one picture the safety checker flagged, and why."""
+
+    index: int = Field(description="Which of the engine's images (0-based)")
+    action: str = Field(description="withheld | spoiler | allowed")
+    reason: str
 
 
 class EngineResult(BaseModel):
@@ -59,6 +85,10 @@ class EngineResult(BaseModel):
     version: str
     seconds: float
     image_keys: list[str]
+    #: Set when the engine drew from the prompt alone although the job gave an image (DF-GAN).
+    text_only: bool = False
+    #: One per flagged image: what the NSFW policy did with it (core.nsfw.NsfwDecision).
+    nsfw: list[NsfwDecision] = Field(default_factory=list)
 
 
 class Progress(BaseModel):
