@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import yarl
 from PIL import Image
 
 from bots.discord import send as discord_send
@@ -323,12 +322,6 @@ def bot(fake: FakeDiscord, discord_settings: Settings, worker_to_fake: None) -> 
         yield client
     finally:
         runner.stop()
-        from discord.gateway import DiscordWebSocket
-        from discord.http import Route
-
-        # Leave discord.py as we found it for any other test in this process.
-        Route.BASE = "https://discord.com/api/v10"
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
 
 
 def new_user() -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-import yarl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -87,11 +86,6 @@ def discord(fuzz_settings: Settings) -> Iterator[tuple[FakeDiscord, ImagineBot]]
     finally:
         runner.stop()
         fake.stop()
-        from discord.gateway import DiscordWebSocket
-        from discord.http import Route
-
-        Route.BASE = "https://discord.com/api/v10"
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
 
 
 NUMBER = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([0, -1, 2**31, 2**53 + 1, 10**30]))

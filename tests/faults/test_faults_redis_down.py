@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import yarl
 
 from bots.discord.bot import build_client
 from bots.telegram.bot import build_application
@@ -141,8 +140,3 @@ def test_discord_answers_queue_unavailable_while_redis_is_down_and_recovers(
     finally:
         runner.stop()
         fake.stop()
-        from discord.gateway import DiscordWebSocket
-        from discord.http import Route
-
-        Route.BASE = "https://discord.com/api/v10"
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL("wss://gateway.discord.gg/")

@@ -6,6 +6,8 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
+import yarl
+
 if TYPE_CHECKING:  # each platform's library is imported only by the tests that run its bot
     from telegram.ext import Application
 
@@ -13,6 +15,9 @@ if TYPE_CHECKING:  # each platform's library is imported only by the tests that 
 
 #: The token the Discord tests log in with (the fake accepts any).
 DISCORD_BOT_TOKEN = "fake-bot-token"
+#: discord.py's own defaults, restored when a bot thread stops.
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY = "wss://gateway.discord.gg/"
 
 
 class DiscordBotThread:
@@ -41,10 +46,16 @@ class DiscordBotThread:
         return self
 
     def stop(self) -> None:
-        """Close the client and wait for the thread (bounded)."""
+        """Close the client, wait for the thread (bounded), and point discord.py back at Discord's own
+        addresses (building the client moved them to the fake) for any other test in this process."""
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
         if self.thread.is_alive():
             asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(20)
         self.thread.join(20)
+        Route.BASE = DISCORD_API_BASE
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(DISCORD_GATEWAY)
         assert not self.thread.is_alive(), "the bot thread did not stop"
 
 
