@@ -191,8 +191,12 @@ def test_the_status_line_follows_the_job(service: ConversationService) -> None:
     assert status_line(record, None) == "Drawing — dfgan step 1/4"
     assert status_line(record, None, titled=True) == "Drawing “a cat” (dfgan, seed 1): dfgan step 1/4."
     record.status, record.error = JobStatus.FAILED, "out of memory"
-    assert status_line(record, None) == "Failed."
+    assert status_line(record, None) == "Failed"
     assert status_line(record, None, titled=True) == "Failed: “a cat” (dfgan, seed 1): out of memory"
+    record.status = JobStatus.DONE
+    assert status_line(record, None) == "Done — finishing up…"  # until the result is posted
+    record.delivered_at = record.created_at
+    assert status_line(record, None) == "Done"
 
 
 def test_the_preference_store_needs_no_validation_module() -> None:

@@ -35,6 +35,7 @@ from core.conversation import (
     RetrainCancel,
     RetrainCancelled,
     RetrainQueued,
+    status_line,
 )
 from core.errors import InputError, JobNotFound
 from core.heartbeats import health_summary, job_notice
@@ -87,6 +88,7 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "id": record.id,
         "prompt": req.prompt,
         "status": record.status.value,
+        "status_text": status_line(record, position, notice),
         "position": position,
         "notice": notice,
         "progress": record.progress.model_dump() if record.progress else None,

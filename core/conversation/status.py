@@ -1,6 +1,7 @@
-"""The one status line of a job ("Queued — position 3", "Drawing — dfgan step 4/20", "Done.").
+"""The one status line of a job ("Queued — position 3", "Drawing — dfgan step 4/20", "Done").
 
-Every front-end shows it: Telegram's status message, Discord's deferred answer, ``/queue`` lists.
+Every front-end shows it: Telegram's status message, Discord's deferred answer, the web page's job
+bubble (``status_text`` in the API's job JSON), ``/queue`` lists.
 Two renderings of the same states: the short one for a message that already replies to the
 prompt, and the titled one (``titled=True``), which also says what is drawn, for an answer that
 stands alone.
@@ -37,7 +38,8 @@ def status_line(
         return f"Drawing{what}: {steps}." if titled else f"Drawing — {steps}"
     ended = _FINISHED[record.status]
     if not titled:
-        return f"{ended}."
+        waiting = record.status == JobStatus.DONE and record.delivered_at is None
+        return f"{ended} — finishing up…" if waiting else ended  # finishing: the result is being posted
     if record.status == JobStatus.FAILED:
         return f"{ended}:{what}: {record.error or 'unknown error'}"
     return f"{ended}:{what}."

@@ -151,26 +151,9 @@
     return ENGINE_TITLES[name] || name;
   }
 
+  // The server writes the status line (the same words as the bots); the state is in job.status.
   function statusText(job) {
-    switch (job.status) {
-      case "queued": {
-        const queued = job.position ? `Queued — position ${job.position}` : "Queued";
-        return job.notice ? `${queued}. ${job.notice}` : queued; // no worker serves its engines yet
-      }
-      case "running": {
-        const p = job.progress;
-        if (p && p.total) return `Drawing… ${p.engine} step ${p.step}/${p.total}`;
-        return "Drawing… (warming up the engines)";
-      }
-      case "done":
-        return job.delivered ? "Done" : "Done — finishing up…";
-      case "failed":
-        return "Failed";
-      case "cancelled":
-        return "Cancelled";
-      default:
-        return job.status;
-    }
+    return job.status_text || job.status;
   }
 
   function progressFraction(job) {
