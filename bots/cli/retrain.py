@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from core.command_line import console, fail, shared_settings
 
 if TYPE_CHECKING:
-    from core.commands import RetrainRequest
-    from core.conversation import Caller
-    from core.settings import Settings
     from core.train_runs import TrainRun
     from core.training_client import TrainingClient
 
@@ -42,53 +39,30 @@ def retrain(
     timeout: float = typer.Option(24 * 3600, help="Seconds to follow the run."),
 ) -> None:
     """Retrain DF-GAN on the train queue (a worker started with --queues train) and follow it."""
-    from bots.cli.conversation import cli_caller
-    from core.commands import RetrainRequest
-    from core.training_client import TrainingClient
+    from bots.cli.conversation import cli_caller, cli_service
+    from core.conversation import Retrain, RetrainCancel, RetrainCancelled, RetrainQueued
 
     settings = shared_settings()
+    service, caller = cli_service(settings), cli_caller(settings)
     if cancel is not None:
-        _cancel(settings, cancel)
+        # Refused: the id is not one, there is no such run, or it has finished.
+        cancelled = service.handle(caller, RetrainCancel(cancel))
+        if not isinstance(cancelled, RetrainCancelled):
+            raise fail(cancelled.text, 1)
+        console.print(cancelled.text)
         return
-    client = TrainingClient(settings)
-    request = RetrainRequest(
-        dataset=dataset.lower(), epochs=epochs, from_scratch=from_scratch, model=model.lower()
-    )
     overrides = json.loads(config.read_text()) if config is not None else None
-    options = {"force": force, "config": overrides, "count": count, "eval_count": eval_count}
-    run = _submit(client, cli_caller(settings), request, steps, options)
+    action = Retrain(
+        dataset, epochs, from_scratch, model,
+        max_steps=steps, force=force, config=overrides, count=count, eval_count=eval_count,
+    )  # fmt: skip
+    queued = service.handle(caller, action)
+    if not isinstance(queued, RetrainQueued):
+        raise fail(queued.text)
+    run = queued.run
     console.print(f"queued training run {run.id} (cancel: imaginebot retrain --cancel {run.id})")
-    if detach:
-        return
-    _report(follow_training(client, run.id, timeout))
-
-
-def _cancel(settings: Settings, run_id: str) -> None:
-    """Cancel the run, as an admin's chat command does; exits with the reason when the id is not
-    one, there is no such run, or it has finished."""
-    from bots.cli.conversation import cli_caller, cli_service
-    from core.conversation import RetrainCancel, RetrainCancelled
-
-    reply = cli_service(settings).handle(cli_caller(settings), RetrainCancel(run_id))
-    if not isinstance(reply, RetrainCancelled):
-        raise fail(reply.text, 1)
-    console.print(reply.text)
-
-
-def _submit(
-    client: TrainingClient,
-    caller: Caller,
-    request: RetrainRequest,
-    steps: int | None,
-    options: dict[str, Any],
-) -> TrainRun:
-    """Queue the run for ``caller``; exits with the rule the request breaks."""
-    from core.errors import InputError
-
-    try:
-        return client.submit_retrain(request, caller.user, caller.conversation, steps, **options)
-    except InputError as exc:
-        raise fail(exc.message) from None
+    if not detach:
+        _report(follow_training(service.training, run.id, timeout))
 
 
 def _report(run: TrainRun) -> None:

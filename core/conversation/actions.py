@@ -12,7 +12,7 @@ the action's text is even parsed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from core.commands import (
     NOT_ADMIN_MODEL,
@@ -138,8 +138,17 @@ class UserSettings:
 
 @dataclass
 class Retrain(RetrainRequest):
-    """Admins: retrain ``model`` on ``dataset`` for ``epochs`` (fine-tune, or ``from_scratch``)."""
+    """Admins: retrain ``model`` on ``dataset`` for ``epochs`` (fine-tune, or ``from_scratch``).
 
+    The operator's knobs, which the command line gives and the chats leave as they are: stop after
+    ``max_steps``, ``force`` promotion past the gate, ``config`` overrides, ``count`` images of a
+    procedural dataset, ``eval_count`` captions for the gate."""
+
+    max_steps: int | None = None
+    force: bool = False
+    config: dict[str, Any] | None = None
+    count: int | None = None
+    eval_count: int | None = None
     refusal: ClassVar[str | None] = NOT_ADMIN_RETRAIN
 
     @classmethod

@@ -199,7 +199,10 @@ class ConversationService:
 
     # --- admins ----------------------------------------------------------------------------------
     def _retrain(self, caller: Caller, action: Retrain) -> Reply:
-        run = self.training.submit_retrain(action, caller.user, caller.conversation)
+        run = self.training.submit_retrain(
+            action, caller.user, caller.conversation, action.max_steps, force=action.force,
+            config=action.config, count=action.count, eval_count=action.eval_count,
+        )  # fmt: skip
         return RetrainQueued(run)
 
     def _retrain_cancel(self, caller: Caller, action: RetrainCancel) -> Reply:
