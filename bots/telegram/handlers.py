@@ -51,25 +51,18 @@ from core.conversation import (
     ShowQueue,
     UserSettings,
 )
-from core.conversation.replies import QUEUEING_TEXT
+from core.conversation.replies import COMMANDS, QUEUEING_TEXT
 from core.job_client import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.jobs import Conversation
 from core.settings import Settings
+
+__all__ = ["COMMANDS", "TelegramHandlers", "register"]
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 #: Telegram's limits: a message's text, a callback query's alert.
 MAX_TEXT = 4096
 MAX_ALERT = 200
-
-#: The bot's command menu (Telegram shows it when a user types "/").
-COMMANDS = [
-    ("imagine", "Draw a picture: /imagine a red bird --seed 42"),
-    ("queue", "Your pictures in progress"),
-    ("cancel", "Cancel a picture (your latest if no id)"),
-    ("settings", "Your defaults: --engine, --steps, --size, --n, or reset"),
-    ("help", "How to use this bot"),
-]
 
 
 @dataclass

@@ -36,14 +36,21 @@ __all__ = [
 
 NO_JOBS_TEXT = "You have no pictures waiting or in progress."
 NO_SUCH_JOB_TEXT = "No such job (it may have expired)."
-HELP_TEXT = (
-    "Send me a description and I draw it twice: with DF-GAN and with a diffusion model.\n\n"
-    "In a private chat just type the prompt; in groups use /imagine <prompt>.\n"
-    f"Options: {FLAG_HELP}.\n\n"
-    "/queue — your pictures in progress\n"
-    "/cancel [job id] — cancel one (your latest if no id)\n"
-    "/settings [--engine dfgan --steps 30 | reset] — your defaults\n"
-    "/help — this text"
+#: The chat commands and what each does (Telegram's command menu and the help text).
+COMMANDS = [
+    ("imagine", "Draw a picture: /imagine a red bird --seed 42"),
+    ("queue", "Your pictures in progress"),
+    ("cancel", "Cancel a picture (your latest if no id)"),
+    ("settings", "Your defaults: --engine, --steps, --size, --n, or reset"),
+    ("help", "How to use this bot"),
+]
+HELP_TEXT = "\n".join(
+    [
+        "Send me a description and I draw it twice: with DF-GAN and with a diffusion model.\n",
+        "In a private chat just type the prompt; in groups use /imagine <prompt>.",
+        f"Options: {FLAG_HELP}.\n",
+        *(f"/{name} — {what}" for name, what in COMMANDS[1:]),
+    ]
 )
 #: The status message a job starts with, until its place in the queue is known.
 QUEUEING_TEXT = "Queued…"
