@@ -47,6 +47,7 @@ from training.precision import autocast, bf16_enabled
 from training.resume_state import has_training_state, load_training_state, save_training_state
 from training.run_log import RunLog, epoch_batch
 from training.text.encoders import TextEncoder, load_text_encoder
+from training.text.widening import load_widened
 
 CHECKPOINT_DIR = "checkpoint"
 #: Seeds of the noise in every sample grid, so grids of different epochs are comparable.
@@ -298,10 +299,11 @@ def restore(m: Models, noise_rng: torch.Generator, ckpt_dir: Path) -> int:
 
 
 def warm_start(m: Models, folder: Path) -> None:
-    """Start the generator and its EMA from the generator weights in checkpoint ``folder``."""
+    """Start the generator and its EMA from the generator weights in checkpoint ``folder``; a
+    narrower text condition there is widened with zero weights (:mod:`training.text.widening`)."""
     weights = load_file(Path(folder) / GENERATOR_FILE)
     for net in (m.netG, m.ema):
-        getattr(net, "_orig_mod", net).load_state_dict(weights)
+        load_widened(getattr(net, "_orig_mod", net), weights)
 
 
 class CaptionTable:

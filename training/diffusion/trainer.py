@@ -36,6 +36,7 @@ from training.resume_state import has_training_state, load_training_state, save_
 from training.run_log import RunLog
 from training.seeds import seed_generators
 from training.text.encoders import load_text_encoder
+from training.text.widening import load_widened
 
 PIPELINE_DIR = "pipeline"
 STATE_DIR = "state"
@@ -228,8 +229,8 @@ def start_run(
     elif init_from is not None:
         warm = UNet2DConditionModel.from_pretrained(Path(init_from) / "unet", local_files_only=True)
         weights = {k: v.float() for k, v in warm.state_dict().items()}
-        unet.load_state_dict(weights)
-        ema.load_state_dict(weights)
+        load_widened(unet, weights)  # a narrower text condition there gets zero weights for the rest
+        load_widened(ema, weights)
         console.print(f"UNet initialised from {init_from}")
     return config, m, step
 

@@ -80,10 +80,18 @@ class ProjectedEncoder:
 _BUILDERS: dict[str, Callable[[str], TextEncoder]] = {
     "minilm": MiniLMEncoder,
     "minilm-256": lambda device: ProjectedEncoder(load_text_encoder("minilm", device), 256, "minilm-256"),
+    "minilm-slots": lambda device: _scene_slots(load_text_encoder("minilm", device)),
 }
 
+
+def _scene_slots(base: TextEncoder) -> TextEncoder:
+    from training.text.scene_slots import SceneSlotsEncoder  # the scenes grammar loads only when asked
+
+    return SceneSlotsEncoder(base)
+
+
 _cache: dict[tuple[str, str], TextEncoder] = {}
-_cache_lock = threading.RLock()  # re-entrant: "minilm-256" loads "minilm" while holding it
+_cache_lock = threading.RLock()  # re-entrant: "minilm-256" / "-slots" load "minilm" while holding it
 
 
 def truncate_caption(text: str, max_tokens: int) -> str:
