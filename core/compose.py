@@ -29,6 +29,8 @@ class Panel:
     version: str
     seconds: float
     images: list[Image.Image]
+    #: Shown after the time, e.g. "text only" for an engine that could not use the job's picture.
+    note: str = ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,7 +62,8 @@ def compose_pair(panels: list[Panel], prompt: str, seed: int, cell: int = 256, p
     for panel, col_w in zip(panels, widths, strict=True):
         title = ENGINE_TITLES.get(panel.engine, panel.engine)
         draw.text((x, pad), title, fill=TEXT, font=title_font)
-        draw.text((x, pad + 21), f"{panel.version} · {panel.seconds:.2f} s", fill=MUTED, font=small_font)
+        subtitle = " · ".join(filter(None, [panel.version, f"{panel.seconds:.2f} s", panel.note]))
+        draw.text((x, pad + 21), subtitle, fill=MUTED, font=small_font)
         y = pad + label_h
         for img in panel.images:
             w = round(img.width * cell / img.height)

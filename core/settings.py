@@ -116,6 +116,32 @@ class Settings(BaseSettings):
         default=True,
         description="Use the safety checker the model folder provides (SD 1.x blacks out flagged images).",
     )
+    diffusion_models: str = Field(
+        default="",
+        description="More diffusion models users may pick with --model: comma list of "
+        "name=folder|what it is good at (the description is optional). The default model is always "
+        "there as 'default'.",
+    )
+    diffusion_default_description: str = Field(
+        default="", description="What /models says about the default diffusion model."
+    )
+    worker_models: str = Field(
+        default="",
+        description="Comma list of the diffusion model names this worker serves (empty: all configured).",
+    )
+    lora_dir: Path | None = Field(
+        default=None,
+        description="Folder of LoRA .safetensors files users may apply with --lora NAME[:WEIGHT].",
+    )
+    nsfw: str = Field(
+        default="withhold",
+        description="What happens to a picture the safety checker flags: withhold | spoiler | allow "
+        "(on Discord spoiler/allow apply only in channels marked NSFW).",
+    )
+    nsfw_discord: str | None = Field(default=None, description="IMAGINEBOT_NSFW for Discord only.")
+    nsfw_telegram: str | None = Field(default=None, description="IMAGINEBOT_NSFW for Telegram only.")
+    nsfw_web: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the web chat only.")
+    nsfw_cli: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the command line only.")
     dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
     hf_api_model: str = Field(
         default="stabilityai/stable-diffusion-xl-base-1.0", description="Hub model id for the hf-api engine."
@@ -184,6 +210,13 @@ class Settings(BaseSettings):
             raise ValueError("log_format must be text or json")
         return value
 
+    @field_validator("nsfw", "nsfw_discord", "nsfw_telegram", "nsfw_web", "nsfw_cli")
+    @classmethod
+    def _check_nsfw(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() not in ("withhold", "spoiler", "allow"):
+            raise ValueError("nsfw must be withhold, spoiler or allow")
+        return None if value is None else value.strip().lower()
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -203,6 +236,13 @@ class Settings(BaseSettings):
         """Engines a job uses when the user names none: the enabled local ones."""
         local = [e for e in self.enabled_engines if e in LOCAL_ENGINES]
         return local or self.enabled_engines
+
+    @property
+    def nsfw_overrides(self) -> dict[str, str]:
+        """Platform -> its own NSFW rule, for the platforms that have one."""
+        rules = {"discord": self.nsfw_discord, "telegram": self.nsfw_telegram, "web": self.nsfw_web}
+        rules["cli"] = self.nsfw_cli
+        return {platform: rule for platform, rule in rules.items() if rule}
 
     @property
     def sizes(self) -> list[int]:

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from diffusers import UNet2DConditionModel
 from PIL import Image
 
 import training.diffusion.tiny as tiny
 import worker.engines.diffusion as diffusion_engine
 from core.compose import WITHHELD, Panel, compose_pair
+from tests.helpers.tiny_models import build_checked_pipeline, build_pixel_pipeline
 from training.diffusion import TINY_VERSION, build_tiny_pipeline, ensure_tiny_pipeline
-from training.diffusion.config import DiffusionConfig
-from training.diffusion.trainer import save_pipeline
 from worker.engines.base import GenerationCancelled, GenerationRequest
 from worker.engines.diffusion import DiffusionEngine, ModelNotAvailable
 
@@ -31,25 +28,6 @@ def pixels(image: Image.Image) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_pipeline(tmp_path_factory.mktemp("diffusion") / "tiny", seed=0)
-
-
-#: A pixel-space model as small as a UNet2DConditionModel gets: 16 px, two levels, attention at the second.
-PIXEL_CONFIG = DiffusionConfig(
-    imsize=16,
-    block_out_channels=(8, 16),
-    attention_levels=(False, True),
-    norm_num_groups=4,
-    attention_head_dim=4,
-    version="pixel-tiny-test",
-)
-
-
-def build_pixel_pipeline(folder: Path, seed: int = 0) -> Path:
-    """Our pipeline class around a random tiny UNet, saved the way the trainer saves it."""
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**PIXEL_CONFIG.unet_kwargs())
-    save_pipeline(PIXEL_CONFIG, unet, folder, {"step": 0})
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -231,40 +209,7 @@ def test_missing_folder_is_named_not_treated_as_a_hub_id(tmp_path: Path, model: 
 
 @pytest.fixture(scope="module")
 def folder_with_safety_checker(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny SD pipeline plus a tiny real ``StableDiffusionSafetyChecker`` whose concept
-    thresholds are set so that it flags every image (what a real checker does to a flagged one)."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessor
-
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=8,
-    )
-    torch.manual_seed(0)
-    checker = StableDiffusionSafetyChecker(config)
-    with torch.no_grad():
-        checker.concept_embeds_weights.fill_(-10.0)  # every cosine score is above its threshold
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_folder), local_files_only=True)
-    pipe.register_modules(safety_checker=checker, feature_extractor=processor)
-    pipe.register_to_config(requires_safety_checker=True)
-    out = tmp_path_factory.mktemp("checked") / "sd-with-checker"
-    pipe.save_pretrained(out, safe_serialization=True)
-    return out
+    return build_checked_pipeline(tiny_folder, tmp_path_factory.mktemp("checked") / "sd-with-checker")
 
 
 @pytest.mark.parametrize("use_checker", [True, False])

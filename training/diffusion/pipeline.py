@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
 from PIL import Image
 
-from training.images import to_uint8
+from training.images import from_uint8, to_uint8
 from training.text.encoders import load_text_encoder
 
 #: ``_class_name`` in model_index.json; the diffusion engine loads folders with it through this class.
@@ -77,17 +77,33 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         guidance_scale: float,
         uncond: torch.Tensor | None = None,
         callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
-        """Run the reverse process from ``noise`` [B, 3, S, S]; returns pixels in [-1, 1]."""
+        """Run the reverse process from ``noise`` [B, 3, S, S]; returns pixels in [-1, 1].
+
+        Image-to-image: with ``init`` (pixels in [-1, 1], the shape of ``noise``), ``init`` is noised
+        to the timestep ``strength`` of the way into the schedule and only the remaining
+        ``int(num_inference_steps * strength)`` steps run (0 steps: ``init`` comes back unchanged).
+        """
         self.scheduler.set_timesteps(num_inference_steps, device=noise.device)
         timesteps = self.scheduler.timesteps
+        latents = noise * self.scheduler.init_noise_sigma
+        if init is not None:
+            keep = min(int(num_inference_steps * strength), num_inference_steps)
+            start = len(timesteps) - keep * self.scheduler.order
+            timesteps = timesteps[start:]
+            if hasattr(self.scheduler, "set_begin_index"):
+                self.scheduler.set_begin_index(start)
+            if not len(timesteps):
+                return init.clamp(-1, 1)
+            latents = self.scheduler.add_noise(init, noise, timesteps[:1].repeat(len(init)))
         self._num_timesteps = len(timesteps)
         self._interrupt = False
         guided = guidance_scale != 1.0
         if uncond is None:
             uncond = torch.zeros_like(cond)
         both = torch.cat([uncond, cond]) if guided else cond
-        latents = noise * self.scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
             if self._interrupt:
                 break
@@ -102,6 +118,17 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 out = callback_on_step_end(self, i, t, {"latents": latents})
                 latents = out.get("latents", latents)
         return latents.clamp(-1, 1)
+
+    def _init_pixels(self, image: Image.Image | list[Image.Image], n: int, side: int) -> torch.Tensor:
+        """The starting pictures as [n, 3, side, side] pixels in [-1, 1] on the UNet's device."""
+        images = [image] * n if isinstance(image, Image.Image) else list(image)
+        if len(images) != n:
+            raise ValueError(f"got {len(images)} starting images for {n} images")
+        arrays = [
+            np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)) for im in images
+        ]
+        pixels = from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+        return pixels.to(device=self.unet.device, dtype=self.unet.dtype)
 
     @torch.no_grad()
     def __call__(
@@ -118,6 +145,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_dict: bool = True,
+        image: Image.Image | list[Image.Image] | None = None,
+        strength: float = 0.6,
     ) -> ImagePipelineOutput | tuple[Any]:
         """Draw one image per prompt (times ``num_images_per_prompt``).
 
@@ -125,6 +154,9 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         whatever else is in the batch. Images are drawn at :attr:`native_size` and resized to
         ``height`` × ``width`` when those differ. ``negative_prompt`` replaces the zero unconditional
         embedding in guidance. ``output_type``: ``pil``, ``np`` or ``pt`` ([-1, 1] tensor).
+
+        Image-to-image: ``image`` (one, or one per image drawn) is resized to :attr:`native_size`,
+        noised to ``strength`` (0.0 keeps it, 1.0 redraws it all) and denoised from there.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -144,7 +176,10 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if negative_prompt:
             negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
             uncond = self.encode_prompt(negatives)
-        pixels = self.denoise(cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end)
+        init = None if image is None else self._init_pixels(image, n, side)
+        pixels = self.denoise(
+            cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end, init, strength
+        )
         out_h, out_w = height or side, width or side
         if (out_h, out_w) != (side, side):
             pixels = F.interpolate(pixels.float(), size=(out_h, out_w), mode="bicubic", align_corners=False)

@@ -32,6 +32,13 @@ class GenerationRequest:
     negative_prompt: str | None = None
     #: Classifier-free guidance; None uses the model's own default (SD 7.5, Flux 3.5, ours 3.0).
     guidance_scale: float | None = None
+    #: Image-to-image: the picture to start from (None: text-to-image) and how much of it to redraw.
+    image: Image.Image | None = None
+    strength: float = 0.6
+    #: LoRAs to apply while drawing this request: (name in the operator's folder, weight).
+    loras: tuple[tuple[str, float], ...] = ()
+    #: What to do with a picture the safety checker flags: withhold | spoiler | allow (core.nsfw).
+    nsfw: str = "withhold"
 
 
 @dataclass

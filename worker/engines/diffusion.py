@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from core.compose import WITHHELD
+from core.nsfw import NSFW_ACTION, NsfwPolicy
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
 from training.diffusion.tiny import META_FILE, ensure_tiny_pipeline
 from training.seeds import seed_generators
@@ -30,6 +31,7 @@ from worker.engines.base import (
     ProgressCallback,
     resolve_device,
 )
+from worker.engines.lora import applied_loras
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,33 @@ class _Call:
     side: int
     negative: str | None
     guidance: float | None
+    #: Image-to-image: one starting picture per image (side × side) and how much of it to redraw.
+    images: list[Image.Image] | None = None
+    strength: float | None = None
+
+
+#: Requests drawn in one pipeline call share these: steps, side, negative prompt, guidance, strength
+#: (None: text-to-image) and LoRAs.
+_GroupKey = tuple[int, int, str | None, float | None, float | None, tuple[tuple[str, float], ...]]
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """Denoising steps an image-to-image run takes: the last ``strength`` share of ``steps`` (the
+    rule diffusers' image-to-image pipelines follow)."""
+    return min(int(steps * strength), steps)
+
+
+def _report_only(checker: Any) -> None:
+    """Make the pipeline's safety checker flag pictures without blacking them out: the engine then
+    applies each request's NSFW policy itself (withhold, spoiler, allow)."""
+    check = checker.forward
+
+    def flag_only(clip_input: Any, images: Any) -> tuple[Any, Any]:
+        copy = images.copy() if hasattr(images, "copy") else images.clone()
+        _, flagged = check(clip_input=clip_input, images=copy)
+        return images, flagged
+
+    checker.forward = flag_only
 
 
 class _StopRun(Exception):
@@ -149,6 +178,7 @@ class DiffusionEngine:
         attention_slicing: bool = False,
         cpu_offload: bool = False,
         safety_checker: bool = True,
+        lora_dir: Path | None = None,
     ) -> None:
         """Load the pipeline.
 
@@ -161,7 +191,9 @@ class DiffusionEngine:
             attention_slicing: Trade speed for memory on small GPUs.
             cpu_offload: Keep sub-models on the CPU and move each to the GPU only while it runs.
             safety_checker: Run the safety checker the model folder provides (SD 1.x ships one: it
-                blacks out images it flags). False loads the pipeline without it.
+                blacks out images it flags). False loads the pipeline without it. Each request's
+                ``nsfw`` rule then says what happens to a flagged picture.
+            lora_dir: The operator's LoRA folder (``--lora NAME`` picks a file in it).
 
         Raises:
             ModelNotAvailable: the model is not a diffusers folder and not in the local hub cache.
@@ -184,12 +216,15 @@ class DiffusionEngine:
         else:
             pipe.to(self.device)
         self.pipe = pipe
-        self._call_params = set(inspect.signature(pipe.__call__).parameters)
         # Flux packs 2×2 latent patches, so its sides must be multiples of 16; others need multiples of 8.
         scale = int(getattr(pipe, "vae_scale_factor", 8))
         self.size_multiple = max(8, scale * 2 if pipeline_class.startswith("Flux") else scale)
         self._lock = threading.Lock()
         self.safety_checker = has_checker and safety_checker
+        if self.safety_checker:
+            _report_only(pipe.safety_checker)
+        self.lora_dir = lora_dir
+        self._img2img: Any = None  # the image-to-image pipeline sharing these weights, made on first use
         #: How many images the model's safety checker blacked out since the engine loaded.
         self.flagged_images = 0
         self.info = EngineInfo(
@@ -240,33 +275,73 @@ class DiffusionEngine:
     def generate(
         self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
     ) -> list[list[Image.Image]]:
-        """Draw every request, one pipeline call per group of requests with the same settings.
+        """Draw every request, one pipeline call per group of requests with the same settings
+        (steps, size, negative prompt, guidance, image-to-image strength, LoRAs).
 
         Each image gets its own CPU generator seeded with its seed, so a seed gives the same starting
-        noise on any device and in any batch. ``progress`` sees steps summed over all calls.
+        noise on any device and in any batch (with an image: same seed, image and strength, same
+        picture). ``progress`` sees steps summed over all calls. A group's LoRAs are merged in for its
+        call and taken out after. Each flagged picture is handled by its request's NSFW rule.
 
         Raises:
             GenerationCancelled: ``progress`` returned True; the run stopped at that step.
+            LoraNotAvailable: a LoRA is not in the folder or does not fit this model.
         """
-        groups: dict[tuple[int, int, str | None, float | None], list[int]] = {}
+        groups: dict[_GroupKey, list[int]] = {}
         for i, req in enumerate(requests):
             if req.seeds:
-                key = (req.steps, self.image_size(req.size), req.negative_prompt, req.guidance_scale)
-                groups.setdefault(key, []).append(i)
-        total = sum(steps for steps, *_ in groups)
+                groups.setdefault(self._group_key(req), []).append(i)
+        total = sum(self._steps_run(key) for key in groups)
         results: list[list[Image.Image]] = [[] for _ in requests]
         done = 0
         with self._lock:
-            for (steps, side, negative, guidance), members in groups.items():
-                prompts = [requests[i].prompt for i in members for _ in requests[i].seeds]
-                seeds = [s for i in members for s in requests[i].seeds]
-                call = _Call(prompts, seeds, steps, side, negative, guidance)
-                images = self._run(call, progress, done, total)
-                done += steps
+            for key, members in groups.items():
+                call = self._call(key, [requests[i] for i in members])
+                with applied_loras(self.pipe, self.lora_dir, key[5]):
+                    images = self._run(call, progress, done, total)
+                done += self._steps_run(key)
                 for i in members:
                     n = len(requests[i].seeds)
-                    results[i], images = images[:n], images[n:]
+                    results[i], images = self._apply_policy(images[:n], requests[i].nsfw), images[n:]
         return results
+
+    def _group_key(self, req: GenerationRequest) -> _GroupKey:
+        strength = None if req.image is None else float(req.strength)
+        side = self.image_size(req.size)
+        return (req.steps, side, req.negative_prompt, req.guidance_scale, strength, tuple(req.loras))
+
+    @staticmethod
+    def _steps_run(key: _GroupKey) -> int:
+        steps, strength = key[0], key[4]
+        return steps if strength is None else img2img_steps(steps, strength)
+
+    @staticmethod
+    def _call(key: _GroupKey, members: list[GenerationRequest]) -> _Call:
+        """The pipeline call for one group: every member's prompt once per seed, and with an image, that
+        image (resized to the side) once per seed."""
+        steps, side, negative, guidance, strength, _ = key
+        prompts = [req.prompt for req in members for _ in req.seeds]
+        seeds = [s for req in members for s in req.seeds]
+        images = None
+        if strength is not None:
+            images = []
+            for req in members:
+                assert req.image is not None  # grouped by strength: only requests with an image
+                start = req.image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+                images += [start] * len(req.seeds)
+        return _Call(prompts, seeds, steps, side, negative, guidance, images, strength)
+
+    def _pipeline(self, call: _Call) -> Any:
+        """The text-to-image pipeline, or for an image call the image-to-image one: our own pipeline
+        does both; a diffusers one gets ``AutoPipelineForImage2Image.from_pipe`` (same weights)."""
+        if call.images is None or type(self.pipe).__name__ == PIPELINE_CLASS_NAME:
+            return self.pipe
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
 
     def _run(
         self, call: _Call, progress: ProgressCallback | None, done: int, total: int
@@ -274,13 +349,17 @@ class DiffusionEngine:
         """One pipeline call; raises GenerationCancelled when ``progress`` asks to stop."""
         cancelled = False
         stopped_at = 0
-        can_interrupt = isinstance(getattr(type(self.pipe), "interrupt", None), property)
+        pipe = self._pipeline(call)
+        expected = call.steps if call.strength is None else img2img_steps(call.steps, call.strength)
+        if expected == 0:
+            return [image.copy() for image in call.images or []]  # nothing to redraw: the picture itself
+        can_interrupt = isinstance(getattr(type(pipe), "interrupt", None), property)
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal cancelled, stopped_at
             # Some schedulers (Heun, DPM2) run more model steps than asked; scale back to the user's steps.
-            n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or call.steps)
-            current = done + max(1, round((step + 1) * call.steps / n_timesteps))
+            n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or expected)
+            current = done + max(1, round((step + 1) * expected / n_timesteps))
             if progress is not None and progress(current, total):
                 cancelled, stopped_at = True, current
                 if can_interrupt:
@@ -290,37 +369,40 @@ class DiffusionEngine:
                     raise _StopRun
             return tensors
 
-        kwargs = self._call_kwargs(call)
-        if "callback_on_step_end" in self._call_params:
+        params = set(inspect.signature(pipe.__call__).parameters)
+        kwargs = self._call_kwargs(call, params)
+        if "callback_on_step_end" in params:
             kwargs["callback_on_step_end"] = on_step_end
         try:
             with torch.inference_mode():
-                output = self.pipe(**kwargs)
+                output = pipe(**kwargs)
         except _StopRun:
             pass
         if cancelled:
             raise GenerationCancelled(f"cancelled at step {stopped_at} of {total}")
-        return self._withhold_flagged(output)
+        return self._mark_flagged(output)
 
-    def _call_kwargs(self, call: _Call) -> dict[str, Any]:
-        """The pipeline call's arguments: one CPU generator per seed, and guidance and the negative
-        prompt only where the pipeline takes them."""
+    @staticmethod
+    def _call_kwargs(call: _Call, params: set[str]) -> dict[str, Any]:
+        """The pipeline call's arguments: one CPU generator per seed, the starting images and strength
+        for image-to-image, and guidance, the negative prompt and the size only where the pipeline
+        takes them (image-to-image pipelines draw at the starting image's size)."""
         kwargs: dict[str, Any] = {
             "prompt": call.prompts,
             "num_inference_steps": call.steps,
-            "height": call.side,
-            "width": call.side,
             "generator": seed_generators(call.seeds),
             "output_type": "pil",
         }
-        if call.guidance is not None and "guidance_scale" in self._call_params:
-            kwargs["guidance_scale"] = call.guidance
-        if call.negative and "negative_prompt" in self._call_params:
-            kwargs["negative_prompt"] = [call.negative] * len(call.prompts)
+        optional = {"height": call.side, "width": call.side, "guidance_scale": call.guidance}
+        if call.negative:
+            optional["negative_prompt"] = [call.negative] * len(call.prompts)
+        if call.images is not None:
+            optional.update(image=call.images, strength=call.strength)
+        kwargs.update({k: v for k, v in optional.items() if v is not None and k in params})
         return kwargs
 
-    def _withhold_flagged(self, output: Any) -> list[Image.Image]:
-        """The output's images, each one the safety checker blacked out marked as withheld (and counted)."""
+    def _mark_flagged(self, output: Any) -> list[Image.Image]:
+        """The output's images, each one the safety checker flagged marked as such (and counted)."""
         images = list(output.images)
         flagged = getattr(output, "nsfw_content_detected", None) or []
         for image, hit in zip(images, flagged, strict=False):
@@ -328,7 +410,24 @@ class DiffusionEngine:
                 image.info[WITHHELD] = "safety checker"
         if any(flagged):
             self.flagged_images += sum(bool(f) for f in flagged)
-            log.warning(
-                "safety checker blacked out %d of %d images", sum(bool(f) for f in flagged), len(flagged)
-            )
+            log.warning("safety checker flagged %d of %d images", sum(bool(f) for f in flagged), len(flagged))
         return images
+
+    @staticmethod
+    def _apply_policy(images: list[Image.Image], rule: str) -> list[Image.Image]:
+        """Each flagged picture under ``rule``: withheld (a black square, marked), or kept and marked
+        ``spoiler`` / ``allowed`` for the record and the senders (:mod:`core.nsfw`)."""
+        policy = NsfwPolicy(rule)
+        out = []
+        for image in images:
+            if image.info.get(WITHHELD) and policy != NsfwPolicy.WITHHOLD:
+                kept = image.copy()
+                kept.info.pop(WITHHELD, None)
+                kept.info[NSFW_ACTION] = "spoiler" if policy == NsfwPolicy.SPOILER else "allowed"
+                image = kept
+            elif image.info.get(WITHHELD):
+                black = Image.new("RGB", image.size)
+                black.info[WITHHELD] = image.info[WITHHELD]
+                image = black
+            out.append(image)
+        return out
