@@ -106,3 +106,39 @@ def test_engine_loads_a_slots_checkpoint_and_tells_swapped_prompts_apart(tmp_pat
     )
     assert np.abs(a - b).mean() > 2  # a colour swap is another picture...
     assert np.abs(a - c).mean() < 0.5  # ...saying the same scene the other way round is not
+
+
+def _scramble(module: torch.nn.Module) -> None:
+    for p in module.parameters():
+        p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
+
+
+def test_trainers_warm_start_a_slots_run_from_a_minilm_model(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from training.dfgan import trainer as dfgan
+    from training.diffusion import trainer as diffusion
+    from training.diffusion.config import DiffusionConfig
+
+    console, wide_dim = Console(quiet=True), MINILM_DIM + SLOTS_DIM
+    narrow_g = build_generator(DFGANConfig(ngf=8))
+    _scramble(narrow_g)
+    save_checkpoint(tmp_path / "g", narrow_g, DFGANConfig(ngf=8), {"step": 1})
+    slots_g = DFGANConfig(ngf=8, ndf=8, cond_dim=wide_dim, text_encoder="minilm-slots")
+    _, m, _, step = dfgan.start_run(slots_g, tmp_path / "run-g", False, tmp_path / "g", "cpu", console)
+    noise, sentence, slots = torch.randn(2, 100), torch.randn(2, MINILM_DIM), torch.randn(2, SLOTS_DIM)
+    with torch.no_grad():
+        widened = m.ema.eval()(noise, torch.cat([sentence, slots], 1))
+        assert step == 0 and torch.allclose(widened, narrow_g.eval()(noise, sentence), atol=1e-5)
+
+    narrow = DiffusionConfig(block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8)
+    narrow_unet = diffusion.UNet2DConditionModel(**narrow.unet_kwargs())
+    _scramble(narrow_unet)
+    diffusion.save_pipeline(narrow, narrow_unet, tmp_path / "pipe", {})
+    wide = DiffusionConfig(**{**narrow.__dict__, "cond_dim": wide_dim, "text_encoder": "minilm-slots"})
+    _, d, _ = diffusion.start_run(wide, tmp_path / "run-d", False, tmp_path / "pipe", "cpu", console)
+    x, t, cond = torch.randn(2, 3, 32, 32), torch.tensor([10, 500]), torch.cat([sentence, slots], 1)
+    with torch.no_grad():
+        got = d.ema(x, t, encoder_hidden_states=cond[:, None], class_labels=cond).sample
+        want = narrow_unet(x, t, encoder_hidden_states=sentence[:, None], class_labels=sentence).sample
+    assert torch.allclose(got, want, atol=1e-5)
