@@ -29,6 +29,7 @@ Keys, per *route* (the worker queue a job needs, ``gpu`` by default):
 - ``ib:fq:<route>:tags``        hash: ``u:<lane>:<user>`` -> finish tag, ``v:<lane>`` -> virtual time,
   ``l:<lane>`` -> lane tag, ``lv`` -> the lanes' virtual time
 - ``ib:fq:<route>:jobs``        hash: job id -> ``lane|user|conversation|batch|cost|start|charge|member``
+- ``ib:fq:<route>:taken``       sorted set, job id -> when a worker took it (until it confirms)
 - ``ib:fq:<route>:seq``         arrival counter: lane members are ``<arrival>:<job id>``, so equal
   tags are served first come, first served
 - ``ib:fq:<route>:counts``      hash: ``u:<user>`` / ``c:<conversation>`` -> jobs waiting
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 import redis
 
 from core.errors import InputError
+from core.jobs import Conversation, JobRecord
 from core.limits import queue_full, rate_limited
 from core.settings import Settings
 from core.store import PENDING_KEY
@@ -56,6 +58,9 @@ DEFAULT_ROUTE = "gpu"
 COST_SMOOTHING = 0.3
 #: How far down a lane a claim looks for jobs it can batch with the first one.
 BATCH_SCAN = 32
+#: A job taken from the queue but not confirmed (its record claimed) after this long is put back:
+#: the worker that took it died in between.
+STALE_TAKEN_S = 30.0
 
 _LIB = """
 local function tag(tags, field)
@@ -121,63 +126,100 @@ return {1, tostring(depth + 1)}
 """
 )
 
-# KEYS: tags, jobs, counts, pending, lane zsets (one per lane, in LANES order)
-# ARGV: max_batch, batch scan, then name and share of each lane (in the order of KEYS)
+# KEYS: tags, jobs, counts, pending, taken, lane zsets (one per lane, in LANES order)
+# ARGV: max_batch, batch scan, now, stale before, the caller's own job, then name and share of each lane
+# Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone}.
 _CLAIM = (
     _LIB
     + """
-local tags, jobs, counts, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local max_batch, scan = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tags, jobs, counts, pending, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local max_batch, scan, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', taken, '-inf', ARGV[4], 'LIMIT', 0, 16)
 local best, best_tag = nil, nil
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   if redis.call('ZCARD', KEYS[i]) > 0 then
-    local lane_tag = tag(tags, 'l:' .. ARGV[2 * (i - 4) + 1])
+    local lane_tag = tag(tags, 'l:' .. ARGV[2 * (i - 5) + 4])
     if best == nil or lane_tag < best_tag then best, best_tag = i, lane_tag end
   end
 end
-if best == nil then return {} end
-local lane, share = ARGV[2 * (best - 4) + 1], tonumber(ARGV[2 * (best - 4) + 2])
-local lane_set = KEYS[best]
-local claimed, batch = {}, nil
-local candidates = redis.call('ZRANGE', lane_set, 0, scan - 1, 'WITHSCORES')
-for i = 1, #candidates, 2 do
-  local member, start = candidates[i], tonumber(candidates[i + 1])
-  local job = string.sub(member, 17)
-  local meta = redis.call('HGET', jobs, job)
-  local parts = meta and split(meta) or {lane, '', '', '', '0', tostring(start), '0'}
-  if batch == nil or parts[4] == batch then
-    if batch == nil then
-      batch = parts[4]
-      redis.call('HSET', tags, 'v:' .. lane, tostring(start))
-      redis.call('HSET', tags, 'lv', tostring(best_tag))
+local claimed = {}
+if best ~= nil then
+  local lane, share = ARGV[2 * (best - 5) + 4], tonumber(ARGV[2 * (best - 5) + 5])
+  local lane_set, batch = KEYS[best], nil
+  local candidates = redis.call('ZRANGE', lane_set, 0, scan - 1, 'WITHSCORES')
+  for i = 1, #candidates, 2 do
+    local member, start = candidates[i], tonumber(candidates[i + 1])
+    local job = string.sub(member, 17)
+    local meta = redis.call('HGET', jobs, job)
+    local parts = meta and split(meta) or {lane, '', '', '', '0', tostring(start), '0', member}
+    if batch == nil or parts[4] == batch then
+      if batch == nil then
+        batch = parts[4]
+        redis.call('HSET', tags, 'v:' .. lane, tostring(start))
+        redis.call('HSET', tags, 'lv', tostring(best_tag))
+      end
+      redis.call('ZREM', lane_set, member)
+      redis.call('ZREM', pending, job)
+      if meta then
+        redis.call('ZADD', taken, now, job)
+        uncount(counts, parts[2], parts[3])
+      end
+      best_tag = best_tag + tonumber(parts[5]) / share
+      claimed[#claimed + 1] = job
+      if #claimed >= max_batch then break end
     end
-    redis.call('ZREM', lane_set, member)
-    redis.call('ZREM', pending, job)
-    if meta then
-      redis.call('HDEL', jobs, job)
-      uncount(counts, parts[2], parts[3])
-    end
-    best_tag = best_tag + tonumber(parts[5]) / share
-    claimed[#claimed + 1] = job
-    if #claimed >= max_batch then break end
   end
+  redis.call('HSET', tags, 'l:' .. lane, tostring(best_tag))
 end
-redis.call('HSET', tags, 'l:' .. lane, tostring(best_tag))
-return claimed
+local own = 'gone'
+if redis.call('ZSCORE', taken, ARGV[5]) then own = 'taken'
+elseif redis.call('HEXISTS', jobs, ARGV[5]) == 1 then own = 'waiting' end
+return {claimed, stale, own}
 """
 )
 
-# KEYS: tags, jobs, counts, pending, lane zsets.  ARGV: job.  Returns 1 when it was waiting.
+# KEYS: jobs, counts, pending, taken, lane zsets.  ARGV: now, then job ids taken but never claimed.
+# Each goes back into its lane with its old start tag: the front of the line it had reached.
+_REQUEUE = (
+    _LIB
+    + """
+local jobs, counts, pending, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local back = 0
+for i = 2, #ARGV do
+  local job = ARGV[i]
+  local meta = redis.call('HGET', jobs, job)
+  if meta and redis.call('ZREM', taken, job) == 1 then
+    local parts = split(meta)
+    for k = 5, #KEYS do
+      if string.sub(KEYS[k], -string.len(parts[1]) - 1) == ':' .. parts[1] then
+        redis.call('ZADD', KEYS[k], tonumber(parts[6]), parts[8])
+      end
+    end
+    redis.call('HINCRBY', counts, 'u:' .. parts[2], 1)
+    redis.call('HINCRBY', counts, 'c:' .. parts[3], 1)
+    redis.call('ZADD', pending, tonumber(ARGV[1]), job)
+    back = back + 1
+  end
+end
+return back
+"""
+)
+
+# KEYS: tags, jobs, counts, pending, taken, lane zsets.  ARGV: job.  Returns 1 when it was waiting.
 _REMOVE = (
     _LIB
     + """
-local tags, jobs, counts, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local tags, jobs, counts, pending, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local job = ARGV[1]
 redis.call('ZREM', pending, job)
 local meta = redis.call('HGET', jobs, job)
 if not meta then return 0 end
+if redis.call('ZREM', taken, job) == 1 then
+  redis.call('HDEL', jobs, job)  -- a worker took it already: it is that worker's (and the cancel's) now
+  return 0
+end
 local parts = split(meta)
-for i = 5, #KEYS do redis.call('ZREM', KEYS[i], parts[8]) end
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], parts[8]) end
 redis.call('HDEL', jobs, job)
 uncount(counts, parts[2], parts[3])
 -- a user's last job, cancelled before it ran, is not charged: their tag goes back to its start
@@ -189,6 +231,17 @@ end
 return 1
 """
 )
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What one :meth:`FairQueue.take` found: the jobs this caller now has (``claimed``), jobs others
+    took and never confirmed (``stale``), and where the caller's own job stands (``own``: ``waiting``
+    for its turn, ``taken`` by a worker, or ``gone``: not in this queue at all)."""
+
+    claimed: list[str]
+    stale: list[str]
+    own: str
 
 
 @dataclass(frozen=True)
@@ -239,10 +292,12 @@ class FairQueue:
         base = f"ib:fq:{route}:"
         self.tags_key, self.jobs_key = base + "tags", base + "jobs"
         self.counts_key, self.cost_key, self.seq_key = base + "counts", base + "cost", base + "seq"
+        self.taken_key = base + "taken"
         self.lane_keys = [f"{base}lane:{lane}" for lane in LANES]
         self._admit = client.register_script(_ADMIT)
         self._claim = client.register_script(_CLAIM)
         self._remove = client.register_script(_REMOVE)
+        self._requeue = client.register_script(_REQUEUE)
 
     def lane_key(self, lane: str) -> str:
         """The sorted set of ``lane``'s waiting jobs."""
@@ -279,28 +334,71 @@ class FairQueue:
         )  # fmt: skip
         return _admitted(int(verdict), float(value), rate_limit, window_s)
 
-    def claim(self, max_batch: int = 1) -> list[str]:
+    def claim(self, max_batch: int = 1, own: str = "") -> list[str]:
         """Take the next job in fair order and up to ``max_batch - 1`` more from the same lane that can
-        be drawn in one batch with it (same batch key). One round trip; [] when nothing waits."""
+        be drawn in one batch with it (same batch key). One round trip; [] when nothing waits.
+
+        Taken jobs stay *taken* (not waiting, still known) until :meth:`confirm` — after the worker
+        has claimed their records — so a worker that dies in between loses nothing: :meth:`take`
+        reports such jobs as stale and :meth:`requeue` puts them back."""
+        return self.take(max_batch, own).claimed
+
+    def take(self, max_batch: int = 1, own: str = "", stale_after_s: float = STALE_TAKEN_S) -> Taken:
+        """:meth:`claim`, also saying which jobs were taken and never confirmed for ``stale_after_s``,
+        and where the caller's ``own`` job (the one its task message names) stands."""
         lanes = [
             part for lane, share in zip(LANES, self.policy.shares(), strict=True) for part in (lane, share)
         ]
-        ids = self._claim(
-            keys=[self.tags_key, self.jobs_key, self.counts_key, PENDING_KEY, *self.lane_keys],
-            args=[max_batch, BATCH_SCAN, *lanes],
+        now = time.time()
+        claimed, stale, state = self._claim(
+            keys=[
+                self.tags_key,
+                self.jobs_key,
+                self.counts_key,
+                PENDING_KEY,
+                self.taken_key,
+                *self.lane_keys,
+            ],
+            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes],
         )
-        return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in ids]
+        return Taken(claimed=_strs(claimed), stale=_strs(stale), own=_str(state))
+
+    def confirm(self, job_ids: list[str]) -> None:
+        """The worker holds these jobs' records now: forget them here (one round trip)."""
+        if job_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(self.taken_key, *job_ids)
+            pipe.hdel(self.jobs_key, *job_ids)
+            pipe.execute()
+
+    def requeue(self, job_ids: list[str]) -> int:
+        """Put jobs that were taken but never confirmed back where they were in line; returns how many."""
+        if not job_ids:
+            return 0
+        keys = [self.jobs_key, self.counts_key, PENDING_KEY, self.taken_key, *self.lane_keys]
+        return int(self._requeue(keys=keys, args=[time.time(), *job_ids]))
 
     def remove(self, job_id: str) -> bool:
         """Take a waiting job out (cancelled); True when it was waiting."""
         removed = self._remove(
-            keys=[self.tags_key, self.jobs_key, self.counts_key, PENDING_KEY, *self.lane_keys], args=[job_id]
+            keys=[
+                self.tags_key,
+                self.jobs_key,
+                self.counts_key,
+                PENDING_KEY,
+                self.taken_key,
+                *self.lane_keys,
+            ],
+            args=[job_id],
         )
         return bool(int(removed))
 
     def waiting(self, job_id: str) -> bool:
         """Whether ``job_id`` is still waiting in this route."""
-        return bool(self.redis.hexists(self.jobs_key, job_id))
+        return (
+            bool(self.redis.hexists(self.jobs_key, job_id))
+            and self.redis.zscore(self.taken_key, job_id) is None
+        )
 
     def cost_of(self, batch: str) -> float:
         """The measured seconds a job of ``batch`` takes (the policy's default before any measurement)."""
@@ -381,6 +479,16 @@ def batch_key(engines: list[str] | tuple[str, ...], steps: int, size: int) -> st
     return f"{','.join(engines)}/{steps}/{size}"
 
 
+def batch_key_of(record: JobRecord) -> str:
+    """:func:`batch_key` of a job record: the one definition the queue and the worker share."""
+    return batch_key(record.request.engines, record.steps, record.size)
+
+
+def conversation_key(conversation: Conversation) -> str:
+    """One conversation (a chat, or one thread of it) for the per-conversation queue share."""
+    return f"{conversation.platform}:{conversation.chat_id}:{conversation.thread_id or ''}"
+
+
 def usage_key(user: str, day: str | None = None) -> str:
     """The key of ``user``'s GPU seconds on ``day`` (UTC ``YYYY-MM-DD``, today by default)."""
     return f"ib:fq:used:{day or time.strftime('%Y-%m-%d', time.gmtime())}:{user}"
@@ -425,3 +533,11 @@ class _Meta:
         text = raw.decode() if isinstance(raw, bytes) else raw
         lane, user, conversation, batch, cost, _start, _charge, member = text.split("|")
         return cls(lane, user, conversation, batch, float(cost), member)
+
+
+def _str(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _strs(raws: list[bytes | str]) -> list[str]:
+    return [_str(raw) for raw in raws]

@@ -10,8 +10,10 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
+from core.fair_queue import FairQueue, FairShare, Placement, batch_key_of, conversation_key
+from core.heartbeats import live_workers
 from core.jobs import JobRecord, JobRequest, JobStatus
-from core.limits import Admission, RateLimiter
+from core.limits import RateLimiter
 from core.metrics import job_cancelled, job_rejected, job_submitted
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
@@ -57,9 +59,7 @@ class QueueClient:
         self.images = ImageStore(self.redis, settings.result_ttl_s)
         self.history = History(self.redis, settings.result_ttl_s)
         self.rate_limiter = RateLimiter(self.redis, settings.rate_limit_jobs, settings.rate_limit_window_s)
-        self.admission = Admission(
-            self.redis, settings.max_queue_depth, settings.rate_limit_jobs, settings.rate_limit_window_s
-        )
+        self.fair = FairQueue(self.redis, policy=FairShare.from_settings(settings))
 
     def submit(self, request: JobRequest) -> JobRecord:
         """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue,
@@ -76,11 +76,11 @@ class QueueClient:
             steps=request.steps if request.steps is not None else self.settings.default_steps,
             size=request.size if request.size is not None else self.settings.default_size,
         )
-        # Record first, then admission (cap, rate limit and the pending set in one atomic step), then
-        # the task: a worker never sees a pending id or a task whose record is missing.
+        # Record first, then admission (cap, shares, rate limit and the job's place in the fair order,
+        # in one atomic step), then the task: a worker never sees a queued id whose record is missing.
         self.jobs.save(record)
         try:
-            self.admission.admit(record.id, record.created_at, request.user)
+            self._admit(record)
         except InputError as exc:
             self.redis.delete(job_key(record.id))
             job_rejected(exc.code)
@@ -92,6 +92,22 @@ class QueueClient:
         self.producer.send_task(GENERATE_TASK, args=[record.id], queue=QUEUE_GPU)
         job_submitted(request)
         return record
+
+    def _admit(self, record: JobRecord) -> None:
+        """Give ``record`` its place in the fair order (:mod:`core.fair_queue`), or raise the
+        :class:`InputError` of the limit it hits."""
+        request, settings = record.request, self.settings
+        self.fair.admit(
+            record.id,
+            user=request.user,
+            conversation=conversation_key(request.conversation),
+            lane=self.fair.lane_for(settings, request.user),
+            batch=batch_key_of(record),
+            created_at=record.created_at,
+            max_depth=settings.max_queue_depth,
+            rate_limit=settings.rate_limit_jobs,
+            window_s=settings.rate_limit_window_s,
+        )
 
     def user_jobs(self, user: str, unfinished_only: bool = True) -> list[tuple[JobRecord, int | None]]:
         """``user``'s recent jobs (oldest first) with queue positions, for ``/queue``."""
@@ -106,9 +122,18 @@ class QueueClient:
         return out
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in the queue while waiting, else None."""
-        rank = self.redis.zrank(PENDING_KEY, job_id)
+        """1-based place in the fair order while waiting, else None."""
+        placed = self.fair.placement(job_id, workers=0)
+        if placed is not None:
+            return placed.position
+        rank = self.redis.zrank(PENDING_KEY, job_id)  # a job queued before the fair order existed
         return None if rank is None else int(rank) + 1
+
+    def placement(self, job_id: str) -> Placement | None:
+        """Where a waiting job stands: position of how many, and about how long until it is drawn
+        (from the measured job times and the live workers serving the ``gpu`` queue)."""
+        workers = sum(1 for beat in live_workers(self.redis) if QUEUE_GPU in beat.queues)
+        return self.fair.placement(job_id, workers=workers)
 
     def status(self, job_id: str) -> tuple[JobRecord, int | None]:
         """The job record and its queue position. Raises :class:`~core.errors.JobNotFound`."""
@@ -128,7 +153,7 @@ class QueueClient:
 
         record = self.jobs.update(job_id, change)
         job_cancelled(record)
-        self.redis.zrem(PENDING_KEY, job_id)
+        self.fair.remove(job_id)
         # Tell the conversation; the generate task skips cancelled jobs when it gets to them.
         self.producer.send_task(DELIVER_TASK, args=[job_id], queue=QUEUE_DELIVERY)
         return record

@@ -120,6 +120,7 @@ class JobRecord(BaseModel):
     lease_until: float | None = None
     attempts: int = 0
     batch_size: int = 1
+    batch_id: str | None = Field(default=None, description="Which draw of a worker this job was part of")
 
     @property
     def seeds(self) -> list[int]:

@@ -191,3 +191,28 @@ def test_lanes_come_from_the_settings_and_the_daily_fast_quota(clean_redis: redi
     assert fq.cost_of("dfgan/4/64") == pytest.approx(0.7 * 4.0 + 0.3 * 6.0)
     assert fq.lane_for(tuned, "telegram:7") == "fast"  # listed users stay fast past any quota
     assert fq.lane_for(settings, "web:someone") == "relax"  # no quota configured: everyone else relaxes
+
+
+def test_a_job_taken_by_a_worker_that_died_goes_back_to_the_front(clean_redis: redis.Redis) -> None:
+    """Taken from the queue, never confirmed (the worker died before claiming the record): reported
+    as stale after a while and put back where it was in line; confirmed jobs are forgotten."""
+    fq = FairQueue(clean_redis)
+    first, second, third = (submit(fq, user) for user in ("a", "b", "c"))
+    taken = fq.take(own=second)
+    assert taken.claimed == [first] and taken.stale == [] and taken.own == "waiting"
+    assert fq.take(own=first).own == "taken"
+    lost = fq.take(stale_after_s=-1.0)  # whoever took `first` and `second` died before confirming
+    assert lost.claimed == [third] and set(lost.stale) >= {first, second}
+    fq.confirm([third])
+    assert fq.requeue([first, second, third]) == 2  # `third` was confirmed: not put back
+    assert fq.claim() == [first] and fq.claim() == [second] and fq.claim() == []
+    fq.confirm([first, second])
+    assert fq.take(own=first).own == "gone" and fq.requeue([first]) == 0
+
+
+def test_cancelling_a_taken_job_leaves_it_to_the_record(clean_redis: redis.Redis) -> None:
+    fq = FairQueue(clean_redis)
+    job = submit(fq, "a")
+    assert fq.claim() == [job]
+    assert not fq.remove(job)  # a worker has it: the cancel is written in the record, not here
+    assert fq.requeue([job]) == 0 and fq.take(own=job).own == "gone"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from PIL import Image
 
 from core.compose import Panel, compose_pair, to_png
 from core.errors import JobNotFound
+from core.fair_queue import STALE_TAKEN_S, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict
 from core.store import PENDING_KEY
@@ -41,10 +43,6 @@ class Outcome:
     deliver_only: bool = False  # the job had already finished; make sure it is delivered
 
 
-def _batch_key(record: JobRecord) -> tuple[tuple[str, ...], int, int]:
-    return tuple(record.request.engines), record.steps, record.size
-
-
 def claim(rt: Runtime, job_id: str) -> Claim[JobRecord]:
     """Try to take ``job_id`` for this worker (:meth:`core.leases.LeasedStore.claim`); a job that
     will not wait any more (claimed, finished, given up) leaves the pending set."""
@@ -54,31 +52,67 @@ def claim(rt: Runtime, job_id: str) -> Claim[JobRecord]:
     return taken
 
 
-def _collect_batch(rt: Runtime, first: JobRecord) -> list[JobRecord]:
-    """``first`` plus up to MAX_BATCH-1 waiting jobs with the same engines, steps and size."""
-    batch = [first]
-    key = _batch_key(first)
-    for raw_id in rt.redis.zrange(PENDING_KEY, 0, MAX_BATCH * 4):
-        if len(batch) >= MAX_BATCH:
-            break
-        job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        if job_id == first.id:
-            continue
-        try:
-            candidate = rt.jobs.get(job_id)
-        except JobNotFound:
-            rt.redis.zrem(PENDING_KEY, job_id)
-            continue
-        if candidate.status != JobStatus.QUEUED or _batch_key(candidate) != key:
-            continue
-        claimed = claim(rt, job_id).held
-        if claimed is not None:
-            batch.append(claimed)
-    return batch
-
-
 def run_generate(rt: Runtime, job_id: str) -> Outcome:
-    """Claim ``job_id`` and draw it (with whatever compatible jobs wait beside it)."""
+    """Draw the next jobs in fair order (:mod:`core.fair_queue`), batched; then see to the message's
+    own job if the fair queue does not have it.
+
+    The Celery message is a wake-up that carries no ordering promise: one message per job, and each
+    takes the job whose user has had the least GPU time. The message's own job is handled directly
+    only when it is not in the fair queue at all: a duplicate or late message (finished, or held by
+    another worker), or a job that a dead worker took and nobody put back yet.
+    """
+    stale_after = min(STALE_TAKEN_S, rt.settings.job_lease_s)
+    taken = rt.fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
+    if taken.stale and _requeue_stale(rt, taken.stale) and not taken.claimed:
+        taken = rt.fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
+    ran = _draw_taken(rt, taken.claimed)
+    if taken.own == "taken" and job_id not in taken.claimed:
+        # Another worker took it from the queue and has not claimed its record yet: look again once
+        # it would count as stale, so that a worker dying in between loses nothing.
+        return Outcome(ran=ran, recheck_in=stale_after + 1.0)
+    if taken.own == "waiting" or job_id in taken.claimed:
+        return Outcome(ran=ran)
+    own = _run_own(rt, job_id)
+    return Outcome(ran=ran + own.ran, recheck_in=own.recheck_in, deliver_only=own.deliver_only)
+
+
+def _draw_taken(rt: Runtime, job_ids: list[str]) -> list[str]:
+    """Claim the records of jobs taken from the fair queue, draw the ones now held as one batch, and
+    charge their users the measured time. Returns the ids that need a delivery."""
+    if not job_ids:
+        return []
+    claims = [claim(rt, job_id) for job_id in job_ids]
+    rt.fair.confirm(job_ids)
+    batch = [c.held for c in claims if c.held is not None]
+    given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
+    if batch:
+        started = time.perf_counter()
+        _draw_batch(rt, batch)
+        rt.fair.settle(
+            batch_key_of(batch[0]), [job.request.user for job in batch], time.perf_counter() - started
+        )
+    return [job.id for job in batch] + given_up
+
+
+def _requeue_stale(rt: Runtime, job_ids: list[str]) -> int:
+    """Jobs a worker took from the fair queue and never confirmed: back in line if their records were
+    never claimed (that worker died in between), otherwise forgotten there."""
+    waiting, held = [], []
+    for job_id in job_ids:
+        try:
+            status = rt.jobs.get(job_id).status
+        except JobNotFound:
+            status = None
+        (waiting if status == JobStatus.QUEUED else held).append(job_id)
+    rt.fair.confirm(held)
+    if not waiting:
+        return 0
+    log.warning("putting back %d job(s) a worker took and never claimed: %s", len(waiting), waiting)
+    return rt.fair.requeue(waiting)
+
+
+def _run_own(rt: Runtime, job_id: str) -> Outcome:
+    """The message's own job, outside the fair queue: claim it directly and act on the verdict."""
     taken = claim(rt, job_id)
     if taken.verdict == Verdict.HELD_BY_OTHER:
         return Outcome(ran=[], recheck_in=taken.recheck_in())
@@ -89,9 +123,8 @@ def run_generate(rt: Runtime, job_id: str) -> Outcome:
         return Outcome(ran=[job_id], deliver_only=True)
     if taken.held is None:
         return Outcome(ran=[])
-    batch = _collect_batch(rt, taken.held)
-    _draw_batch(rt, batch)
-    return Outcome(ran=[job.id for job in batch])
+    _draw_batch(rt, [taken.held])
+    return Outcome(ran=[job_id])
 
 
 @dataclass
@@ -193,12 +226,14 @@ def _draw_with(
 
 def _finish_batch(rt: Runtime, jobs: list[JobRecord], drawn: Drawn, batch_size: int) -> None:
     """Compose and store each job's paired image and finish its record as done (a cancel that
-    raced the end wins: the cancel already told the conversation)."""
+    raced the end wins: the cancel already told the conversation). They share one ``batch_id``."""
+    batch_id = uuid.uuid4().hex[:16]
     for job in jobs:
         pair = compose_pair([panel for _, panel in drawn[job.id]], job.request.prompt, job.seed)
         fields: dict[str, Any] = {
             "results": [result for result, _ in drawn[job.id]],
             "pair_key": rt.images.put(job.id, "pair", to_png(pair)),
             "batch_size": batch_size,
+            "batch_id": batch_id,
         }
         rt.jobs.finish(job.id, JobStatus.DONE, **fields)

@@ -8,6 +8,7 @@ import threading
 
 from celery import Celery
 
+from core.fair_queue import FairQueue, FairShare
 from core.settings import Settings
 from core.store import History, ImageStore, JobStore, connect
 from worker.engines.loaded import LoadedEngines
@@ -26,6 +27,7 @@ class Runtime:
         self.images = ImageStore(self.redis, settings.result_ttl_s)
         self.history = History(self.redis, settings.result_ttl_s)
         self.engines = LoadedEngines(settings)
+        self.fair = FairQueue(self.redis, policy=FairShare.from_settings(settings))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -1,0 +1,141 @@
+"""The fair scheduler end to end: real Redis, real worker processes, jobs submitted as the front-ends do.
+
+Ordering is read from the job records (which batch drew a job: ``started_at``), never from timings.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.embedded_redis import EmbeddedRedis
+from core.errors import InputError
+from core.fair_queue import FairQueue
+from core.job_client import QueueClient
+from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
+from core.settings import Settings
+from tests.helpers.databases import emptied_database
+from tests.helpers.processes import worker_subprocess
+from tests.helpers.settings import make_settings
+from tests.helpers.waiting import eventually
+
+
+@pytest.fixture
+def isolated(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
+    """Database 6 of the session Redis, emptied (no worker there until a test starts one), DF-GAN only."""
+    url = emptied_database(redis_server, 6)
+    return make_settings(url, data_dir, engines="dfgan", job_lease_s=3.0, admin_ids="web:admin")
+
+
+def job(user: str, i: int, steps: int = 4) -> JobRequest:
+    """A DF-GAN job of web user ``user``."""
+    chat = user.split(":", 1)[1]
+    return JobRequest(
+        prompt=f"a red circle {i}", engines=["dfgan"], seed=i, steps=steps, size=64, user=user,
+        conversation=Conversation(platform="web", chat_id=chat),
+    )  # fmt: skip
+
+
+def drawn(client: QueueClient, ids: list[str]) -> list[JobRecord]:
+    """Every job delivered (bounded wait); their records."""
+    eventually(
+        lambda: all(client.jobs.get(i).delivered_at is not None for i in ids),
+        timeout_s=180,
+        what="all delivered",
+    )
+    return [client.jobs.get(i) for i in ids]
+
+
+def batches(records: list[JobRecord]) -> list[str]:
+    """The batches the jobs were drawn in, in the order they were drawn (by their first start)."""
+    first: dict[str, float] = {}
+    for r in records:
+        assert r.batch_id is not None
+        first[r.batch_id] = min(first.get(r.batch_id, float("inf")), r.started_at or 0.0)
+    return sorted(first, key=first.__getitem__)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown, bounded."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_light_users_are_drawn_in_the_first_batch_not_after_a_heavy_backlog(isolated: Settings) -> None:
+    """FIFO: 12 heavy jobs fill the first batch of 8 and the light users wait for the second. Fair
+    share: the light users' jobs are in the first batch the worker draws."""
+    client = QueueClient(isolated)
+    heavy = [client.submit(job("web:heavy", i)).id for i in range(12)]
+    light = [client.submit(job(f"web:light{n}", 100 + n)).id for n in range(3)]
+    proc = worker_subprocess(isolated)
+    try:
+        records = {r.id: r for r in drawn(client, heavy + light)}
+    finally:
+        stop(proc)
+    assert all(r.status == JobStatus.DONE for r in records.values())
+    first = batches(list(records.values()))[0]
+    assert [records[i].batch_id for i in light] == [first] * 3
+    assert records[heavy[0]].batch_id == first  # the heavy user's first job was not pushed back either
+    assert sum(records[i].batch_id == first for i in heavy) == 5  # 8 per batch: 1 + 4 heavy, 3 light
+
+
+def test_the_fast_lane_goes_first_and_the_relax_lane_still_gets_its_turn(isolated: Settings) -> None:
+    """An admin's jobs (fast lane) submitted after a user's backlog are drawn first; the relax lane
+    is not starved: it gets a batch before the fast lane's backlog is through."""
+    client = QueueClient(isolated)
+    relax = [client.submit(job("web:someone", i, steps=4)).id for i in range(3)]
+    fast = [client.submit(job("web:admin", 10 + i, steps=5)).id for i in range(3)]  # another batch key
+    fast += [client.submit(job("web:admin", 20 + i, steps=6)).id for i in range(3)]
+    proc = worker_subprocess(isolated)
+    try:
+        records = {r.id: r for r in drawn(client, relax + fast)}
+    finally:
+        stop(proc)
+    order = batches(list(records.values()))
+    assert len(order) == 3
+    assert {records[i].batch_id for i in fast[:3]} == {order[0]}
+    assert {records[i].batch_id for i in relax} == {order[1]}  # before the admin's second batch
+    assert {records[i].batch_id for i in fast[3:]} == {order[2]}
+
+
+def test_a_job_a_dead_worker_took_from_the_queue_is_put_back_and_drawn(isolated: Settings) -> None:
+    client = QueueClient(isolated)
+    lost = client.submit(job("web:unlucky", 1)).id
+    assert FairQueue(client.redis).claim() == [lost]  # a worker takes it... and dies before claiming it
+    later = client.submit(job("web:other", 2)).id
+    proc = worker_subprocess(isolated)
+    try:
+        records = drawn(client, [lost, later])
+    finally:
+        stop(proc)
+    assert [r.status for r in records] == [JobStatus.DONE, JobStatus.DONE]
+    assert [r.attempts for r in records] == [1, 1]
+
+
+def test_share_of_the_queue_cancel_and_position_through_the_queue_client(
+    redis_server: EmbeddedRedis, data_dir: Path
+) -> None:
+    """No worker: one user may hold 3 of the 10 places; a cancel gives a place back; positions follow
+    the fair order and say how many wait."""
+    url = emptied_database(redis_server, 7)
+    settings = make_settings(url, data_dir, max_queue_depth=10, user_queue_share=0.3, engines="dfgan")
+    client = QueueClient(settings)
+    mine = [client.submit(job("web:greedy", i)) for i in range(3)]
+    with pytest.raises(InputError) as refused:
+        client.submit(job("web:greedy", 3))
+    assert refused.value.code == "user_queue_full" and "3 pictures waiting" in refused.value.message
+    other = client.submit(job("web:modest", 9))
+    assert client.position(other.id) == 2  # behind the greedy user's first job only, not all three
+    placed = client.placement(mine[2].id)
+    assert placed is not None and (placed.position, placed.waiting, placed.eta_s) == (4, 4, None)  # no worker
+    client.cancel(mine[0].id)
+    assert (client.position(other.id), client.position(mine[1].id)) == (1, 2)
+    client.submit(job("web:greedy", 4))  # the cancelled job's place is free again
+    assert client.redis.zcard("ib:pending") == 4
