@@ -480,8 +480,16 @@ def batch_key(engines: list[str] | tuple[str, ...], steps: int, size: int) -> st
 
 
 def batch_key_of(record: JobRecord) -> str:
-    """:func:`batch_key` of a job record: the one definition the queue and the worker share."""
-    return batch_key(record.request.engines, record.steps, record.size)
+    """What a job must share with others to be drawn in one batch: engines, steps and size, and for
+    the diffusion engine the model, the LoRAs with their weights and whether it starts from an image
+    (at which strength). The one definition the queue and the worker share."""
+    request = record.request
+    key = batch_key(request.engines, record.steps, record.size)
+    extras = [f"model={request.model}" if request.model else ""]
+    extras += [f"lora={lora.name}:{lora.weight:g}" for lora in sorted(request.loras, key=lambda x: x.name)]
+    if request.image_key:
+        extras.append(f"img2img={request.strength if request.strength is not None else 'default'}")
+    return "/".join([key, *[extra for extra in extras if extra]])
 
 
 def conversation_key(conversation: Conversation) -> str:

@@ -216,3 +216,25 @@ def test_cancelling_a_taken_job_leaves_it_to_the_record(clean_redis: redis.Redis
     assert fq.claim() == [job]
     assert not fq.remove(job)  # a worker has it: the cancel is written in the record, not here
     assert fq.requeue([job]) == 0 and fq.take(own=job).own == "gone"
+
+
+def test_jobs_batch_only_with_the_same_model_loras_and_image_mode() -> None:
+    from core.fair_queue import batch_key_of
+    from core.jobs import Conversation, JobRecord, JobRequest, LoraChoice
+
+    def key(**fields: object) -> str:
+        request = JobRequest(prompt="p", engines=["diffusion"], user="web:x",
+                             conversation=Conversation(platform="web", chat_id="x"), **fields)  # fmt: skip
+        return batch_key_of(JobRecord(request=request, seed=1, steps=4, size=64))
+
+    plain = key()
+    assert key(seed=9, prompt="other") == plain  # prompts and seeds differ within a batch
+    different = [
+        key(model="sdxl"),
+        key(loras=[LoraChoice(name="ink", weight=0.5)]),
+        key(loras=[LoraChoice(name="ink", weight=1.0)]),
+        key(image_key="ib:upload:0123456789abcdef", strength=0.6),
+    ]
+    assert len({plain, *different}) == 5
+    two = [LoraChoice(name="a"), LoraChoice(name="b")]
+    assert key(loras=two) == key(loras=two[::-1])
