@@ -223,8 +223,8 @@ def test_jobs_batch_only_with_the_same_model_loras_and_image_mode() -> None:
     from core.jobs import Conversation, JobRecord, JobRequest, LoraChoice
 
     def key(**fields: object) -> str:
-        request = JobRequest(prompt="p", engines=["diffusion"], user="web:x",
-                             conversation=Conversation(platform="web", chat_id="x"), **fields)  # fmt: skip
+        values: dict[str, object] = {"prompt": "p", "engines": ["diffusion"], "user": "web:x"}
+        request = JobRequest(conversation=Conversation(platform="web", chat_id="x"), **{**values, **fields})
         return batch_key_of(JobRecord(request=request, seed=1, steps=4, size=64))
 
     plain = key()
