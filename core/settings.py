@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     diffusion_models: str = Field(
         default="",
         description="More diffusion models users may pick with --model: comma list of "
-        "name=folder|what it is good at (the description is optional). The default model is always "
-        "there as 'default'.",
+        "name=folder|what it is good at (the description is optional and has no commas). "
+        "The default model is always there as 'default'.",
     )
     diffusion_default_description: str = Field(
         default="", description="What /models says about the default diffusion model."

@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from core.model_catalog import DEFAULT_MODEL, parse_models, served_models
 from core.settings import Settings
 from worker.engines.base import Engine
 
@@ -16,6 +17,10 @@ log = logging.getLogger(__name__)
 
 #: Engines whose weights the model registry versions: a promoted version replaces the default.
 VERSIONED = ("dfgan", "diffusion")
+
+
+class ModelNotServed(LookupError):
+    """A job asked for a diffusion model this worker is not configured for."""
 
 
 class LoadedEngines:
@@ -30,14 +35,21 @@ class LoadedEngines:
         self._failed: dict[str, str] = {}  # a promoted version that would not load (not retried)
         self._reload_lock = threading.Lock()
 
-    def get(self, name: str) -> Engine:
-        """The loaded engine ``name`` (loads it on first use).
+    def get(self, name: str, model: str | None = None) -> Engine:
+        """The loaded engine ``name`` (loads it on first use); for ``diffusion``, the one drawing with
+        ``model`` (a name from :mod:`core.model_catalog`; None or ``default``: the default model).
 
         For a versioned engine (``dfgan``, ``diffusion``), first asks the model registry (one Redis
         GET) which version is promoted and swaps to it when it differs from the loaded one. A batch
         already drawing keeps the engine object it got, so it finishes on its version; the next batch
-        gets the new one.
+        gets the new one. Only the default model follows promotions; the others are the operator's
+        folders as configured.
+
+        Raises:
+            ModelNotServed: ``model`` is not among the models this worker serves.
         """
+        if name == "diffusion" and model not in (None, DEFAULT_MODEL):
+            return self._get_model(model)
         if name in VERSIONED:
             self._follow_promoted(name)
         engine = self._engines.get(name)
@@ -50,15 +62,37 @@ class LoadedEngines:
                 log.info("loaded engine %s in %.1f s", name, time.perf_counter() - started)
             return self._engines[name]
 
+    def served_models(self) -> list[str]:
+        """The diffusion model names this worker draws with (``IMAGINEBOT_WORKER_MODELS``)."""
+        return served_models(self.settings)
+
+    def _get_model(self, model: str) -> Engine:
+        """The diffusion engine for the configured model ``model`` (loaded on first use)."""
+        if model not in self.served_models():
+            raise ModelNotServed(f"this worker does not serve the diffusion model {model!r}")
+        key = f"diffusion@{model}"
+        with self._lock:
+            if key not in self._engines:
+                started = time.perf_counter()
+                self._set_threads()
+                engine = self._load_default("diffusion", parse_models(self.settings)[model].folder)
+                engine.info.extra["model"] = model
+                self._engines[key] = engine
+                log.info("loaded diffusion model %s in %.1f s", model, time.perf_counter() - started)
+            return self._engines[key]
+
     def loaded_versions(self) -> dict[str, str]:
         """Name -> version of the engines loaded so far (loads nothing; for the worker's heartbeat)."""
         return {name: engine.info.version for name, engine in list(self._engines.items())}
 
-    def _load(self, name: str) -> Engine:
+    def _set_threads(self) -> None:
         if self.settings.torch_threads > 0:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
+
+    def _load(self, name: str) -> Engine:
+        self._set_threads()
         if name in VERSIONED:
             promoted = self._promoted_version(name)
             if promoted is not None:
@@ -92,6 +126,7 @@ class LoadedEngines:
                 attention_slicing=s.diffusion_attention_slicing,
                 cpu_offload=s.diffusion_cpu_offload,
                 safety_checker=s.diffusion_safety_checker,
+                lora_dir=s.lora_dir,
             )
         if name == "hf-api":
             from worker.engines.hf_api import HFApiEngine
