@@ -233,6 +233,37 @@ return 1
 )
 
 
+class Position(int):
+    """A 1-based queue position that also knows how many wait and about how long until it is drawn.
+
+    An ``int`` (so code and JSON that want the number keep it), which :func:`describe` and the status
+    line render as "position 4 of 12, about 40 s"."""
+
+    waiting: int
+    eta_s: float | None
+
+    def __new__(cls, position: int, waiting: int, eta_s: float | None) -> Position:
+        made = super().__new__(cls, position)
+        made.waiting = max(waiting, position)
+        made.eta_s = eta_s
+        return made
+
+    def describe(self) -> str:
+        """``position 4 of 12, about 40 s`` (without the estimate while no worker can draw it)."""
+        text = f"position {int(self)} of {self.waiting}"
+        return text if self.eta_s is None else f"{text}, about {eta_text(self.eta_s)}"
+
+
+def eta_text(seconds: float) -> str:
+    """A wait said the way people say it: ``5 s``, ``40 s``, ``3 min``, ``1 h 20 min``."""
+    if seconds < 10:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90:
+        return f"{round(seconds / 5) * 5} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
 @dataclass(frozen=True)
 class Taken:
     """What one :meth:`FairQueue.take` found: the jobs this caller now has (``claimed``), jobs others

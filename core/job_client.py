@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
-from core.fair_queue import FairQueue, FairShare, Placement, batch_key_of, conversation_key
+from core.fair_queue import FairQueue, FairShare, Placement, Position, batch_key_of, conversation_key
 from core.heartbeats import live_workers
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
@@ -122,10 +122,11 @@ class QueueClient:
         return out
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in the fair order while waiting, else None."""
-        placed = self.fair.placement(job_id, workers=0)
+        """1-based place in the fair order while waiting, else None: a :class:`~core.fair_queue.Position`,
+        which also says how many wait and about how long until it is drawn."""
+        placed = self.placement(job_id)
         if placed is not None:
-            return placed.position
+            return Position(placed.position, placed.waiting, placed.eta_s)
         rank = self.redis.zrank(PENDING_KEY, job_id)  # a job queued before the fair order existed
         return None if rank is None else int(rank) + 1
 

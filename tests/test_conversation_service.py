@@ -72,8 +72,8 @@ def test_imagine_with_structured_options_or_text_queues_the_same_job(service: Co
         assert reply.record.request.user == "telegram:7"
         assert reply.record.status == JobStatus.QUEUED
     assert (typed.position, said.position) == (1, 2)
-    assert said.text.startswith("Queued — position 2")
-    assert said.titled_text.startswith("Queued “a red circle” (dfgan, seed 5), position 2.")
+    assert said.text.startswith("Queued — position 2 of 2")
+    assert said.titled_text.startswith("Queued “a red circle” (dfgan, seed 5), position 2 of 2")
 
 
 def test_bad_input_is_a_refusal_and_nothing_is_queued(service: ConversationService) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
-from core.fair_queue import FairQueue
+from core.fair_queue import FairQueue, batch_key_of
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
@@ -139,3 +139,30 @@ def test_share_of_the_queue_cancel_and_position_through_the_queue_client(
     assert (client.position(other.id), client.position(mine[1].id)) == (1, 2)
     client.submit(job("web:greedy", 4))  # the cancelled job's place is free again
     assert client.redis.zcard("ib:pending") == 4
+
+
+def test_the_queued_answer_says_how_many_wait_and_about_how_long(
+    redis_server: EmbeddedRedis, data_dir: Path
+) -> None:
+    """The estimate comes from the measured seconds per job and the live workers serving ``gpu``."""
+    from core.conversation import Caller, ConversationService, Imagine
+    from core.heartbeats import WorkerBeat, publish
+
+    url = emptied_database(redis_server, 8)
+    settings = make_settings(url, data_dir, engines="dfgan", default_steps=4)
+    client = QueueClient(settings)
+    service = ConversationService(settings, client)
+    chat = Conversation(platform="telegram", chat_id="42")
+    me = Caller("telegram", "42", chat, is_admin=False)
+    first = service.handle(me, Imagine(prompt="a red circle"))
+    assert first.text.startswith("Queued — position 1 of 1\nNo worker is serving dfgan")  # type: ignore[attr-defined]
+    client.fair.record_cost(batch_key_of(first.record), 20.0)  # type: ignore[attr-defined]
+    for n in (1, 2):
+        publish(
+            client.redis,
+            WorkerBeat(name=f"gpu-box:{n}", pid=n, queues=["gpu"], engines={"dfgan": "v"}, state="ready"),
+        )
+    second = service.handle(me, Imagine(prompt="a blue square"))
+    # ahead of it the first job (2 s: queued before anything was measured), then its own 20 s, on 2 workers
+    assert second.text == "Queued — position 2 of 2, about 10 s"  # type: ignore[attr-defined]
+    assert client.status(second.record.id)[1].eta_s == pytest.approx((2.0 + 20.0) / 2)  # type: ignore[attr-defined,union-attr]

@@ -97,7 +97,9 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     expect(job).to_have_attribute("data-status", "done")
     seen = page.evaluate("window.__seen")
     # The API answers "queued" with the place in the queue (gone if the worker took the job that instant).
-    assert re.fullmatch(r"queued\|Queued — (position \d+|starting soon)", seen[0]), seen
+    assert re.fullmatch(
+        r"queued\|Queued — (position \d+( of \d+(, about \d+ (s|min))?)?|starting soon)", seen[0]
+    ), seen
     assert seen[-1] == "done|Done", seen
 
     api_job = requests.get(f"{web_server}/api/jobs/{job_id}", timeout=10).json()["job"]

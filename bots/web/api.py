@@ -89,7 +89,9 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "prompt": req.prompt,
         "status": record.status.value,
         "status_text": status_line(record, position, notice),
-        "position": position,
+        "position": None if position is None else int(position),
+        "waiting": getattr(position, "waiting", None),  # how many wait in all (with ``position``)
+        "eta_s": getattr(position, "eta_s", None),  # about how long until it is drawn
         "notice": notice,
         "progress": record.progress.model_dump() if record.progress else None,
         "seed": record.seed,

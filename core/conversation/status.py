@@ -9,6 +9,7 @@ stands alone.
 
 from __future__ import annotations
 
+from core.fair_queue import Position
 from core.jobs import JobRecord, JobStatus
 
 _FINISHED = {JobStatus.DONE: "Done", JobStatus.FAILED: "Failed", JobStatus.CANCELLED: "Cancelled"}
@@ -27,9 +28,10 @@ def status_line(
     what = f" {job_title(record)}" if titled else ""
     progress = record.progress
     if record.status == JobStatus.QUEUED:
+        where = _where(position)
         if titled:
-            return f"Queued{what}, position {position or 1}." + (f" {notice}" if notice else "")
-        text = f"Queued — position {position}" if position else "Queued — starting soon"
+            return f"Queued{what}, {where}." + (f" {notice}" if notice else "")
+        text = f"Queued — {where}" if position else "Queued — starting soon"
         return f"{text}\n{notice}" if notice else text
     if record.status == JobStatus.RUNNING:
         if progress is None:
@@ -43,6 +45,13 @@ def status_line(
     if record.status == JobStatus.FAILED:
         return f"{ended}:{what}: {record.error or 'unknown error'}"
     return f"{ended}:{what}."
+
+
+def _where(position: int | None) -> str:
+    """``position 4 of 12, about 40 s`` when the queue knows that much, else ``position 4``."""
+    if isinstance(position, Position):
+        return position.describe()
+    return f"position {position or 1}"
 
 
 def queue_line(record: JobRecord, position: int | None) -> str:
