@@ -107,3 +107,13 @@ def test_the_image_to_image_pipeline_shares_the_weights(engine: DiffusionEngine)
     else:
         assert type(engine._img2img).__name__ == "StableDiffusionImg2ImgPipeline"
         assert engine._img2img.unet is engine.pipe.unet and engine._img2img.vae is engine.pipe.vae
+
+
+def test_the_pair_says_text_only_for_an_engine_that_ignored_the_picture() -> None:
+    from core.compose import Panel, compose_pair
+
+    image = [start_picture()]
+    plain = compose_pair([Panel("dfgan", "v1", 0.1, image)], "a cat", 1)
+    noted = compose_pair([Panel("dfgan", "v1", 0.1, image, note="text only")], "a cat", 1)
+    assert plain.size == noted.size
+    assert np.abs(pixels(plain) - pixels(noted)).sum() > 0

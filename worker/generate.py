@@ -24,7 +24,9 @@ from core.fair_queue import STALE_TAKEN_S, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict
 from core.store import PENDING_KEY
-from worker.engines.base import GenerationCancelled, GenerationRequest
+from core.uploads import UploadStore
+from worker.engines.base import GenerationCancelled
+from worker.engines.job_requests import generation_request, panel_note, result_marks
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -199,8 +201,12 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
             keys = [
                 rt.images.put(job.id, f"{engine_name}-{i}", to_png(img)) for i, img in enumerate(job_images)
             ]
-            result = EngineResult(engine=engine_name, version=version, seconds=seconds, image_keys=keys)
-            drawn[job.id].append((result, Panel(engine_name, version, seconds, job_images)))
+            marks = result_marks(engine_name, job, job_images)
+            result = EngineResult(
+                engine=engine_name, version=version, seconds=seconds, image_keys=keys, **marks
+            )
+            panel = Panel(engine_name, version, seconds, job_images, note=panel_note(marks))
+            drawn[job.id].append((result, panel))
     _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch))
 
 
@@ -208,17 +214,9 @@ def _draw_with(
     rt: Runtime, engine_name: str, batch: list[JobRecord], progress: Callable[[int, int], bool]
 ) -> tuple[str, list[list[Image.Image]], float]:
     """(engine version, images per job, seconds): ``batch`` drawn by one engine in one call."""
-    engine = rt.engines.get(engine_name)
-    requests = [
-        GenerationRequest(
-            prompt=job.request.prompt,
-            seeds=job.seeds,
-            steps=job.steps,
-            size=job.size,
-            negative_prompt=job.request.negative_prompt,
-        )
-        for job in batch
-    ]
+    engine = rt.engines.get(engine_name, batch[0].request.model)  # a batch shares its model
+    uploads = UploadStore(rt.redis, rt.settings.result_ttl_s)
+    requests = [generation_request(rt.settings, uploads, engine_name, job) for job in batch]
     started = time.perf_counter()
     images = engine.generate(requests, progress)
     return engine.info.version, images, time.perf_counter() - started

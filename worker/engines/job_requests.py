@@ -1,0 +1,59 @@
+"""A job as each engine is asked to draw it, and what the engine's result records about it.
+
+The worker's batch loop (:mod:`worker.generate`) calls these two functions, so a new option of a
+job reaches the engines, the job record and the paired image's label in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from core.jobs import JobRecord
+from core.nsfw import decisions_of, request_policy
+from core.settings import Settings
+from core.uploads import DEFAULT_STRENGTH, UploadStore
+from worker.engines.base import GenerationRequest
+
+#: Engines that can start from a picture; the others draw from the prompt alone and say so.
+IMAGE_ENGINES = ("diffusion",)
+#: The paired image's note for an engine that ignored the job's picture.
+TEXT_ONLY = "text only"
+
+
+def generation_request(
+    settings: Settings, uploads: UploadStore, engine_name: str, job: JobRecord
+) -> GenerationRequest:
+    """``job`` as engine ``engine_name`` draws it: with its upload (fetched from Redis by key, for
+    engines that take one), strength, LoRAs and the channel's NSFW rule.
+
+    Raises:
+        core.errors.InputError: the upload expired before the job was drawn.
+    """
+    request = job.request
+    image: Image.Image | None = None
+    if request.image_key and engine_name in IMAGE_ENGINES:
+        image = uploads.image(request.image_key)
+    return GenerationRequest(
+        prompt=request.prompt,
+        seeds=job.seeds,
+        steps=job.steps,
+        size=job.size,
+        negative_prompt=request.negative_prompt,
+        image=image,
+        strength=DEFAULT_STRENGTH if request.strength is None else request.strength,
+        loras=tuple((lora.name, lora.weight) for lora in request.loras),
+        nsfw=request_policy(settings, request).value,
+    )
+
+
+def result_marks(engine_name: str, job: JobRecord, images: list[Image.Image]) -> dict[str, Any]:
+    """The engine result's ``text_only`` and ``nsfw`` fields for ``job``'s ``images``."""
+    text_only = bool(job.request.image_key) and engine_name not in IMAGE_ENGINES
+    return {"text_only": text_only, "nsfw": decisions_of(images)}
+
+
+def panel_note(marks: dict[str, Any]) -> str:
+    """What the paired image says beside the engine's time (``text only`` or nothing)."""
+    return TEXT_ONLY if marks.get("text_only") else ""
