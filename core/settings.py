@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Engines that run on our own workers; ``hf-api`` (hosted) is opt-in through ``engines``.
@@ -216,6 +216,14 @@ class Settings(BaseSettings):
         if value is not None and value.strip().lower() not in ("withhold", "spoiler", "allow"):
             raise ValueError("nsfw must be withhold, spoiler or allow")
         return None if value is None else value.strip().lower()
+
+    @model_validator(mode="after")
+    def _check_model_catalogue(self) -> Settings:
+        """A malformed ``diffusion_models`` or an unknown name in ``worker_models`` fails at start."""
+        from core.model_catalog import served_models  # it reads these settings
+
+        served_models(self)
+        return self
 
     @field_validator("device")
     @classmethod
