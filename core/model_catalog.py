@@ -164,8 +164,9 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
     conversation service to call beside :func:`core.validation.validate_request`).
 
     Raises:
-        InputError: ``unknown_model``, ``bad_lora``, ``strength_out_of_range``, or ``strength_without_image``
-            (a strength given with no image to start from), or ``image_expired`` (not an upload key).
+        InputError: ``unknown_model``, ``bad_lora``, ``strength_out_of_range``, ``strength_without_image``
+            (a strength given with no image to start from), ``image_expired`` (not an upload key), or
+            ``model_without_diffusion`` (a model or LoRA for a job the diffusion engine does not draw).
     """
     if request.image_key is None and request.strength is not None:
         raise InputError(
@@ -173,9 +174,16 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
         )
     if request.image_key is not None and not is_upload_key(request.image_key):
         raise InputError("image_expired", "The image this job starts from has expired; send it again.")
+    model = check_model(settings, request.model)
+    loras = check_loras(settings, request.loras)
+    if (model != DEFAULT_MODEL or loras) and "diffusion" not in (request.engines or settings.default_engines):
+        raise InputError(
+            "model_without_diffusion",
+            "--model and --lora choose how the diffusion engine draws; it is not in this job.",
+        )
     update = {
-        "model": check_model(settings, request.model),
-        "loras": check_loras(settings, request.loras),
+        "model": None if model == DEFAULT_MODEL else model,  # one spelling of "the default" in batch keys
+        "loras": loras,
         "strength": None if request.image_key is None else check_strength(request.strength),
     }
     return request.model_copy(update=update)

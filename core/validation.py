@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from core.errors import InputError
 from core.jobs import Conversation, JobRequest
+from core.model_catalog import check_choices
 from core.preferences import Preferences
 from core.prompt import ParsedPrompt, check_text, parse_prompt
 from core.settings import KNOWN_ENGINES, Settings
@@ -104,7 +105,8 @@ def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
         size=request.size,
         negative_prompt=request.negative_prompt,
     )
-    return request.model_copy(update={"prompt": prompt, **asdict(options)})
+    checked = request.model_copy(update={"prompt": prompt, **asdict(options)})
+    return check_choices(settings, checked)  # model, LoRAs, image-to-image (core.model_catalog)
 
 
 def _check_blocklist(prompt: str, negative: str | None, settings: Settings) -> None:

@@ -80,14 +80,15 @@ def request(**kw: object) -> JobRequest:
 def test_check_choices() -> None:
     checked = check_choices(catalogue(), request(model="Pixel"))
     assert (checked.model, checked.strength, checked.loras) == ("pixel", None, [])
-    with_image = check_choices(catalogue(), request(image_key="ib:upload:" + "a" * 32))
-    assert with_image.strength == 0.6 and with_image.model == DEFAULT_MODEL
+    with_image = check_choices(catalogue(), request(image_key="ib:upload:" + "a" * 32, model="DEFAULT"))
+    assert with_image.strength == 0.6 and with_image.model is None  # one spelling of the default
     codes = {
         "strength_without_image": request(strength=0.5),
         "image_expired": request(image_key="/tmp/x.png"),
         "strength_out_of_range": request(image_key="ib:upload:" + "a" * 32, strength=2.0),
         "unknown_model": request(model="nope"),
         "bad_lora": request(loras=[LoraChoice(name="x")]),
+        "model_without_diffusion": request(model="pixel", engines=["dfgan"]),
     }
     for code, bad in codes.items():
         with pytest.raises(InputError) as err:
