@@ -432,19 +432,24 @@ class FairQueue:
         )
 
     def cost_of(self, batch: str) -> float:
-        """The measured seconds a job of ``batch`` takes (the policy's default before any measurement)."""
-        raw = self.redis.hget(self.cost_key, batch)
+        """The measured seconds a job of ``batch`` takes; before any measurement of that exact kind, the
+        measured seconds of any job with the same engines; before that, the policy's default."""
+        own, same_engines = self.redis.hmget(self.cost_key, [batch, _engines_of(batch)])
+        raw = own if own is not None else same_engines
         return float(raw) if raw is not None else self.policy.default_cost_s
 
     def record_cost(self, batch: str, seconds_per_job: float) -> None:
-        """Fold one measurement into the moving average of ``batch``'s seconds per job."""
-        old = self.redis.hget(self.cost_key, batch)
-        new = (
-            seconds_per_job
+        """Fold one measurement into the moving averages of ``batch``'s seconds per job and of its
+        engines' (what a new kind of job with the same engines is first assumed to take)."""
+        keys = [batch, _engines_of(batch)]
+        olds = self.redis.hmget(self.cost_key, keys)
+        news = {
+            key: seconds_per_job
             if old is None
             else (1 - COST_SMOOTHING) * float(old) + COST_SMOOTHING * seconds_per_job
-        )
-        self.redis.hset(self.cost_key, batch, f"{new:.6f}")
+            for key, old in zip(keys, olds, strict=True)
+        }
+        self.redis.hset(self.cost_key, mapping={key: f"{value:.6f}" for key, value in news.items()})
 
     def settle(self, batch: str, users: list[str], seconds: float) -> None:
         """After a batch of ``batch`` jobs (one per entry of ``users``) took ``seconds`` in all: fold the
@@ -526,6 +531,11 @@ def batch_key_of(record: JobRecord) -> str:
 def conversation_key(conversation: Conversation) -> str:
     """One conversation (a chat, or one thread of it) for the per-conversation queue share."""
     return f"{conversation.platform}:{conversation.chat_id}:{conversation.thread_id or ''}"
+
+
+def _engines_of(batch: str) -> str:
+    """The engines part of a batch key, as its own cost key."""
+    return "engines:" + batch.split("/", 1)[0]
 
 
 def usage_key(user: str, day: str | None = None) -> str:

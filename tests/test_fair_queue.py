@@ -238,3 +238,11 @@ def test_jobs_batch_only_with_the_same_model_loras_and_image_mode() -> None:
     assert len({plain, *different}) == 5
     two = [LoraChoice(name="a"), LoraChoice(name="b")]
     assert key(loras=two) == key(loras=two[::-1])
+
+
+def test_a_new_kind_of_job_is_first_assumed_to_cost_what_its_engines_took(clean_redis: redis.Redis) -> None:
+    fq = FairQueue(clean_redis, policy=FairShare(default_cost_s=2.0))
+    assert fq.cost_of("dfgan/4/64") == 2.0  # nothing measured yet: the default
+    fq.record_cost("dfgan/4/64", 0.01)
+    assert fq.cost_of("dfgan/8/128") == pytest.approx(0.01)  # same engines, other steps and size
+    assert fq.cost_of("diffusion/4/64") == 2.0
