@@ -119,6 +119,25 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 latents = out.get("latents", latents)
         return latents.clamp(-1, 1)
 
+    @staticmethod
+    def _noise(
+        generator: torch.Generator | list[torch.Generator] | None, n: int, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """``n`` noise images: each from its own generator when given a list (one per image)."""
+        if isinstance(generator, list):
+            if len(generator) != n:
+                raise ValueError(f"got {len(generator)} generators for {n} images")
+            return torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generator])
+        return torch.randn((n, *shape), generator=generator)
+
+    @staticmethod
+    def _output(pixels: torch.Tensor, output_type: str) -> Any:
+        """``pixels`` in [-1, 1] as PIL images, a float array in [0, 1] (``np``) or as they are (``pt``)."""
+        if output_type == "pt":
+            return pixels
+        array = to_uint8(pixels).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in array] if output_type == "pil" else array.astype(np.float32) / 255
+
     def _init_pixels(self, image: Image.Image | list[Image.Image], n: int, side: int) -> torch.Tensor:
         """The starting pictures as [n, 3, side, side] pixels in [-1, 1] on the UNet's device."""
         images = [image] * n if isinstance(image, Image.Image) else list(image)
@@ -164,13 +183,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         side = self.native_size
         shape = (3, side, side)
         device, dtype = self.unet.device, self.unet.dtype
-        if isinstance(generator, list):
-            if len(generator) != n:
-                raise ValueError(f"got {len(generator)} generators for {n} images")
-            noise = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generator])
-        else:
-            noise = torch.randn((n, *shape), generator=generator)
-        noise = noise.to(device=device, dtype=dtype)
+        noise = self._noise(generator, n, shape).to(device=device, dtype=dtype)
         cond = self.encode_prompt(prompts)
         uncond = None
         if negative_prompt:
@@ -185,15 +198,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             pixels = F.interpolate(pixels.float(), size=(out_h, out_w), mode="bicubic", align_corners=False)
             pixels = pixels.clamp(-1, 1)
         self.maybe_free_model_hooks()
-        if output_type == "pt":
-            images: Any = pixels
-        else:
-            array = to_uint8(pixels).permute(0, 2, 3, 1).cpu().numpy()
-            images = (
-                [Image.fromarray(a) for a in array]
-                if output_type == "pil"
-                else array.astype(np.float32) / 255
-            )
+        images = self._output(pixels, output_type)
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)

@@ -208,14 +208,8 @@ class DiffusionEngine:
         if has_checker and not safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         pipe = _load_pipeline(source, folder, Path(data_dir), pipeline_class, kwargs)
-        pipe.set_progress_bar_config(disable=True)
-        if attention_slicing:
-            pipe.enable_attention_slicing()
-        if cpu_offload and self.device.startswith("cuda"):
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
         self.pipe = pipe
+        self._place(attention_slicing, cpu_offload)
         # Flux packs 2×2 latent patches, so its sides must be multiples of 16; others need multiples of 8.
         scale = int(getattr(pipe, "vae_scale_factor", 8))
         self.size_multiple = max(8, scale * 2 if pipeline_class.startswith("Flux") else scale)
@@ -225,13 +219,23 @@ class DiffusionEngine:
             _report_only(pipe.safety_checker)
         self.lora_dir = lora_dir
         self._img2img: Any = None  # the image-to-image pipeline sharing these weights, made on first use
-        #: How many images the model's safety checker blacked out since the engine loaded.
+        #: How many images the model's safety checker flagged since the engine loaded.
         self.flagged_images = 0
         self.info = EngineInfo(
             name="diffusion",
             version=self._version(source, folder),
             extra={"pipeline": type(pipe).__name__, "device": self.device, "dtype": str(self.dtype)},
         )
+
+    def _place(self, attention_slicing: bool, cpu_offload: bool) -> None:
+        """Put the pipeline on the device (or let it offload sub-models there), quietly."""
+        self.pipe.set_progress_bar_config(disable=True)
+        if attention_slicing:
+            self.pipe.enable_attention_slicing()
+        if cpu_offload and self.device.startswith("cuda"):
+            self.pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            self.pipe.to(self.device)
 
     @staticmethod
     def _locate(model: str | None, data_dir: Path) -> tuple[str, Path | None]:
