@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.compose import WITHHELD
 from core.errors import InputError
-from core.jobs import JobRequest, NsfwDecision
+from core.jobs import Conversation, EngineResult, JobRequest, NsfwDecision
 from core.settings import Settings
 
 #: ``Image.info`` key an engine sets on a flagged picture it kept: ``spoiler`` or ``allowed``.
@@ -82,6 +82,30 @@ def request_policy(settings: Settings, request: JobRequest) -> NsfwPolicy:
     if request.nsfw:
         return parse_policy(request.nsfw)
     return platform_policy(settings, request.conversation.platform)
+
+
+def conversation_policy(
+    settings: Settings, client: redis.Redis, conversation: Conversation, channel_is_nsfw: bool | None = None
+) -> NsfwPolicy:
+    """The rule for ``conversation``'s channel (its admin-set rule, else the platform's), for the
+    front-end to put in ``JobRequest.nsfw``; ``channel_is_nsfw``: Discord's flag for the channel."""
+    rule = ChannelNsfw(client).get(conversation.platform, conversation.chat_id)
+    return channel_policy(settings, conversation.platform, rule, channel_is_nsfw)
+
+
+def nsfw_notice(results: list[EngineResult]) -> str | None:
+    """One line for the user about the flagged pictures of a finished job, or None when none was."""
+    decisions = [d for result in results for d in result.nsfw]
+    if not decisions:
+        return None
+    parts = []
+    for action in ("withheld", "spoiler", "allowed"):
+        these = [d for d in decisions if d.action == action]
+        if these:
+            count = f"{len(these)} picture" + ("s" if len(these) > 1 else "")
+            verb = {"withheld": "withheld", "spoiler": "behind a spoiler", "allowed": "shown"}[action]
+            parts.append(f"{count} {verb}: {these[0].reason}")
+    return "; ".join(parts) + "."
 
 
 def decision(policy: NsfwPolicy | str, index: int) -> NsfwDecision:

@@ -12,13 +12,15 @@ from pydantic import ValidationError
 
 from core.compose import WITHHELD
 from core.errors import InputError
-from core.jobs import Conversation, JobRequest
+from core.jobs import Conversation, EngineResult, JobRequest
 from core.nsfw import (
     NSFW_ACTION,
     ChannelNsfw,
     NsfwPolicy,
     channel_policy,
+    conversation_policy,
     decisions_of,
+    nsfw_notice,
     parse_policy,
     platform_policy,
     request_policy,
@@ -67,8 +69,13 @@ def test_admins_rule_per_channel_is_kept_in_redis(clean_redis: redis.Redis) -> N
     assert store.get("discord", "43") is None
     with pytest.raises(InputError):
         store.set("discord", "42", "maybe")
+    channel = Conversation(platform="discord", chat_id="42")
+    settings = Settings(nsfw="withhold")
+    assert conversation_policy(settings, clean_redis, channel, channel_is_nsfw=True) == NsfwPolicy.SPOILER
+    assert conversation_policy(settings, clean_redis, channel, channel_is_nsfw=False) == NsfwPolicy.WITHHOLD
     store.set("discord", "42", None)
     assert store.get("discord", "42") is None
+    assert conversation_policy(settings, clean_redis, channel, channel_is_nsfw=True) == NsfwPolicy.WITHHOLD
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +104,14 @@ def test_each_request_gets_its_channels_rule_in_one_batch(engine: DiffusionEngin
     decisions = [decisions_of(images) for images in out]
     assert [[d.action for d in ds] for ds in decisions] == [["withheld"], ["spoiler"], ["allowed"]]
     assert "withholds" in decisions[0][0].reason and "spoiler" in decisions[1][0].reason
+    result = EngineResult(engine="diffusion", version="v", seconds=1, image_keys=[], nsfw=decisions[0] * 2)
+    others = EngineResult(engine="diffusion", version="v", seconds=1, image_keys=[], nsfw=decisions[1])
+    assert nsfw_notice([result, others]) == (
+        "2 pictures withheld: the safety checker flagged it and this channel withholds such pictures; "
+        "1 picture behind a spoiler: the safety checker flagged it; this channel shows such pictures "
+        "behind a spoiler."
+    )
+    assert nsfw_notice([EngineResult(engine="dfgan", version="v", seconds=1, image_keys=[])]) is None
 
 
 def test_pictures_nobody_flagged_have_no_decision(tmp_path: Path) -> None:
