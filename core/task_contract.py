@@ -18,6 +18,10 @@ ALL_QUEUES = (QUEUE_GPU, QUEUE_DELIVERY, QUEUE_TRAIN)
 GENERATE_TASK = "imaginebot.generate"
 DELIVER_TASK = "imaginebot.deliver"
 TRAIN_TASK = "imaginebot.train"
+#: A no-op that only writes when it ran: the floor of a Celery round trip (benchmarks, health checks).
+PING_TASK = "imaginebot.ping"
+#: The keys a ping may write (it never writes anything else).
+PING_PREFIX = "ib:ping:"
 
 
 def base_celery_config(broker_url: str) -> dict[str, Any]:

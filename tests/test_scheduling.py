@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,23 @@ def test_the_queued_answer_says_how_many_wait_and_about_how_long(
     # ahead of it the first job (2 s: queued before anything was measured), then its own 20 s, on 2 workers
     assert second.text == "Queued — position 2 of 2, about 10 s"  # type: ignore[attr-defined]
     assert client.status(second.record.id)[1].eta_s == pytest.approx((2.0 + 20.0) / 2)  # type: ignore[attr-defined,union-attr]
+
+
+def test_the_ping_task_is_a_bare_round_trip_that_writes_only_its_own_keys(
+    settings: Settings, celery_worker
+) -> None:  # noqa: ANN001
+    """The benchmark's floor: a no-op task that writes the time it ran, and refuses any other key."""
+    import redis as redis_lib
+
+    from core.task_contract import PING_TASK, QUEUE_GPU, make_producer
+
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    producer = make_producer(settings.redis_url)
+    sent = time.time()
+    producer.send_task(PING_TASK, args=["ib:ping:test"], queue=QUEUE_GPU)
+    producer.send_task(PING_TASK, args=["ib:job:not-a-ping"], queue=QUEUE_GPU)
+    ran = eventually(lambda: client.get("ib:ping:test"), timeout_s=30, what="the ping ran")
+    assert float(ran) >= sent
+    producer.send_task(PING_TASK, args=["ib:ping:after"], queue=QUEUE_GPU)  # runs after the refused one
+    eventually(lambda: client.get("ib:ping:after"), timeout_s=30, what="the second ping ran")
+    assert client.get("ib:job:not-a-ping") is None

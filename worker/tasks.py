@@ -12,7 +12,15 @@ from celery.signals import worker_ready
 
 from core.delivery import DeliveryAmbiguous, DeliveryFailed, DeliveryLocked, DeliveryRetry
 from core.errors import JobNotFound
-from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, TRAIN_TASK
+from core.task_contract import (
+    DELIVER_TASK,
+    GENERATE_TASK,
+    PING_PREFIX,
+    PING_TASK,
+    QUEUE_DELIVERY,
+    QUEUE_GPU,
+    TRAIN_TASK,
+)
 from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
@@ -27,6 +35,16 @@ MAX_BACKOFF_S = 60.0
 REDIS_RETRY_S = 2.0
 REDIS_WAIT_S = 600.0
 INLINE_PLATFORMS = ("web", "cli")
+
+
+@shared_task(bind=True, name=PING_TASK)
+def ping(self: Task, key: str) -> None:
+    """Do nothing but write the time it ran under ``key`` (an ``ib:ping:`` key, kept a minute): a bare
+    Celery round trip on the same broker, the floor that the queue's own overhead is measured against."""
+    if not key.startswith(PING_PREFIX) or len(key) > 80:
+        log.warning("ping: refused key %r", key[:80])
+        return
+    runtime_for(self.app).redis.set(key, repr(time.time()), ex=60)
 
 
 @shared_task(bind=True, name=GENERATE_TASK)
