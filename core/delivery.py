@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.jobs import Conversation, JobRecord
+from core.nsfw import nsfw_notice
 from core.settings import Settings
 from core.store import History, ImageStore
 
@@ -141,8 +142,10 @@ def delivery_failed_text(record: JobRecord, attempts: int) -> str:
 
 
 def result_caption(record: JobRecord) -> str:
-    """One-line summary shared by all platforms: prompt, seed, engines and timings."""
+    """The summary shared by all platforms: prompt, seed, engines and timings on one line, and on a
+    second what happened to pictures the safety checker flagged (:func:`core.nsfw.nsfw_notice`)."""
     parts = [f"“{record.request.prompt}”", f"seed {record.seed}"]
     for result in record.results:
         parts.append(f"{result.engine} {result.version} {result.seconds:.2f} s")
-    return " · ".join(parts)
+    notice = nsfw_notice(record.results)
+    return " · ".join(parts) + (f"\n{notice}" if notice else "")

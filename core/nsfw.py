@@ -108,6 +108,12 @@ def nsfw_notice(results: list[EngineResult]) -> str | None:
     return "; ".join(parts) + "."
 
 
+def behind_spoiler(results: list[EngineResult]) -> bool:
+    """Whether a finished job's picture is posted behind a spoiler: one of its flagged pictures was
+    kept under the ``spoiler`` rule (the paired image holds every picture, so all of it is hidden)."""
+    return any(d.action == "spoiler" for result in results for d in result.nsfw)
+
+
 def decision(policy: NsfwPolicy | str, index: int) -> NsfwDecision:
     """The record of image ``index`` having been handled under ``policy``."""
     action, reason = _DECISIONS[NsfwPolicy(policy)]

@@ -24,6 +24,7 @@ from bots.discord.components import result_buttons
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
+from core.nsfw import NsfwPolicy, decision, nsfw_notice
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import DiscordBotThread
@@ -212,6 +213,56 @@ def test_failed_job_is_reported_as_text(
     discord_send.send(record, context(discord_settings, queue))
     [call] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-failed")
     assert "ran out of memory" in call.json["content"] and not call.files
+
+
+def flagged(record: JobRecord, queue: QueueClient, *actions: str) -> JobRecord:
+    """``record`` with one flagged picture per action (``withheld``, ``spoiler``, ``allowed``)."""
+    record.results[0].nsfw = [decision(NsfwPolicy(POLICY_OF[a]), i) for i, a in enumerate(actions)]
+    queue.jobs.save(record)
+    return record
+
+
+POLICY_OF = {"withheld": "withhold", "spoiler": "spoiler", "allowed": "allow"}
+
+
+def test_a_picture_kept_under_the_spoiler_rule_is_posted_as_a_spoiler_with_the_reason(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    record = flagged(discord_record(queue, token="itok-spoiler"), queue, "spoiler", "withheld")
+    discord_send.send(record, context(discord_settings, queue))
+    [call] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-spoiler")
+    assert call.json["attachments"][0]["filename"] == f"SPOILER_imaginebot-{record.id}.png"
+    assert_png(call.files["files[0]"])
+    content = call.json["content"]
+    assert "“a red circle”" in content.splitlines()[0]
+    assert content.splitlines()[1] == nsfw_notice(record.results)
+    assert "1 picture behind a spoiler" in content and "1 picture withheld" in content
+    # The channel fallback (expired token) hides it too.
+    old = flagged(
+        discord_record(queue, token="itok-spoiler-old", age_s=15 * 60, user_id="558"), queue, "spoiler"
+    )
+    discord_send.send(old, context(discord_settings, queue))
+    [post] = [c for c in fake.calls_to("POST", "/channels/777/messages") if "<@558>" in c.json["content"]]
+    assert post.json["attachments"][0]["filename"].startswith("SPOILER_")
+
+
+def test_withheld_or_allowed_pictures_are_not_spoilered_and_say_why(
+    fake: FakeDiscord, discord_settings: Settings, queue: QueueClient
+) -> None:
+    withheld = flagged(discord_record(queue, token="itok-withheld"), queue, "withheld")
+    allowed = flagged(discord_record(queue, token="itok-allowed"), queue, "allowed")
+    plain = discord_record(queue, token="itok-unflagged")
+    for record in (withheld, allowed, plain):
+        discord_send.send(record, context(discord_settings, queue))
+    posts = {
+        r.id: fake.calls_to("POST", f"/webhooks/{APP_ID}/{r.request.conversation.interaction_token}")[0]
+        for r in (withheld, allowed, plain)
+    }
+    for record, post in ((r, posts[r.id]) for r in (withheld, allowed, plain)):
+        assert post.json["attachments"][0]["filename"] == f"imaginebot-{record.id}.png"
+    assert "1 picture withheld: the safety checker flagged it" in posts[withheld.id].json["content"]
+    assert "1 picture shown: the safety checker flagged it" in posts[allowed.id].json["content"]
+    assert "\n" not in posts[plain.id].json["content"]
 
 
 def threads_started_from(fake: FakeDiscord, post: Call) -> list[Call]:

@@ -29,7 +29,8 @@ from bots.telegram.progress import ProgressTracker
 from bots.telegram.send import fit_photo, send
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.embedded_redis import EmbeddedRedis
-from core.jobs import Conversation, JobRecord, JobRequest, JobStatus, Progress
+from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus, Progress
+from core.nsfw import NsfwPolicy, decision, nsfw_notice
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import TelegramBotThread
@@ -320,6 +321,37 @@ def test_failed_job_is_answered_with_its_error_in_the_topic(
     assert "the engine ran out of memory" in message.params["text"]
 
 
+def _flagged_result(bot: TelegramHandlers, chat_id: int, *policies: NsfwPolicy) -> JobRecord:
+    """A finished job in ``chat_id`` with its paired picture stored and one flagged picture per policy."""
+    record = _record(chat_id, JobStatus.DONE)
+    out = io.BytesIO()
+    Image.new("RGB", (64, 32), "gray").save(out, "PNG")
+    record.pair_key = bot.queue.images.put(record.id, "pair", out.getvalue())
+    flags = [decision(policy, i) for i, policy in enumerate(policies)]
+    record.results = [EngineResult(engine="diffusion", version="v1", seconds=0.1, image_keys=[], nsfw=flags)]
+    bot.queue.jobs.save(record)
+    return record
+
+
+def test_a_picture_kept_under_the_spoiler_rule_is_sent_with_has_spoiler_and_the_reason(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    ctx = DeliveryContext(settings=bot.settings, images=bot.queue.images, history=bot.queue.history)
+    spoilered = _flagged_result(bot, 1040, NsfwPolicy.SPOILER, NsfwPolicy.WITHHOLD)
+    send(spoilered, ctx)
+    photo = reply_to(fake, "sendPhoto", 1040, 3)
+    assert photo.params["has_spoiler"] in (True, "true", "True")
+    assert_picture(photo)
+    first, second = photo.params["caption"].split("\n")
+    assert "“a tree”" in first and second == nsfw_notice(spoilered.results)
+    assert "1 picture behind a spoiler" in second and "1 picture withheld" in second
+    for chat, policy, said in ((1041, NsfwPolicy.WITHHOLD, "withheld"), (1042, NsfwPolicy.ALLOW, "shown")):
+        send(_flagged_result(bot, chat, policy), ctx)
+        photo = reply_to(fake, "sendPhoto", chat, 3)
+        assert "has_spoiler" not in photo.params
+        assert f"1 picture {said}: the safety checker flagged it" in photo.params["caption"]
+
+
 @pytest.mark.parametrize(
     ("status", "description", "raised", "retry_after"),
     [
@@ -368,6 +400,13 @@ def test_oversized_pictures_are_reencoded_or_sent_as_documents() -> None:
     data, name, as_document = fit_photo(heavy)
     assert (name, as_document) == ("imaginebot.jpg", False) and len(data) <= 10 * 1024 * 1024
     assert Image.open(io.BytesIO(data)).format == "JPEG"
+    # Only a photo can hide behind a spoiler: what would go as a document is scaled down instead.
+    for shape in ((4200, 200), (6000, 4100)):
+        data, name, as_document = fit_photo(png(*shape), photo_only=True)
+        assert (name, as_document) == ("imaginebot.jpg", False)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        assert width + height <= 10_000 and max(width, height) <= 20 * min(width, height)
 
 
 def test_buttons_fit_telegrams_callback_limit_and_forged_data_is_rejected() -> None:

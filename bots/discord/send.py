@@ -48,6 +48,7 @@ from core.delivery import (
     unconfirmed_text,
 )
 from core.jobs import Conversation, JobRecord, JobStatus
+from core.nsfw import behind_spoiler
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,9 @@ def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], b
 
 
 def _filename(record: JobRecord) -> str:
-    return f"imaginebot-{record.id}.png"
+    """The attachment's name; Discord hides an attachment named ``SPOILER_…`` behind a spoiler."""
+    name = f"imaginebot-{record.id}.png"
+    return f"SPOILER_{name}" if behind_spoiler(record.results) else name
 
 
 def _post(

@@ -56,6 +56,7 @@ from core.delivery import (
     unconfirmed_text,
 )
 from core.jobs import Conversation, JobRecord, JobStatus
+from core.nsfw import behind_spoiler
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,12 +190,18 @@ def call_telegram(
         raise DeliveryFailed(f"telegram error for {what}: {exc}") from exc
 
 
-def fit_photo(png: bytes) -> tuple[bytes, str, bool]:
-    """``(data, filename, as_document)``: the PNG as is, re-encoded as JPEG when too heavy, or a document."""
+def fit_photo(png: bytes, photo_only: bool = False) -> tuple[bytes, str, bool]:
+    """``(data, filename, as_document)``: the PNG as is, re-encoded as JPEG when too heavy, or a document.
+
+    ``photo_only``: never a document (only a photo can be posted behind a spoiler); a picture too
+    large for a photo is scaled down to fit instead.
+    """
     with Image.open(io.BytesIO(png)) as image:
         width, height = image.size
         if width + height > PHOTO_MAX_SIDES or max(width, height) > PHOTO_MAX_RATIO * min(width, height):
-            return png, "imaginebot.png", True
+            if not photo_only:
+                return png, "imaginebot.png", True
+            return _scaled_jpeg(image), "imaginebot.jpg", False
         if len(png) <= PHOTO_MAX_BYTES:
             return png, "imaginebot.png", False
         out = io.BytesIO()
@@ -202,7 +209,23 @@ def fit_photo(png: bytes) -> tuple[bytes, str, bool]:
     jpeg = out.getvalue()
     if len(jpeg) <= PHOTO_MAX_BYTES:
         return jpeg, "imaginebot.jpg", False
+    if photo_only:
+        with Image.open(io.BytesIO(png)) as image:
+            return _scaled_jpeg(image), "imaginebot.jpg", False
     return png, "imaginebot.png", True
+
+
+def _scaled_jpeg(image: Image.Image) -> bytes:
+    """``image`` scaled down (aspect kept, cropped to Telegram's side ratio) to a JPEG a photo may be."""
+    width, height = image.size
+    if max(width, height) > PHOTO_MAX_RATIO * min(width, height):  # crop the long side
+        long = PHOTO_MAX_RATIO * min(width, height)
+        image = image.crop((0, 0, min(width, long), min(height, long)))
+    picture = image.convert("RGB")
+    picture.thumbnail((PHOTO_MAX_SIDES // 4, PHOTO_MAX_SIDES // 4))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def send(record: JobRecord, ctx: DeliveryContext) -> str:
@@ -257,7 +280,8 @@ async def _post_outcome(bot: Bot, record: JobRecord, png: bytes | None) -> None:
             chat_id, _outcome_text(record)[:TEXT_MAX], message_thread_id=thread_id, reply_parameters=reply
         )
         return
-    data, filename, as_document = fit_photo(png)
+    spoiler = behind_spoiler(record.results)
+    data, filename, as_document = fit_photo(png, photo_only=spoiler)
     upload = InputFile(data, filename=filename)
     caption = result_caption(record)[:CAPTION_MAX]
     keyboard = result_keyboard(record)
@@ -278,6 +302,7 @@ async def _post_outcome(bot: Bot, record: JobRecord, png: bytes | None) -> None:
             reply_markup=keyboard,
             message_thread_id=thread_id,
             reply_parameters=reply,
+            has_spoiler=spoiler or None,
         )
 
 
