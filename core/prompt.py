@@ -1,8 +1,10 @@
 """Turn what a person typed into a :class:`JobRequest`, with a specific message for every mistake.
 
-Syntax: ``[/imagine] <prompt words> [--seed N] [--engine a,b] [--steps N] [--n N] [--size N] [--no "text"]``.
-Flags may also be written ``--flag=value``. Quotes group words for ``--no``; apostrophes inside a
-prompt ("a bird's nest") are ordinary characters.
+Syntax: ``[/imagine] <prompt words> [--seed N] [--engine a,b] [--steps N] [--n N] [--size N] [--no "text"]
+[--strength 0.0-1.0] [--model NAME] [--lora NAME[:WEIGHT]]...``. Flags may also be written
+``--flag=value``; ``--lora`` may be given several times, every other flag once. Quotes group words for
+``--no``; apostrophes inside a prompt ("a bird's nest") are ordinary characters. The model and LoRA
+names are checked against the operator's catalogue later (:func:`core.model_catalog.check_choices`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from core.errors import InputError
+from core.jobs import LoraChoice
+from core.model_catalog import parse_lora
 
 #: Flag name -> (field name, kind). Aliases point to the same field.
 FLAGS: dict[str, tuple[str, str]] = {
@@ -23,8 +27,16 @@ FLAGS: dict[str, tuple[str, str]] = {
     "size": ("size", "int"),
     "no": ("negative_prompt", "text"),
     "negative": ("negative_prompt", "text"),
+    "strength": ("strength", "float"),
+    "model": ("model", "text"),
+    "lora": ("loras", "lora"),
 }
-FLAG_HELP = '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --no "text"'
+#: Flags that may be given more than once (each adds one value).
+REPEATABLE = {"loras"}
+FLAG_HELP = (
+    '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --no "text", '
+    "--strength 0.0-1.0 (with a picture), --model NAME, --lora NAME[:WEIGHT]"
+)
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
 # `/imagine`, optionally addressed to a bot as Telegram does in groups (`/imagine@some_bot`).
@@ -42,6 +54,9 @@ class ParsedPrompt:
     count: int | None = None
     size: int | None = None
     negative_prompt: str | None = None
+    strength: float | None = None
+    model: str | None = None
+    loras: list[LoraChoice] = field(default_factory=list)
 
 
 def _unquote(token: str) -> str:
@@ -73,7 +88,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
         if name not in FLAGS:
             raise InputError("unknown_flag", f"Unknown option --{name}. Options are: {FLAG_HELP}.")
         attr, kind = FLAGS[name]
-        if attr in seen:
+        if attr in seen and attr not in REPEATABLE:
             raise InputError("duplicate_flag", f"Option --{name} is given twice; give it once.")
         seen.add(attr)
         if inline:
@@ -83,20 +98,31 @@ def parse_prompt(text: str) -> ParsedPrompt:
             i += 1
         else:
             raise InputError("missing_value", f"Option --{name} needs a value, e.g. {_example(name)}.")
-        value = _unquote(value)
-        if kind == "int":
-            try:
-                setattr(parsed, attr, int(value))
-            except ValueError:
-                raise InputError(
-                    "not_a_number", f"--{name} must be a whole number, not '{value[:20]}'."
-                ) from None
-        elif kind == "list":
-            parsed.engines = split_engines(value)
-        else:
-            parsed.negative_prompt = value.strip()
+        _set_flag(parsed, name, attr, kind, _unquote(value))
     parsed.prompt = " ".join(_unquote(w) if w.startswith('"') else w for w in words).strip()
     return parsed
+
+
+def _set_flag(parsed: ParsedPrompt, name: str, attr: str, kind: str, value: str) -> None:
+    """Store one flag's ``value`` in ``parsed`` as its ``kind`` says. Raises :class:`InputError`."""
+    if kind == "int":
+        try:
+            setattr(parsed, attr, int(value))
+        except ValueError:
+            raise InputError(
+                "not_a_number", f"--{name} must be a whole number, not '{value[:20]}'."
+            ) from None
+    elif kind == "float":
+        try:
+            setattr(parsed, attr, float(value))
+        except ValueError:
+            raise InputError("not_a_number", f"--{name} must be a number, not '{value[:20]}'.") from None
+    elif kind == "list":
+        parsed.engines = split_engines(value)
+    elif kind == "lora":
+        parsed.loras.append(parse_lora(value))
+    else:
+        setattr(parsed, attr, value.strip())
 
 
 def split_engines(value: str) -> list[str]:
@@ -125,4 +151,7 @@ def _example(name: str) -> str:
         "size": "--size 64",
         "no": '--no "blurry"',
         "negative": '--no "blurry"',
+        "strength": "--strength 0.6",
+        "model": "--model default",
+        "lora": "--lora NAME:0.8",
     }[name]

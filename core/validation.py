@@ -137,6 +137,10 @@ def build_request(
         steps=asked.steps if asked.steps is not None else prefs.steps,
         size=asked.size if asked.size is not None else prefs.size,
         negative_prompt=asked.negative_prompt,
+        image_key=getattr(asked, "image_key", None),  # an Imagine action's upload (core.uploads)
+        strength=asked.strength,
+        model=asked.model,
+        loras=list(asked.loras),
         user=user,
         conversation=conversation,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.errors import InputError
@@ -109,3 +111,50 @@ def test_options_are_checked_without_a_prompt(settings: Settings) -> None:
         with pytest.raises(InputError) as err:
             validate_options(settings, **options)  # type: ignore[arg-type]
         assert err.value.code == code, options
+
+
+def test_image_and_model_flags_are_parsed_and_lora_may_repeat() -> None:
+    parsed = parse_prompt("a cat --strength 0.3 --model Anime --lora ink:0.5 --lora=paper at night")
+    assert parsed.prompt == "a cat at night"
+    assert (parsed.strength, parsed.model) == (0.3, "Anime")
+    assert [(lo.name, lo.weight) for lo in parsed.loras] == [("ink", 0.5), ("paper", 1.0)]
+    assert parse_prompt("a cat").loras == []
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "words"),
+    [
+        ("a cat --strength lots", "not_a_number", "--strength must be a number"),
+        ("a cat --strength", "missing_value", "--strength 0.6"),
+        ("a cat --model a --model b", "duplicate_flag", "--model is given twice"),
+        ("a cat --lora ink:heavy", "bad_lora", "not a number"),
+        ("a cat --lora ../etc", "bad_lora", "not a LoRA name"),
+    ],
+)
+def test_bad_image_and_model_flags_are_answered(text: str, code: str, words: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_prompt(text)
+    assert err.value.code == code
+    assert words in err.value.message
+
+
+def test_flags_reach_the_request_and_are_checked_by_core(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "ink.safetensors").write_bytes(b"")
+    settings = settings.model_copy(
+        update={"lora_dir": tmp_path, "diffusion_models": "anime=/models/anime|Anime and cartoons"}
+    )
+    req = request_from_text("a cat --model ANIME --lora INK:0.5 --engine diffusion", settings, "web:u", CONV)
+    assert req.model == "anime"
+    assert [(lo.name, lo.weight) for lo in req.loras] == [("ink", 0.5)]
+    for text, code in [
+        ("a cat --model nope --engine diffusion", "unknown_model"),
+        ("a cat --lora other --engine diffusion", "bad_lora"),
+        ("a cat --strength 0.5", "strength_without_image"),
+        ("a cat --model anime --engine dfgan", "model_without_diffusion"),
+    ]:
+        with pytest.raises(InputError) as err:
+            request_from_text(text, settings, "web:u", CONV)
+        assert err.value.code == code, text
+    with pytest.raises(InputError) as err:
+        request_from_text("a cat --model nope --engine diffusion", settings, "web:u", CONV)
+    assert "• anime: Anime and cartoons" in err.value.message

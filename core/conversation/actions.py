@@ -11,7 +11,7 @@ the action's text is even parsed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 from core.commands import (
@@ -23,6 +23,7 @@ from core.commands import (
     read_retrain_cancel,
 )
 from core.errors import InputError
+from core.nsfw import parse_policy
 from core.preferences import Preferences
 from core.prompt import ParsedPrompt, parse_prompt
 from core.settings import Settings
@@ -31,6 +32,7 @@ __all__ = [
     "Action",
     "Again",
     "Cancel",
+    "ChannelNsfw",
     "FromText",
     "Help",
     "Imagine",
@@ -38,18 +40,27 @@ __all__ = [
     "Retrain",
     "RetrainCancel",
     "ShowModel",
+    "ShowModels",
     "ShowQueue",
     "UserSettings",
 ]
 
 SETTINGS_USAGE = "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
+NOT_ADMIN_NSFW = "Only admins can set a channel's NSFW rule."
+#: What ``/nsfw`` takes besides a rule: go back to the server's rule.
+NSFW_CLEAR_WORDS = ("default", "reset", "clear")
 
 
 @dataclass
 class Imagine(ParsedPrompt):
     """Draw ``prompt``; each option left None (engines: empty) takes the user's default, then the
-    server's. Fields: ``prompt, seed, engines, steps, count, size, negative_prompt``."""
+    server's. Fields: ``prompt, seed, engines, steps, count, size, negative_prompt, strength, model,
+    loras`` (the prompt flags), and from the front-end: ``image_key`` (an upload to start from, from
+    ``service.uploads.put(data)``) and ``channel_is_nsfw`` (Discord: ``channel.nsfw``; elsewhere leave
+    None). The service fills the job's NSFW rule from the channel."""
 
+    image_key: str | None = None
+    channel_is_nsfw: bool | None = None
     refusal: ClassVar[str | None] = None
 
     @classmethod
@@ -79,6 +90,7 @@ class Again:
 
     job_id: str
     engine: str | None = None
+    channel_is_nsfw: bool | None = None
     refusal: ClassVar[str | None] = None
 
     @property
@@ -133,6 +145,10 @@ class UserSettings:
             raise InputError("bad_settings", SETTINGS_USAGE)
         if parsed.seed is not None or parsed.negative_prompt is not None:
             raise InputError("bad_settings", "Seed and --no are per prompt; they cannot be defaults.")
+        if parsed.strength is not None or parsed.model is not None or parsed.loras:
+            raise InputError(
+                "bad_settings", "--strength, --model and --lora are per prompt; they cannot be defaults."
+            )
         return cls(parsed.engines or None, parsed.steps, parsed.size, parsed.count)
 
 
@@ -178,6 +194,40 @@ class ShowModel:
 
 
 @dataclass(frozen=True)
+class ShowModels:
+    """The diffusion models (``--model``) and LoRAs (``--lora``) the operator offers."""
+
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class ChannelNsfw:
+    """Admins: the current channel's rule for pictures the safety checker flags: show it (``rule``
+    None), set it (``withhold`` | ``spoiler`` | ``allow``, any case; checked by the service), or
+    ``clear`` it (back to the server's rule).
+    ``channel_is_nsfw``: Discord's flag for the channel (elsewhere None)."""
+
+    rule: str | None = None
+    clear: bool = False
+    channel_is_nsfw: bool | None = None
+    refusal: ClassVar[str | None] = NOT_ADMIN_NSFW
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> ChannelNsfw:
+        """``[/nsfw] [withhold|spoiler|allow|default]`` (nothing: show the rule)."""
+        words = text.split()
+        if words and words[0].lower().startswith("/nsfw"):
+            words = words[1:]
+        if not words:
+            return cls()
+        if len(words) > 1:
+            raise InputError("bad_nsfw_policy", "Use /nsfw withhold, spoiler, allow or default.")
+        if words[0].lower() in NSFW_CLEAR_WORDS:
+            return cls(clear=True)
+        return cls(parse_policy(words[0]).value)
+
+
+@dataclass(frozen=True)
 class Help:
     """How to use the bot."""
 
@@ -187,16 +237,32 @@ class Help:
 @dataclass(frozen=True)
 class FromText:
     """``kind`` (an action class) as the caller typed it: the service checks ``kind.refusal``
-    (admins only) first, then parses ``text``; a parse error is answered like any refusal."""
+    (admins only) first, then parses ``text``; a parse error is answered like any refusal.
+    ``image_key``: a picture sent with the text (an :class:`Imagine` starts from it)."""
 
-    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel]
+    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel | ChannelNsfw]
     text: str = field(default="")
+    image_key: str | None = None
 
     def parse(self, settings: Settings) -> Action:
         """The action ``text`` says. Raises :class:`InputError`."""
-        return self.kind.from_text(self.text, settings)
+        action = self.kind.from_text(self.text, settings)
+        if self.image_key is not None and isinstance(action, Imagine):
+            action = replace(action, image_key=self.image_key)
+        return action
 
 
 Action = (
-    Imagine | Cancel | Again | JobInfo | ShowQueue | UserSettings | Retrain | RetrainCancel | ShowModel | Help
+    Imagine
+    | Cancel
+    | Again
+    | JobInfo
+    | ShowQueue
+    | UserSettings
+    | Retrain
+    | RetrainCancel
+    | ShowModel
+    | ShowModels
+    | ChannelNsfw
+    | Help
 )

@@ -25,6 +25,8 @@ __all__ = [
     "JobList",
     "JobSettings",
     "ModelShown",
+    "ModelsShown",
+    "NsfwRuleShown",
     "Prepared",
     "Queued",
     "Refused",
@@ -42,6 +44,7 @@ COMMANDS = [
     ("queue", "Your pictures in progress"),
     ("cancel", "Cancel a picture (your latest if no id)"),
     ("settings", "Your defaults: --engine, --steps, --size, --n, or reset"),
+    ("models", "The models and LoRAs you can choose with --model and --lora"),
     ("help", "How to use this bot"),
 ]
 HELP_TEXT = "\n".join(
@@ -253,6 +256,53 @@ class ModelShown:
 
 
 @dataclass(frozen=True)
+class ModelsShown:
+    """The diffusion models (``models``: :func:`core.model_catalog.models_text`, one line each) and
+    the LoRAs on offer."""
+
+    models: str
+    loras: list[str] = field(default_factory=list)
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The models with what each is good at, then the LoRAs, and how to choose them."""
+        loras = ", ".join(self.loras) if self.loras else "none are installed on this server"
+        return f"Models (--model NAME):\n{self.models}\nLoRAs (--lora NAME or NAME:WEIGHT): {loras}"
+
+
+#: What each rule does with a flagged picture, for :class:`NsfwRuleShown`.
+NSFW_RULE_TEXTS = {
+    "withhold": "flagged pictures are withheld",
+    "spoiler": "flagged pictures are posted behind a spoiler",
+    "allow": "flagged pictures are posted as they are",
+}
+
+
+@dataclass(frozen=True)
+class NsfwRuleShown:
+    """A channel's rule for pictures the safety checker flags, after ``/nsfw``: ``channel_rule`` (an
+    admin's, None: the server's), ``rule`` (what applies), ``changed`` (this action set or cleared it)."""
+
+    rule: str
+    channel_rule: str | None
+    changed: bool = False
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """Which rule applies here and why, e.g. "This channel's NSFW rule is now spoiler: …"."""
+        if self.channel_rule is None:
+            start = "This channel now follows" if self.changed else "This channel follows"
+            return f"{start} the server's NSFW rule: {self.rule} ({NSFW_RULE_TEXTS[self.rule]})."
+        verb = "is now" if self.changed else "is"
+        text = f"This channel's NSFW rule {verb} {self.channel_rule}: {NSFW_RULE_TEXTS[self.channel_rule]}."
+        if self.channel_rule != self.rule:
+            text += " This channel is not marked NSFW on Discord, so they are withheld here."
+        return text
+
+
+@dataclass(frozen=True)
 class HelpShown:
     """How to use the bot."""
 
@@ -275,5 +325,7 @@ Reply = (
     | RetrainQueued
     | RetrainCancelled
     | ModelShown
+    | ModelsShown
+    | NsfwRuleShown
     | HelpShown
 )

@@ -13,10 +13,12 @@ from typing import Any
 
 from core.buttons import pressed_job
 from core.commands import check_run_id
+from core.datasets_chat import DatasetActions
 from core.conversation.actions import (
     Action,
     Again,
     Cancel,
+    ChannelNsfw,
     FromText,
     Help,
     Imagine,
@@ -24,6 +26,7 @@ from core.conversation.actions import (
     Retrain,
     RetrainCancel,
     ShowModel,
+    ShowModels,
     ShowQueue,
     UserSettings,
 )
@@ -36,6 +39,8 @@ from core.conversation.replies import (
     JobList,
     JobSettings,
     ModelShown,
+    ModelsShown,
+    NsfwRuleShown,
     Prepared,
     Queued,
     Refused,
@@ -48,10 +53,14 @@ from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
 from core.ids import is_job_id
 from core.job_client import QueueClient, QueueUnavailable
-from core.jobs import Conversation, JobRecord
+from core.jobs import Conversation, JobRecord, JobRequest
+from core.model_catalog import lora_names, models_text
+from core.nsfw import ChannelNsfw as ChannelNsfwStore
+from core.nsfw import channel_policy, conversation_policy, parse_policy
 from core.preferences import Preferences, PreferenceStore
 from core.settings import Settings
 from core.training_client import TrainingClient
+from core.uploads import UploadStore
 from core.validation import build_request, validate_options, validate_request
 
 
@@ -64,6 +73,10 @@ class ConversationService:
         self.settings = settings
         self.queue = queue
         self.prefs = PreferenceStore(queue.redis)
+        #: Front-ends store a picture sent with a prompt here: ``key = service.uploads.put(data)``
+        #: (raises InputError with a specific code for a bad image) and pass the key as ``image_key``.
+        self.uploads = UploadStore(queue.redis, settings.result_ttl_s)
+        self.channel_nsfw = ChannelNsfwStore(queue.redis)
         self.training = training or TrainingClient(settings, queue.redis, queue.producer)
         self._handlers: dict[type, Callable[[Caller, Any], Reply]] = {
             Imagine: self._draw,
@@ -75,8 +88,12 @@ class ConversationService:
             Retrain: self._retrain,
             RetrainCancel: self._retrain_cancel,
             ShowModel: self._show_model,
+            ShowModels: self._show_models,
+            ChannelNsfw: self._channel_nsfw,
             Help: lambda caller, action: HelpShown(),
         }
+        # /dataset (community datasets, issue 19): actions, replies and texts in core.datasets_chat.
+        self._handlers.update(DatasetActions(settings, queue.redis).handlers())
 
     def caller(self, user_id: str, conversation: Conversation) -> Caller:
         """The caller ``user_id`` on ``conversation.platform`` (an admin when the settings say so)."""
@@ -105,7 +122,7 @@ class ConversationService:
                 raise TypeError(f"prepare() takes Imagine or Again, not {type(parsed).__name__}")
             prefs = self.prefs.get(caller.user)
             request = build_request(parsed, caller.user, caller.conversation, prefs)
-            return Prepared(validate_request(request, self.settings))
+            return Prepared(self._checked(caller, request, parsed.channel_is_nsfw))
         except InputError as exc:
             return Refused.of(exc)
 
@@ -140,8 +157,18 @@ class ConversationService:
                 "conversation": caller.conversation,
             }
         )
-        # Validated again: an engine may have been disabled since.
-        return Prepared(validate_request(request, self.settings), action.kind)
+        # Validated again: an engine may have been disabled since, an admin may have changed the rule.
+        return Prepared(self._checked(caller, request, action.channel_is_nsfw), action.kind)
+
+    def _checked(self, caller: Caller, request: JobRequest, channel_is_nsfw: bool | None) -> JobRequest:
+        """``request`` validated, its upload still there, with the channel's NSFW rule (on Discord a
+        channel not said to be marked NSFW withholds)."""
+        checked = validate_request(request, self.settings)
+        if checked.image_key is not None and self.uploads.get(checked.image_key) is None:
+            raise InputError("image_expired", "The image this job starts from has expired; send it again.")
+        redis, conversation = self.queue.redis, caller.conversation
+        policy = conversation_policy(self.settings, redis, conversation, bool(channel_is_nsfw))
+        return checked.model_copy(update={"nsfw": policy.value})
 
     def _pressed(self, caller: Caller, job_id: str) -> JobRecord:
         """The job a button names, if it was posted in the caller's chat."""
@@ -212,3 +239,19 @@ class ConversationService:
     def _show_model(self, caller: Caller, action: ShowModel) -> Reply:
         s = self.settings
         return ModelShown(s.enabled_engines, s.dfgan_checkpoint, s.diffusion_model)
+
+    def _channel_nsfw(self, caller: Caller, action: ChannelNsfw) -> Reply:
+        """Show, set or clear the caller's channel's rule for flagged pictures."""
+        platform, chat_id = caller.platform, caller.conversation.chat_id
+        if action.clear:
+            self.channel_nsfw.set(platform, chat_id, None)
+        elif action.rule is not None:
+            self.channel_nsfw.set(platform, chat_id, parse_policy(action.rule).value)
+        channel_rule = self.channel_nsfw.get(platform, chat_id)
+        rule = channel_policy(self.settings, platform, channel_rule, bool(action.channel_is_nsfw))
+        changed = action.clear or action.rule is not None
+        return NsfwRuleShown(rule.value, channel_rule, changed)
+
+    # --- everyone ----------------------------------------------------------------------------------
+    def _show_models(self, caller: Caller, action: ShowModels) -> Reply:
+        return ModelsShown(models_text(self.settings), lora_names(self.settings))
