@@ -22,6 +22,7 @@ from collections.abc import Callable
 import redis
 from pydantic import BaseModel, Field
 
+from core.errors import InputError
 from core.jobs import JobRecord, JobStatus
 from core.store import PENDING_KEY
 
@@ -62,8 +63,8 @@ class WorkerBeat(BaseModel):
 
     @property
     def serves_images(self) -> bool:
-        """Whether it takes image jobs (the ``gpu`` queue)."""
-        return GPU_QUEUE in self.queues
+        """Whether it takes image jobs (the ``gpu`` queue, or a model's ``gpu.<name>``)."""
+        return any(q == GPU_QUEUE or q.startswith(f"{GPU_QUEUE}.") for q in self.queues)
 
 
 def publish(client: redis.Redis, beat: WorkerBeat, ttl_s: int = BEAT_TTL_S) -> None:
@@ -125,6 +126,29 @@ def worker_notice(client: redis.Redis, engines: list[str]) -> str | None:
     return (
         f"No worker is serving {' or '.join(missing)} right now. "
         "Your picture waits in the queue until one is."
+    )
+
+
+def refuse_unserved(client: redis.Redis, model: str | None) -> None:
+    """Raise an :class:`InputError` at once when workers are up but none serves diffusion model
+    ``model`` (its queue ``gpu.<model>``): such a job would wait forever. With no worker up at all the
+    job is queued (a worker may be starting) and :func:`job_notice` says so."""
+    if not model or model == "default":
+        return
+    queue = f"{GPU_QUEUE}.{model}"
+    beats = [beat for beat in live_workers(client) if beat.serves_images]
+    if not beats or any(queue in beat.queues for beat in beats):
+        return
+    served = sorted(
+        {q.split(".", 1)[1] for beat in beats for q in beat.queues if q.startswith(f"{GPU_QUEUE}.")}
+    )
+    elsewhere = (
+        f" Models being served: {', '.join(served)}." if served else " Only the default model is served."
+    )
+    raise InputError(
+        "model_not_served",
+        f"No worker has the model {model} right now, so nothing could draw it.{elsewhere}",
+        retry_after=60.0,
     )
 
 

@@ -11,13 +11,13 @@ from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
 from core.fair_queue import FairQueue, FairShare, Placement, Position, batch_key_of, conversation_key
-from core.heartbeats import live_workers
+from core.heartbeats import live_workers, refuse_unserved
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
 from core.metrics import job_cancelled, job_rejected, job_submitted
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
-from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, QUEUE_GPU, make_producer
+from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, make_producer, model_queue
 
 USER_JOBS_KEPT = 50
 QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again in a minute."
@@ -60,6 +60,7 @@ class QueueClient:
         self.history = History(self.redis, settings.result_ttl_s)
         self.rate_limiter = RateLimiter(self.redis, settings.rate_limit_jobs, settings.rate_limit_window_s)
         self.fair = FairQueue(self.redis, policy=FairShare.from_settings(settings))
+        self._fairs = {self.fair.route: self.fair}
 
     def submit(self, request: JobRequest) -> JobRecord:
         """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue,
@@ -89,7 +90,8 @@ class QueueClient:
         self.redis.rpush(user_key, record.id)
         self.redis.ltrim(user_key, -USER_JOBS_KEPT, -1)
         self.redis.expire(user_key, self.settings.result_ttl_s)
-        self.producer.send_task(GENERATE_TASK, args=[record.id], queue=QUEUE_GPU)
+        route = model_queue(request.model)
+        self.producer.send_task(GENERATE_TASK, args=[record.id], kwargs={"route": route}, queue=route)
         job_submitted(request)
         return record
 
@@ -97,7 +99,8 @@ class QueueClient:
         """Give ``record`` its place in the fair order (:mod:`core.fair_queue`), or raise the
         :class:`InputError` of the limit it hits."""
         request, settings = record.request, self.settings
-        self.fair.admit(
+        refuse_unserved(self.redis, request.model)
+        self.fair_for(model_queue(request.model)).admit(
             record.id,
             user=request.user,
             conversation=conversation_key(request.conversation),
@@ -108,6 +111,12 @@ class QueueClient:
             rate_limit=settings.rate_limit_jobs,
             window_s=settings.rate_limit_window_s,
         )
+
+    def fair_for(self, route: str) -> FairQueue:
+        """The fair queue of ``route`` (``gpu``, or ``gpu.<model>`` for another diffusion model)."""
+        if route not in self._fairs:
+            self._fairs[route] = FairQueue(self.redis, route, self.fair.policy)
+        return self._fairs[route]
 
     def user_jobs(self, user: str, unfinished_only: bool = True) -> list[tuple[JobRecord, int | None]]:
         """``user``'s recent jobs (oldest first) with queue positions, for ``/queue``."""
@@ -121,24 +130,31 @@ class QueueClient:
                 out.append((record, position))
         return out
 
-    def position(self, job_id: str) -> int | None:
+    def position(self, job_id: str, route: str | None = None) -> int | None:
         """1-based place in the fair order while waiting, else None: a :class:`~core.fair_queue.Position`,
         which also says how many wait and about how long until it is drawn."""
-        placed = self.placement(job_id)
+        placed = self.placement(job_id, route)
         if placed is not None:
             return Position(placed.position, placed.waiting, placed.eta_s)
         rank = self.redis.zrank(PENDING_KEY, job_id)  # a job queued before the fair order existed
         return None if rank is None else int(rank) + 1
 
-    def placement(self, job_id: str) -> Placement | None:
+    def placement(self, job_id: str, route: str | None = None) -> Placement | None:
         """Where a waiting job stands: position of how many, and about how long until it is drawn
-        (from the measured job times and the live workers serving the ``gpu`` queue)."""
-        workers = sum(1 for beat in live_workers(self.redis) if QUEUE_GPU in beat.queues)
-        return self.fair.placement(job_id, workers=workers)
+        (from the measured job times and the live workers serving its queue). ``route``: the job's
+        queue when the caller knows it (else read from the record)."""
+        if route is None:
+            try:
+                route = model_queue(self.jobs.get(job_id).request.model)
+            except JobNotFound:
+                return None
+        workers = sum(1 for beat in live_workers(self.redis) if route in beat.queues)
+        return self.fair_for(route).placement(job_id, workers=workers)
 
     def status(self, job_id: str) -> tuple[JobRecord, int | None]:
         """The job record and its queue position. Raises :class:`~core.errors.JobNotFound`."""
-        return self.jobs.get(job_id), self.position(job_id)
+        record = self.jobs.get(job_id)
+        return record, self.position(job_id, model_queue(record.request.model))
 
     def cancel(self, job_id: str, user: str | None = None) -> JobRecord:
         """Cancel a waiting or running job. ``user`` (when given) must own it."""
@@ -154,7 +170,7 @@ class QueueClient:
 
         record = self.jobs.update(job_id, change)
         job_cancelled(record)
-        self.fair.remove(job_id)
+        self.fair_for(model_queue(record.request.model)).remove(job_id)
         # Tell the conversation; the generate task skips cancelled jobs when it gets to them.
         self.producer.send_task(DELIVER_TASK, args=[job_id], queue=QUEUE_DELIVERY)
         return record

@@ -15,6 +15,14 @@ QUEUE_DELIVERY = "delivery"
 QUEUE_TRAIN = "train"
 ALL_QUEUES = (QUEUE_GPU, QUEUE_DELIVERY, QUEUE_TRAIN)
 
+
+def model_queue(model: str | None) -> str:
+    """The queue (and fair-queue route) of a job for diffusion model ``model``: ``gpu`` for the
+    default model (and DF-GAN-only jobs), ``gpu.<model>`` for another: only workers that serve that
+    model consume it."""
+    return QUEUE_GPU if not model or model == "default" else f"{QUEUE_GPU}.{model}"
+
+
 GENERATE_TASK = "imaginebot.generate"
 DELIVER_TASK = "imaginebot.deliver"
 TRAIN_TASK = "imaginebot.train"

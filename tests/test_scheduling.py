@@ -187,3 +187,66 @@ def test_the_ping_task_is_a_bare_round_trip_that_writes_only_its_own_keys(
     producer.send_task(PING_TASK, args=["ib:ping:after"], queue=QUEUE_GPU)  # runs after the refused one
     eventually(lambda: client.get("ib:ping:after"), timeout_s=30, what="the second ping ran")
     assert client.get("ib:job:not-a-ping") is None
+
+
+def test_a_job_for_a_model_no_live_worker_serves_is_answered_at_once(
+    redis_server: EmbeddedRedis, data_dir: Path
+) -> None:
+    """Workers are up but none serves the model: refused at once, naming what is served. A worker that
+    serves it announces ``gpu.<model>``: then the job is queued on that route only."""
+    from core.heartbeats import WorkerBeat, publish
+
+    url = emptied_database(redis_server, 9)
+    client = QueueClient(make_settings(url, data_dir))
+    wanted = job("web:someone", 1).model_copy(update={"engines": ["diffusion"], "model": "sdxl"})
+    queued = client.submit(wanted)  # no worker up at all: it may be starting, the job waits
+    assert client.fair_for("gpu.sdxl").waiting(queued.id) and not client.fair.waiting(queued.id)
+    publish(client.redis, WorkerBeat(name="cpu-box:1", pid=1, queues=["gpu"], state="ready"))
+    with pytest.raises(InputError) as refused:
+        client.submit(wanted)
+    assert refused.value.code == "model_not_served"
+    assert refused.value.message == (
+        "No worker has the model sdxl right now, so nothing could draw it. Only the default model is served."
+    )
+    publish(client.redis, WorkerBeat(name="gpu-box:1", pid=2, queues=["gpu.sdxl"], state="ready"))
+    routed = client.submit(wanted)
+    assert client.fair_for("gpu.sdxl").waiting(routed.id)
+    assert client.status(routed.id)[1] == 2 and client.placement(routed.id).eta_s is not None  # type: ignore[union-attr]
+
+
+def test_heterogeneous_workers_each_draw_only_what_they_serve(isolated: Settings) -> None:
+    """A CPU box drawing DF-GAN with the default model and a second box serving only another diffusion
+    model share one Redis: each job is drawn by the worker that has its model."""
+    from training.shipped import SHIPPED_DIFFUSION
+
+    second = f"second={SHIPPED_DIFFUSION}|the shipped model under another name"
+    both = isolated.model_copy(update={"engines": "dfgan,diffusion", "diffusion_models": second})
+    client = QueueClient(both)
+    cpu_box = worker_subprocess(both.model_copy(update={"engines": "dfgan", "worker_models": "default"}))
+    gpu_box = worker_subprocess(both.model_copy(update={"worker_models": "second"}))
+    try:
+        eventually(lambda: len(live_ready(client)) == 2, timeout_s=120, what="both workers ready")
+        plain = client.submit(job("web:a", 1))
+        on_second = client.submit(
+            job("web:b", 2).model_copy(update={"engines": ["diffusion"], "model": "second", "steps": 2})
+        )
+        records = drawn(client, [plain.id, on_second.id])
+    finally:
+        stop(cpu_box)
+        stop(gpu_box)
+    assert [r.status for r in records] == [JobStatus.DONE, JobStatus.DONE], [r.error for r in records]
+    assert records[0].worker == f"{node_of(cpu_box)}" and records[1].worker == f"{node_of(gpu_box)}"
+
+
+def live_ready(client: QueueClient) -> list[str]:
+    """Names of the ready workers announced in this database."""
+    from core.heartbeats import live_workers
+
+    return [beat.name for beat in live_workers(client.redis) if beat.state == "ready"]
+
+
+def node_of(proc: subprocess.Popen[bytes]) -> str:
+    """The name a worker process publishes under (host:pid)."""
+    from core.heartbeats import worker_name
+
+    return worker_name(proc.pid)

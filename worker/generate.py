@@ -20,10 +20,11 @@ from PIL import Image
 
 from core.compose import Panel, compose_pair, to_png
 from core.errors import JobNotFound
-from core.fair_queue import STALE_TAKEN_S, batch_key_of
+from core.fair_queue import STALE_TAKEN_S, FairQueue, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict
 from core.store import PENDING_KEY
+from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
 from worker.engines.base import GenerationCancelled
 from worker.engines.job_requests import generation_request, panel_note, result_marks
@@ -54,7 +55,7 @@ def claim(rt: Runtime, job_id: str) -> Claim[JobRecord]:
     return taken
 
 
-def run_generate(rt: Runtime, job_id: str) -> Outcome:
+def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     """Draw the next jobs in fair order (:mod:`core.fair_queue`), batched; then see to the message's
     own job if the fair queue does not have it.
 
@@ -63,11 +64,12 @@ def run_generate(rt: Runtime, job_id: str) -> Outcome:
     only when it is not in the fair queue at all: a duplicate or late message (finished, or held by
     another worker), or a job that a dead worker took and nobody put back yet.
     """
+    fair = rt.fair_for(route)
     stale_after = min(STALE_TAKEN_S, rt.settings.job_lease_s)
-    taken = rt.fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
-    if taken.stale and _requeue_stale(rt, taken.stale) and not taken.claimed:
-        taken = rt.fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
-    ran = _draw_taken(rt, taken.claimed)
+    taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
+    if taken.stale and _requeue_stale(fair, rt, taken.stale) and not taken.claimed:
+        taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
+    ran = _draw_taken(fair, rt, taken.claimed)
     if taken.own == "taken" and job_id not in taken.claimed:
         # Another worker took it from the queue and has not claimed its record yet: look again once
         # it would count as stale, so that a worker dying in between loses nothing.
@@ -78,27 +80,36 @@ def run_generate(rt: Runtime, job_id: str) -> Outcome:
     return Outcome(ran=ran + own.ran, recheck_in=own.recheck_in, deliver_only=own.deliver_only)
 
 
-def _draw_taken(rt: Runtime, job_ids: list[str]) -> list[str]:
+def _draw_taken(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> list[str]:
     """Claim the records of jobs taken from the fair queue, draw the ones now held as one batch, and
     charge their users the measured time. Returns the ids that need a delivery."""
     if not job_ids:
         return []
     claims = [claim(rt, job_id) for job_id in job_ids]
-    rt.fair.confirm(job_ids)
+    fair.confirm(job_ids)
     batch = [c.held for c in claims if c.held is not None]
     given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
     if batch:
-        for engine_name in batch[0].request.engines:
-            rt.engines.get(engine_name)  # loaded (once per process) before the clock starts: not a job's cost
+        _load_engines(rt, batch[0])
         started = time.perf_counter()
         _draw_batch(rt, batch)
-        rt.fair.settle(
+        fair.settle(
             batch_key_of(batch[0]), [job.request.user for job in batch], time.perf_counter() - started
         )
     return [job.id for job in batch] + given_up
 
 
-def _requeue_stale(rt: Runtime, job_ids: list[str]) -> int:
+def _load_engines(rt: Runtime, job: JobRecord) -> None:
+    """Load the job's engines (once per process) before its batch's clock starts: loading is not a
+    job's cost. A model this worker cannot load is left to the draw, which fails the jobs clearly."""
+    for engine_name in job.request.engines:
+        try:
+            rt.engines.get(engine_name, job.request.model)
+        except Exception:  # noqa: BLE001 - reported by the draw itself, per job
+            return
+
+
+def _requeue_stale(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> int:
     """Jobs a worker took from the fair queue and never confirmed: back in line if their records were
     never claimed (that worker died in between), otherwise forgotten there."""
     waiting, held = [], []
@@ -108,11 +119,11 @@ def _requeue_stale(rt: Runtime, job_ids: list[str]) -> int:
         except JobNotFound:
             status = None
         (waiting if status == JobStatus.QUEUED else held).append(job_id)
-    rt.fair.confirm(held)
+    fair.confirm(held)
     if not waiting:
         return 0
     log.warning("putting back %d job(s) a worker took and never claimed: %s", len(waiting), waiting)
-    return rt.fair.requeue(waiting)
+    return fair.requeue(waiting)
 
 
 def _run_own(rt: Runtime, job_id: str) -> Outcome:

@@ -31,7 +31,7 @@ def start_heartbeat(app: Celery, queues: list[str]) -> Heartbeat | None:
     if settings is None or not settings.redis_url:
         return None
     engines: dict[str, str | None] = (
-        {e: None for e in settings.enabled_engines} if QUEUE_GPU in queues else {}
+        {e: None for e in settings.enabled_engines} if any(q.startswith(QUEUE_GPU) for q in queues) else {}
     )
     beat = WorkerBeat(name=worker_name(), pid=os.getpid(), queues=list(queues), engines=engines)
     heartbeat = Heartbeat(connect(settings.redis_url), beat, refresh=lambda b: _engine_versions(app, b))

@@ -28,7 +28,14 @@ class Runtime:
         self.history = History(self.redis, settings.result_ttl_s)
         self.engines = LoadedEngines(settings)
         self.fair = FairQueue(self.redis, policy=FairShare.from_settings(settings))
+        self._fairs = {self.fair.route: self.fair}
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def fair_for(self, route: str) -> FairQueue:
+        """The fair queue of ``route`` (the Celery queue a generate message came on)."""
+        if route not in self._fairs:
+            self._fairs[route] = FairQueue(self.redis, route, self.fair.policy)
+        return self._fairs[route]
 
 
 _runtimes: dict[int, Runtime] = {}

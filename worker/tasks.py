@@ -48,11 +48,12 @@ def ping(self: Task, key: str) -> None:
 
 
 @shared_task(bind=True, name=GENERATE_TASK)
-def generate(self: Task, job_id: str) -> list[str]:
-    """Draw job ``job_id`` (batched with compatible waiting jobs) and chain a delivery for each."""
+def generate(self: Task, job_id: str, route: str = QUEUE_GPU) -> list[str]:
+    """Draw the next jobs of ``route`` in fair order (``job_id``'s message is the wake-up) and chain a
+    delivery for each."""
     rt = runtime_for(self.app)
     try:
-        outcome = run_generate(rt, job_id)
+        outcome = run_generate(rt, job_id, route)
     except redis.RedisError as exc:
         # Redis went away mid-job. The job stays "running" under its lease; retry once Redis is back
         # (a retry needs the broker: sent while it is down, it would be dropped).
@@ -62,7 +63,9 @@ def generate(self: Task, job_id: str) -> list[str]:
     if outcome.recheck_in is not None:
         # Another worker holds the lease; look again when it would have expired, so the job is
         # taken over if that worker died.
-        self.app.send_task(GENERATE_TASK, args=[job_id], queue=QUEUE_GPU, countdown=outcome.recheck_in)
+        self.app.send_task(
+            GENERATE_TASK, args=[job_id], kwargs={"route": route}, queue=route, countdown=outcome.recheck_in
+        )
     for done_id in outcome.ran:
         if not _deliver_inline(rt, done_id):
             self.app.send_task(DELIVER_TASK, args=[done_id], queue=QUEUE_DELIVERY)

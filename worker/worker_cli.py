@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from core.command_line import console, fail, observe, shared_settings
-from core.task_contract import ALL_QUEUES
+from core.task_contract import ALL_QUEUES, QUEUE_GPU, model_queue
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -30,9 +30,7 @@ def worker(
 ) -> None:
     """Run a Celery worker. Start more of them, on more machines, to scale out."""
     settings = shared_settings()
-    unknown = [q for q in queues.split(",") if q not in ALL_QUEUES]
-    if unknown:
-        raise fail(f"Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(ALL_QUEUES)}.")
+    queues = _with_model_queues(settings, queues)
     if gpus is not None:
         args = ["--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
         args += [] if preload else ["--no-preload"]
@@ -43,7 +41,7 @@ def worker(
     observe(settings, "worker", level=loglevel.upper())
     celery_app = create_app(settings)
     start_heartbeat(celery_app, queues.split(","))  # "starting" while the engines load, then "ready"
-    if preload and "gpu" in queues.split(","):
+    if preload and any(q.startswith(QUEUE_GPU) for q in queues.split(",")):
         _preload_engines(celery_app, settings)
     pool = "solo" if concurrency == 1 else "threads"
     node = ["-n", hostname] if hostname else []
@@ -51,6 +49,26 @@ def worker(
         ["worker", "-Q", queues, "-P", pool, "-c", str(concurrency), "--loglevel", loglevel,
          "--without-gossip", "--without-mingle", *node]
     )  # fmt: skip
+
+
+def _with_model_queues(settings: Settings, queues: str) -> str:
+    """``queues`` checked, with ``gpu`` standing for the queues of the diffusion models this worker
+    serves (``IMAGINEBOT_WORKER_MODELS``): ``gpu`` itself when it serves the default model, and
+    ``gpu.<name>`` for each other one. ``gpu.<name>`` may also be named directly."""
+    from core.model_catalog import DEFAULT_MODEL, served_models
+
+    try:
+        served = served_models(settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    model_queues = [model_queue(name) for name in served]
+    known = [*ALL_QUEUES, *(model_queue(name) for name in served if name != DEFAULT_MODEL)]
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in known]
+    if unknown:
+        raise fail(f"Unknown queue(s): {', '.join(unknown)}. Queues: {', '.join(known)}.")
+    expanded = [q for name in wanted for q in (model_queues if name == QUEUE_GPU else [name])]
+    return ",".join(dict.fromkeys(expanded))
 
 
 def _run_per_gpu(settings: Settings, gpus: str, worker_args: list[str], loglevel: str) -> int:
@@ -69,13 +87,16 @@ def _run_per_gpu(settings: Settings, gpus: str, worker_args: list[str], loglevel
 def _preload_engines(celery_app: Celery, settings: Settings) -> None:
     """Load every enabled engine now: the first job should not wait for model loading, and a broken
     model fails here, loudly."""
+    from core.model_catalog import served_models
     from worker.runtime import runtime_for
 
     runtime = runtime_for(celery_app)
     for name in settings.enabled_engines:
-        with console.status(f"loading engine {name}…"):
-            engine = runtime.engines.get(name)
-        console.print(f"engine {name} ready: {engine.info.version}")
+        for model in served_models(settings) if name == "diffusion" else [None]:
+            label = f"{name} ({model})" if model else name
+            with console.status(f"loading engine {label}…"):
+                engine = runtime.engines.get(name, model)
+            console.print(f"engine {label} ready: {engine.info.version}")
 
 
 if __name__ == "__main__":
