@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from core.datasets import DatasetStore
 from core.errors import InputError
 from core.ids import is_run_id
 from core.settings import Settings
@@ -56,9 +57,9 @@ def require_admin(settings: Settings, user: str, refusal: str) -> None:
 
 
 def check_dataset(name: str, settings: Settings) -> str:
-    """The dataset ``name`` (lower case) when it is a configured one."""
+    """The dataset ``name`` (lower case) when it is a configured one or one admins made in chat."""
     dataset = name.strip().lower()
-    known = settings.dataset_names
+    known = settings.dataset_names + DatasetStore(settings.data_dir).names()
     if dataset not in known:
         shown = f"'{dataset[:30]}'" if dataset else "(none given)"
         raise InputError("unknown_dataset", f"Unknown dataset {shown}. Known datasets: {', '.join(known)}.")

@@ -13,7 +13,6 @@ from typing import Any
 
 from core.buttons import pressed_job
 from core.commands import check_run_id
-from core.datasets_chat import DatasetActions
 from core.conversation.actions import (
     Action,
     Again,
@@ -49,6 +48,7 @@ from core.conversation.replies import (
     RetrainQueued,
     SettingsShown,
 )
+from core.datasets_chat import DatasetActions
 from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
 from core.ids import is_job_id
