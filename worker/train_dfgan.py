@@ -34,7 +34,7 @@ def train_part(
     """Train DF-GAN for ``run`` and score the result and the baseline on the same captions."""
     from rich.console import Console
 
-    from training.data import get_dataset
+    from training.data.community import training_dataset
     from training.dfgan.trainer import train
 
     out = run_dir(rt, run.id)
@@ -44,7 +44,7 @@ def train_part(
     heartbeat.beat(resumed_from=resumed_from)
     parent = (start_config.get("version") or start_folder.name) if start_folder else None
     announce(rt, run, parent, resumed_from)
-    dataset = get_dataset(
+    dataset = training_dataset(
         run.dataset, rt.settings.data_dir, imsize=config.imsize, count=run.count or 10_000, seed=config.seed
     )
     result = train(

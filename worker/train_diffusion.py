@@ -116,11 +116,11 @@ def train_run(
     the dataset's sample prompts)."""
     from rich.console import Console
 
-    from training.data import get_dataset
+    from training.data.community import training_dataset
     from training.diffusion.trainer import train
 
     config = config_for(run, fine_tune=start is not None)
-    data = get_dataset(
+    data = training_dataset(
         run.dataset, settings.data_dir, imsize=config.source_size, count=run.count or 10_000, seed=config.seed
     )
     total = run.max_steps or max(1, run.epochs * len(data) // config.batch_size)

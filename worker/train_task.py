@@ -161,9 +161,10 @@ def _prepare(rt: Runtime, run: TrainRun) -> str:
     import torch
 
     from training.data import dataset_names
+    from training.data.community import available
     from training.device import resolve_device
 
-    if run.dataset not in dataset_names():
+    if not available(run.dataset, rt.settings.data_dir):
         raise ValueError(
             f"dataset '{run.dataset}' is not available on this training worker "
             f"(it has: {', '.join(dataset_names())})"

@@ -1,0 +1,91 @@
+"""The web chat's ``/dataset`` commands (community datasets, :mod:`core.datasets_chat`).
+
+``POST /api/datasets`` takes ``/dataset …`` text like the chat box does, as JSON
+``{"conversation_id", "text", "admin_password"?, "image_key"?}`` or as ``multipart/form-data`` with
+the same fields and the picture as file ``image`` (checked by :func:`core.uploads.check_upload`,
+stored by key, never a path). Admins only (beyond localhost also the admin password, as ``/retrain``).
+
+- add → 201 ``{"dataset", "item": {"id", "caption"}, "count", "message"}``
+- list → 200 ``{"datasets": [{"name", "count"}], "message"}``
+- show → 200 ``{"dataset", "count", "items": [...], "sheet": "data:image/png;base64,…", "message"}``
+- remove → 200 ``{"dataset", "item", "left", "message"}``
+- refused → 4xx ``{"error", "code"}``, as every other view
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from bots.web.api import chat, conversation_id, json_object, refused
+from core.conversation import Refused
+from core.datasets_chat import (
+    DatasetAdded,
+    DatasetCommand,
+    DatasetItemRemoved,
+    DatasetReply,
+    DatasetShown,
+    DatasetsListed,
+)
+from core.errors import InputError
+from core.jobs import Conversation
+from core.uploads import MAX_UPLOAD_BYTES, UploadStore
+
+#: The largest multipart body: the picture and a little room for the text fields.
+MAX_MULTIPART_BODY = MAX_UPLOAD_BYTES + 64 * 1024
+
+datasets_api = Blueprint("datasets_api", __name__, url_prefix="/api")
+
+
+@datasets_api.post("/datasets")
+def dataset_command() -> tuple[Response, int]:
+    """``/dataset add|list|show|remove …`` from an admin's conversation (see the module's text)."""
+    web = chat()
+    try:
+        data, picture = _form()
+        cid = conversation_id(data)
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise InputError("missing_text", 'Give the command as "text", e.g. "/dataset list".')
+        caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+        if not caller.is_admin:
+            raise InputError("not_admin", DatasetCommand.refusal or "")
+        web.admin_password.check(data, cid)
+        image_key = data.get("image_key") if isinstance(data.get("image_key"), str) else None
+        if picture is not None:
+            image_key = UploadStore(web.queue.redis, web.settings.result_ttl_s).put(picture)
+    except InputError as exc:
+        return refused(exc)
+    reply = web.service.handle(caller, DatasetCommand(text, image_key))
+    if isinstance(reply, Refused):
+        return refused(reply)
+    return _rendered(reply)
+
+
+def _form() -> tuple[dict[str, Any], bytes | None]:
+    """The fields and the picture (``image``) of a multipart request, or a JSON body's fields."""
+    if request.mimetype != "multipart/form-data":
+        return json_object(), None
+    request.max_content_length = MAX_MULTIPART_BODY
+    data: dict[str, Any] = request.form.to_dict()
+    upload = request.files.get("image")
+    return data, (upload.read() if upload is not None else None)
+
+
+def _rendered(reply: DatasetReply) -> tuple[Response, int]:
+    body: dict[str, Any] = {"message": reply.text}
+    if isinstance(reply, DatasetAdded):
+        item = {"id": reply.item.id, "caption": reply.item.caption}
+        return jsonify({**body, "dataset": reply.name, "item": item, "count": reply.count}), 201
+    if isinstance(reply, DatasetsListed):
+        body["datasets"] = [{"name": name, "count": count} for name, count in reply.datasets]
+    elif isinstance(reply, DatasetShown):
+        sheet = "data:image/png;base64," + base64.b64encode(reply.sheet_png).decode("ascii")
+        items = [{"id": i.id, "caption": i.caption} for i in reply.items]
+        body.update(dataset=reply.name, count=reply.count, items=items, sheet=sheet)
+    elif isinstance(reply, DatasetItemRemoved):
+        item = {"id": reply.item.id, "caption": reply.item.caption}
+        body.update(dataset=reply.name, item=item, left=reply.left)
+    return jsonify(body), 200
