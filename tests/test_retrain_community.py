@@ -1,0 +1,104 @@
+"""``/retrain dataset:NAME`` on a dataset admins built in the web chat, end to end: the pictures go
+in through ``POST /api/datasets`` (the real web app), the run is asked for in the chat, and a real
+``imaginebot worker`` process on the ``train`` queue fine-tunes DF-GAN on them.
+
+Real Redis (database 15 of the session server, emptied), a private data dir shared by the web app
+and the worker (the community datasets live there).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image, ImageDraw
+
+from core.embedded_redis import EmbeddedRedis
+from core.model_versions import ModelRegistry
+from core.settings import Settings
+from core.train_runs import TrainRun, TrainRunStatus
+from core.training_client import TrainingClient
+from tests.helpers.processes import worker_subprocess
+from tests.helpers.settings import make_settings
+
+ADMIN = "admin-conversation-1"
+COLOURS = {"red": (215, 40, 40), "blue": (40, 80, 215), "green": (40, 160, 60), "yellow": (230, 205, 40)}
+
+
+@pytest.fixture
+def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on database 15 (emptied), a private data dir, a web admin, dfgan only."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/15"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield make_settings(
+        url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN}", progress_interval_s=0.3
+    )
+    client.close()
+
+
+def _square(colour: tuple[int, int, int], left: bool) -> bytes:
+    image = Image.new("RGB", (96, 96), (150, 150, 150))
+    x = 8 if left else 48
+    ImageDraw.Draw(image).rectangle((x, 28, x + 40, 68), fill=colour)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _follow(client: TrainingClient, run_id: str, timeout_s: float) -> TrainRun:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = client.status(run_id)
+        if run.status.finished:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} not finished in {timeout_s} s: {client.status(run_id)}")
+
+
+def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolated: Settings) -> None:
+    from bots.web.app import create_app
+    from training.data.community import CommunityDataset
+
+    web = create_app(isolated).test_client()
+    for name, colour in COLOURS.items():
+        for left in (True, False):
+            caption = f"a {name} square on the {'left' if left else 'right'}"
+            form = {"conversation_id": ADMIN, "text": f"/dataset add squares {caption}"}
+            form["image"] = (io.BytesIO(_square(colour, left)), "square.png")  # type: ignore[assignment]
+            resp = web.post("/api/datasets", data=form, content_type="multipart/form-data")
+            assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["count"] == 8
+
+    # What the trainer reads: the stored pictures as [-1, 1] tensors with their captions.
+    data = CommunityDataset("squares", isolated.data_dir, imsize=32, train=False)
+    image, caption = data[0]
+    assert len(data) == 8 and tuple(image.shape) == (3, 32, 32) and caption == "a red square on the left"
+    assert image.min() >= -1 and image.max() <= 1 and image[0, 16, 10] > 0.5 > image[2, 16, 10]
+    assert data.sample_prompts[:2] == ["a red square on the left", "a red square on the right"]
+
+    resp = web.post(
+        "/api/imagine", json={"conversation_id": ADMIN, "text": "/retrain dataset:Squares epochs:1"}
+    )
+    assert resp.status_code == 202, resp.get_json()
+    run_id = resp.get_json()["run"]["id"]
+    client = TrainingClient(isolated)
+    trainer = worker_subprocess(isolated, queues="train")
+    try:
+        run = _follow(client, run_id, timeout_s=300)
+    finally:
+        trainer.terminate()
+        trainer.wait(timeout=60)
+    assert run.status == TrainRunStatus.DONE, run.error
+    assert run.dataset == "squares" and not run.from_scratch and run.step == 1  # 8 pictures, batch 16
+    assert run.gate == "skipped" and "No automatic evaluation for dataset 'squares'" in str(run.gate_note)
+    registry = ModelRegistry(isolated, client.redis)
+    entry = registry.get(str(run.version))
+    assert entry is not None and entry.version.startswith("dfgan-squares-") and entry.run_id == run.id
+    assert registry.promoted() is None  # registered, not promoted: promoting is the admin's call
+    texts = [m.get("text", "") for m in web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]]
+    assert any(run.id in t and "squares" in t for t in texts)
