@@ -149,18 +149,11 @@ class DatasetStore:
         when it is new; returns the item and the dataset's new size. Raises InputError."""
         name = check_dataset_name(name)
         caption = check_caption(caption)
-        if name in self.reserved:
-            raise InputError(
-                "dataset_reserved", f"'{name}' is a built-in dataset; choose another name for yours."
-            )
+        self.check_new_name(name)
         png = stored_png(picture)
         with self._locked():
             folder = self.root / name
-            if not (folder / INDEX_FILE).is_file() and len(self.names()) >= self.max_datasets:
-                raise InputError(
-                    "too_many_datasets",
-                    f"There are already {self.max_datasets} datasets, the limit; remove one's items first.",
-                )
+            self.check_new_name(name)  # again under the lock: another process may have made one
             items = read_index(folder) if (folder / INDEX_FILE).is_file() else []
             if len(items) >= self.max_items:
                 raise InputError(
@@ -192,6 +185,19 @@ class DatasetStore:
                 if not any(folder.iterdir()):
                     folder.rmdir()
         return gone, len(left)
+
+    def check_new_name(self, name: str) -> None:
+        """Refuse ``name`` (a checked name) when it is a built-in or configured dataset's
+        (``dataset_reserved``), or new when there are :attr:`max_datasets` already (``too_many_datasets``)."""
+        if name in self.reserved:
+            raise InputError(
+                "dataset_reserved", f"'{name}' is a built-in dataset; choose another name for yours."
+            )
+        if not self.exists(name) and len(self.names()) >= self.max_datasets:
+            raise InputError(
+                "too_many_datasets",
+                f"There are already {self.max_datasets} datasets, the limit; remove one's items first.",
+            )
 
     # --- helpers ---------------------------------------------------------------------------------
     def _existing(self, name: str) -> Path:

@@ -7,6 +7,8 @@ replies (every text written here, once) and their handlers (:class:`DatasetActio
 - ``/dataset list`` → :class:`DatasetsListed`
 - ``/dataset show NAME`` → :class:`DatasetShown` (count, a contact sheet PNG, a few captions)
 - ``/dataset remove NAME ITEM`` → :class:`DatasetItemRemoved`
+- ``/dataset add NAME`` alone → :class:`DatasetCollecting`: the caller's next pictures in that chat
+  (each with its caption) go into NAME (:class:`Collecting`); ``/dataset done`` stops it
 
 Text platforms pass :class:`DatasetCommand` (the text and the picture's upload key, if any): the
 service checks that the caller is an admin before the text is read.
@@ -28,14 +30,17 @@ from core.uploads import UploadStore, is_upload_key
 
 NOT_ADMIN_DATASET = "Only admins can build and see datasets."
 DATASET_USAGE = (
-    "Usage: /dataset add NAME caption (with a picture), /dataset list, /dataset show NAME, "
-    "/dataset remove NAME ITEM."
+    "Usage: /dataset add NAME caption (with a picture), /dataset add NAME (then send captioned pictures), "
+    "/dataset done, /dataset list, /dataset show NAME, /dataset remove NAME ITEM."
 )
 NO_PICTURE_TEXT = (
     "Which picture? Send /dataset add NAME caption with the picture attached (or as a reply to it)."
 )
 #: How many captions /dataset show lists.
 SHOWN_CAPTIONS = 5
+#: How long ``/dataset add NAME`` (no caption, no picture) keeps collecting the caller's pictures.
+COLLECT_S = 10 * 60
+_COLLECT_KEY = "ib:dataset-collect:"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,16 @@ class DatasetRemove:
     refusal: ClassVar[str | None] = NOT_ADMIN_DATASET
 
 
-DatasetAction = DatasetAdd | DatasetList | DatasetShow | DatasetRemove
+@dataclass(frozen=True)
+class DatasetCollect:
+    """Admins: the next pictures the caller sends in this chat (each with its caption) go into
+    dataset ``name`` for :data:`COLLECT_S` seconds; ``name`` None stops that."""
+
+    name: str | None
+    refusal: ClassVar[str | None] = NOT_ADMIN_DATASET
+
+
+DatasetAction = DatasetAdd | DatasetList | DatasetShow | DatasetRemove | DatasetCollect
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,12 @@ class DatasetCommand:
         if words and words[0].lower().split("@")[0] == "/dataset":
             words = words[1:]
         verb = words[0].lower() if words else ""
+        if verb == "add" and len(words) == 2 and self.image_key is None:
+            return DatasetCollect(words[1])
         if verb == "add" and len(words) >= 2:
             return DatasetAdd(words[1], " ".join(words[2:]), self.image_key)
+        if verb == "done" and len(words) == 1:
+            return DatasetCollect(None)
         if verb == "list" and len(words) == 1:
             return DatasetList()
         if verb == "show" and len(words) == 2:
@@ -179,7 +197,57 @@ class DatasetItemRemoved:
         return f"{done}; {_pictures(self.left)} left."
 
 
-DatasetReply = DatasetAdded | DatasetsListed | DatasetShown | DatasetItemRemoved
+@dataclass(frozen=True)
+class DatasetCollecting:
+    """The caller's next pictures go into dataset ``name`` (None: collecting stopped; ``was``: the
+    dataset it stopped for, if any)."""
+
+    name: str | None
+    was: str | None = None
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """What to send next, or that it stopped."""
+        if self.name is not None:
+            return (
+                f"Send the pictures for dataset '{self.name}' now, each with its caption "
+                f"(for {COLLECT_S // 60} minutes; /dataset done to stop)."
+            )
+        return f"Stopped adding pictures to '{self.was}'." if self.was else "You were not adding pictures."
+
+
+DatasetReply = DatasetAdded | DatasetsListed | DatasetShown | DatasetItemRemoved | DatasetCollecting
+
+
+class Collecting:
+    """Which dataset each caller is adding pictures to, per chat, in Redis (expires after
+    :data:`COLLECT_S` of no new picture)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @staticmethod
+    def _key(user: str, chat_id: str) -> str:
+        return f"{_COLLECT_KEY}{user}:{chat_id}"
+
+    def start(self, user: str, chat_id: str, name: str) -> None:
+        """Collect ``user``'s pictures in ``chat_id`` into dataset ``name``."""
+        self.redis.set(self._key(user, chat_id), name, ex=COLLECT_S)
+
+    def stop(self, user: str, chat_id: str) -> str | None:
+        """Stop collecting; returns the dataset it was for, if any."""
+        name = self.redis.getdel(self._key(user, chat_id))
+        return name.decode() if isinstance(name, bytes) else None
+
+    def current(self, user: str, chat_id: str) -> str | None:
+        """The dataset ``user``'s next picture in ``chat_id`` goes into (its time starts again)."""
+        key = self._key(user, chat_id)
+        name = self.redis.get(key)
+        if not isinstance(name, bytes):
+            return None
+        self.redis.expire(key, COLLECT_S)
+        return name.decode()
 
 
 def _pictures(count: int) -> str:
@@ -198,6 +266,7 @@ class DatasetActions:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.uploads = UploadStore(client, settings.result_ttl_s)
+        self.collecting = Collecting(client)
 
     @property
     def store(self) -> DatasetStore:
@@ -207,12 +276,29 @@ class DatasetActions:
     def handlers(self) -> dict[type, Callable[[Any, Any], DatasetReply]]:
         """Action class -> handler ``(caller, action) -> reply``, for the conversation service."""
         return {
-            DatasetCommand: lambda caller, action: self.run(caller.user, action.parse()),
+            DatasetCommand: lambda caller, action: self.command(caller, action.parse()),
             DatasetAdd: lambda caller, action: self.run(caller.user, action),
             DatasetList: lambda caller, action: self.run(caller.user, action),
             DatasetShow: lambda caller, action: self.run(caller.user, action),
             DatasetRemove: lambda caller, action: self.run(caller.user, action),
+            DatasetCollect: self.collect,
         }
+
+    def collect(self, caller: Any, action: DatasetCollect) -> DatasetCollecting:
+        """Start (a checked, free name) or stop collecting the caller's pictures in their chat."""
+        chat_id = caller.conversation.chat_id
+        if action.name is None:
+            return DatasetCollecting(None, self.collecting.stop(caller.user, chat_id))
+        name = check_dataset_name(action.name)
+        self.store.check_new_name(name)
+        self.collecting.start(caller.user, chat_id, name)
+        return DatasetCollecting(name)
+
+    def command(self, caller: Any, action: DatasetAction) -> DatasetReply:
+        """The action a ``/dataset`` text named, for ``caller``."""
+        if isinstance(action, DatasetCollect):
+            return self.collect(caller, action)
+        return self.run(caller.user, action)
 
     def run(self, user: str, action: DatasetAction) -> DatasetReply:
         """Do ``action`` for admin ``user`` (``platform:id``)."""
@@ -228,6 +314,7 @@ class DatasetActions:
             name = action.name.strip().lower()
             sheet = contact_sheet([store.image_path(name, i.id) for i in items[:MAX_THUMBS]])
             return DatasetShown(name, len(items), items, sheet)
+        assert isinstance(action, DatasetRemove), action
         item, left = store.remove(action.name, action.item)
         return DatasetItemRemoved(action.name.strip().lower(), item, left)
 

@@ -23,8 +23,10 @@ from core.datasets import MAX_SIDE, DatasetStore, check_dataset_name
 from core.datasets_chat import (
     NO_PICTURE_TEXT,
     NOT_ADMIN_DATASET,
+    Collecting,
     DatasetAdd,
     DatasetAdded,
+    DatasetCollecting,
     DatasetCommand,
     DatasetItemRemoved,
     DatasetList,
@@ -241,3 +243,24 @@ def test_web_dataset_commands_json_and_multipart(settings: Settings) -> None:
     status, body = send(f"/dataset remove cats {item}")
     assert status == 200 and body["left"] == 0 and "the dataset is gone" in body["message"]
     assert DatasetStore(settings.data_dir).names() == []
+
+
+def test_dataset_add_alone_collects_the_callers_next_pictures(service: ConversationService) -> None:
+    admin = _caller(service)
+    collecting = Collecting(service.queue.redis)
+    started = service.handle(admin, DatasetCommand("/dataset add Cats"))
+    assert isinstance(started, DatasetCollecting) and started.name == "cats"
+    assert started.text == (
+        "Send the pictures for dataset 'cats' now, each with its caption "
+        "(for 10 minutes; /dataset done to stop)."
+    )
+    assert collecting.current(admin.user, ADMIN) == "cats" and collecting.current(admin.user, "other") is None
+    refused = service.handle(admin, DatasetCommand("/dataset add shapes"))
+    assert isinstance(refused, Refused) and refused.code == "dataset_reserved"
+    stopped = service.handle(admin, DatasetCommand("/dataset done"))
+    assert (
+        stopped.text == "Stopped adding pictures to 'cats'." and collecting.current(admin.user, ADMIN) is None
+    )
+    assert service.handle(admin, DatasetCommand("/dataset done")).text == "You were not adding pictures."
+    someone = service.handle(_caller(service, "someone-else-1"), DatasetCommand("/dataset add cats"))
+    assert isinstance(someone, Refused) and someone.code == "not_admin"
