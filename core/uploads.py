@@ -36,15 +36,27 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
+def check_size(size: int | None) -> None:
+    """Refuse an upload of ``size`` bytes over :data:`MAX_UPLOAD_BYTES`: chat front-ends call it with
+    the size the platform announces, before downloading (None, not announced, passes)."""
+    if size is not None and size > MAX_UPLOAD_BYTES:
+        raise InputError(
+            "image_too_big", f"The image is {_megabytes(size)}; the limit is {_megabytes(MAX_UPLOAD_BYTES)}."
+        )
+
+
+def download_failed() -> InputError:
+    """The answer when a chat platform would not hand over the picture a user sent."""
+    return InputError(
+        "image_download_failed", "I could not fetch the image from the chat service; please send it again."
+    )
+
+
 def _open_checked(data: bytes) -> Image.Image:
     """Open ``data`` lazily (header only) and check its format and pixel count."""
     if not data:
         raise InputError("image_empty", "The image you sent is empty (0 bytes).")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise InputError(
-            "image_too_big",
-            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(MAX_UPLOAD_BYTES)}.",
-        )
+    check_size(len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -27,6 +27,7 @@ from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStat
 from core.nsfw import NsfwPolicy, decision, nsfw_notice
 from core.settings import Settings
 from core.training_client import TrainingClient
+from core.uploads import UploadStore
 from tests.helpers.bot_threads import DiscordBotThread
 from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
 from tests.helpers.settings import make_settings
@@ -399,9 +400,12 @@ def delivery_of(fake: FakeDiscord, interaction: dict, timeout_s: float = 60.0) -
 def test_bot_syncs_its_slash_commands(fake: FakeDiscord, bot: ImagineBot) -> None:
     [sync] = fake.calls_to("PUT", f"/applications/{APP_ID}/commands")
     names = {c["name"] for c in sync.json}
-    assert {"imagine", "queue", "cancel", "settings", "retrain", "model"} <= names
+    assert {"imagine", "queue", "cancel", "settings", "retrain", "model", "models", "nsfw"} <= names
     imagine = next(c for c in sync.json if c["name"] == "imagine")
     assert [o["name"] for o in imagine["options"]][:1] == ["prompt"]
+    options = {o["name"]: o["type"] for o in imagine["options"]}
+    assert options["image"] == 11 and options["strength"] == 10  # an attachment, a number
+    assert options["model"] == options["lora"] == 3
 
 
 def test_imagine_defers_answers_with_position_reports_progress_and_delivers_png(
@@ -680,3 +684,149 @@ def test_mentions_in_a_prompt_never_ping_anyone(fake: FakeDiscord, bot: ImagineB
     assert edit.json["allowed_mentions"] == {"parse": []}  # …and pings nobody
     delivered = delivery_of(fake, interaction)
     assert delivered.json["allowed_mentions"]["parse"] == []
+
+
+# --- image input, /models, /nsfw ------------------------------------------------------------------
+
+
+def picture(fmt: str = "JPEG", size: tuple[int, int] = (80, 60)) -> bytes:
+    """A small picture in ``fmt`` with a green square on white."""
+    image = Image.new("RGB", size, (250, 250, 250))
+    image.paste((20, 160, 40), (20, 10, 60, 50))
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def original_edits(fake: FakeDiscord, interaction: dict) -> list[Call]:
+    """The edits of the interaction's deferred answer so far."""
+    return fake.calls_to("PATCH", f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original")
+
+
+def test_imagine_with_an_image_draws_from_the_stored_upload(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user, channel = new_user(), snowflake()
+    sent = fake.attachment("photo.jpg", picture("JPEG"))
+    options = {"prompt": "a green square", "engine": "diffusion", "steps": 2, "image": sent, "strength": 0.5}
+    interaction = fake.slash_command("imagine", options, user, channel)
+    assert callback_of(fake, interaction)["type"] == 5
+    assert fake.downloads.count(sent["id"]) == 1
+    assert_png(delivery_of(fake, interaction, timeout_s=120).files["files[0]"])
+    [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    key = record.request.image_key
+    assert key is not None and key.startswith("ib:upload:") and record.request.strength == 0.5
+    stored = UploadStore(queue.redis, bot.settings.result_ttl_s).get(key)
+    assert stored is not None and stored.startswith(PNG_MAGIC)  # checked and re-encoded by core
+    assert Image.open(io.BytesIO(stored)).size == (80, 60)
+    [diffusion] = record.results
+    assert diffusion.engine == "diffusion" and not diffusion.text_only
+    assert record.request.nsfw == "withhold"  # the fake's channel is not marked NSFW
+
+
+def truncated() -> bytes:
+    """The first half of a noisy PNG: its header reads, its pixels do not."""
+    out = io.BytesIO()
+    Image.effect_noise((128, 128), 64).convert("RGB").save(out, format="PNG")
+    return out.getvalue()[: len(out.getvalue()) // 2]
+
+
+def gif() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="GIF")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("notes.png", b"just some text", "That file is not an image I can read."),
+        ("anim.gif", gif(), "GIF images are not accepted. Send a PNG, JPEG or WebP picture."),
+        ("cut.png", truncated(), "The image is incomplete (the file was cut off)."),
+        ("gone.png", None, "I could not fetch the image from the chat service; please send it again."),
+    ],
+)
+def test_a_bad_image_gets_its_specific_message_in_place_of_the_answer_and_nothing_is_queued(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient, name: str, data: bytes | None, message: str
+) -> None:
+    user = new_user()
+    sent = fake.attachment(name, data or picture("PNG"))
+    if data is None:
+        fake.files.pop(sent["id"])  # the CDN answers 404
+    interaction = fake.slash_command("imagine", {"prompt": "a cat", "image": sent}, user, snowflake())
+    assert callback_of(fake, interaction)["type"] == 5
+    [edit] = fake.wait_for(lambda: original_edits(fake, interaction), timeout_s=10, what="the refusal")
+    assert edit.json["content"].startswith(message)
+    time.sleep(0.3)
+    assert queue.user_jobs(f"discord:{user}", unfinished_only=False) == []
+    assert not fake.posted(lambda c: interaction["token"] in c.path)
+
+
+def test_an_image_announced_too_big_is_refused_before_any_download(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    user = new_user()
+    sent = fake.attachment("huge.png", picture("PNG"), size=11 * 1024 * 1024)
+    interaction = fake.slash_command("imagine", {"prompt": "a cat", "image": sent}, user, snowflake())
+    answer = callback_of(fake, interaction)
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64
+    assert answer["data"]["content"] == "The image is 11.0 MB; the limit is 10.0 MB."
+    time.sleep(0.3)
+    assert sent["id"] not in fake.downloads
+    assert queue.user_jobs(f"discord:{user}", unfinished_only=False) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strength": 0.5}, "strength needs a picture to start from: attach an image."),
+        ({"model": "nope", "engine": "diffusion"}, "There is no model called 'nope'. Models:\n• default"),
+        ({"lora": "../x"}, "'../x' is not a LoRA name; use lora NAME or NAME:WEIGHT."),
+        ({"lora": "ink:much"}, "The LoRA weight in 'ink:much' is not a number."),
+        ({"lora": "ink", "engine": "diffusion"}, "There is no LoRA called 'ink'."),
+    ],
+)
+def test_bad_model_lora_or_strength_gets_an_ephemeral_specific_error(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient, options: dict, message: str
+) -> None:
+    user = new_user()
+    interaction = fake.slash_command("imagine", {"prompt": "a red circle", **options}, user, snowflake())
+    answer = callback_of(fake, interaction)
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64
+    assert answer["data"]["content"].startswith(message)
+    assert queue.user_jobs(f"discord:{user}", unfinished_only=False) == []
+
+
+def test_models_lists_the_models_and_loras_for_everyone(fake: FakeDiscord, bot: ImagineBot) -> None:
+    answer = callback_of(fake, fake.slash_command("models", {}, new_user(), snowflake()))
+    assert answer["data"]["flags"] == 64
+    content = answer["data"]["content"]
+    assert content.startswith("Models (--model NAME):\n• default") and "LoRAs (--lora NAME" in content
+
+
+def test_admins_set_a_channels_nsfw_rule_which_applies_only_where_discord_marks_it(
+    fake: FakeDiscord, bot: ImagineBot, queue: QueueClient
+) -> None:
+    channel, admin = snowflake(), "424242"
+    refused = callback_of(fake, fake.slash_command("nsfw", {"rule": "allow"}, new_user(), channel))
+    assert refused["data"]["content"] == "Only admins can set a channel's NSFW rule."
+    marked = {"channel_nsfw": True}
+    set_rule = callback_of(fake, fake.slash_command("nsfw", {"rule": "spoiler"}, admin, channel, **marked))
+    assert set_rule["data"]["content"] == (
+        "This channel's NSFW rule is now spoiler: flagged pictures are posted behind a spoiler."
+    )
+    assert set_rule["data"]["flags"] == 64
+    unmarked = callback_of(fake, fake.slash_command("nsfw", {}, admin, channel))
+    assert unmarked["data"]["content"].endswith(
+        "This channel is not marked NSFW on Discord, so they are withheld here."
+    )
+    # The rule goes into the jobs drawn there: as set where Discord marks the channel NSFW, else withheld.
+    for is_marked, expected in ((True, "spoiler"), (False, "withhold")):
+        user = new_user()
+        options = {"prompt": "a red circle", "engine": "dfgan", "steps": 1}
+        callback_of(fake, fake.slash_command("imagine", options, user, channel, channel_nsfw=is_marked))
+        [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+        assert record.request.nsfw == expected
+    cleared = callback_of(fake, fake.slash_command("nsfw", {"rule": "default"}, admin, channel, **marked))
+    assert cleared["data"]["content"].startswith("This channel now follows the server's NSFW rule: ")
+    assert bot.service.channel_nsfw.get("discord", channel) is None

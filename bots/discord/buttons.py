@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bots.discord.components import ACTIONS, CUSTOM_ID, custom_id
-from bots.discord.handlers import ask, draw, reply_unavailable
+from bots.discord.handlers import ask, channel_is_nsfw, draw, reply_unavailable
 from core.conversation import Again, JobInfo
 from core.job_client import UNAVAILABLE_ERRORS
 
@@ -41,6 +41,7 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID
             if self.action == "info":
                 await ask(interaction, JobInfo(self.job_id))
             else:
-                await draw(interaction, Again(self.job_id, ACTIONS[self.action][1]))
+                again = Again(self.job_id, ACTIONS[self.action][1], channel_is_nsfw(interaction))
+                await draw(interaction, again)
         except UNAVAILABLE_ERRORS:
             await reply_unavailable(interaction)

@@ -4,28 +4,40 @@ conversation service (reached through ``interaction.client``) and renders the re
 
 ``/imagine`` is checked before it is answered (a bad option gets an ephemeral error and nothing is
 queued), then deferred within Discord's 3-second deadline and queued; the deferred answer shows the
-queue position, which the progress editor keeps up to date. Every other answer is ephemeral.
+queue position, which the progress editor keeps up to date. With an ``image`` attached, only what can
+be checked at once is (its announced size, the LoRA names' shape): the answer is deferred before the
+picture is downloaded and checked, and a bad picture's message replaces the deferred answer. Every
+other answer is ephemeral.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
-from bots.discord.handlers import ask, draw, reply_unavailable
+from bots.discord.attachments import check_attachment
+from bots.discord.handlers import ask, channel_is_nsfw, discord_text, draw, reply_private, reply_unavailable
 from core.conversation import (
     Cancel,
+    ChannelNsfw,
     Imagine,
+    Refused,
     Retrain,
     RetrainCancel,
     ShowModel,
+    ShowModels,
     ShowQueue,
     UserSettings,
 )
+from core.conversation.actions import NSFW_CLEAR_WORDS
+from core.errors import InputError
 from core.job_client import UNAVAILABLE_ERRORS
+from core.jobs import LoraChoice
+from core.model_catalog import parse_lora
 from core.prompt import split_engines
 
 if TYPE_CHECKING:
@@ -50,6 +62,10 @@ async def on_command_error(interaction: discord.Interaction, error: app_commands
     steps="Denoising steps (diffusion)",
     count="How many pictures per engine",
     negative="What to keep out of the picture",
+    image="A picture to start from (PNG, JPEG or WebP, up to 10 MB; diffusion)",
+    strength="How much of the picture to redraw, 0.0-1.0 (with an image)",
+    model="A diffusion model (see /models)",
+    lora="LoRAs: NAME or NAME:WEIGHT, several separated by commas (see /models)",
 )
 async def imagine(
     interaction: discord.Interaction[ImagineBot],
@@ -59,8 +75,19 @@ async def imagine(
     steps: int | None = None,
     count: int | None = None,
     negative: str | None = None,
+    image: discord.Attachment | None = None,
+    strength: float | None = None,
+    model: str | None = None,
+    lora: str | None = None,
 ) -> None:
     """Queue a picture: the user's defaults fill the options they left out."""
+    try:
+        loras = split_loras(lora or "")
+        if image is not None:
+            check_attachment(image)
+    except InputError as exc:
+        await reply_private(interaction, discord_text(Refused.of(exc)))
+        return
     asked = Imagine(
         prompt=prompt,
         engines=split_engines(engine or ""),
@@ -68,8 +95,17 @@ async def imagine(
         steps=steps,
         count=count,
         negative_prompt=negative,
+        strength=strength,
+        model=model,
+        loras=loras,
+        channel_is_nsfw=channel_is_nsfw(interaction),
     )
-    await draw(interaction, asked)
+    await draw(interaction, asked, image)
+
+
+def split_loras(value: str) -> list[LoraChoice]:
+    """The LoRAs of the ``lora`` option: ``NAME[:WEIGHT]`` each, separated by commas or spaces."""
+    return [parse_lora(part) for part in re.split(r"[,\s]+", value) if part]
 
 
 @app_commands.command(name="queue", description="Your jobs that are waiting or being drawn")
@@ -140,5 +176,32 @@ async def model(interaction: discord.Interaction[ImagineBot]) -> None:
     await ask(interaction, ShowModel())
 
 
+@app_commands.command(name="models", description="The models and LoRAs you can choose in /imagine")
+async def models(interaction: discord.Interaction[ImagineBot]) -> None:
+    """List the diffusion models (with what each is good at) and the LoRAs on offer."""
+    await ask(interaction, ShowModels())
+
+
+#: ``/nsfw``'s choices; "default" goes back to the server's rule.
+NSFW_CHOICES = [
+    app_commands.Choice(name=rule, value=rule) for rule in ("withhold", "spoiler", "allow", "default")
+]
+
+
+@app_commands.command(name="nsfw", description="This channel's rule for flagged pictures (admins)")
+@app_commands.describe(rule="withhold, spoiler, allow, or default (the server's rule); none: show it")
+@app_commands.choices(rule=NSFW_CHOICES)
+@app_commands.default_permissions(manage_guild=True)
+async def nsfw(interaction: discord.Interaction[ImagineBot], rule: str | None = None) -> None:
+    """Show or set what this channel does with pictures the safety checker flags (admins only;
+    spoiler and allow apply only where Discord marks the channel NSFW)."""
+    marked = channel_is_nsfw(interaction)
+    if rule is not None and rule.strip().lower() in NSFW_CLEAR_WORDS:
+        action = ChannelNsfw(clear=True, channel_is_nsfw=marked)
+    else:
+        action = ChannelNsfw(rule, channel_is_nsfw=marked)
+    await ask(interaction, action)
+
+
 #: Every slash command, in the order they are published.
-COMMANDS = (imagine, list_queue, cancel, user_settings, retrain, retrain_cancel, model)
+COMMANDS = (imagine, list_queue, cancel, user_settings, retrain, retrain_cancel, model, models, nsfw)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 
+from bots.discord.attachments import stored_attachment
 from core.conversation import (
     Action,
     Again,
@@ -25,6 +27,7 @@ from core.conversation import (
     Reply,
     SettingsShown,
 )
+from core.errors import InputError
 from core.job_client import QueueUnavailable
 from core.jobs import Conversation
 
@@ -34,8 +37,17 @@ if TYPE_CHECKING:
 #: Discord refuses a message longer than this.
 MAX_MESSAGE_CHARS = 2000
 # The core messages name the text flags (--steps); on Discord the same things are options (steps:).
-_FLAG_NAMES = {"--seed": "seed", "--steps": "steps", "--n": "count", "--size": "size", "--no": "negative"}
-_FLAG = re.compile(r"--(seed|steps|n|size|no)\b")
+_FLAG_NAMES = {
+    "--seed": "seed",
+    "--steps": "steps",
+    "--n": "count",
+    "--size": "size",
+    "--no": "negative",
+    "--strength": "strength",
+    "--model": "model",
+    "--lora": "lora",
+}
+_FLAG = re.compile(r"--(seed|steps|n|size|no|strength|model|lora)\b")
 
 
 def discord_text(reply: Reply) -> str:
@@ -65,6 +77,14 @@ def conversation_of(interaction: discord.Interaction) -> Conversation:
     )
 
 
+def channel_is_nsfw(interaction: discord.Interaction) -> bool:
+    """Whether Discord marks the interaction's channel NSFW. A thread answers for its parent only when
+    discord.py knows the parent (no guild cache here: not known, so not marked), and a DM is not
+    marked: a flagged picture is withheld there."""
+    is_nsfw = getattr(interaction.channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
 def caller_of(interaction: discord.Interaction[ImagineBot]) -> Caller:
     """Who pressed or typed, and where: a button's chat check uses the thread's parent channel."""
     return interaction.client.service.caller(str(interaction.user.id), conversation_of(interaction))
@@ -86,15 +106,30 @@ async def ask(interaction: discord.Interaction[ImagineBot], action: Action) -> N
     await reply_private(interaction, discord_text(reply))
 
 
-async def draw(interaction: discord.Interaction[ImagineBot], action: Imagine | Again) -> None:
+async def draw(
+    interaction: discord.Interaction[ImagineBot],
+    action: Imagine | Again,
+    image: discord.Attachment | None = None,
+) -> None:
     """Check ``action`` before answering (a refusal is ephemeral and queues nothing), defer within
-    Discord's 3-second deadline, queue it, answer with its position and follow its progress."""
+    Discord's 3-second deadline, queue it, answer with its position and follow its progress.
+
+    With an ``image``, the answer is deferred first (downloading and checking a picture can take
+    longer than Discord waits); a refusal then replaces the deferred answer."""
     bot = interaction.client
+    if image is not None and isinstance(action, Imagine):
+        await interaction.response.defer(thinking=True)
+        try:
+            action = replace(action, image_key=await stored_attachment(bot.service, image))
+        except InputError as exc:
+            await reply_private(interaction, discord_text(Refused.of(exc)))
+            return
     prepared = await asyncio.to_thread(bot.service.prepare, caller_of(interaction), action)
     if not isinstance(prepared, Prepared):
         await reply_private(interaction, discord_text(prepared))
         return
-    await interaction.response.defer(thinking=True)
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
     queued = await asyncio.to_thread(bot.service.submit, prepared)
     if isinstance(queued, Refused):  # rate limit, queue full, queue unavailable
         await reply_private(interaction, discord_text(queued))

@@ -10,6 +10,11 @@ bodies are both recorded in :attr:`FakeDiscord.calls`.
 Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
 heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
 
+Attachments: :meth:`FakeDiscord.attachment` keeps a file and returns its attachment object (its
+``url`` is served by ``GET /attachments/{id}/{filename}``, each download recorded in
+:attr:`FakeDiscord.downloads`); pass it to :meth:`FakeDiscord.slash_command` as an option value and it
+goes into the interaction's ``resolved`` data, as Discord sends an attachment option.
+
 Fault injection: :attr:`FakeDiscord.faults` (a :class:`tests.helpers.fake_telegram.Faults` whose methods are
 ``"post"``) gives posts (follow-ups and channel messages) a random 429 with ``retry_after``, a 500, a
 stall past the client's timeout (processed, answered late), or a dropped connection. A channel post
@@ -61,8 +66,8 @@ def user_json(user_id: str, name: str, bot: bool = False) -> dict[str, Any]:
     }
 
 
-def text_channel_json(channel_id: str) -> dict[str, Any]:
-    """A guild text channel object."""
+def text_channel_json(channel_id: str, nsfw: bool = False) -> dict[str, Any]:
+    """A guild text channel object (``nsfw``: marked NSFW by the server's admins)."""
     return {
         "id": channel_id,
         "type": 0,
@@ -70,7 +75,7 @@ def text_channel_json(channel_id: str) -> dict[str, Any]:
         "name": "general",
         "position": 0,
         "permission_overwrites": [],
-        "nsfw": False,
+        "nsfw": nsfw,
         "parent_id": None,
         "topic": None,
         "last_message_id": None,
@@ -130,6 +135,8 @@ class FakeDiscord:
         self.refuse_threads: int | None = None  # answer thread creation with this status (403, 400)
         self.faults: Faults | None = None  # random faults on posts (methods=("post",))
         self._nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
+        self.files: dict[str, bytes] = {}  # attachment id -> content
+        self.downloads: list[str] = []  # attachment ids fetched, in order
         self.identified = threading.Event()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +183,7 @@ class FakeDiscord:
         self._stopping = asyncio.Event()  # ends stalls at once when the fake stops
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{id}/{filename}", self._download)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -222,6 +230,24 @@ class FakeDiscord:
             raise RuntimeError("no bot connected to the fake gateway")
         asyncio.run_coroutine_threadsafe(self._send(0, data, event), self._loop).result(10)
 
+    def attachment(
+        self, filename: str, data: bytes, size: int | None = None, content_type: str = "image/png"
+    ) -> dict[str, Any]:
+        """Keep ``data`` as an uploaded file and return its attachment object (``size``: what Discord
+        announces, the real size unless given)."""
+        attachment_id = snowflake()
+        with self._lock:
+            self.files[attachment_id] = data
+        url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{filename}"
+        return {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
     def slash_command(
         self,
         name: str,
@@ -229,16 +255,23 @@ class FakeDiscord:
         user_id: str,
         channel_id: str,
         thread_parent_id: str | None = None,
+        channel_nsfw: bool = False,
     ) -> dict[str, Any]:
-        """Dispatch INTERACTION_CREATE for ``/name`` with ``options``; returns the interaction."""
+        """Dispatch INTERACTION_CREATE for ``/name`` with ``options`` (an attachment object from
+        :meth:`attachment` as a value is an attachment option); returns the interaction."""
         kinds = {bool: 5, int: 4, float: 10, str: 3}
-        data = {
-            "id": snowflake(),
-            "name": name,
-            "type": 1,
-            "options": [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()],
-        }
-        return self._interaction(2, data, user_id, channel_id, thread_parent_id)
+        resolved: dict[str, Any] = {}
+        listed = []
+        for key, value in options.items():
+            if isinstance(value, dict):  # an attachment: its id, the object in "resolved"
+                resolved[value["id"]] = value
+                listed.append({"name": key, "type": 11, "value": value["id"]})
+            else:
+                listed.append({"name": key, "type": kinds[type(value)], "value": value})
+        data: dict[str, Any] = {"id": snowflake(), "name": name, "type": 1, "options": listed}
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
+        return self._interaction(2, data, user_id, channel_id, thread_parent_id, channel_nsfw=channel_nsfw)
 
     def button_click(
         self, custom_id: str, user_id: str, channel_id: str, components: list[dict[str, Any]]
@@ -257,9 +290,12 @@ class FakeDiscord:
         channel_id: str,
         thread_parent_id: str | None,
         message: dict[str, Any] | None = None,
+        channel_nsfw: bool = False,
     ) -> dict[str, Any]:
         channel = (
-            thread_json(channel_id, thread_parent_id) if thread_parent_id else text_channel_json(channel_id)
+            thread_json(channel_id, thread_parent_id)
+            if thread_parent_id
+            else text_channel_json(channel_id, channel_nsfw)
         )
         interaction: dict[str, Any] = {
             "id": snowflake(),
@@ -355,6 +391,16 @@ class FakeDiscord:
                 )
                 self.identified.set()
         return ws
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """An attachment's content, as Discord's CDN serves it."""
+        attachment_id = request.match_info["id"]
+        with self._lock:
+            self.downloads.append(attachment_id)
+            data = self.files.get(attachment_id)
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     # --- REST -----------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:
