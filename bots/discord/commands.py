@@ -20,6 +20,7 @@ import discord
 from discord import app_commands
 
 from bots.discord.attachments import check_attachment
+from bots.discord.datasets import dataset
 from bots.discord.handlers import ask, channel_is_nsfw, discord_text, draw, reply_private, reply_unavailable
 from core.conversation import (
     Cancel,
@@ -204,4 +205,4 @@ async def nsfw(interaction: discord.Interaction[ImagineBot], rule: str | None = 
 
 
 #: Every slash command, in the order they are published.
-COMMANDS = (imagine, list_queue, cancel, user_settings, retrain, retrain_cancel, model, models, nsfw)
+COMMANDS = (imagine, list_queue, cancel, user_settings, retrain, retrain_cancel, model, models, nsfw, dataset)

@@ -1,0 +1,144 @@
+"""``/dataset`` on Discord and Telegram, against the fake platform servers (real discord.py and
+python-telegram-bot clients, real Redis database 14, emptied): the picture is fetched from the
+platform, checked, and stored under the data dir; show posts the contact sheet.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bots.discord.bot import ImagineBot, build_client
+from core.datasets import DatasetStore
+from core.datasets_chat import NOT_ADMIN_DATASET
+from core.embedded_redis import EmbeddedRedis
+from core.settings import Settings
+from tests.helpers.bot_threads import DiscordBotThread
+from tests.helpers.databases import emptied_database
+from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.settings import make_settings
+
+DISCORD_ADMIN = "424242"
+
+
+def picture(colour: tuple[int, int, int] = (20, 160, 40), fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (80, 60), colour).save(out, format=fmt)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDiscord]:
+    server = FakeDiscord().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def discord_settings(
+    redis_server: EmbeddedRedis, fake: FakeDiscord, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    return make_settings(
+        emptied_database(redis_server, 14),
+        tmp_path_factory.mktemp("datasets-discord"),
+        discord_api_base=fake.api_base,
+        discord_token="fake-bot-token",
+        admin_ids=f"discord:{DISCORD_ADMIN}",
+    )
+
+
+@pytest.fixture(scope="module")
+def bot(fake: FakeDiscord, discord_settings: Settings) -> Iterator[ImagineBot]:
+    client = build_client(discord_settings)
+    runner = DiscordBotThread(client).start()
+    try:
+        fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
+        assert runner.error is None, runner.error
+        yield client
+    finally:
+        runner.stop()
+
+
+def _subcommand(
+    fake: FakeDiscord, sub: str, options: dict[str, Any], user: str, attachment: dict | None = None
+) -> dict[str, Any]:
+    """Dispatch ``/dataset <sub>`` with ``options`` (``image``: the attachment)."""
+    listed = [{"name": k, "type": 3, "value": v} for k, v in options.items()]
+    data: dict[str, Any] = {"id": snowflake(), "name": "dataset", "type": 1}
+    if attachment is not None:
+        listed.append({"name": "image", "type": 11, "value": attachment["id"]})
+        data["resolved"] = {"attachments": {attachment["id"]: attachment}}
+    data["options"] = [{"type": 1, "name": sub, "options": listed}]
+    return fake._interaction(2, data, user, snowflake(), None)
+
+
+def _answer(fake: FakeDiscord, interaction: dict) -> Call:
+    """The interaction's answer: its callback, or the edit of the deferred one."""
+    callback = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+    edit = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+
+    def found() -> Call | None:
+        [call] = fake.wait_for(lambda: fake.calls_to("POST", callback), timeout_s=10, what=callback)
+        if call.json and call.json.get("type") == 5:
+            edits = fake.calls_to("PATCH", edit)
+            return edits[0] if edits else None
+        return call
+
+    return fake.wait_for(found, timeout_s=20, what="the answer")
+
+
+def _content(call: Call) -> str:
+    body = call.json or {}
+    return str(body.get("data", body).get("content", ""))
+
+
+def test_discord_dataset_group_is_published(fake: FakeDiscord, bot: ImagineBot) -> None:
+    [sync] = fake.calls_to("PUT", f"/applications/{APP_ID}/commands")
+    group = next(c for c in sync.json if c["name"] == "dataset")
+    subs = {o["name"]: [p["name"] for p in o.get("options", [])] for o in group["options"]}
+    assert subs == {
+        "add": ["name", "image", "caption"],
+        "list": [],
+        "show": ["name"],
+        "remove": ["name", "item"],
+    }
+
+
+def test_discord_admin_builds_a_dataset(
+    fake: FakeDiscord, bot: ImagineBot, discord_settings: Settings
+) -> None:
+    sent = fake.attachment("cat.jpg", picture(fmt="JPEG"))
+    added = _answer(
+        fake, _subcommand(fake, "add", {"name": "Cats", "caption": "a green cat"}, DISCORD_ADMIN, sent)
+    )
+    assert _content(added).startswith("Added ") and "to dataset 'cats' (1 picture)" in _content(added)
+    assert fake.downloads.count(sent["id"]) == 1
+    [item] = DatasetStore(discord_settings.data_dir).items("cats")
+    assert item.caption == "a green cat" and item.added_by == f"discord:{DISCORD_ADMIN}"
+    stored = discord_settings.data_dir / "community" / "cats" / f"{item.id}.png"
+    assert Image.open(stored).format == "PNG"
+
+    shown = _answer(fake, _subcommand(fake, "show", {"name": "cats"}, DISCORD_ADMIN))
+    assert _content(shown) == f"Dataset 'cats': 1 picture.\n• {item.id} “a green cat”"
+    [sheet] = shown.files.values()
+    assert Image.open(io.BytesIO(sheet)).size == (104, 104)
+    listed = _answer(fake, _subcommand(fake, "list", {}, DISCORD_ADMIN))
+    assert _content(listed) == "Datasets made in chat:\n• cats — 1 picture"
+
+    bad = fake.attachment("notes.png", b"just some text")
+    refused = _answer(fake, _subcommand(fake, "add", {"name": "cats", "caption": "x"}, DISCORD_ADMIN, bad))
+    assert _content(refused).startswith("That file is not an image I can read.")
+    big = fake.attachment("huge.png", picture(), size=11 * 1024 * 1024)
+    refused = _answer(fake, _subcommand(fake, "add", {"name": "cats", "caption": "x"}, DISCORD_ADMIN, big))
+    assert _content(refused).startswith("The image is 11.0 MB") and big["id"] not in fake.downloads
+    someone = fake.attachment("cat.png", picture())
+    refused = _answer(fake, _subcommand(fake, "add", {"name": "cats", "caption": "x"}, "777", someone))
+    assert _content(refused) == NOT_ADMIN_DATASET and someone["id"] not in fake.downloads
+
+    removed = _answer(fake, _subcommand(fake, "remove", {"name": "cats", "item": item.id}, DISCORD_ADMIN))
+    assert "the dataset is gone" in _content(removed)
+    assert DatasetStore(discord_settings.data_dir).names() == []
