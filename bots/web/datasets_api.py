@@ -10,6 +10,8 @@ stored by key, never a path). Admins only (beyond localhost also the admin passw
 - show → 200 ``{"dataset", "count", "items": [...], "sheet": "data:image/png;base64,…", "message"}``
 - remove → 200 ``{"dataset", "item", "left", "message"}``
 - refused → 4xx ``{"error", "code"}``, as every other view
+
+The answers go into the conversation's history like any bot message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask import Blueprint, Response, jsonify, request
 from bots.web.api import chat, conversation_id, json_object, refused
 from core.conversation import Refused
 from core.datasets_chat import (
+    NOT_ADMIN_DATASET,
     DatasetAdded,
     DatasetCommand,
     DatasetItemRemoved,
@@ -42,26 +45,41 @@ datasets_api = Blueprint("datasets_api", __name__, url_prefix="/api")
 @datasets_api.post("/datasets")
 def dataset_command() -> tuple[Response, int]:
     """``/dataset add|list|show|remove …`` from an admin's conversation (see the module's text)."""
-    web = chat()
     try:
         data, picture = _form()
         cid = conversation_id(data)
         text = data.get("text")
         if not isinstance(text, str):
             raise InputError("missing_text", 'Give the command as "text", e.g. "/dataset list".')
-        caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+    except InputError as exc:
+        return refused(exc)
+    chat().queue.history.append("web", cid, {"role": "user", "text": text})
+    return dataset_answer(data, cid, text, picture)
+
+
+def dataset_answer(data: dict[str, Any], cid: str, text: str, picture: bytes | None) -> tuple[Response, int]:
+    """The answer to ``/dataset …`` ``text`` (``picture``: one sent with it) from conversation ``cid``
+    (also what the chat box's ``POST /api/imagine`` answers to such text); kept in its history."""
+    web = chat()
+    caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+    try:
         if not caller.is_admin:
-            raise InputError("not_admin", DatasetCommand.refusal or "")
+            raise InputError("not_admin", NOT_ADMIN_DATASET)
         web.admin_password.check(data, cid)
         image_key = data.get("image_key") if isinstance(data.get("image_key"), str) else None
         if picture is not None:
             image_key = UploadStore(web.queue.redis, web.settings.result_ttl_s).put(picture)
+        reply = web.service.handle(caller, DatasetCommand(text, image_key))
     except InputError as exc:
-        return refused(exc)
-    reply = web.service.handle(caller, DatasetCommand(text, image_key))
+        reply = Refused.of(exc)
+    web.queue.history.append("web", cid, {"role": "bot", "text": reply.text, **_code(reply)})
     if isinstance(reply, Refused):
         return refused(reply)
     return _rendered(reply)
+
+
+def _code(reply: object) -> dict[str, str]:
+    return {"code": reply.code} if isinstance(reply, Refused) else {}
 
 
 def _form() -> tuple[dict[str, Any], bytes | None]:
