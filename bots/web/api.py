@@ -3,7 +3,9 @@ service (:mod:`core.conversation`) or the stores, and renders the answer as JSON
 
 - ``POST /api/imagine`` ``{"conversation_id": "...", "text": "/imagine a red circle --seed 3"}``
   → 202 ``{"job": {...}}``, or 4xx ``{"error": "...", "code": "..."}``; ``/retrain ...`` text →
-  ``{"run": {...}, "message": "..."}`` (202 queued, 200 cancelled)
+  ``{"run": {...}, "message": "..."}`` (202 queued, 200 cancelled). The same as ``multipart/form-data``
+  (fields ``conversation_id``, ``text``, file ``image``) draws from the picture (image-to-image,
+  ``--strength``): a bad picture is a 400 with its code (``image_format``, ``image_too_big`` …).
 - ``GET /api/jobs/<id>`` → ``{"job": {...}}`` with status, queue position, progress, image URLs
 - ``POST /api/jobs/<id>/cancel`` ``{"conversation_id": "..."}``
 - ``GET /api/jobs/<id>/pair.png`` and ``/api/jobs/<id>/images/<engine>-<i>.png`` → PNG
@@ -37,16 +39,22 @@ from core.conversation import (
     RetrainQueued,
     status_line,
 )
+from core.datasets_chat import is_dataset_command
 from core.errors import InputError, JobNotFound
 from core.heartbeats import health_summary, job_notice
 from core.ids import is_conversation_id, is_job_id, is_run_id
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
+from core.nsfw import nsfw_notice
 from core.prompt import check_text
 from core.settings import Settings
 from core.train_runs import RUN_PICTURES
+from core.uploads import MAX_UPLOAD_BYTES, check_size
 
 IMAGE_NAME = re.compile(r"pair|[a-z-]+-\d")
+#: The largest ``multipart/form-data`` body: a picture and a little room for the text fields (JSON
+#: bodies keep the app's small ``MAX_CONTENT_LENGTH``).
+MAX_MULTIPART_BODY = MAX_UPLOAD_BYTES + 64 * 1024
 #: HTTP status per refusal code (anything else is a 400).
 ERROR_STATUS = {
     "rate_limited": 429,
@@ -100,6 +108,11 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "count": req.count,
         "size": record.size,
         "negative": req.negative_prompt,
+        "image_input": req.image_key is not None,  # drawn from an uploaded picture
+        "strength": req.strength,
+        "model": req.model,
+        "loras": [{"name": lora.name, "weight": lora.weight} for lora in req.loras],
+        "nsfw_notice": nsfw_notice(record.results),  # what happened to flagged pictures, and why
         "error": record.error,
         "delivered": record.delivered_at is not None,
         "created_at": record.created_at,
@@ -109,6 +122,7 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
                 "engine": r.engine,
                 "version": r.version,
                 "seconds": round(r.seconds, 3),
+                "text_only": r.text_only,  # an engine that cannot start from a picture drew the text
                 "urls": [f"/api/jobs/{record.id}/images/{k.rsplit(':', 1)[1]}.png" for k in r.image_keys],
             }
             for r in record.results
@@ -144,6 +158,20 @@ def json_object() -> dict[str, Any]:
     return data
 
 
+def request_fields() -> tuple[dict[str, Any], bytes | None]:
+    """The request's fields and the picture sent as file ``image`` (None when none was): from a
+    ``multipart/form-data`` body (up to :data:`MAX_MULTIPART_BODY`), else from the JSON object.
+    Raises :class:`InputError` (a body too big for a picture: ``image_too_big``)."""
+    if request.mimetype != "multipart/form-data":
+        return json_object(), None
+    if request.content_length is not None and request.content_length > MAX_MULTIPART_BODY:
+        check_size(request.content_length)  # raises image_too_big, with the sizes
+    request.max_content_length = MAX_MULTIPART_BODY
+    data: dict[str, Any] = request.form.to_dict()
+    upload = request.files.get("image")
+    return data, (upload.read() if upload is not None else None)
+
+
 def prompt_text(data: dict[str, Any]) -> str:
     """The ``text`` field: present, a string, valid Unicode; cut to a sane length."""
     text = data.get("text")
@@ -176,22 +204,33 @@ def health() -> Response:
 def imagine() -> tuple[Response, int]:
     """A prompt, or ``/retrain`` text: one message of the conversation, kept in its history."""
     try:
-        data = json_object()
+        data, picture = request_fields()
         cid = conversation_id(data)
         text = prompt_text(data)
     except InputError as exc:
         return refused(exc, 400)
     web = chat()
-    web.queue.history.append("web", cid, {"role": "user", "text": text})
-    reply = _say(web, data, cid, text)
+    said: dict[str, Any] = {"role": "user", "text": text}
+    if picture is not None:
+        said["image"] = True
+    web.queue.history.append("web", cid, said)
+    if is_dataset_command(text):  # community datasets: bots/web/datasets_api.py
+        from bots.web.datasets_api import dataset_answer
+
+        return dataset_answer(data, cid, text, picture)
+    reply = _say(web, data, cid, text, picture)
     return _render(web, cid, reply)
 
 
-def _say(web: WebChat, data: dict[str, Any], cid: str, text: str) -> Reply:
-    """What the service answers to ``text`` from conversation ``cid``."""
+def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes | None = None) -> Reply:
+    """What the service answers to ``text`` (with ``picture`` to draw from) from conversation ``cid``."""
     caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
     if not text.strip().lower().startswith("/retrain"):
-        return web.service.handle(caller, FromText(Imagine, text))
+        try:
+            image_key = None if picture is None else web.service.uploads.put(picture)
+        except InputError as exc:  # not a picture we take: its own code and message
+            return Refused.of(exc)
+        return web.service.handle(caller, FromText(Imagine, text, image_key=image_key))
     try:
         web.admin_password.check(data, cid)
     except InputError as exc:
@@ -300,6 +339,8 @@ def _message(queue: QueueClient, event: dict[str, Any]) -> dict[str, Any] | None
     if event.get("role") not in ("user", "bot") or "text" not in event or "job_id" in event:
         return None
     message = {"role": event["role"], "text": event["text"], "ts": event["ts"]}
+    if event.get("image") is True:
+        message["image"] = True  # the user sent a picture with the prompt
     if "code" in event:
         message["code"] = event["code"]  # lets the page style errors apart from notices
     if "run_id" in event:

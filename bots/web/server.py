@@ -16,7 +16,8 @@ from typing import Any
 
 from waitress.server import create_server
 
-from bots.web.app import MAX_BODY, create_app
+from bots.web.api import MAX_MULTIPART_BODY
+from bots.web.app import create_app
 from core.settings import Settings
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -38,7 +39,9 @@ class WebServer:
             channel_timeout=settings.web_channel_timeout_s,
             cleanup_interval=max(1, settings.web_channel_timeout_s // 3),
             max_request_header_size=MAX_HEADER_BYTES,
-            max_request_body_size=MAX_BODY * 4,
+            # A picture upload (multipart) is the largest body; the app keeps JSON bodies small. The
+            # margin lets a slightly too big picture reach the app for its JSON "image_too_big".
+            max_request_body_size=MAX_MULTIPART_BODY + 1024 * 1024,
             connection_limit=max(100, settings.web_threads * 25),
             ident="imaginebot",
             clear_untrusted_proxy_headers=False,  # bots.web.security decides whom to believe
