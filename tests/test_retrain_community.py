@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from PIL import Image, ImageDraw
 
 from core.embedded_redis import EmbeddedRedis
@@ -22,6 +20,7 @@ from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.train_runs import TrainRun, TrainRunStatus
 from core.training_client import TrainingClient
+from tests.helpers.databases import emptied_database
 from tests.helpers.processes import worker_subprocess
 from tests.helpers.settings import make_settings
 
@@ -30,15 +29,10 @@ COLOURS = {"red": (215, 40, 40), "blue": (40, 80, 215), "green": (40, 160, 60), 
 
 
 @pytest.fixture
-def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
     """Settings on database 15 (emptied), a private data dir, a web admin, dfgan only."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/15"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield make_settings(
-        url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN}", progress_interval_s=0.3
-    )
-    client.close()
+    url = emptied_database(redis_server, 15)
+    return make_settings(url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN}")
 
 
 def _square(colour: tuple[int, int, int], left: bool) -> bytes:
