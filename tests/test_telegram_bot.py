@@ -34,7 +34,7 @@ from core.nsfw import NsfwPolicy, decision, nsfw_notice
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import TelegramBotThread
-from tests.helpers.fake_telegram import Call, FakeTelegram, button_press, user_message
+from tests.helpers.fake_telegram import Call, FakeTelegram, button_press, photo_message, user_message
 from tests.helpers.settings import make_settings
 
 TOKEN = "123:TEST"
@@ -582,3 +582,152 @@ def test_training_pictures_go_to_the_admins_topic_as_photos(
         photo.params["message_thread_id"] == 9 and photo.params["caption"] == "Training run abc: old vs new"
     )
     assert_picture(photo)
+
+
+# --- image input, /models, /nsfw ------------------------------------------------------------------
+
+
+def picture(fmt: str = "JPEG", size: tuple[int, int] = (80, 60)) -> bytes:
+    """A small picture in ``fmt`` with a green square on white."""
+    image = Image.new("RGB", size, (250, 250, 250))
+    image.paste((20, 160, 40), (20, 10, 60, 50))
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def sizes(fake: FakeTelegram, data: bytes, width: int = 80, height: int = 60) -> list[dict[str, Any]]:
+    """A photo as Telegram offers it: a small thumbnail, then the full size (``data``)."""
+    return [fake.photo(picture("JPEG", (8, 6)), 8, 6), fake.photo(data, width, height)]
+
+
+def stored_upload(bot: TelegramHandlers, key: str | None) -> Image.Image:
+    assert key is not None and key.startswith("ib:upload:")
+    png = bot.service.uploads.get(key)
+    assert png is not None
+    return Image.open(io.BytesIO(png))
+
+
+def test_a_photo_with_a_caption_is_a_prompt_drawn_from_the_largest_size(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    chat = user = 1101
+    photo = sizes(fake, picture())
+    caption = "a green square --engine diffusion --steps 2 --strength 0.5 --seed 4"
+    fake.push_update(photo_message(chat, user, caption, message_id=11, sizes=photo))
+    assert reply_to(fake, "sendMessage", chat, 11).params["text"].startswith("Queued")
+    result = reply_to(fake, "sendPhoto", chat, 11)
+    assert_picture(result)
+    record = bot.queue.jobs.get(job_id_of(result))
+    assert stored_upload(bot, record.request.image_key).size == (80, 60)  # the full size, not the thumbnail
+    assert fake.path_of(photo[1]) in fake.downloads and fake.path_of(photo[0]) not in fake.downloads
+    assert record.request.strength == 0.5 and record.seed == 4
+    [diffusion] = record.results
+    assert diffusion.engine == "diffusion" and not diffusion.text_only
+    assert record.request.nsfw == "withhold"  # the server's rule: nobody set one for this chat
+
+
+def test_in_a_group_a_photo_is_a_prompt_only_with_imagine_and_a_reply_to_a_photo_draws_from_it(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    group, user = -1001101, 1102
+    options = "--engine dfgan --steps 1"
+    plain = photo_message(group, user, "holiday", 21, sizes(fake, picture()), chat_type="supergroup")
+    other_bot = photo_message(
+        group,
+        user,
+        f"/imagine@another_bot a cat {options}",
+        22,
+        sizes(fake, picture()),
+        chat_type="supergroup",
+    )
+    ours = photo_message(
+        group,
+        user,
+        f"/imagine@imaginebot_test_bot a cat {options}",
+        23,
+        sizes(fake, picture("PNG", (50, 40)), 50, 40),
+        chat_type="supergroup",
+    )
+    for update in (plain, other_bot, ours):
+        fake.push_update(update)
+    result = reply_to(fake, "sendPhoto", group, 23)
+    assert stored_upload(bot, bot.queue.jobs.get(job_id_of(result)).request.image_key).size == (50, 40)
+    photo = photo_message(group, user, None, 24, sizes(fake, picture("PNG", (30, 20)), 30, 20))["message"]
+    fake.push_update(
+        user_message(group, user, f"/imagine a dog {options}", 25, chat_type="supergroup", reply_to=photo)
+    )
+    answered = reply_to(fake, "sendPhoto", group, 25)
+    record = bot.queue.jobs.get(job_id_of(answered))
+    assert record.request.prompt == "a dog"
+    assert stored_upload(bot, record.request.image_key).size == (30, 20)
+    assert [r.text_only for r in record.results] == [True]  # DF-GAN cannot start from a picture
+    assert not fake.find(lambda c: c.reply_to in (21, 22) and c.params.get("chat_id") == group)
+    assert len(bot.queue.user_jobs(f"telegram:{user}", unfinished_only=False)) == 2
+
+
+def gif() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="GIF")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("chat", "data", "announced", "message"),
+    [
+        (
+            1111,
+            b"just some text",
+            None,
+            "That file is not an image I can read. Send a PNG, JPEG or WebP picture.",
+        ),
+        (1112, gif(), None, "GIF images are not accepted. Send a PNG, JPEG or WebP picture."),
+        (1113, picture(), 11 * 1024 * 1024, "The image is 11.0 MB; the limit is 10.0 MB."),
+        (1114, None, None, "I could not fetch the image from the chat service; please send it again."),
+    ],
+)
+def test_a_bad_picture_gets_its_specific_message_and_nothing_is_queued(
+    bot: TelegramHandlers,
+    fake: FakeTelegram,
+    chat: int,
+    data: bytes | None,
+    announced: int | None,
+    message: str,
+) -> None:
+    user = chat
+    size = fake.photo(data or picture(), 80, 60, file_size=announced)
+    path = fake.path_of(size)
+    if data is None:
+        fake.files.pop(path)  # the file URL answers 404
+    fake.push_update(photo_message(chat, user, "a cat --engine dfgan", 31, [size]))
+    assert reply_to(fake, "sendMessage", chat, 31).params["text"] == message
+    if announced is not None:
+        assert path not in fake.downloads  # refused before downloading
+    assert bot.queue.user_jobs(f"telegram:{user}", unfinished_only=False) == []
+
+
+def test_models_for_everyone_and_nsfw_for_admins_whose_rule_goes_into_the_chats_jobs(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    group, user = -1001120, 1120
+    fake.push_update(user_message(group, user, "/models", 41, chat_type="supergroup"))
+    listed = reply_to(fake, "sendMessage", group, 41).params["text"]
+    assert listed.startswith("Models (--model NAME):\n• default") and "LoRAs (--lora NAME" in listed
+    fake.push_update(user_message(group, user, "/nsfw allow", 42, chat_type="supergroup"))
+    assert (
+        reply_to(fake, "sendMessage", group, 42).params["text"]
+        == "Only admins can set a channel's NSFW rule."
+    )
+    fake.push_update(user_message(group, ADMIN_ID, "/nsfw SPOILER", 43, chat_type="supergroup"))
+    assert reply_to(fake, "sendMessage", group, 43).params["text"] == (
+        "This channel's NSFW rule is now spoiler: flagged pictures are posted behind a spoiler."
+    )
+    fake.push_update(user_message(group, ADMIN_ID, "/nsfw sometimes", 44, chat_type="supergroup"))
+    assert "is not an NSFW rule" in reply_to(fake, "sendMessage", group, 44).params["text"]
+    fake.push_update(
+        user_message(group, user, "/imagine a cat --engine dfgan --steps 1", 45, chat_type="supergroup")
+    )
+    record = bot.queue.jobs.get(job_id_of(reply_to(fake, "sendPhoto", group, 45)))
+    assert record.request.nsfw == "spoiler"
+    fake.push_update(user_message(group, ADMIN_ID, "/nsfw default", 46, chat_type="supergroup"))
+    assert reply_to(fake, "sendMessage", group, 46).params["text"].startswith("This channel now follows")

@@ -5,8 +5,11 @@ replies with the service's answer; nothing here decides anything or writes a use
 
 - ``/imagine <prompt>`` anywhere (groups, forum topics, private chats); in a private chat any plain
   text message is a prompt too.
-- ``/queue``, ``/cancel [job_id]``, ``/settings [--engine ... | reset]``, ``/help``.
-- ``/retrain`` and ``/model``: admins only.
+- A picture to draw from (image-to-image): a photo (or an image sent as a file) with the prompt as
+  its caption (in groups the caption must start with ``/imagine``), or ``/imagine <prompt>`` as a
+  reply to one. It is fetched and stored by ``photos.py``; a bad picture gets its specific answer.
+- ``/queue``, ``/cancel [job_id]``, ``/settings [--engine ... | reset]``, ``/models``, ``/help``.
+- ``/retrain``, ``/model`` and ``/nsfw [withhold|spoiler|allow|default]``: admins only.
 - The buttons under a result: reroll, a variation on one engine, show settings.
 
 Every answer is a reply to the user's message in the same chat and forum topic.
@@ -18,7 +21,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from telegram import Message, ReplyParameters, Update
+from telegram import Message, MessageEntity, ReplyParameters, Update
+from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -30,6 +34,7 @@ from telegram.ext import (
 )
 
 from bots.telegram.buttons import parse_callback
+from bots.telegram.photos import stored_picture
 from bots.telegram.progress import ProgressTracker
 from core.buttons import EXPIRED_TEXT, TOO_OLD_TEXT
 from core.commands import is_retrain_cancel
@@ -38,6 +43,7 @@ from core.conversation import (
     Again,
     Caller,
     Cancel,
+    ChannelNsfw,
     ConversationService,
     FromText,
     Help,
@@ -48,10 +54,12 @@ from core.conversation import (
     Retrain,
     RetrainCancel,
     ShowModel,
+    ShowModels,
     ShowQueue,
     UserSettings,
 )
 from core.conversation.replies import COMMANDS, QUEUEING_TEXT
+from core.errors import InputError
 from core.job_client import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.jobs import Conversation
 from core.settings import Settings
@@ -101,12 +109,32 @@ def _caller(update: Update, context: ContextTypes.DEFAULT_TYPE, conversation: Co
 
 
 def _command_body(message: Message) -> str:
-    """The text after ``/command`` (or ``/command@bot``), quotes and spacing kept for the parser."""
-    text = message.text or ""
-    for entity in message.entities:
+    """The text (or a picture's caption) after ``/command`` (or ``/command@bot``), quotes and spacing
+    kept for the parser."""
+    text, entities = _text_of(message)
+    for entity in entities:
         if entity.type == "bot_command" and entity.offset == 0:
             return text[entity.length :]
     return text
+
+
+def _text_of(message: Message) -> tuple[str, tuple[MessageEntity, ...]]:
+    """A message's text and its entities, or a picture's caption and the caption's."""
+    if message.text is not None:
+        return message.text, message.entities
+    return message.caption or "", message.caption_entities
+
+
+def _caption_command(message: Message) -> str | None:
+    """The command a caption starts with (``imagine`` for ``/imagine`` or ``/imagine@this_bot``),
+    "" for a command addressed to another bot, None when it starts with none."""
+    text, entities = _text_of(message)
+    for entity in entities:
+        if entity.type == "bot_command" and entity.offset == 0:
+            name, _, addressee = text[1 : entity.length].partition("@")
+            mine = not addressee or addressee.lower() == (message.get_bot().username or "").lower()
+            return name.lower() if mine else ""
+    return None
 
 
 async def reply(message: Message, text: str) -> Message:
@@ -131,22 +159,45 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Act
 
 # --- prompts ---------------------------------------------------------------------------------
 async def imagine(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """``/imagine <prompt>``."""
-    if update.effective_message:
-        await _draw(update, context, FromText(Imagine, _command_body(update.effective_message)))
+    """``/imagine <prompt>``; as a reply to a photo, drawn from that photo."""
+    message = update.effective_message
+    if message:
+        await _draw(update, context, _command_body(message), message.reply_to_message)
 
 
 async def private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Plain text in a private chat is a prompt."""
     if update.effective_message:
-        await _draw(update, context, FromText(Imagine, update.effective_message.text or ""))
+        await _draw(update, context, update.effective_message.text or "")
 
 
-async def _draw(update: Update, context: ContextTypes.DEFAULT_TYPE, action: FromText) -> None:
+async def picture_prompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo (or an image file) whose caption is a prompt: any caption in a private chat, one that
+    starts with ``/imagine`` in a group; a caption with another command is not a prompt."""
+    message = update.effective_message
+    if message is None:
+        return
+    command = _caption_command(message)
+    if command == "imagine" or (command is None and message.chat.type == ChatType.PRIVATE):
+        await _draw(update, context, _command_body(message), message)
+
+
+async def _draw(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, picture: Message | None = None
+) -> None:
+    """Queue the prompt ``text``, drawn from ``picture``'s photo when it carries one (a bad picture
+    gets its specific answer and nothing is queued)."""
     message = update.effective_message
     assert message is not None
+    service = _shared(context).service
+    try:
+        image_key = await stored_picture(context.bot, service, picture)
+    except InputError as exc:
+        await reply(message, exc.message)
+        return
     caller = _caller(update, context, _conversation(message))
-    prepared = await asyncio.to_thread(_shared(context).service.prepare, caller, action)
+    action = FromText(Imagine, text, image_key=image_key)
+    prepared = await asyncio.to_thread(service.prepare, caller, action)
     if isinstance(prepared, Refused):
         await reply(message, prepared.text)
         return
@@ -205,6 +256,18 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """``/model``: admins only; the engines and models in use."""
     await answer(update, context, ShowModel())
+
+
+async def models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/models``: the diffusion models (``--model``) and LoRAs (``--lora``) on offer."""
+    await answer(update, context, ShowModels())
+
+
+async def nsfw(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/nsfw [withhold|spoiler|allow|default]``: admins only; show or set this chat's rule for
+    pictures the safety checker flags."""
+    if update.effective_message:
+        await answer(update, context, FromText(ChannelNsfw, _command_body(update.effective_message)))
 
 
 # --- buttons ---------------------------------------------------------------------------------
@@ -272,10 +335,14 @@ def register(application: Application, settings: Settings, queue: QueueClient) -
         (["help", "start"], help_),
         ("retrain", retrain),
         ("model", model),
+        ("models", models),
+        ("nsfw", nsfw),
     ]:
         application.add_handler(CommandHandler(names, handler, filters=new))
     application.add_handler(CallbackQueryHandler(button))
     private = new & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND
     application.add_handler(MessageHandler(private, private_text))
+    pictures = new & (filters.PHOTO | filters.Document.IMAGE)
+    application.add_handler(MessageHandler(pictures, picture_prompt))
     application.add_error_handler(on_error)
     return shared

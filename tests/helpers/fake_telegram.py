@@ -4,6 +4,10 @@ It serves the methods the bot and its sender use, records every call (parameters
 files), hands out updates that a test injects through ``getUpdates`` (long-poll with a short wait),
 and can answer the next call of a method with an error (e.g. a 429 "retry after 2").
 
+Files users sent: :meth:`FakeTelegram.photo` keeps a picture and returns its ``PhotoSize``;
+``getFile`` answers with its ``file_path`` and ``GET /file/bot<token>/<file_path>`` serves it (each
+download recorded in :attr:`FakeTelegram.downloads`). :func:`photo_message` builds the update.
+
 :attr:`FakeTelegram.faults` (a :class:`Faults`) injects random faults into the sending methods, as a
 flaky Bot API would: 429 with ``retry_after``, 5xx, a stall past the client's timeout (the call *is*
 processed, the answer comes late), and a dropped connection (after or before processing). Each
@@ -130,6 +134,10 @@ class FakeTelegram:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(5000)
         self._failures: list[tuple[str, int | None, int, dict[str, Any]]] = []
+        self.files: dict[str, bytes] = {}  # file_path -> content
+        self.downloads: list[str] = []  # file paths fetched, in order
+        self._file_paths: dict[str, tuple[str, int]] = {}  # file_id -> (file_path, size)
+        self._file_ids = itertools.count(1)
         self.faults: Faults | None = None
         self.stalling = 0  # calls processed and now holding back their answer
         self._loop = asyncio.new_event_loop()
@@ -150,6 +158,7 @@ class FakeTelegram:
         self._stopping = asyncio.Event()  # ends stalls at once when the fake stops
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -174,6 +183,28 @@ class FakeTelegram:
         if self._new_update is not None:
             self._loop.call_soon_threadsafe(self._new_update.set)
         return update_id
+
+    def photo(self, data: bytes, width: int, height: int, file_size: int | None = None) -> dict[str, Any]:
+        """Keep ``data`` as a photo a user sent; its ``PhotoSize`` (``file_size``: what Telegram
+        announces, the real size unless given)."""
+        number = next(self._file_ids)
+        file_id, path = f"photo-{number}", f"photos/file_{number}.jpg"
+        size = len(data) if file_size is None else file_size
+        with self._lock:
+            self.files[path] = data
+            self._file_paths[file_id] = (path, size)
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{number}",
+            "width": width,
+            "height": height,
+            "file_size": size,
+        }
+
+    def path_of(self, photo: dict[str, Any]) -> str:
+        """The ``file_path`` of a photo from :meth:`photo` (what its download asks for)."""
+        with self._lock:
+            return self._file_paths[photo["file_id"]][0]
 
     def fail_next(self, method: str, status: int, body: dict[str, Any], chat_id: int | None = None) -> None:
         """Answer the next ``method`` call (to ``chat_id``, if given) with HTTP ``status`` and ``body``."""
@@ -304,9 +335,28 @@ class FakeTelegram:
             except TimeoutError:
                 pass
 
+    async def _download(self, request: web.Request) -> web.Response:
+        """A file's content, as the Bot API's file URL serves it."""
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401, text="Unauthorized")
+        path = request.match_info["path"]
+        with self._lock:
+            self.downloads.append(path)
+            data = self.files.get(path)
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
     def _answer(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
             return BOT_USER
+        if method == "getFile":
+            with self._lock:
+                known = self._file_paths.get(str(params.get("file_id")))
+            if known is None:
+                return None
+            path, size = known
+            return {"file_id": params["file_id"], "file_unique_id": "u", "file_size": size, "file_path": path}
         if method in TRUE_METHODS:
             return True
         if method in ("sendMessage", "sendPhoto", "sendDocument"):
@@ -343,23 +393,56 @@ def user_message(
     message_id: int,
     thread_id: int | None = None,
     chat_type: str = "private",
+    reply_to: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``message`` update as Telegram sends it (with the bot_command entity for ``/commands``)."""
+    """A ``message`` update as Telegram sends it (with the bot_command entity for ``/commands``);
+    ``reply_to``: the message it replies to."""
+    message = _message_json(chat_id, user_id, message_id, thread_id, chat_type)
+    message["text"] = text
+    if text.startswith("/"):
+        message["entities"] = [_command_entity(text)]
+    if reply_to is not None:
+        message["reply_to_message"] = reply_to
+    return {"message": message}
+
+
+def photo_message(
+    chat_id: int,
+    user_id: int,
+    caption: str | None,
+    message_id: int,
+    sizes: list[dict[str, Any]],
+    thread_id: int | None = None,
+    chat_type: str = "private",
+) -> dict[str, Any]:
+    """A ``message`` update with a photo (its ``sizes``, from :meth:`FakeTelegram.photo`) and caption."""
+    message = _message_json(chat_id, user_id, message_id, thread_id, chat_type)
+    message["photo"] = sizes
+    if caption is not None:
+        message["caption"] = caption
+        if caption.startswith("/"):
+            message["caption_entities"] = [_command_entity(caption)]
+    return {"message": message}
+
+
+def _message_json(
+    chat_id: int, user_id: int, message_id: int, thread_id: int | None, chat_type: str
+) -> dict[str, Any]:
     message: dict[str, Any] = {
         "message_id": message_id,
         "date": int(time.time()),
         "chat": {"id": chat_id, "type": chat_type},
         "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
-        "text": text,
     }
     if chat_type == "supergroup":
         message["chat"].update(title="test group", is_forum=thread_id is not None)
     if thread_id is not None:
         message.update(message_thread_id=thread_id, is_topic_message=True)
-    if text.startswith("/"):
-        command = text.split()[0]
-        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-    return {"message": message}
+    return message
+
+
+def _command_entity(text: str) -> dict[str, Any]:
+    return {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
 
 
 def button_press(user_id: int, data: str, message: dict[str, Any], query_id: str) -> dict[str, Any]:
