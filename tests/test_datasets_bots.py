@@ -17,9 +17,11 @@ from core.datasets import DatasetStore
 from core.datasets_chat import NOT_ADMIN_DATASET
 from core.embedded_redis import EmbeddedRedis
 from core.settings import Settings
-from tests.helpers.bot_threads import DiscordBotThread
+from tests.helpers.bot_threads import DiscordBotThread, TelegramBotThread
 from tests.helpers.databases import emptied_database
 from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.fake_telegram import Call as TgCall
+from tests.helpers.fake_telegram import FakeTelegram, photo_message, user_message
 from tests.helpers.settings import make_settings
 
 DISCORD_ADMIN = "424242"
@@ -142,3 +144,92 @@ def test_discord_admin_builds_a_dataset(
     removed = _answer(fake, _subcommand(fake, "remove", {"name": "cats", "item": item.id}, DISCORD_ADMIN))
     assert "the dataset is gone" in _content(removed)
     assert DatasetStore(discord_settings.data_dir).names() == []
+
+
+# --- Telegram --------------------------------------------------------------------------------------
+TELEGRAM_ADMIN = 5005
+TOKEN = "123:TEST"
+
+
+@pytest.fixture(scope="module")
+def telegram(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FakeTelegram, Settings]]:
+    """The fake Telegram and the bot polling it (no worker: nothing here is drawn)."""
+    from bots.telegram.bot import build_application
+
+    fake = FakeTelegram(TOKEN).start()
+    settings = make_settings(
+        emptied_database(redis_server, 14),
+        tmp_path_factory.mktemp("datasets-telegram"),
+        telegram_token=TOKEN,
+        telegram_api_base=fake.url,
+        admin_ids=f"telegram:{TELEGRAM_ADMIN}",
+    )
+    runner = TelegramBotThread(build_application(settings)).start()
+    yield fake, settings
+    runner.stop()
+    fake.stop()
+
+
+def _answered(fake: FakeTelegram, chat: int, message_id: int, method: str = "sendMessage") -> TgCall:
+    return fake.wait_for(
+        lambda c: (
+            c.method == method
+            and c.params.get("chat_id") == chat
+            and (c.params.get("reply_parameters") or {}).get("message_id") == message_id
+        ),
+        timeout_s=20,
+    )
+
+
+def _photo(
+    fake: FakeTelegram,
+    chat: int,
+    caption: str | None,
+    message_id: int,
+    data: bytes | None = None,
+    user: int = TELEGRAM_ADMIN,
+) -> dict:
+    sizes = [fake.photo(data or picture(), 80, 60)]
+    return photo_message(chat, user, caption, message_id, sizes)
+
+
+def test_telegram_admin_builds_a_dataset_three_ways(telegram: tuple[FakeTelegram, Settings]) -> None:
+    fake, settings = telegram
+    chat = 910_001
+    store = DatasetStore(settings.data_dir)
+
+    # 1. A photo captioned with the command.
+    fake.push_update(_photo(fake, chat, "/dataset add birds a green bird", 11))
+    assert "to dataset 'birds' (1 picture)" in _answered(fake, chat, 11).params["text"]
+    # 2. The command as a reply to a photo.
+    photo = _photo(fake, chat, None, 12, picture((0, 0, 200)))
+    fake.push_update(
+        user_message(chat, TELEGRAM_ADMIN, "/dataset add birds a blue bird", 13, reply_to=photo["message"])
+    )
+    assert "(2 pictures)" in _answered(fake, chat, 13).params["text"]
+    # 3. /dataset add NAME, then captioned photos, until /dataset done.
+    fake.push_update(user_message(chat, TELEGRAM_ADMIN, "/dataset add birds", 14))
+    assert _answered(fake, chat, 14).params["text"].startswith("Send the pictures for dataset 'birds' now")
+    fake.push_update(_photo(fake, chat, "a red bird", 15, picture((200, 0, 0))))
+    assert "(3 pictures)" in _answered(fake, chat, 15).params["text"]
+    fake.push_update(_photo(fake, chat, None, 16))
+    assert _answered(fake, chat, 16).params["text"] == "Give the picture a caption: what it shows, in words."
+    fake.push_update(user_message(chat, TELEGRAM_ADMIN, "/dataset done", 17))
+    assert _answered(fake, chat, 17).params["text"] == "Stopped adding pictures to 'birds'."
+    assert [i.caption for i in store.items("birds")] == ["a green bird", "a blue bird", "a red bird"]
+
+    fake.push_update(user_message(chat, TELEGRAM_ADMIN, "/dataset show birds", 18))
+    shown = _answered(fake, chat, 18, "sendPhoto")
+    assert shown.params["caption"].startswith("Dataset 'birds': 3 pictures.\n• ")
+    [sheet] = shown.files.values()
+    assert Image.open(io.BytesIO(sheet)).size == (4 + 3 * 100, 104)
+
+    fake.push_update(_photo(fake, chat, "/dataset add birds not a picture", 19, b"just some text"))
+    assert _answered(fake, chat, 19).params["text"].startswith("That file is not an image I can read.")
+    fake.push_update(_photo(fake, chat, "/dataset add birds a cat", 20, user=777))
+    assert _answered(fake, chat, 20).params["text"] == NOT_ADMIN_DATASET
+    fake.push_update(user_message(chat, TELEGRAM_ADMIN, "/dataset remove birds 000000000000", 21))
+    assert _answered(fake, chat, 21).params["text"] == "Dataset 'birds' has no item 000000000000."
+    assert len(store.items("birds")) == 3

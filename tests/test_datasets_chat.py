@@ -264,3 +264,26 @@ def test_dataset_add_alone_collects_the_callers_next_pictures(service: Conversat
     assert service.handle(admin, DatasetCommand("/dataset done")).text == "You were not adding pictures."
     someone = service.handle(_caller(service, "someone-else-1"), DatasetCommand("/dataset add cats"))
     assert isinstance(someone, Refused) and someone.code == "not_admin"
+
+
+def test_the_web_chat_box_takes_dataset_commands(settings: Settings) -> None:
+    from bots.web.app import create_app
+
+    web = create_app(settings).test_client()
+    form = {
+        "conversation_id": ADMIN,
+        "text": "/dataset add cats a red square",
+        "image": (io.BytesIO(picture()), "a.png"),
+    }
+    resp = web.post("/api/imagine", data=form, content_type="multipart/form-data")
+    assert resp.status_code == 201 and resp.get_json()["dataset"] == "cats", resp.get_json()
+    resp = web.post("/api/imagine", json={"conversation_id": "someone-else-1", "text": "/dataset list"})
+    assert (resp.status_code, resp.get_json()["code"]) == (403, "not_admin")
+    resp = web.post("/api/imagine", json={"conversation_id": ADMIN, "text": "/dataset list"})
+    assert resp.get_json()["datasets"] == [{"name": "cats", "count": 1}]
+    messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
+    assert [(m["role"], m["text"].split("\n")[0]) for m in messages][-2:] == [
+        ("user", "/dataset list"),
+        ("bot", "Datasets made in chat:"),
+    ]
+    assert not web.application.extensions["imaginebot"].queue.user_jobs(f"web:{ADMIN}", unfinished_only=False)

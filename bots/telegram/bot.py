@@ -21,6 +21,7 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bots.stopping import on_stop_signals
 from bots.telegram.api import api_urls
+from bots.telegram.datasets import register_datasets
 from bots.telegram.handlers import COMMANDS, register
 from core.job_client import QueueClient
 from core.settings import Settings
@@ -43,6 +44,7 @@ def build_application(settings: Settings, queue: QueueClient | None = None) -> A
         .build()
     )
     register(application, settings, queue or QueueClient(settings))
+    register_datasets(application)
     return application
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from bots.web.api import chat, conversation_id, json_object, refused
+from bots.web.api import chat, conversation_id, refused, request_fields
 from core.conversation import Refused
 from core.datasets_chat import (
     NOT_ADMIN_DATASET,
@@ -34,10 +34,6 @@ from core.datasets_chat import (
 )
 from core.errors import InputError
 from core.jobs import Conversation
-from core.uploads import MAX_UPLOAD_BYTES, UploadStore
-
-#: The largest multipart body: the picture and a little room for the text fields.
-MAX_MULTIPART_BODY = MAX_UPLOAD_BYTES + 64 * 1024
 
 datasets_api = Blueprint("datasets_api", __name__, url_prefix="/api")
 
@@ -46,7 +42,7 @@ datasets_api = Blueprint("datasets_api", __name__, url_prefix="/api")
 def dataset_command() -> tuple[Response, int]:
     """``/dataset add|list|show|remove …`` from an admin's conversation (see the module's text)."""
     try:
-        data, picture = _form()
+        data, picture = request_fields()
         cid = conversation_id(data)
         text = data.get("text")
         if not isinstance(text, str):
@@ -68,7 +64,7 @@ def dataset_answer(data: dict[str, Any], cid: str, text: str, picture: bytes | N
         web.admin_password.check(data, cid)
         image_key = data.get("image_key") if isinstance(data.get("image_key"), str) else None
         if picture is not None:
-            image_key = UploadStore(web.queue.redis, web.settings.result_ttl_s).put(picture)
+            image_key = web.service.uploads.put(picture)
         reply = web.service.handle(caller, DatasetCommand(text, image_key))
     except InputError as exc:
         reply = Refused.of(exc)
@@ -80,16 +76,6 @@ def dataset_answer(data: dict[str, Any], cid: str, text: str, picture: bytes | N
 
 def _code(reply: object) -> dict[str, str]:
     return {"code": reply.code} if isinstance(reply, Refused) else {}
-
-
-def _form() -> tuple[dict[str, Any], bytes | None]:
-    """The fields and the picture (``image``) of a multipart request, or a JSON body's fields."""
-    if request.mimetype != "multipart/form-data":
-        return json_object(), None
-    request.max_content_length = MAX_MULTIPART_BODY
-    data: dict[str, Any] = request.form.to_dict()
-    upload = request.files.get("image")
-    return data, (upload.read() if upload is not None else None)
 
 
 def _rendered(reply: DatasetReply) -> tuple[Response, int]:
