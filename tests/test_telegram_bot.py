@@ -35,6 +35,7 @@ from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import TelegramBotThread
 from tests.helpers.fake_telegram import Call, FakeTelegram, button_press, photo_message, user_message
+from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
 
 TOKEN = "123:TEST"
@@ -587,15 +588,6 @@ def test_training_pictures_go_to_the_admins_topic_as_photos(
 # --- image input, /models, /nsfw ------------------------------------------------------------------
 
 
-def picture(fmt: str = "JPEG", size: tuple[int, int] = (80, 60)) -> bytes:
-    """A small picture in ``fmt`` with a green square on white."""
-    image = Image.new("RGB", size, (250, 250, 250))
-    image.paste((20, 160, 40), (20, 10, 60, 50))
-    out = io.BytesIO()
-    image.save(out, format=fmt)
-    return out.getvalue()
-
-
 def sizes(fake: FakeTelegram, data: bytes, width: int = 80, height: int = 60) -> list[dict[str, Any]]:
     """A photo as Telegram offers it: a small thumbnail, then the full size (``data``)."""
     return [fake.photo(picture("JPEG", (8, 6)), 8, 6), fake.photo(data, width, height)]
@@ -666,12 +658,6 @@ def test_in_a_group_a_photo_is_a_prompt_only_with_imagine_and_a_reply_to_a_photo
     assert len(bot.queue.user_jobs(f"telegram:{user}", unfinished_only=False)) == 2
 
 
-def gif() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(out, format="GIF")
-    return out.getvalue()
-
-
 @pytest.mark.parametrize(
     ("chat", "data", "announced", "message"),
     [
@@ -681,7 +667,7 @@ def gif() -> bytes:
             None,
             "That file is not an image I can read. Send a PNG, JPEG or WebP picture.",
         ),
-        (1112, gif(), None, "GIF images are not accepted. Send a PNG, JPEG or WebP picture."),
+        (1112, picture("GIF"), None, "GIF images are not accepted. Send a PNG, JPEG or WebP picture."),
         (1113, picture(), 11 * 1024 * 1024, "The image is 11.0 MB; the limit is 10.0 MB."),
         (1114, None, None, "I could not fetch the image from the chat service; please send it again."),
     ],

@@ -37,7 +37,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.helpers.fake_telegram import Faults, drop_connection
+from tests.helpers.fake_telegram import Faults, drop_connection, serve_file
 
 BOT_ID = "900000000000000001"
 APP_ID = "900000000000000002"
@@ -394,13 +394,7 @@ class FakeDiscord:
 
     async def _download(self, request: web.Request) -> web.Response:
         """An attachment's content, as Discord's CDN serves it."""
-        attachment_id = request.match_info["id"]
-        with self._lock:
-            self.downloads.append(attachment_id)
-            data = self.files.get(attachment_id)
-        if data is None:
-            return web.Response(status=404, text="Not Found")
-        return web.Response(body=data, content_type="application/octet-stream")
+        return serve_file(request.match_info["id"], self.files, self.downloads, self._lock)
 
     # --- REST -----------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:

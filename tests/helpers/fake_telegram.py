@@ -86,6 +86,18 @@ def drop_connection(request: web.Request) -> None:
         request.transport.close()
 
 
+def serve_file(
+    name: str, files: dict[str, bytes], downloads: list[str], lock: threading.Lock
+) -> web.Response:
+    """The content of ``files[name]`` (404 when there is none), the download noted in ``downloads``."""
+    with lock:
+        downloads.append(name)
+        data = files.get(name)
+    if data is None:
+        return web.Response(status=404, text="Not Found")
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
 @dataclass
 class Call:
     """One request the fake received."""
@@ -339,13 +351,7 @@ class FakeTelegram:
         """A file's content, as the Bot API's file URL serves it."""
         if request.match_info["token"] != self.token:
             return web.Response(status=401, text="Unauthorized")
-        path = request.match_info["path"]
-        with self._lock:
-            self.downloads.append(path)
-            data = self.files.get(path)
-        if data is None:
-            return web.Response(status=404, text="Not Found")
-        return web.Response(body=data, content_type="application/octet-stream")
+        return serve_file(request.match_info["path"], self.files, self.downloads, self._lock)
 
     def _answer(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
