@@ -619,6 +619,20 @@ def test_a_photo_with_a_caption_is_a_prompt_drawn_from_the_largest_size(
     assert record.request.nsfw == "withhold"  # the server's rule: nobody set one for this chat
 
 
+def test_an_image_sent_as_a_file_with_a_caption_is_a_prompt_too(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    chat = user = 1103
+    sent = {
+        **fake.photo(picture("WEBP", (40, 30)), 40, 30),
+        "mime_type": "image/webp",
+        "file_name": "cat.webp",
+    }
+    fake.push_update(photo_message(chat, user, "a cat --engine dfgan --steps 1", 12, [sent]))
+    record = bot.queue.jobs.get(job_id_of(reply_to(fake, "sendPhoto", chat, 12)))
+    assert stored_upload(bot, record.request.image_key).size == (40, 30)
+
+
 def test_in_a_group_a_photo_is_a_prompt_only_with_imagine_and_a_reply_to_a_photo_draws_from_it(
     bot: TelegramHandlers, fake: FakeTelegram
 ) -> None:

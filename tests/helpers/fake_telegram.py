@@ -421,9 +421,14 @@ def photo_message(
     thread_id: int | None = None,
     chat_type: str = "private",
 ) -> dict[str, Any]:
-    """A ``message`` update with a photo (its ``sizes``, from :meth:`FakeTelegram.photo`) and caption."""
+    """A ``message`` update with a photo (its ``sizes``, from :meth:`FakeTelegram.photo`) and caption;
+    one size with a ``mime_type`` is a file sent as a document instead."""
     message = _message_json(chat_id, user_id, message_id, thread_id, chat_type)
-    message["photo"] = sizes
+    if len(sizes) == 1 and "mime_type" in sizes[0]:
+        (file,) = sizes
+        message["document"] = {k: v for k, v in file.items() if k not in ("width", "height")}
+    else:
+        message["photo"] = sizes
     if caption is not None:
         message["caption"] = caption
         if caption.startswith("/"):
