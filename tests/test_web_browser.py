@@ -198,3 +198,87 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     page.screenshot(path=str(tmp_path / "web-chat-phone.png"))
     assert not page_errors, page_errors
     phone.close()
+
+
+def _green_png(side: int = 96) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (30, 200, 40)).save(out, format="PNG")
+    return out.getvalue()
+
+
+# A DataTransfer holding one PNG (base64), as a file dragged from the desktop brings.
+DRAGGED_FILE = """(b64) => {
+  const dt = new DataTransfer();
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+  return dt;
+}"""
+
+
+def test_a_picture_uploaded_in_the_browser_is_drawn_from(web_server: str, browser) -> None:  # noqa: ANN001
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    page_errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.goto(web_server + "/")
+    messages, attachment = page.locator("#messages"), page.locator("#attachment")
+    expect(page.locator("#attach")).to_be_visible()
+    expect(attachment).to_be_hidden()
+
+    # Drag and drop: the drop zone shows while a file is dragged over the page; the drop attaches it.
+    dragged = page.evaluate_handle(DRAGGED_FILE, base64.b64encode(_green_png()).decode())
+    page.dispatch_event("body", "dragenter", {"dataTransfer": dragged})
+    expect(page.locator("#drop-zone")).to_be_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": dragged})
+    expect(page.locator("#drop-zone")).to_be_hidden()
+    expect(attachment).to_be_visible()
+    expect(page.locator("#attachment-name")).to_have_text("dropped.png")
+    page.click("#attachment-remove")
+    expect(attachment).to_be_hidden()
+
+    # The button's file chooser: a file that is not a picture gets the server's specific answer.
+    text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
+    page.set_input_files("#image", files=[text_file])
+    expect(attachment).to_be_visible()
+    page.fill("#prompt", "a bird")
+    page.click("#send")
+    expect(messages.locator(".message.error", has_text="not an image I can read")).to_be_visible(
+        timeout=UI_TIMEOUT_MS
+    )
+    expect(attachment).to_be_hidden()
+
+    # A real picture: the user's bubble shows it; the job is drawn from it (DF-GAN labelled text only).
+    green_file = {"name": "green.png", "mimeType": "image/png", "buffer": _green_png()}
+    page.set_input_files("#image", files=[green_file])
+    page.fill("#prompt", "a bird --seed 3 --steps 4 --strength 0.5")
+    page.click("#send")
+    expect(messages.locator(".message.user img.sent-picture")).to_have_count(1)
+    job = messages.locator(".job[data-job-id]").last
+    expect(job).to_have_attribute("data-status", "done", timeout=FIRST_JOB_TIMEOUT_MS)
+    expect(job.locator(".job-prompt")).to_contain_text("from your picture, strength 0.5")
+    expect(job.locator(".chip.engine", has_text="DF-GAN").locator(".text-only")).to_have_text("text only")
+    expect(job.locator(".chip.engine", has_text="Diffusion").locator(".text-only")).to_have_count(0)
+    job_url = f"{web_server}/api/jobs/{job.get_attribute('data-job-id')}"
+    api_job = requests.get(job_url, timeout=10).json()["job"]
+    assert api_job["image_input"] is True, api_job
+    diffusion = next(r for r in api_job["images"] if r["engine"] == "diffusion")
+    drawn = Image.open(io.BytesIO(requests.get(web_server + diffusion["urls"][0], timeout=10).content))
+    red, green, blue = np.asarray(drawn.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
+    assert green > red + 60 and green > blue + 60, (red, green, blue)  # text alone draws it reddish
+
+    # After a reload the history says the prompt came with a picture.
+    page.reload()
+    expect(messages.locator(".message.user .sent-picture-chip")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+    assert not page_errors, page_errors
+    context.close()

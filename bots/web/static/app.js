@@ -19,6 +19,12 @@
   const lightbox = $("#lightbox");
   const lightboxImg = $("#lightbox-img");
   const lightboxOpen = $("#lightbox-open");
+  const fileInput = $("#image");
+  const attachBtn = $("#attach");
+  const attachmentEl = $("#attachment");
+  const dropZone = $("#drop-zone");
+  // The server checks every picture (format, pixels, content); the page only spares a doomed upload.
+  const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
 
   /* ---------- conversation id ---------- */
 
@@ -86,16 +92,29 @@
     welcomeEl.hidden = messagesEl.children.length > 0;
   }
 
-  function userBubble(text, ts) {
+  // picture: an object URL of the picture sent with the prompt, or true (a reload: it was sent).
+  function userBubble(text, ts, picture) {
     const li = el("li", "message user");
     li.title = timeLabel(ts);
     const body = el("div", "bubble");
+    if (typeof picture === "string") {
+      const img = el("img", "sent-picture");
+      img.alt = "The picture sent with this prompt";
+      // A file the browser cannot show (the server says what is wrong with it): just a mention.
+      img.addEventListener("error", () => img.replaceWith(el("span", "chip sent-picture-chip", "with a file")));
+      img.src = picture;
+      body.appendChild(img);
+    } else if (picture) {
+      body.appendChild(el("span", "chip sent-picture-chip", "with a picture"));
+    }
+    const words = el("span", "text");
     if (text.trim()) {
-      body.textContent = text;
+      words.textContent = text;
     } else {
       body.classList.add("empty");
-      body.textContent = "(empty message)";
+      words.textContent = "(empty message)";
     }
+    body.appendChild(words);
     li.appendChild(body);
     return li;
   }
@@ -217,6 +236,9 @@
     const flags = [`seed ${job.seed}`, `${job.steps} steps`, `${job.size} px`];
     if (job.count > 1) flags.push(`${job.count} each`);
     if (job.negative) flags.push(`no “${job.negative}”`);
+    if (job.image_input) flags.push(`from your picture, strength ${job.strength}`);
+    if (job.model) flags.push(`model ${job.model}`);
+    for (const lora of job.loras || []) flags.push(`LoRA ${lora.name}:${lora.weight}`);
     promptEl.textContent = flags.join(" · ");
 
     const errEl = li.querySelector(".job-error");
@@ -271,9 +293,13 @@
       chip.appendChild(el("strong", null, engineTitle(r.engine)));
       chip.appendChild(el("span", "version", r.version));
       chip.appendChild(el("span", "secs", formatSeconds(r.seconds)));
+      // An engine that cannot start from a picture drew from the text alone.
+      if (r.text_only) chip.appendChild(el("span", "text-only", "text only"));
       caption.appendChild(chip);
     }
     frag.appendChild(caption);
+    // What happened to pictures the safety checker flagged (withheld, behind a spoiler, shown).
+    if (job.nsfw_notice) frag.appendChild(el("div", "job-note nsfw-note", job.nsfw_notice));
 
     const links = el("div", "links");
     links.appendChild(el("span", "links-label", "Full size:"));
@@ -400,7 +426,9 @@
   async function send(text) {
     sent.push(text);
     recall = -1;
-    append(userBubble(text), true);
+    const picture = attached;
+    clearAttachment();
+    append(userBubble(text, undefined, picture ? URL.createObjectURL(picture) : undefined), true);
     const placeholder = append(botBubble("Sending…"), true);
     placeholder.classList.add("sending");
     let res;
@@ -411,6 +439,13 @@
         // Beyond localhost the server wants the admin password with /retrain (kept for this tab only).
         const password = sessionStorage.getItem(ADMIN_PASSWORD_KEY);
         if (/^\s*\/retrain/i.test(text) && password) body.admin_password = password;
+        if (picture) {
+          // The same fields as multipart/form-data, with the picture as file "image".
+          const formData = new FormData();
+          for (const [key, value] of Object.entries(body)) formData.append(key, value);
+          formData.append("image", picture, picture.name || "picture");
+          return fetch("/api/imagine", { method: "POST", body: formData });
+        }
         return fetch("/api/imagine", {
           method: "POST",
           headers: { "Content-Type": "application/json" },
@@ -435,6 +470,7 @@
       );
       setHealth(false);
       if (!input.value) input.value = text;
+      if (picture && !attached) attach(picture);
       return;
     }
     setHealth(true);
@@ -443,7 +479,15 @@
     } else if (res.ok && data.message) {
       // An accepted command that is not a drawing job (an admin's /retrain); its progress and
       // result arrive as bot messages in this conversation's history.
-      placeholder.replaceWith(botBubble(String(data.message)));
+      const bubble = botBubble(String(data.message));
+      // /dataset show: the dataset's contact sheet, inline.
+      if (typeof data.sheet === "string" && data.sheet.startsWith("data:image/png;base64,")) {
+        const sheet = el("img", "pair loaded");
+        sheet.alt = "contact sheet";
+        sheet.src = data.sheet;
+        bubble.appendChild(sheet);
+      }
+      placeholder.replaceWith(bubble);
     } else {
       let msg = data.error || `The server answered ${res.status}.`;
       const retry = res.headers.get("Retry-After");
@@ -479,6 +523,67 @@
       input.value = "";
       recall = -1;
     }
+  });
+
+  /* ---------- a picture to draw from: the button, or drag and drop ---------- */
+
+  let attached = null; // the File sent with the next prompt
+  let attachedUrl = null;
+
+  function attach(file) {
+    if (!file) return;
+    if (file.size > MAX_UPLOAD_BYTES) {
+      const mb = (file.size / (1024 * 1024)).toFixed(1);
+      append(botBubble(`The image is ${mb} MB; the limit is 10.0 MB.`, { error: true }), true);
+      return;
+    }
+    clearAttachment();
+    attached = file;
+    attachedUrl = URL.createObjectURL(file);
+    $("#attachment-thumb").src = attachedUrl;
+    $("#attachment-name").textContent = file.name || "picture";
+    attachmentEl.hidden = false;
+    input.focus();
+  }
+
+  function clearAttachment() {
+    attached = null;
+    if (attachedUrl) URL.revokeObjectURL(attachedUrl);
+    attachedUrl = null;
+    $("#attachment-thumb").removeAttribute("src");
+    attachmentEl.hidden = true;
+  }
+
+  attachBtn.addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    attach(fileInput.files[0]);
+    fileInput.value = "";
+  });
+  $("#attachment-remove").addEventListener("click", () => {
+    clearAttachment();
+    input.focus();
+  });
+
+  const carriesFiles = (ev) => Boolean(ev.dataTransfer) && [...ev.dataTransfer.types].includes("Files");
+  let dragDepth = 0;
+  document.addEventListener("dragenter", (ev) => {
+    if (!carriesFiles(ev)) return;
+    dragDepth += 1;
+    dropZone.hidden = false;
+  });
+  document.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) dropZone.hidden = true;
+  });
+  document.addEventListener("dragover", (ev) => {
+    if (carriesFiles(ev)) ev.preventDefault(); // allows the drop
+  });
+  document.addEventListener("drop", (ev) => {
+    if (!carriesFiles(ev)) return;
+    ev.preventDefault(); // not: the browser opening the file
+    dragDepth = 0;
+    dropZone.hidden = true;
+    attach(ev.dataTransfer.files[0]);
   });
 
   // Flag hints and example prompts fill the input.
@@ -539,7 +644,7 @@
       setHealth(true);
       for (const m of data.messages || []) {
         if (m.role === "user") {
-          messagesEl.appendChild(userBubble(String(m.text ?? ""), m.ts));
+          messagesEl.appendChild(userBubble(String(m.text ?? ""), m.ts, m.image === true));
         } else if (m.role === "job" && m.job) {
           messagesEl.appendChild(trackJob(m.job, m.ts));
         } else if (m.role === "bot" && m.image_url) {
