@@ -790,6 +790,11 @@ def test_admins_set_a_channels_nsfw_rule_which_applies_only_where_discord_marks_
         callback_of(fake, fake.slash_command("imagine", options, user, channel, channel_nsfw=is_marked))
         [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
         assert record.request.nsfw == expected
+    # A reroll takes the rule of where its button is pressed, as it is now.
+    buttons = result_buttons(record.id, bot.settings.enabled_engines)
+    callback_of(fake, fake.button_click(f"ib:rr:{record.id}", user, channel, buttons, channel_nsfw=True))
+    [_, (reroll, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    assert reroll.request.nsfw == "spoiler"
     cleared = callback_of(fake, fake.slash_command("nsfw", {"rule": "default"}, admin, channel, **marked))
     assert cleared["data"]["content"].startswith("This channel now follows the server's NSFW rule: ")
     assert bot.service.channel_nsfw.get("discord", channel) is None

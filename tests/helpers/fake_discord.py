@@ -274,13 +274,18 @@ class FakeDiscord:
         return self._interaction(2, data, user_id, channel_id, thread_parent_id, channel_nsfw=channel_nsfw)
 
     def button_click(
-        self, custom_id: str, user_id: str, channel_id: str, components: list[dict[str, Any]]
+        self,
+        custom_id: str,
+        user_id: str,
+        channel_id: str,
+        components: list[dict[str, Any]],
+        channel_nsfw: bool = False,
     ) -> dict[str, Any]:
         """Dispatch INTERACTION_CREATE for a click on ``custom_id`` (type 3) under a message that
         carries ``components`` (discord.py finds the clicked button in them)."""
         message = {**self.message_json(channel_id, {"content": "result"}), "components": components}
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._interaction(3, data, user_id, channel_id, None, message)
+        return self._interaction(3, data, user_id, channel_id, None, message, channel_nsfw)
 
     def _interaction(
         self,
