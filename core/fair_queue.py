@@ -382,15 +382,7 @@ class FairQueue:
         ]
         now = time.time()
         claimed, stale, state = self._claim(
-            keys=[
-                self.tags_key,
-                self.jobs_key,
-                self.counts_key,
-                PENDING_KEY,
-                self.taken_key,
-                *self.lane_keys,
-            ],
-            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes],
+            keys=self._script_keys(), args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes]
         )
         return Taken(claimed=_strs(claimed), stale=_strs(stale), own=_str(state))
 
@@ -411,18 +403,11 @@ class FairQueue:
 
     def remove(self, job_id: str) -> bool:
         """Take a waiting job out (cancelled); True when it was waiting."""
-        removed = self._remove(
-            keys=[
-                self.tags_key,
-                self.jobs_key,
-                self.counts_key,
-                PENDING_KEY,
-                self.taken_key,
-                *self.lane_keys,
-            ],
-            args=[job_id],
-        )
-        return bool(int(removed))
+        return bool(int(self._remove(keys=self._script_keys(), args=[job_id])))
+
+    def _script_keys(self) -> list[str]:
+        """The keys the claim and remove scripts touch, in the order they read them."""
+        return [self.tags_key, self.jobs_key, self.counts_key, PENDING_KEY, self.taken_key, *self.lane_keys]
 
     def waiting(self, job_id: str) -> bool:
         """Whether ``job_id`` is still waiting in this route."""
