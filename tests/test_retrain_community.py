@@ -1,6 +1,7 @@
 """``/retrain dataset:NAME`` on a dataset admins built in the web chat, end to end: the pictures go
 in through ``POST /api/datasets`` (the real web app), the run is asked for in the chat, and a real
-``imaginebot worker`` process on the ``train`` queue fine-tunes DF-GAN on them.
+``imaginebot worker`` process on the ``train`` queue fine-tunes DF-GAN on them, then (2 steps) our
+diffusion model.
 
 Real Redis (database 15 of the session server, emptied), a private data dir shared by the web app
 and the worker (the community datasets live there).
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from core.commands import RetrainRequest
 from core.embedded_redis import EmbeddedRedis
+from core.jobs import Conversation
 from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.train_runs import TrainRun, TrainRunStatus
@@ -54,6 +57,7 @@ def _follow(client: TrainingClient, run_id: str, timeout_s: float) -> TrainRun:
     raise AssertionError(f"run {run_id} not finished in {timeout_s} s: {client.status(run_id)}")
 
 
+@pytest.mark.timeout(900)  # two short runs, the diffusion one loading its pipeline on a shared CPU
 def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolated: Settings) -> None:
     from bots.web.app import create_app
     from training.data.community import CommunityDataset
@@ -84,6 +88,11 @@ def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolat
     trainer = worker_subprocess(isolated, queues="train")
     try:
         run = _follow(client, run_id, timeout_s=300)
+        # Our diffusion model fine-tunes on it too (2 steps; source_size pictures from the same files).
+        plan = RetrainRequest(dataset="squares", epochs=1, model="diffusion")
+        admin = Conversation(platform="web", chat_id=ADMIN)
+        queued = client.submit_retrain(plan, f"web:{ADMIN}", admin, 2, config={"batch_size": 4})
+        diffusion = _follow(client, queued.id, timeout_s=400)
     finally:
         trainer.terminate()
         trainer.wait(timeout=60)
@@ -94,5 +103,8 @@ def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolat
     entry = registry.get(str(run.version))
     assert entry is not None and entry.version.startswith("dfgan-squares-") and entry.run_id == run.id
     assert registry.promoted() is None  # registered, not promoted: promoting is the admin's call
+    assert diffusion.status == TrainRunStatus.DONE, diffusion.error
+    assert diffusion.step == 2 and str(diffusion.version).startswith("diffusion-squares-")
+    assert ModelRegistry(isolated, client.redis, family="diffusion").promoted() is None
     texts = [m.get("text", "") for m in web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]]
     assert any(run.id in t and "squares" in t for t in texts)
