@@ -13,6 +13,7 @@ import requests
 from bots.web.server import WebServer
 from core.embedded_redis import EmbeddedRedis
 from tests.helpers.settings import make_settings
+from tests.helpers.waiting import queues_drained
 from tests.helpers.web_api import imagine, wait_for_job
 
 
@@ -103,7 +104,7 @@ def test_delivery_happens_once_even_if_the_task_runs_again(
     assert run_deliver(rt, job["id"]) == "already-delivered"
     celery_app.send_task("imaginebot.deliver", args=[job["id"]], queue="delivery")
     celery_app.send_task("imaginebot.generate", args=[job["id"]], queue="gpu")
-    time.sleep(1.0)
+    queues_drained(celery_app, rt.redis)  # both duplicates have run by now
     events = [e for e in rt.history.read("web", conversation_id) if e.get("role") == "bot"]
     assert [e["job_id"] for e in events] == [job["id"]]
 
