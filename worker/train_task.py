@@ -167,7 +167,7 @@ def _prepare(rt: Runtime, run: TrainRun) -> str:
     if not available(run.dataset, rt.settings.data_dir):
         raise ValueError(
             f"dataset '{run.dataset}' is not available on this training worker "
-            f"(it has: {', '.join(dataset_names())})"
+            f"(it has: {', '.join(dataset_names())}, and the community datasets in its data dir)"
         )
     if rt.settings.torch_threads > 0:
         torch.set_num_threads(rt.settings.torch_threads)
