@@ -7,42 +7,32 @@ so the session's in-process worker does not take their jobs.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from core.embedded_redis import EmbeddedRedis
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 from core.validation import request_from_text
-from tests.helpers.processes import worker_subprocess
+from tests.helpers.databases import emptied_database
+from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
 
 
 @pytest.fixture
 def isolated(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
     """Settings on database 5 of the session Redis, emptied first; short lease and visibility timeout."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/5"
-    redis.Redis.from_url(url).flushdb()
-    return make_settings(url, data_dir, job_lease_s=3.0, broker_visibility_timeout_s=4)
+    return make_settings(
+        emptied_database(redis_server, 5), data_dir, job_lease_s=3.0, broker_visibility_timeout_s=4
+    )
 
 
 def _submit(client: QueueClient, settings: Settings, text: str, user: str = "web:durable") -> JobRecord:
     request = request_from_text(text, settings, user, Conversation(platform="web", chat_id="durable-chat"))
     return client.submit(request)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _wait(client: QueueClient, job_id: str, timeout_s: float) -> JobRecord:
@@ -66,7 +56,7 @@ def test_jobs_wait_without_a_worker_then_run_batched_when_one_starts(isolated: S
     try:
         done = [_wait(client, j.id, 120) for j in jobs]
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert all(r.status == JobStatus.DONE for r in done)
     # They waited together, so the worker drew them together.
     assert max(r.batch_size for r in done) > 1
@@ -94,7 +84,7 @@ def test_a_job_survives_its_worker_being_killed_mid_run(isolated: Settings) -> N
     try:
         done = _wait(client, record.id, 240)
     finally:
-        _stop(second)
+        stop_process(second)
     assert done.status == JobStatus.DONE
     assert done.attempts == 2
     assert [e["job_id"] for e in client.history.read("web", "durable-chat")] == [record.id]

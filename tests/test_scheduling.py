@@ -5,7 +5,6 @@ Ordering is read from the job records (which batch drew a job: ``started_at``), 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from tests.helpers.databases import emptied_database
-from tests.helpers.processes import worker_subprocess
+from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
 from tests.helpers.waiting import eventually
 
@@ -59,16 +58,6 @@ def batches(records: list[JobRecord]) -> list[str]:
     return sorted(first, key=first.__getitem__)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown, bounded."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def test_light_users_are_drawn_in_the_first_batch_not_after_a_heavy_backlog(isolated: Settings) -> None:
     """FIFO: 12 heavy jobs fill the first batch of 8 and the light users wait for the second. Fair
     share: the light users' jobs are in the first batch the worker draws."""
@@ -79,7 +68,7 @@ def test_light_users_are_drawn_in_the_first_batch_not_after_a_heavy_backlog(isol
     try:
         records = {r.id: r for r in drawn(client, heavy + light)}
     finally:
-        stop(proc)
+        stop_process(proc)
     assert all(r.status == JobStatus.DONE for r in records.values())
     first = batches(list(records.values()))[0]
     assert [records[i].batch_id for i in light] == [first] * 3
@@ -98,7 +87,7 @@ def test_the_fast_lane_goes_first_and_the_relax_lane_still_gets_its_turn(isolate
     try:
         records = {r.id: r for r in drawn(client, relax + fast)}
     finally:
-        stop(proc)
+        stop_process(proc)
     order = batches(list(records.values()))
     assert len(order) == 3
     assert {records[i].batch_id for i in fast[:3]} == {order[0]}
@@ -115,7 +104,7 @@ def test_a_job_a_dead_worker_took_from_the_queue_is_put_back_and_drawn(isolated:
     try:
         records = drawn(client, [lost, later])
     finally:
-        stop(proc)
+        stop_process(proc)
     assert [r.status for r in records] == [JobStatus.DONE, JobStatus.DONE]
     assert [r.attempts for r in records] == [1, 1]
 
@@ -232,8 +221,8 @@ def test_heterogeneous_workers_each_draw_only_what_they_serve(isolated: Settings
         )
         records = drawn(client, [plain.id, on_second.id])
     finally:
-        stop(cpu_box)
-        stop(gpu_box)
+        stop_process(cpu_box)
+        stop_process(gpu_box)
     assert [r.status for r in records] == [JobStatus.DONE, JobStatus.DONE], [r.error for r in records]
     assert records[0].worker == f"{node_of(cpu_box)}" and records[1].worker == f"{node_of(gpu_box)}"
 
