@@ -25,8 +25,8 @@ from tests.helpers.waiting import eventually
 
 @pytest.fixture
 def isolated(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
-    """Database 6 of the session Redis, emptied (no worker there until a test starts one), DF-GAN only."""
-    url = emptied_database(redis_server, 6)
+    """Database 1 of the session Redis, emptied (no worker there until a test starts one), DF-GAN only."""
+    url = emptied_database(redis_server, 1)
     return make_settings(url, data_dir, engines="dfgan", job_lease_s=3.0, admin_ids="web:admin")
 
 
@@ -114,7 +114,7 @@ def test_share_of_the_queue_cancel_and_position_through_the_queue_client(
 ) -> None:
     """No worker: one user may hold 3 of the 10 places; a cancel gives a place back; positions follow
     the fair order and say how many wait."""
-    url = emptied_database(redis_server, 7)
+    url = emptied_database(redis_server, 2)
     settings = make_settings(url, data_dir, max_queue_depth=10, user_queue_share=0.3, engines="dfgan")
     client = QueueClient(settings)
     mine = [client.submit(job("web:greedy", i)) for i in range(3)]
@@ -138,7 +138,7 @@ def test_the_queued_answer_says_how_many_wait_and_about_how_long(
     from core.conversation import Caller, ConversationService, Imagine
     from core.heartbeats import WorkerBeat, publish
 
-    url = emptied_database(redis_server, 8)
+    url = emptied_database(redis_server, 3)
     settings = make_settings(url, data_dir, engines="dfgan", default_steps=4)
     client = QueueClient(settings)
     service = ConversationService(settings, client)
@@ -185,7 +185,7 @@ def test_a_job_for_a_model_no_live_worker_serves_is_answered_at_once(
     serves it announces ``gpu.<model>``: then the job is queued on that route only."""
     from core.heartbeats import WorkerBeat, publish
 
-    url = emptied_database(redis_server, 9)
+    url = emptied_database(redis_server, 4)
     client = QueueClient(make_settings(url, data_dir))
     wanted = job("web:someone", 1).model_copy(update={"engines": ["diffusion"], "model": "sdxl"})
     queued = client.submit(wanted)  # no worker up at all: it may be starting, the job waits
