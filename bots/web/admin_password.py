@@ -32,9 +32,10 @@ class AdminPassword:
         self.guesses = RateLimiter(client, ADMIN_PASSWORD_TRIES, ADMIN_PASSWORD_WINDOW_S)
         self.proxies = parse_networks(settings.web_trusted_proxies)
 
-    def check(self, data: dict[str, Any], cid: str) -> None:
+    def check(self, data: dict[str, Any], cid: str, command: str = "/retrain") -> None:
         """Raise :class:`InputError` unless the chat is local, or ``data`` carries the right admin
-        password for an admin's conversation ``cid``."""
+        password for an admin's conversation ``cid``; the answers name ``command`` (``/retrain``,
+        ``/dataset``)."""
         settings = self.settings
         if settings.web_is_local:
             return
@@ -42,7 +43,7 @@ class AdminPassword:
         if not wanted:
             raise InputError(
                 "admin_password_unset",
-                "/retrain from the web chat is off: it listens beyond localhost and "
+                f"{command} from the web chat is off: it listens beyond localhost and "
                 "IMAGINEBOT_WEB_ADMIN_PASSWORD is not set.",
             )
         address = client_ip(request.remote_addr or "", request.headers.get("X-Forwarded-For"), self.proxies)
@@ -51,7 +52,7 @@ class AdminPassword:
         if wait is not None:
             raise InputError(
                 "too_many_attempts",
-                f"Too many refused /retrain attempts from here. Try again in {wait:.0f} s.",
+                f"Too many refused {command} attempts from here. Try again in {wait:.0f} s.",
                 retry_after=wait,
             )
         given = data.get("admin_password")
@@ -61,5 +62,5 @@ class AdminPassword:
             self.guesses.record(client_key)
             raise InputError(
                 "bad_admin_password",
-                "/retrain was refused: it needs an admin's conversation and the right admin password.",
+                f"{command} was refused: it needs an admin's conversation and the right admin password.",
             )

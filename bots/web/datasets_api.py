@@ -61,7 +61,7 @@ def dataset_answer(data: dict[str, Any], cid: str, text: str, picture: bytes | N
     try:
         if not caller.is_admin:
             raise InputError("not_admin", NOT_ADMIN_DATASET)
-        web.admin_password.check(data, cid)
+        web.admin_password.check(data, cid, "/dataset")
         image_key = data.get("image_key") if isinstance(data.get("image_key"), str) else None
         if picture is not None:
             image_key = web.service.uploads.put(picture)
