@@ -25,7 +25,7 @@ from telegram.ext import (
     filters,
 )
 
-from bots.telegram.handlers import _caller, _conversation, _shared, _thread_id, reply
+from bots.telegram.handlers import caller_of, conversation_of, handlers_of, reply, thread_id_of
 from bots.telegram.photos import picture_of, stored_picture
 from core.conversation import Refused
 from core.datasets_chat import Collecting, DatasetAdd, DatasetCommand, DatasetShown, is_dataset_command
@@ -39,7 +39,7 @@ GROUP = -1
 
 async def _stored(context: ContextTypes.DEFAULT_TYPE, message: Message | None) -> str | None:
     """The upload key of ``message``'s picture (None: it has none); InputError for a bad one."""
-    return await stored_picture(context.bot, _shared(context).service, message)
+    return await stored_picture(context.bot, handlers_of(context).service, message)
 
 
 async def _answer(
@@ -49,8 +49,8 @@ async def _answer(
     message = update.effective_message
     if message is None:
         return
-    caller = _caller(update, context, _conversation(message))
-    service = _shared(context).service
+    caller = caller_of(update, context, conversation_of(message))
+    service = handlers_of(context).service
     key: str | None = None
     words = text.split()
     if caller.is_admin and len(words) > 1 and words[1].lower() == "add":
@@ -69,7 +69,7 @@ async def _send(message: Message, result: object) -> None:
             message.chat_id,
             InputFile(result.sheet_png, filename=f"{result.name}.png"),
             caption=result.text[:MAX_CAPTION],
-            message_thread_id=_thread_id(message),
+            message_thread_id=thread_id_of(message),
             reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
         )
         return
@@ -92,8 +92,8 @@ async def dataset_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if is_dataset_command(caption):
         await _answer(update, context, caption, message)
         raise ApplicationHandlerStop
-    caller = _caller(update, context, _conversation(message))
-    collecting = Collecting(_shared(context).queue.redis)
+    caller = caller_of(update, context, conversation_of(message))
+    collecting = Collecting(handlers_of(context).queue.redis)
     name = await asyncio.to_thread(collecting.current, caller.user, caller.conversation.chat_id)
     if name is None:
         return  # not ours: a prompt with a picture, for the prompt handlers
@@ -102,7 +102,7 @@ async def dataset_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     except InputError as exc:
         await reply(message, exc.message)
         raise ApplicationHandlerStop from None
-    service = _shared(context).service
+    service = handlers_of(context).service
     result = await asyncio.to_thread(service.handle, caller, DatasetAdd(name, caption, key))
     await _send(message, result)
     raise ApplicationHandlerStop

@@ -83,18 +83,19 @@ class TelegramHandlers:
     tracker: ProgressTracker
 
 
-def _shared(context: ContextTypes.DEFAULT_TYPE) -> TelegramHandlers:
+def handlers_of(context: ContextTypes.DEFAULT_TYPE) -> TelegramHandlers:
+    """The bot's shared state (service, queue, progress tracker), kept in ``bot_data``."""
     return context.bot_data["handlers"]
 
 
-def _thread_id(message: Message) -> int | None:
+def thread_id_of(message: Message) -> int | None:
     """The forum topic of ``message``; None outside topics (replies there need no thread id)."""
     return message.message_thread_id if message.is_topic_message else None
 
 
-def _conversation(message: Message) -> Conversation:
+def conversation_of(message: Message) -> Conversation:
     """Where the answers to ``message`` go: its chat and topic, as a reply to it."""
-    thread_id = _thread_id(message)
+    thread_id = thread_id_of(message)
     return Conversation(
         platform=PLATFORM,
         chat_id=str(message.chat_id),
@@ -103,9 +104,10 @@ def _conversation(message: Message) -> Conversation:
     )
 
 
-def _caller(update: Update, context: ContextTypes.DEFAULT_TYPE, conversation: Conversation) -> Caller:
+def caller_of(update: Update, context: ContextTypes.DEFAULT_TYPE, conversation: Conversation) -> Caller:
+    """Who sent ``update``, as the conversation service knows them (admin or not)."""
     user = update.effective_user
-    return _shared(context).service.caller(str(user.id if user else 0), conversation)
+    return handlers_of(context).service.caller(str(user.id if user else 0), conversation)
 
 
 def _command_body(message: Message) -> str:
@@ -142,7 +144,7 @@ async def reply(message: Message, text: str) -> Message:
     return await message.get_bot().send_message(
         message.chat_id,
         text[:MAX_TEXT],
-        message_thread_id=_thread_id(message),
+        message_thread_id=thread_id_of(message),
         reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
     )
 
@@ -152,8 +154,8 @@ async def answer(update: Update, context: ContextTypes.DEFAULT_TYPE, action: Act
     message = update.effective_message
     if message is None:
         return
-    caller = _caller(update, context, _conversation(message))
-    result = await asyncio.to_thread(_shared(context).service.handle, caller, action)
+    caller = caller_of(update, context, conversation_of(message))
+    result = await asyncio.to_thread(handlers_of(context).service.handle, caller, action)
     await reply(message, result.text)
 
 
@@ -189,13 +191,13 @@ async def _draw(
     gets its specific answer and nothing is queued)."""
     message = update.effective_message
     assert message is not None
-    service = _shared(context).service
+    service = handlers_of(context).service
     try:
         image_key = await stored_picture(context.bot, service, picture)
     except InputError as exc:
         await reply(message, exc.message)
         return
-    caller = _caller(update, context, _conversation(message))
+    caller = caller_of(update, context, conversation_of(message))
     action = FromText(Imagine, text, image_key=image_key)
     prepared = await asyncio.to_thread(service.prepare, caller, action)
     if isinstance(prepared, Refused):
@@ -206,7 +208,7 @@ async def _draw(
 
 async def _submit(context: ContextTypes.DEFAULT_TYPE, prepared: Prepared, answer_to: Message) -> None:
     """Reply "Queued…", queue the request with that message's id, then show the position."""
-    shared = _shared(context)
+    shared = handlers_of(context)
     status = await reply(answer_to, QUEUEING_TEXT)
     queued = await asyncio.to_thread(shared.service.submit, prepared, str(status.message_id))
     if isinstance(queued, Refused):  # rate limit, full queue, Redis down: the status message says so
@@ -286,11 +288,11 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     # Callback data can be forged: the service acts only on a job of the chat the button is in.
     if isinstance(message, Message):
-        conversation = _conversation(message)
+        conversation = conversation_of(message)
     else:  # too old for the bot to see: its chat is still known
         conversation = Conversation(platform=PLATFORM, chat_id=str(message.chat.id))
-    caller = _caller(update, context, conversation)
-    service = _shared(context).service
+    caller = caller_of(update, context, conversation)
+    service = handlers_of(context).service
     if press.action == "settings":
         info = await asyncio.to_thread(service.handle, caller, JobInfo(press.job_id))
         await query.answer(info.text[:MAX_ALERT], show_alert=True)
