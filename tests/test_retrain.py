@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,8 @@ from core.settings import Settings
 from core.train_runs import TrainRun, TrainRunStatus
 from core.training_client import TrainingClient
 from core.validation import request_from_text
-from tests.helpers.processes import worker_subprocess
+from tests.helpers.databases import emptied_database
+from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
 
 ADMIN = "admin-conversation-1"
@@ -35,13 +35,10 @@ TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay":
 
 
 @pytest.fixture
-def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
     """Settings on database 7 (emptied), a private data dir, dfgan only, short lease and timeouts."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield make_settings(
-        url,
+    return make_settings(
+        emptied_database(redis_server, 7),
         tmp_path / "data",
         engines="dfgan",
         admin_ids=f"web:{ADMIN},discord:42",
@@ -49,18 +46,6 @@ def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
         broker_visibility_timeout_s=4,
         progress_interval_s=0.3,
     )
-    client.close()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _admin_run(
@@ -202,8 +187,8 @@ def test_admin_run_reports_progress_gates_and_reaches_the_running_gpu_worker(
         assert [v.version for v in registry.list()] == [low, run.version, second.version]
         assert _draw(queue, isolated, 4).version == run.version
     finally:
-        _stop(trainer)
-        _stop(gpu)
+        stop_process(trainer)
+        stop_process(gpu)
     events = queue.history.read("web", ADMIN)
     texts = [e["text"] for e in events]
     assert any(run.id in t and "promoted" in t for t in texts)
@@ -245,7 +230,7 @@ def test_a_killed_training_worker_is_resumed_from_its_checkpoint_and_finishes_on
     try:
         done, seen = _follow(client, run.id, timeout_s=150)
     finally:
-        _stop(second)
+        stop_process(second)
     assert done.status == TrainRunStatus.DONE, done.error
     assert done.attempts == 2 and done.resumed_from == checkpoint_step
     resumed = [r for r in seen if r.attempts == 2]
@@ -286,7 +271,7 @@ def test_one_run_at_a_time_a_duplicate_delivery_is_harmless_and_cancel_stops_a_r
         done, _ = _follow(client, second.id, timeout_s=90)
     finally:
         for proc in workers:
-            _stop(proc)
+            stop_process(proc)
     cancelled = client.status(first.id)
     assert cancelled.status == TrainRunStatus.CANCELLED and cancelled.attempts == 1  # ran once, not twice
     assert 20 <= cancelled.step < 400 and cancelled.version is None
@@ -328,7 +313,7 @@ def test_cli_retrain_follows_the_run_and_models_commands_promote_and_roll_back(
                 "--from-scratch"]  # fmt: skip
         result = _cli(isolated, "retrain", *args, "--eval-count", "32")
     finally:
-        _stop(trainer)
+        stop_process(trainer)
     assert result.returncode == 0, result.stdout + result.stderr
     registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
     version = registry.promoted()
@@ -487,7 +472,7 @@ def test_a_run_fine_tunes_the_model_in_use_by_default_and_scores_near_it(isolate
         tuned, _ = _follow(client, tuned.id, timeout_s=240)
         scratch, _ = _follow(client, _admin_run(client, max_steps=6).id, timeout_s=240)
     finally:
-        _stop(trainer)
+        stop_process(trainer)
     assert tuned.status == scratch.status == TrainRunStatus.DONE, (tuned.error, scratch.error)
     assert tuned.baseline_version == "dfgan-shapes-64-v3" and tuned.baseline is not None
     assert tuned.baseline > 0.2  # the shipped model really draws shapes
@@ -551,5 +536,5 @@ def test_diffusion_retrain_fine_tunes_gates_promotes_and_reaches_the_gpu_worker(
         registry.rollback()
         assert _draw(queue, settings, 3, "diffusion").version == shipped
     finally:
-        _stop(trainer)
-        _stop(gpu)
+        stop_process(trainer)
+        stop_process(gpu)
