@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,38 @@ def test_image_to_image_through_waitress_and_the_worker(web_server: str, convers
     red, green, blue = drawn.reshape(-1, 3).mean(axis=0)
     # Half redrawn: still the green picture (the same prompt and seed without it draws reddish).
     assert green > red + 60 and green > blue + 60, (red, green, blue)
+
+
+def test_models_and_the_nsfw_rule_from_the_web_chat(
+    settings: Settings, clean_redis: redis.Redis, tmp_path: Path
+) -> None:
+    (tmp_path / "ink.safetensors").write_bytes(b"")
+    admin_cid = "image-input-admin-conv"
+    app_settings = settings.model_copy(
+        update={
+            "engines": "dfgan,diffusion",
+            "diffusion_models": "anime=/srv/models/anime|Anime and cartoons",
+            "lora_dir": tmp_path,
+            "admin_ids": f"web:{admin_cid}",
+            "nsfw": "withhold",
+        }
+    )
+    web = create_app(app_settings).test_client()
+    listed = web.get("/api/models").get_json()
+    assert {"name": "anime", "description": "Anime and cartoons"} in listed["models"]
+    assert listed["loras"] == ["ink"] and "/srv" not in str(listed)  # names, never folders
+    said = web.post("/api/imagine", json={"conversation_id": CID, "text": "/models"})
+    assert said.status_code == 200 and "• anime: Anime and cartoons" in said.get_json()["message"]
+    assert "ink" in said.get_json()["message"]
+    # /nsfw: admins only; the rule is the conversation's and reaches its jobs.
+    refused = web.post("/api/imagine", json={"conversation_id": CID, "text": "/nsfw allow"})
+    assert (refused.status_code, refused.get_json()["code"]) == (403, "not_admin")
+    for text, rule in [("/nsfw spoiler", "spoiler"), ("/nsfw default", "withhold")]:
+        set_rule = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": text})
+        assert set_rule.status_code == 200, set_rule.get_json()
+        assert rule in set_rule.get_json()["message"]
+        job = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": "a cat"}).get_json()["job"]
+        record, _ = QueueClient(app_settings).status(job["id"])
+        assert record.request.nsfw == rule
+    bad = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": "/nsfw sometimes"})
+    assert (bad.status_code, bad.get_json()["code"]) == (400, "bad_nsfw_policy")

@@ -6,6 +6,10 @@ service (:mod:`core.conversation`) or the stores, and renders the answer as JSON
   ``{"run": {...}, "message": "..."}`` (202 queued, 200 cancelled). The same as ``multipart/form-data``
   (fields ``conversation_id``, ``text``, file ``image``) draws from the picture (image-to-image,
   ``--strength``): a bad picture is a 400 with its code (``image_format``, ``image_too_big`` …).
+  ``/models`` text → 200 ``{"message": "..."}`` (the models and LoRAs); an admin's ``/nsfw
+  withhold|spoiler|allow|default`` → 200 ``{"message": "..."}`` (the conversation's rule; beyond
+  localhost with the admin password, as ``/retrain``)
+- ``GET /api/models`` → ``{"models": [{"name", "description"}], "loras": [...]}``
 - ``GET /api/jobs/<id>`` → ``{"job": {...}}`` with status, queue position, progress, image URLs
 - ``POST /api/jobs/<id>/cancel`` ``{"conversation_id": "..."}``
 - ``GET /api/jobs/<id>/pair.png`` and ``/api/jobs/<id>/images/<engine>-<i>.png`` → PNG
@@ -27,6 +31,7 @@ from core.commands import is_retrain_cancel
 from core.conversation import (
     Cancel,
     Cancelled,
+    ChannelNsfw,
     ConversationService,
     FromText,
     Imagine,
@@ -37,6 +42,7 @@ from core.conversation import (
     RetrainCancel,
     RetrainCancelled,
     RetrainQueued,
+    ShowModels,
     status_line,
 )
 from core.datasets_chat import is_dataset_command
@@ -45,6 +51,7 @@ from core.heartbeats import health_summary, job_notice
 from core.ids import is_conversation_id, is_job_id, is_run_id
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
+from core.model_catalog import lora_names, parse_models
 from core.nsfw import nsfw_notice
 from core.prompt import check_text
 from core.settings import Settings
@@ -225,7 +232,10 @@ def imagine() -> tuple[Response, int]:
 def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes | None = None) -> Reply:
     """What the service answers to ``text`` (with ``picture`` to draw from) from conversation ``cid``."""
     caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
-    if not text.strip().lower().startswith("/retrain"):
+    command = text.strip().lower()
+    if command == "/models":
+        return web.service.handle(caller, ShowModels())
+    if not command.startswith(("/retrain", "/nsfw")):
         try:
             image_key = None if picture is None else web.service.uploads.put(picture)
         except InputError as exc:  # not a picture we take: its own code and message
@@ -235,6 +245,8 @@ def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes
         web.admin_password.check(data, cid)
     except InputError as exc:
         return Refused.of(exc)
+    if command.startswith("/nsfw"):
+        return web.service.handle(caller, FromText(ChannelNsfw, text))
     kind = RetrainCancel if is_retrain_cancel(text) else Retrain
     return web.service.handle(caller, FromText(kind, text))
 
@@ -250,10 +262,20 @@ def _render(web: WebChat, cid: str, reply: Reply) -> tuple[Response, int]:
         history.append("web", cid, {"role": "bot", "text": reply.text, "run_id": reply.run.id})
         status = 202 if isinstance(reply, RetrainQueued) else 200
         return jsonify({"run": reply.run.model_dump(mode="json"), "message": reply.text}), status
-    assert isinstance(reply, Queued), reply
+    if not isinstance(reply, Queued):  # an answer in words (/models, /nsfw)
+        history.append("web", cid, {"role": "bot", "text": reply.text})
+        return jsonify({"message": reply.text}), 200
     # Point the user's message at its job so a reloaded page can show the job's state.
     history.append("web", cid, {"role": "job", "job_id": reply.record.id})
     return jsonify({"job": job_view(reply.record, reply.position, reply.notice)}), 202
+
+
+@api.get("/models")
+def models() -> Response:
+    """The diffusion models (``--model``) with what each is good at, and the LoRAs (``--lora``)."""
+    settings = chat().settings
+    listed = [{"name": m.name, "description": m.description} for m in parse_models(settings).values()]
+    return jsonify({"models": listed, "loras": lora_names(settings)})
 
 
 @api.get("/jobs/<job_id>")
