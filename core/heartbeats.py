@@ -18,6 +18,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from pydantic import BaseModel, Field
@@ -36,6 +38,53 @@ WORKER_PREFIX = "ib:worker:"
 SUPERVISOR_PREFIX = "ib:supervisor:"
 SUPERVISORS_KEY = "ib:supervisors"
 GPU_QUEUE = "gpu"  # core.task_contract.QUEUE_GPU (kept literal: this module imports no Celery)
+
+
+Record = TypeVar("Record", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class _ExpiringIndex:
+    """Records under ``prefix + name``, each with an expiry, indexed by name in the set ``index``:
+    a writer that stops refreshing its record disappears on its own, and readers need no SCAN."""
+
+    prefix: str
+    index: str
+
+    def publish(self, client: redis.Redis, name: str, record: BaseModel, ttl_s: int) -> None:
+        """Write ``record`` as ``name``'s entry, expiring after ``ttl_s``."""
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.prefix + name, record.model_dump_json(), ex=ttl_s)
+        pipe.sadd(self.index, name)
+        pipe.execute()
+
+    def remove(self, client: redis.Redis, name: str) -> None:
+        """Forget ``name`` at once."""
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(self.prefix + name)
+        pipe.srem(self.index, name)
+        pipe.execute()
+
+    def read(self, client: redis.Redis, model: type[Record], what: str) -> list[Record]:
+        """Every unexpired entry, by name; expired names are pruned, an unreadable one is logged
+        (as ``what``) and skipped."""
+        names = sorted(n.decode() for n in client.smembers(self.index))
+        if not names:
+            return []
+        records = []
+        for name, raw in zip(names, client.mget([self.prefix + n for n in names]), strict=True):
+            if raw is None:
+                client.srem(self.index, name)
+                continue
+            try:
+                records.append(model.model_validate_json(raw))
+            except ValueError:
+                log.warning("unreadable %s %s", what, name)
+        return records
+
+
+_WORKERS = _ExpiringIndex(WORKER_PREFIX, WORKERS_KEY)
+_SUPERVISORS = _ExpiringIndex(SUPERVISOR_PREFIX, SUPERVISORS_KEY)
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -70,34 +119,17 @@ class WorkerBeat(BaseModel):
 def publish(client: redis.Redis, beat: WorkerBeat, ttl_s: int = BEAT_TTL_S) -> None:
     """Write ``beat`` (fresh ``beat_at``) with its expiry and index it."""
     beat.beat_at = time.time()
-    pipe = client.pipeline(transaction=False)
-    pipe.set(worker_key(beat.name), beat.model_dump_json(), ex=ttl_s)
-    pipe.sadd(WORKERS_KEY, beat.name)
-    pipe.execute()
+    _WORKERS.publish(client, beat.name, beat, ttl_s)
 
 
 def remove(client: redis.Redis, name: str) -> None:
     """Forget worker ``name`` at once (clean shutdown, or its supervisor saw it die)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.delete(worker_key(name))
-    pipe.srem(WORKERS_KEY, name)
-    pipe.execute()
+    _WORKERS.remove(client, name)
 
 
 def live_workers(client: redis.Redis) -> list[WorkerBeat]:
     """Workers whose heartbeat has not expired, oldest first; expired names are pruned."""
-    names = sorted(n.decode() for n in client.smembers(WORKERS_KEY))
-    if not names:
-        return []
-    beats = []
-    for name, raw in zip(names, client.mget([worker_key(n) for n in names]), strict=True):
-        if raw is None:
-            client.srem(WORKERS_KEY, name)
-            continue
-        try:
-            beats.append(WorkerBeat.model_validate_json(raw))
-        except ValueError:
-            log.warning("unreadable heartbeat of worker %s", name)
+    beats = _WORKERS.read(client, WorkerBeat, "heartbeat of worker")
     return sorted(beats, key=lambda b: b.started_at)
 
 
@@ -261,35 +293,17 @@ class SupervisorReport(BaseModel):
 def publish_supervisor(client: redis.Redis, report: SupervisorReport, ttl_s: int = BEAT_TTL_S) -> None:
     """Write ``report`` with an expiry (it vanishes when ``up`` is gone)."""
     report.at = time.time()
-    pipe = client.pipeline(transaction=False)
-    pipe.set(SUPERVISOR_PREFIX + report.name, report.model_dump_json(), ex=ttl_s)
-    pipe.sadd(SUPERVISORS_KEY, report.name)
-    pipe.execute()
+    _SUPERVISORS.publish(client, report.name, report, ttl_s)
 
 
 def remove_supervisor(client: redis.Redis, name: str) -> None:
     """Forget supervisor ``name`` (it is stopping)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.delete(SUPERVISOR_PREFIX + name)
-    pipe.srem(SUPERVISORS_KEY, name)
-    pipe.execute()
+    _SUPERVISORS.remove(client, name)
 
 
 def supervisor_reports(client: redis.Redis) -> list[SupervisorReport]:
     """Reports of the live supervisors (normally one: ``imaginebot up``)."""
-    names = sorted(n.decode() for n in client.smembers(SUPERVISORS_KEY))
-    if not names:
-        return []
-    reports = []
-    for name, raw in zip(names, client.mget([SUPERVISOR_PREFIX + n for n in names]), strict=True):
-        if raw is None:
-            client.srem(SUPERVISORS_KEY, name)
-            continue
-        try:
-            reports.append(SupervisorReport.model_validate_json(raw))
-        except ValueError:
-            log.warning("unreadable report of supervisor %s", name)
-    return reports
+    return _SUPERVISORS.read(client, SupervisorReport, "report of supervisor")
 
 
 # --- a summary for health checks and ``imaginebot status`` ------------------------------------------

@@ -18,6 +18,7 @@ from core.jobs import Conversation, JobRecord, JobStatus
 from core.settings import Settings
 from core.validation import request_from_text
 from tests.helpers.databases import emptied_database
+from tests.helpers.jobs import delivered_record
 from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
 
@@ -35,16 +36,6 @@ def _submit(client: QueueClient, settings: Settings, text: str, user: str = "web
     return client.submit(request)
 
 
-def _wait(client: QueueClient, job_id: str, timeout_s: float) -> JobRecord:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = client.jobs.get(job_id)
-        if record.status.finished and record.delivered_at is not None:
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} not delivered in {timeout_s} s: {client.jobs.get(job_id)}")
-
-
 def test_jobs_wait_without_a_worker_then_run_batched_when_one_starts(isolated: Settings) -> None:
     client = QueueClient(isolated)
     jobs = [_submit(client, isolated, f"a red circle --engine dfgan --seed {i}") for i in range(4)]
@@ -54,7 +45,7 @@ def test_jobs_wait_without_a_worker_then_run_batched_when_one_starts(isolated: S
 
     proc = worker_subprocess(isolated)
     try:
-        done = [_wait(client, j.id, 120) for j in jobs]
+        done = [delivered_record(client, j.id, 120) for j in jobs]
     finally:
         stop_process(proc)
     assert all(r.status == JobStatus.DONE for r in done)
@@ -82,7 +73,7 @@ def test_a_job_survives_its_worker_being_killed_mid_run(isolated: Settings) -> N
             first.kill()
     second = worker_subprocess(isolated)
     try:
-        done = _wait(client, record.id, 240)
+        done = delivered_record(client, record.id, 240)
     finally:
         stop_process(second)
     assert done.status == JobStatus.DONE

@@ -10,11 +10,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from PIL import Image
 
 import bots.telegram.send as telegram_send
@@ -25,8 +25,11 @@ from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from core.store import PENDING_KEY
 from core.task_contract import DELIVER_TASK, QUEUE_DELIVERY
+from tests.helpers.databases import emptied_database
 from tests.helpers.fake_discord import APP_ID, FakeDiscord
+from tests.helpers.fake_platforms import running, worker_posting_to
 from tests.helpers.fake_telegram import FakeTelegram, Faults
+from tests.helpers.jobs import delivered_record
 from tests.helpers.settings import make_settings
 from worker.deliver import journal_key, lock_key
 
@@ -36,16 +39,14 @@ WAIT_S = 90.0
 
 @pytest.fixture(scope="module")
 def telegram() -> Iterator[FakeTelegram]:
-    server = FakeTelegram(TOKEN).start()
-    yield server
-    server.stop()
+    with running(FakeTelegram(TOKEN)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def discord() -> Iterator[FakeDiscord]:
-    server = FakeDiscord().start()
-    yield server
-    server.stop()
+    with running(FakeDiscord()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,7 @@ def worker(
     settings: Settings, celery_worker: Any, telegram: FakeTelegram, discord: FakeDiscord
 ) -> Iterator[QueueClient]:
     """The session's worker posts to the fakes; a short read timeout makes a stall cheap to test."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(settings, "telegram_token", TOKEN)
-        mp.setattr(settings, "telegram_api_base", telegram.url)
-        mp.setattr(settings, "discord_api_base", discord.api_base)
-        mp.setattr(settings, "discord_token", "bot-token")
+    with worker_posting_to(settings, telegram=telegram, discord=discord) as mp:
         mp.setattr(telegram_send, "READ_TIMEOUT_S", 1.0)
         yield QueueClient(settings)
 
@@ -88,14 +85,27 @@ def deliver(queue: QueueClient, record: JobRecord) -> None:
     queue.producer.send_task(DELIVER_TASK, args=[record.id], queue=QUEUE_DELIVERY)
 
 
-def delivered(queue: QueueClient, job_id: str, timeout_s: float = WAIT_S) -> JobRecord:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = queue.jobs.get(job_id)
-        if record.delivered_at is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not delivered in {timeout_s} s: {queue.jobs.get(job_id)}")
+def delivered(queue: QueueClient, job_id: str) -> JobRecord:
+    """The job's record once its delivery is over (bounded wait)."""
+    return delivered_record(queue, job_id, WAIT_S, interval_s=0.05)
+
+
+def finish_and_deliver(queue: QueueClient, conversation: Conversation) -> tuple[JobRecord, JobRecord]:
+    """A job finished for ``conversation`` and handed to the delivery worker: its record before
+    delivery and once delivery is over."""
+    record = finished_job(queue, conversation)
+    deliver(queue, record)
+    return record, delivered(queue, record.id)
+
+
+@contextmanager
+def faults_on(server: FakeTelegram | FakeDiscord, faults: Faults) -> Iterator[None]:
+    """``server`` injects ``faults`` for the block only."""
+    server.faults = faults
+    try:
+        yield
+    finally:
+        server.faults = None
 
 
 def journal(queue: QueueClient, job_id: str) -> dict[str, str]:
@@ -122,13 +132,8 @@ def test_a_timed_out_telegram_upload_that_landed_is_not_posted_again(
 ) -> None:
     chat = 70_001
     conversation = Conversation(platform="telegram", chat_id=str(chat), reply_to="11", status_message_id="12")
-    telegram.faults = Faults(methods=("sendPhoto",), rate_stall=1.0, stall_s=8.0, limit=1)
-    try:
-        record = finished_job(worker, conversation)
-        deliver(worker, record)
-        delivered(worker, record.id)
-    finally:
-        telegram.faults = None
+    with faults_on(telegram, Faults(methods=("sendPhoto",), rate_stall=1.0, stall_s=8.0, limit=1)):
+        record, _ = finish_and_deliver(worker, conversation)
     photos = telegram.find(lambda c: c.method == "sendPhoto" and c.params["chat_id"] == chat)
     assert len(photos) == 1 and photos[0].processed  # Telegram has it: exactly one post
     note = telegram.wait_for(
@@ -146,13 +151,8 @@ def test_a_dropped_discord_channel_post_is_sent_again_with_its_nonce_and_posted_
 ) -> None:
     channel = "880001"
     conversation = Conversation(platform="discord", chat_id=channel)  # no interaction: channel post
-    discord.faults = Faults(methods=("post",), rate_drop=1.0, limit=1)
-    try:
-        record = finished_job(worker, conversation)
-        deliver(worker, record)
-        delivered(worker, record.id)
-    finally:
-        discord.faults = None
+    with faults_on(discord, Faults(methods=("post",), rate_drop=1.0, limit=1)):
+        record, _ = finish_and_deliver(worker, conversation)
     posts = discord.calls_to("POST", f"/channels/{channel}/messages")
     assert len(posts) == 2 and all(p.json["nonce"] == record.id for p in posts)
     assert len(discord.posted(lambda c: c.path == f"/channels/{channel}/messages")) == 1
@@ -165,13 +165,8 @@ def test_an_unanswered_discord_follow_up_is_not_repeated_and_the_original_answer
     conversation = Conversation(
         platform="discord", chat_id="880002", interaction_token=token, application_id=APP_ID
     )
-    discord.faults = Faults(methods=("post",), rate_drop=1.0, limit=1)
-    try:
-        record = finished_job(worker, conversation)
-        deliver(worker, record)
-        delivered(worker, record.id)
-    finally:
-        discord.faults = None
+    with faults_on(discord, Faults(methods=("post",), rate_drop=1.0, limit=1)):
+        record, _ = finish_and_deliver(worker, conversation)
     assert len(discord.calls_to("POST", f"/webhooks/{APP_ID}/{token}")) == 1
     [edit] = discord.calls_to("PATCH", f"/webhooks/{APP_ID}/{token}/messages/@original")
     assert "did not confirm" in edit.json["content"]
@@ -183,13 +178,8 @@ def test_delivery_gives_up_after_its_budget_marks_the_job_failed_and_tells_the_u
 ) -> None:
     chat = 70_002
     conversation = Conversation(platform="telegram", chat_id=str(chat), reply_to="21")
-    telegram.faults = Faults(methods=("sendPhoto",), rate_429=1.0, retry_after=1)
-    try:
-        record = finished_job(worker, conversation)
-        deliver(worker, record)
-        done = delivered(worker, record.id)
-    finally:
-        telegram.faults = None
+    with faults_on(telegram, Faults(methods=("sendPhoto",), rate_429=1.0, retry_after=1)):
+        _, done = finish_and_deliver(worker, conversation)
     assert done.status == JobStatus.FAILED and "could not be posted after 8 tries" in (done.error or "")
     told = telegram.wait_for(lambda c: c.method == "sendMessage" and c.params["chat_id"] == chat)
     assert "could not be posted" in told.params["text"] and told.reply_to == 21
@@ -201,9 +191,10 @@ def test_delivery_gives_up_after_its_budget_marks_the_job_failed_and_tells_the_u
 
 @pytest.fixture
 def capped(redis_server: EmbeddedRedis, data_dir: Path) -> Settings:
-    url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    redis.Redis.from_url(url).flushdb()
-    return make_settings(url, data_dir, max_queue_depth=10, rate_limit_jobs=1000)
+    """Database 7, emptied, with a queue cap of 10 jobs."""
+    return make_settings(
+        emptied_database(redis_server, 7), data_dir, max_queue_depth=10, rate_limit_jobs=1000
+    )
 
 
 def test_the_queue_cap_holds_under_concurrent_submits(capped: Settings) -> None:
