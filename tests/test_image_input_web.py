@@ -136,6 +136,7 @@ def test_image_to_image_through_waitress_and_the_worker(web_server: str, convers
     results = {r["engine"]: r for r in job["images"]}
     assert results["dfgan"]["text_only"] is True  # DF-GAN cannot start from a picture
     assert results["diffusion"]["text_only"] is False
+    assert results["diffusion"]["nsfw"] == [] and job["nsfw_notice"] is None  # nothing was flagged
     png = requests.get(web_server + results["diffusion"]["urls"][0], timeout=10).content
     drawn = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
     red, green, blue = drawn.reshape(-1, 3).mean(axis=0)

@@ -219,6 +219,21 @@ DRAGGED_FILE = """(b64) => {
 }"""
 
 
+SPOILER_NOTICE = "1 picture behind a spoiler: the safety checker flagged it."
+
+
+def _as_if_flagged(route) -> None:  # noqa: ANN001 - a Playwright route
+    response = route.fetch()
+    body = response.json()
+    for message in body["messages"]:
+        if message.get("role") == "job" and message["job"]["image_input"]:
+            spoiler = {"index": 0, "action": "spoiler", "reason": "the safety checker flagged it"}
+            for result in message["job"]["images"]:
+                result["nsfw"] = [spoiler] if result["engine"] == "diffusion" else []
+            message["job"]["nsfw_notice"] = SPOILER_NOTICE
+    route.fulfill(response=response, json=body)
+
+
 def test_a_picture_uploaded_in_the_browser_is_drawn_from(web_server: str, browser) -> None:  # noqa: ANN001
     import base64
     import io
@@ -277,8 +292,16 @@ def test_a_picture_uploaded_in_the_browser_is_drawn_from(web_server: str, browse
     red, green, blue = np.asarray(drawn.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
     assert green > red + 60 and green > blue + 60, (red, green, blue)  # text alone draws it reddish
 
-    # After a reload the history says the prompt came with a picture.
+    # After a reload the history says the prompt came with a picture. (The history is answered as if
+    # the safety checker had flagged the diffusion picture in a channel that shows it behind a spoiler.)
+    page.route("**/api/conversations/*", _as_if_flagged)
     page.reload()
     expect(messages.locator(".message.user .sent-picture-chip")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+    flagged = messages.locator(".job[data-job-id]").last
+    expect(flagged.locator(".nsfw-note")).to_have_text(SPOILER_NOTICE)
+    expect(flagged.locator(".pair-link.spoiler .spoiler-label")).to_be_visible()
+    flagged.locator(".pair-link").click()  # the first click shows it, no lightbox yet
+    expect(flagged.locator(".pair-link.spoiler")).to_have_count(0)
+    expect(page.locator("#lightbox")).not_to_have_attribute("open", "")
     assert not page_errors, page_errors
     context.close()

@@ -130,6 +130,7 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
                 "version": r.version,
                 "seconds": round(r.seconds, 3),
                 "text_only": r.text_only,  # an engine that cannot start from a picture drew the text
+                "nsfw": [d.model_dump() for d in r.nsfw],  # flagged pictures: index, action, reason
                 "urls": [f"/api/jobs/{record.id}/images/{k.rsplit(':', 1)[1]}.png" for k in r.image_keys],
             }
             for r in record.results

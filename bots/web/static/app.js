@@ -278,7 +278,18 @@
     });
     img.src = job.image_url;
     link.appendChild(img);
+    // A flagged picture this channel shows behind a spoiler: blurred until clicked once.
+    const spoiler = (job.images || []).some((r) => (r.nsfw || []).some((d) => d.action === "spoiler"));
+    if (spoiler) {
+      link.classList.add("spoiler");
+      link.appendChild(el("span", "spoiler-label", "Flagged picture — click to show"));
+    }
     link.addEventListener("click", (ev) => {
+      if (link.classList.contains("spoiler")) {
+        ev.preventDefault();
+        link.classList.remove("spoiler");
+        return;
+      }
       if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return; // let the browser open a tab
       if (typeof lightbox.showModal !== "function") return;
       ev.preventDefault();
