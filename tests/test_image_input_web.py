@@ -177,3 +177,23 @@ def test_models_and_the_nsfw_rule_from_the_web_chat(
         assert record.request.nsfw == rule
     bad = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": "/nsfw sometimes"})
     assert (bad.status_code, bad.get_json()["code"]) == (400, "bad_nsfw_policy")
+
+
+def test_beyond_localhost_nsfw_needs_the_admin_password(settings: Settings, clean_redis: redis.Redis) -> None:
+    admin_cid = "image-input-admin-conv"
+    open_settings = settings.model_copy(
+        update={
+            "web_host": "0.0.0.0",
+            "web_admin_password": "correct horse",
+            "admin_ids": f"web:{admin_cid}",
+            "web_access_password": "open sesame",
+        }
+    )
+    web = create_app(open_settings).test_client()
+    assert web.post("/login", data={"password": "open sesame"}).status_code == 303
+    wrong = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": "/nsfw allow"})
+    assert (wrong.status_code, wrong.get_json()["code"]) == (403, "bad_admin_password")
+    assert wrong.get_json()["error"].startswith("/nsfw was refused")
+    right = {"conversation_id": admin_cid, "text": "/nsfw allow", "admin_password": "correct horse"}
+    said = web.post("/api/imagine", json=right)
+    assert said.status_code == 200 and "is now allow" in said.get_json()["message"]

@@ -210,7 +210,8 @@ def health() -> Response:
 
 @api.post("/imagine")
 def imagine() -> tuple[Response, int]:
-    """A prompt, or ``/retrain`` text: one message of the conversation, kept in its history."""
+    """A prompt (with a picture, as multipart), or ``/models``, ``/nsfw``, ``/retrain`` or ``/dataset``
+    text: one message of the conversation, kept in its history."""
     try:
         data, picture = request_fields()
         cid = conversation_id(data)
@@ -243,7 +244,7 @@ def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes
             return Refused.of(exc)
         return web.service.handle(caller, FromText(Imagine, text, image_key=image_key))
     try:
-        web.admin_password.check(data, cid)
+        web.admin_password.check(data, cid, "/nsfw" if command.startswith("/nsfw") else "/retrain")
     except InputError as exc:
         return Refused.of(exc)
     if command.startswith("/nsfw"):
