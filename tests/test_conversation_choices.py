@@ -3,12 +3,10 @@ jobs stay queued, so what the request carries is what the worker would get)."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from core.conversation import (
     Again,
@@ -28,6 +26,7 @@ from core.errors import InputError
 from core.job_client import QueueClient
 from core.jobs import Conversation
 from tests.helpers.databases import emptied_database
+from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
 
 ADMIN = "42"
@@ -54,14 +53,8 @@ def on(service: ConversationService, platform: str, user: str = "7", chat: str =
     return service.caller(user, Conversation(platform=platform, chat_id=chat))
 
 
-def png(size: tuple[int, int] = (32, 24)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_an_upload_strength_model_and_loras_reach_the_queued_request(service: ConversationService) -> None:
-    key = service.uploads.put(png())
+    key = service.uploads.put(picture())
     me = on(service, "telegram")
     text = "/imagine a red bird --strength 0.4 --model Anime --lora ink:0.5"
     for action in (FromText(Imagine, text, image_key=key), replace(Imagine.from_text(text), image_key=key)):
@@ -90,7 +83,7 @@ def test_bad_uploads_and_options_are_refused_with_their_codes(service: Conversat
     for action, code in cases:
         reply = service.handle(me, action)
         assert isinstance(reply, Refused) and reply.code == code, (action, reply)
-    key = service.uploads.put(png())
+    key = service.uploads.put(picture())
     reply = service.handle(me, FromText(Imagine, "a cat --strength 1.5", image_key=key))
     assert isinstance(reply, Refused) and reply.code == "strength_out_of_range"
     assert service.queue.user_jobs("web:7") == []

@@ -21,17 +21,10 @@ from bots.web.app import create_app
 from core.job_client import QueueClient
 from core.settings import Settings
 from core.uploads import is_upload_key
-from tests.helpers.web_api import wait_for_job
+from tests.helpers.pictures import picture, truncated_png
+from tests.helpers.web_api import ADMIN_PASSWORD, beyond_localhost, wait_for_job
 
 CID = "image-input-conversation"
-
-
-def picture(
-    color: tuple[int, int, int] = (220, 40, 40), size: tuple[int, int] = (64, 48), fmt: str = "PNG"
-) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format=fmt)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def post(web: FlaskClient, text: str, data: bytes | None, filename: str = "cat.p
 def test_a_multipart_prompt_with_a_picture_queues_an_image_to_image_job(
     web: FlaskClient, settings: Settings
 ) -> None:
-    resp = post(web, "a red bird --strength 0.3 --seed 4", picture(fmt="JPEG"), "bird.jpg")
+    resp = post(web, "a red bird --strength 0.3 --seed 4", picture("JPEG", (64, 48)), "bird.jpg")
     assert resp.status_code == 202, resp.get_json()
     job = resp.get_json()["job"]
     assert (job["image_input"], job["strength"], job["seed"]) == (True, 0.3, 4)
@@ -71,9 +64,9 @@ def test_a_multipart_prompt_with_a_picture_queues_an_image_to_image_job(
     [
         (b"", "image_empty", "empty"),
         (b"%PDF-1.4 not a picture", "image_unreadable", "PNG, JPEG or WebP"),
-        (picture(fmt="GIF"), "image_format", "GIF images are not accepted"),
+        (picture("GIF"), "image_format", "GIF images are not accepted"),
         (picture(size=(4097, 4097)), "image_too_many_pixels", "4097×4097"),
-        (picture()[:60], "image_truncated", "incomplete"),
+        (truncated_png(), "image_truncated", "incomplete"),
     ],
 )
 def test_a_bad_picture_gets_its_code_and_message(
@@ -181,19 +174,10 @@ def test_models_and_the_nsfw_rule_from_the_web_chat(
 
 def test_beyond_localhost_nsfw_needs_the_admin_password(settings: Settings, clean_redis: redis.Redis) -> None:
     admin_cid = "image-input-admin-conv"
-    open_settings = settings.model_copy(
-        update={
-            "web_host": "0.0.0.0",
-            "web_admin_password": "correct horse",
-            "admin_ids": f"web:{admin_cid}",
-            "web_access_password": "open sesame",
-        }
-    )
-    web = create_app(open_settings).test_client()
-    assert web.post("/login", data={"password": "open sesame"}).status_code == 303
+    web = beyond_localhost(settings, admin_cid)
     wrong = web.post("/api/imagine", json={"conversation_id": admin_cid, "text": "/nsfw allow"})
     assert (wrong.status_code, wrong.get_json()["code"]) == (403, "bad_admin_password")
     assert wrong.get_json()["error"].startswith("/nsfw was refused")
-    right = {"conversation_id": admin_cid, "text": "/nsfw allow", "admin_password": "correct horse"}
+    right = {"conversation_id": admin_cid, "text": "/nsfw allow", "admin_password": ADMIN_PASSWORD}
     said = web.post("/api/imagine", json=right)
     assert said.status_code == 200 and "is now allow" in said.get_json()["message"]

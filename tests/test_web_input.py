@@ -15,6 +15,7 @@ from bots.web.app import ADMIN_PASSWORD_TRIES, create_app
 from core.embedded_redis import free_port
 from core.settings import Settings
 from tests.helpers.settings import make_settings
+from tests.helpers.web_api import beyond_localhost
 
 CID = "input-test-conversation"
 ADMIN_CID = "input-test-admin-conv"
@@ -99,16 +100,7 @@ def _retrain(web: FlaskClient, cid: str, password: str | None, ip: str = "10.1.2
 def test_beyond_localhost_retrain_refusals_look_alike_and_guessing_is_slowed(
     settings: Settings, clean_redis: redis.Redis
 ) -> None:
-    open_settings = settings.model_copy(
-        update={
-            "web_host": "0.0.0.0",
-            "web_admin_password": "correct horse",
-            "admin_ids": f"web:{ADMIN_CID}",
-            "web_access_password": "open sesame",
-        }
-    )
-    web = create_app(open_settings).test_client()
-    assert web.post("/login", data={"password": "open sesame"}).status_code == 303
+    web = beyond_localhost(settings, ADMIN_CID)
     wrong_password = _retrain(web, ADMIN_CID, "wrong")
     not_admin = _retrain(web, CID, "correct horse", ip="10.9.9.9")
     assert wrong_password == not_admin  # a guesser learns nothing from the answer

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 
 import requests
+from flask.testing import FlaskClient
+
+from core.settings import Settings
 
 
 def imagine(base_url: str, conversation_id: str, text: str) -> requests.Response:
@@ -23,3 +26,26 @@ def wait_for_job(base_url: str, job_id: str, timeout_s: float = 120.0, delivered
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} not finished within {timeout_s} s: {job}")
+
+
+#: The passwords of :func:`beyond_localhost`.
+ACCESS_PASSWORD = "open sesame"
+ADMIN_PASSWORD = "correct horse"
+
+
+def beyond_localhost(settings: Settings, admin_cid: str) -> FlaskClient:
+    """A test client of the web chat listening beyond localhost (access and admin passwords set,
+    ``admin_cid`` an admin's conversation), already signed in."""
+    from bots.web.app import create_app
+
+    open_settings = settings.model_copy(
+        update={
+            "web_host": "0.0.0.0",
+            "web_admin_password": ADMIN_PASSWORD,
+            "admin_ids": f"web:{admin_cid}",
+            "web_access_password": ACCESS_PASSWORD,
+        }
+    )
+    client = create_app(open_settings).test_client()
+    assert client.post("/login", data={"password": ACCESS_PASSWORD}).status_code == 303
+    return client
