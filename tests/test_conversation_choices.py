@@ -20,6 +20,7 @@ from core.conversation import (
     Queued,
     Refused,
     ShowModels,
+    UserSettings,
 )
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
@@ -87,6 +88,8 @@ def test_bad_uploads_and_options_are_refused_with_their_codes(service: Conversat
     reply = service.handle(me, FromText(Imagine, "a cat --strength 1.5", image_key=key))
     assert isinstance(reply, Refused) and reply.code == "strength_out_of_range"
     assert service.queue.user_jobs("web:7") == []
+    defaults = service.handle(me, FromText(UserSettings, "--model anime --lora ink"))
+    assert isinstance(defaults, Refused) and defaults.code == "bad_settings"  # per prompt, not defaults
 
 
 def test_models_are_listed_with_descriptions_and_loras(service: ConversationService) -> None:
