@@ -91,6 +91,9 @@ def test_options_that_need_a_picture_or_a_catalogue_are_refused(web: FlaskClient
         assert (resp.status_code, resp.get_json()["code"]) == (400, code), text
     resp = post(web, "a cat --strength 2", picture())
     assert (resp.status_code, resp.get_json()["code"]) == (400, "strength_out_of_range")
+    as_text = {"conversation_id": CID, "text": "a cat", "image": "cat.png"}
+    resp = web.post("/api/imagine", data=as_text, content_type="multipart/form-data")
+    assert (resp.status_code, resp.get_json()["code"]) == (400, "image_not_a_file")
 
 
 def test_size_limits_big_pictures_yes_big_json_no(web: FlaskClient) -> None:

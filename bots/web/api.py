@@ -177,6 +177,8 @@ def request_fields() -> tuple[dict[str, Any], bytes | None]:
     request.max_content_length = MAX_MULTIPART_BODY
     data: dict[str, Any] = request.form.to_dict()
     upload = request.files.get("image")
+    if upload is None and "image" in data:
+        raise InputError("image_not_a_file", 'Send the picture as a file in the field "image", not as text.')
     return data, (upload.read() if upload is not None else None)
 
 
