@@ -51,6 +51,7 @@ HELP_TEXT = "\n".join(
     [
         "Send me a description and I draw it twice: with DF-GAN and with a diffusion model.\n",
         "In a private chat just type the prompt; in groups use /imagine <prompt>.",
+        "Send a picture with the prompt to draw from it; --strength 0.0-1.0 says how much is redrawn.",
         f"Options: {FLAG_HELP}.\n",
         *(f"/{name} — {what}" for name, what in COMMANDS[1:]),
     ]
