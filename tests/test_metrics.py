@@ -20,6 +20,7 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, JobRequest
 from core.settings import Settings
 from tests.helpers.fake_telegram import FakeTelegram, user_message
+from tests.helpers.processes import settings_env
 from tests.helpers.settings import make_settings
 from tests.helpers.waiting import eventually
 from tests.helpers.web_api import imagine, wait_for_job
@@ -62,14 +63,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
     fake.stop()
 
 
-def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> None:
-    settings: Settings = stack["settings"]
-    web = stack["web"]
-    fake: FakeTelegram = stack["fake"]
-    before = scrape(f"{web}/metrics")
-
-    # Queued before any worker runs, so the cancel is certain to find it waiting.
-    cid = "metrics-" + uuid.uuid4().hex[:10]
+def queue_and_cancel_one(web: str, cid: str) -> None:
+    """A job queued before any worker runs (so the cancel is certain to find it waiting) shows in the
+    queue depth, then is cancelled."""
     doomed = imagine(web, cid, "/imagine a red circle --engine dfgan").json()["job"]["id"]
     waiting = scrape(f"{web}/metrics")
     assert value(waiting, "imaginebot_queue_depth", queue="pending") >= 1
@@ -77,12 +73,10 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
     cancel = requests.post(f"{web}/api/jobs/{doomed}/cancel", json={"conversation_id": cid}, timeout=10)
     assert cancel.status_code == 200
 
-    jobs = [
-        imagine(web, cid, "/imagine a blue square --engine dfgan --seed 1").json()["job"]["id"],
-        imagine(web, cid, "/imagine a green triangle --engine dfgan --seed 2").json()["job"]["id"],
-        imagine(web, cid, "/imagine a red circle --seed 3 --steps 2").json()["job"]["id"],  # both engines
-    ]
-    # Telegram: the first post is answered 429 (a retry), another chat has blocked the bot (a failure).
+
+def submit_telegram_jobs(settings: Settings, fake: FakeTelegram) -> list[str]:
+    """One job for each of two Telegram chats: the first one's first post is answered 429 (a retry),
+    the other chat has blocked the bot (a failure)."""
     client = QueueClient(settings)
     limited = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
                "parameters": {"retry_after": 1}}  # fmt: skip
@@ -91,7 +85,7 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
         fake.fail_next(method, 429, limited, chat_id=4201)
         for _ in range(3):
             fake.fail_next(method, 403, blocked, chat_id=4202)
-    telegram_jobs = []
+    ids = []
     for chat in (4201, 4202):
         request = JobRequest(
             prompt="a yellow star",
@@ -99,23 +93,18 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
             user=f"telegram:{chat}",
             conversation=Conversation(platform="telegram", chat_id=str(chat)),
         )
-        telegram_jobs.append(client.submit(request).id)
+        ids.append(client.submit(request).id)
+    return ids
 
-    submitted = scrape(f"{web}/metrics")  # this process is the front-end: submits and cancels count here
-    assert value(submitted, "imaginebot_jobs_submitted_total", engine="dfgan", platform="web") == (
-        value(before, "imaginebot_jobs_submitted_total", engine="dfgan", platform="web") + 4
-    )
-    assert value(submitted, "imaginebot_jobs_submitted_total", engine="diffusion", platform="web") == (
-        value(before, "imaginebot_jobs_submitted_total", engine="diffusion", platform="web") + 1
-    )
-    assert value(submitted, "imaginebot_jobs_submitted_total", engine="dfgan", platform="telegram") == (
-        value(before, "imaginebot_jobs_submitted_total", engine="dfgan", platform="telegram") + 2
-    )
-    assert value(submitted, "imaginebot_jobs_cancelled_total", engine="dfgan", platform="web") == (
-        value(before, "imaginebot_jobs_cancelled_total", engine="dfgan", platform="web") + 1
-    )
 
-    worker_log = stack["logs"] / "worker.jsonl"
+def assert_grew(before: dict, after: dict, name: str, by: int, **labels: str) -> None:
+    """Counter ``name`` with ``labels`` is exactly ``by`` higher in ``after`` than in ``before``."""
+    assert value(after, name, **labels) == value(before, name, **labels) + by, (name, labels)
+
+
+def run_worker_until_settled(settings: Settings, web: str, jobs: list[str], worker_log: Path) -> dict:
+    """A fresh worker process (JSON logs to ``worker_log``) draws ``jobs`` and the Telegram jobs
+    until a retry, a failure and a delivery are counted; its metrics then."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu,delivery", "--loglevel", "INFO"],
         env=_env(settings, IMAGINEBOT_LOG_FORMAT="json"),
@@ -135,12 +124,14 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
             delivered = value(now, "imaginebot_delivery_seconds_count", platform="telegram") >= 1
             return now if retried and failed and delivered else None
 
-        after = eventually(telegram_settled, timeout_s=240)
+        return eventually(telegram_settled, timeout_s=240)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
 
-    # A fresh worker process: its counters are exactly what these jobs did.
+
+def assert_worker_counted_exactly_these_jobs(after: dict) -> None:
+    """A fresh worker process: its counters are exactly what the test's jobs did."""
     assert value(after, "imaginebot_jobs_finished_total", engine="dfgan", platform="web") == 3
     assert value(after, "imaginebot_jobs_finished_total", engine="diffusion", platform="web") == 1
     assert value(after, "imaginebot_jobs_finished_total", engine="dfgan", platform="telegram") == 2
@@ -154,6 +145,31 @@ def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> 
     assert value(after, "imaginebot_task_seconds_count", task="imaginebot.generate", outcome="SUCCESS") >= 1
     assert value(after, "imaginebot_queue_depth", queue="gpu") == 0
     assert value(after, "imaginebot_queue_depth", queue="pending") == 0
+
+
+def test_counters_latencies_and_queue_depth_move_with_real_jobs(stack: dict) -> None:
+    settings: Settings = stack["settings"]
+    web = stack["web"]
+    fake: FakeTelegram = stack["fake"]
+    before = scrape(f"{web}/metrics")
+    cid = "metrics-" + uuid.uuid4().hex[:10]
+    queue_and_cancel_one(web, cid)
+    jobs = [
+        imagine(web, cid, "/imagine a blue square --engine dfgan --seed 1").json()["job"]["id"],
+        imagine(web, cid, "/imagine a green triangle --engine dfgan --seed 2").json()["job"]["id"],
+        imagine(web, cid, "/imagine a red circle --seed 3 --steps 2").json()["job"]["id"],  # both engines
+    ]
+    submit_telegram_jobs(settings, fake)
+
+    submitted = scrape(f"{web}/metrics")  # this process is the front-end: submits and cancels count here
+    assert_grew(before, submitted, "imaginebot_jobs_submitted_total", 4, engine="dfgan", platform="web")
+    assert_grew(before, submitted, "imaginebot_jobs_submitted_total", 1, engine="diffusion", platform="web")
+    assert_grew(before, submitted, "imaginebot_jobs_submitted_total", 2, engine="dfgan", platform="telegram")
+    assert_grew(before, submitted, "imaginebot_jobs_cancelled_total", 1, engine="dfgan", platform="web")
+
+    worker_log = stack["logs"] / "worker.jsonl"
+    after = run_worker_until_settled(settings, web, jobs, worker_log)
+    assert_worker_counted_exactly_these_jobs(after)
     assert fake.find(lambda c: c.params.get("chat_id") in (4201, "4201") and c.ok)
 
     # JSON logs: every line an object; the lines about a job carry its id; no token anywhere.
@@ -230,12 +246,9 @@ def _answers(url: str) -> bool:
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
-    for name, field_value in settings.model_dump().items():
-        if field_value is not None:
-            env[f"IMAGINEBOT_{name.upper()}"] = str(field_value)
-    env.update(extra)
-    return env
+    """Exactly ``settings`` (none of this process's own ``IMAGINEBOT_*``), then ``extra``."""
+    own = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINEBOT_")}
+    return settings_env(settings, own, **extra)
 
 
 def test_a_busy_metrics_port_is_reported_and_not_fatal(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,6 @@ test_discord_bot.py and test_telegram_bot.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,19 @@ from core.commands import is_retrain_cancel, parse_retrain_cancel
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.settings import Settings
-from core.train_runs import TrainRunStatus
+from core.train_runs import TrainRun, TrainRunStatus
 from core.training_client import TrainingClient
+from tests.helpers.databases import emptied_database
 from tests.helpers.settings import make_settings
 
 ADMIN = "admin-conversation-1"
 
 
 @pytest.fixture
-def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[Settings]:
+def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
     """Settings on database 8 (emptied), a private data dir, a web admin."""
-    url = redis_server.url.rsplit("/", 1)[0] + "/8"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield make_settings(url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN},telegram:5")
-    client.close()
+    url = emptied_database(redis_server, 8)
+    return make_settings(url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN},telegram:5")
 
 
 def test_parse_retrain_cancel_checks_admins_and_the_run_id(isolated: Settings) -> None:
@@ -97,6 +94,42 @@ def _tiny_checkpoint(folder: Path, seed: int) -> Path:
     return Path(save_checkpoint(folder, build_generator(config), config))
 
 
+def _finished_run(platform: str, parent: str) -> TrainRun:
+    """A run of admin 5 on ``platform`` that trained from ``parent``, as it stands when it ends."""
+    from core.jobs import Conversation
+
+    chat = ADMIN if platform == "web" else "777"
+    return TrainRun(
+        dataset="shapes",
+        epochs=1,
+        requested_by=f"{platform}:5",
+        conversation=Conversation(platform=platform, chat_id=chat),
+        parent=parent,
+        version="dfgan-shapes-20260102T000000Z",
+        step=5,
+    )
+
+
+def _assert_web_conversation_shows_pictures(settings: Settings, run: TrainRun, old: str) -> None:
+    """The admin's web conversation links both pictures, which are served; other run paths are not."""
+    from bots.web.app import create_app
+
+    web = create_app(settings).test_client()
+    messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
+    urls = [m["image_url"] for m in messages if "image_url" in m]
+    assert urls == [f"/api/runs/{run.id}/loss-curve.png", f"/api/runs/{run.id}/old-vs-new.png"]
+    assert f"{old} (old) vs {run.version} (new)" in messages[-1]["text"]
+    for url in urls:
+        resp = web.get(url)
+        assert resp.status_code == 200 and resp.mimetype == "image/png"
+    for bad in (
+        f"/api/runs/{run.id}/pair.png",
+        "/api/runs/../loss-curve.png",
+        f"/api/runs/{'0' * 16}/loss-curve.png",
+    ):
+        assert web.get(bad).status_code == 404
+
+
 @pytest.mark.parametrize("platform", ["web", "telegram", "discord"])
 def test_end_of_run_pictures_reach_the_admins_conversation(
     platform: str, isolated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -107,11 +140,8 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
 
     from PIL import Image
 
-    from bots.web.app import create_app
-    from core.jobs import Conversation
     from core.model_versions import ModelRegistry
     from core.store import History, ImageStore
-    from core.train_runs import TrainRun
     from worker.train_report import post_pictures
     from worker.train_run import Trained
 
@@ -121,16 +151,7 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
     registry.register(old, _tiny_checkpoint(tmp_path / "old", 1), "shapes", {"all": 0.1})
     loss_curve = tmp_path / "loss_curve.png"
     Image.new("RGB", (40, 30), "white").save(loss_curve)
-    chat = ADMIN if platform == "web" else "777"
-    run = TrainRun(
-        dataset="shapes",
-        epochs=1,
-        requested_by=f"{platform}:5",
-        conversation=Conversation(platform=platform, chat_id=chat),
-        parent=old,
-        version="dfgan-shapes-20260102T000000Z",
-        step=5,
-    )
+    run = _finished_run(platform, old)
     rt = SimpleNamespace(
         settings=isolated,
         images=ImageStore(client, isolated.result_ttl_s),
@@ -154,32 +175,16 @@ def test_end_of_run_pictures_reach_the_admins_conversation(
     with Image.open(io.BytesIO(stored["old-vs-new"] or b"")) as grid:
         assert grid.height == 2 * 64 * len(prompts)  # an old and a new row per prompt
     if platform == "web":
-        web = create_app(isolated).test_client()
-        messages = web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]
-        urls = [m["image_url"] for m in messages if "image_url" in m]
-        assert urls == [f"/api/runs/{run.id}/loss-curve.png", f"/api/runs/{run.id}/old-vs-new.png"]
-        assert f"{old} (old) vs {run.version} (new)" in messages[-1]["text"]
-        for url in urls:
-            resp = web.get(url)
-            assert resp.status_code == 200 and resp.mimetype == "image/png"
-        for bad in (
-            f"/api/runs/{run.id}/pair.png",
-            "/api/runs/../loss-curve.png",
-            f"/api/runs/{'0' * 16}/loss-curve.png",
-        ):
-            assert web.get(bad).status_code == 404
-    else:
-        assert [(c, p) for c, p, _ in posted] == [
-            ("777", stored["loss-curve"]),
-            ("777", stored["old-vs-new"]),
-        ]
-        assert "loss curve" in posted[0][2] and "(old) vs" in posted[1][2]
+        _assert_web_conversation_shows_pictures(isolated, run, old)
+        return
+    assert [(c, p) for c, p, _ in posted] == [("777", stored["loss-curve"]), ("777", stored["old-vs-new"])]
+    assert "loss curve" in posted[0][2] and "(old) vs" in posted[1][2]
 
-        def refuse(*args: object) -> None:
-            raise RuntimeError("no token on this worker")
+    def refuse(*args: object) -> None:
+        raise RuntimeError("no token on this worker")
 
-        monkeypatch.setattr(sender, "send_photo_text", refuse)
-        post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]  # logged, not raised
+    monkeypatch.setattr(sender, "send_photo_text", refuse)
+    post_pictures(rt, registry, run, trained, "cpu")  # type: ignore[arg-type]  # logged, not raised
 
 
 def test_beyond_localhost_web_retrain_needs_the_admin_password(isolated: Settings) -> None:

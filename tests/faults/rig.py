@@ -8,7 +8,6 @@ Telegram (chat, forum topic, reply), Discord (interaction follow-up or channel) 
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from core.jobs import Conversation, JobRecord, JobRequest
 from core.settings import Settings
 from tests.helpers.fake_discord import APP_ID, FakeDiscord
 from tests.helpers.fake_telegram import FakeTelegram
+from tests.helpers.processes import settings_env
 
 TELEGRAM_TOKEN = "123:RIG"
 DISCORD_TOKEN = "rig-bot-token"
@@ -111,10 +111,7 @@ class Rig:
     def spawn(self, worker: Worker) -> None:
         """Start (or restart) ``worker`` as a real process."""
         assert self.settings is not None and self.log_dir is not None
-        env = dict(os.environ)
-        for name, value in self.settings.model_dump().items():
-            if value is not None:
-                env[f"IMAGINEBOT_{name.upper()}"] = str(value)
+        env = settings_env(self.settings)
         log = open(self.log_dir / f"{worker.name}.log", "ab")  # noqa: SIM115 - the child owns it
         worker.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "worker", "--queues", worker.queues,
