@@ -285,25 +285,11 @@ async def _post_outcome(bot: Bot, record: JobRecord, png: bytes | None) -> None:
     upload = InputFile(data, filename=filename)
     caption = result_caption(record)[:CAPTION_MAX]
     keyboard = result_keyboard(record)
+    common = {"caption": caption, "reply_markup": keyboard, "message_thread_id": thread_id}
     if as_document:
-        await bot.send_document(
-            chat_id,
-            upload,
-            caption=caption,
-            reply_markup=keyboard,
-            message_thread_id=thread_id,
-            reply_parameters=reply,
-        )
+        await bot.send_document(chat_id, upload, reply_parameters=reply, **common)
     else:
-        await bot.send_photo(
-            chat_id,
-            upload,
-            caption=caption,
-            reply_markup=keyboard,
-            message_thread_id=thread_id,
-            reply_parameters=reply,
-            has_spoiler=spoiler or None,
-        )
+        await bot.send_photo(chat_id, upload, reply_parameters=reply, has_spoiler=spoiler or None, **common)
 
 
 def _outcome_text(record: JobRecord) -> str:
