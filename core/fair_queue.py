@@ -276,16 +276,6 @@ class Taken:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where a waiting job stands: ``position`` of ``waiting`` (1-based), and about how long until it
-    is drawn (``eta_s``, None when no worker serves its route)."""
-
-    position: int
-    waiting: int
-    eta_s: float | None
-
-
-@dataclass(frozen=True)
 class FairShare:
     """The scheduling settings: lane shares, per-user weight, and each user's and conversation's share
     of the queue-depth cap."""
@@ -462,7 +452,7 @@ class FairQueue:
                 return "fast"
         return "relax"
 
-    def placement(self, job_id: str, workers: int) -> Placement | None:
+    def placement(self, job_id: str, workers: int) -> Position | None:
         """Where ``job_id`` stands and about when it is drawn; None when it is not waiting.
 
         Ahead of it: the jobs before it in its lane, plus the jobs the other lane gets in first by its
@@ -492,7 +482,7 @@ class FairQueue:
         ahead = int(rank) + other_first
         work_s = sum(ahead_costs) + (other_first + 1) * mine.cost
         eta = work_s / workers if workers > 0 else None
-        return Placement(position=ahead + 1, waiting=int(own) + int(other), eta_s=eta)
+        return Position(ahead + 1, waiting=int(own) + int(other), eta_s=eta)
 
 
 def batch_key(engines: list[str] | tuple[str, ...], steps: int, size: int) -> str:

@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
-from core.fair_queue import FairQueue, FairShare, Placement, Position, batch_key_of, conversation_key
+from core.fair_queue import FairQueue, FairShare, Position, batch_key_of, conversation_key
 from core.heartbeats import live_workers, refuse_unserved
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
@@ -135,11 +135,11 @@ class QueueClient:
         which also says how many wait and about how long until it is drawn."""
         placed = self.placement(job_id, route)
         if placed is not None:
-            return Position(placed.position, placed.waiting, placed.eta_s)
+            return placed
         rank = self.redis.zrank(PENDING_KEY, job_id)  # a job queued before the fair order existed
         return None if rank is None else int(rank) + 1
 
-    def placement(self, job_id: str, route: str | None = None) -> Placement | None:
+    def placement(self, job_id: str, route: str | None = None) -> Position | None:
         """Where a waiting job stands: position of how many, and about how long until it is drawn
         (from the measured job times and the live workers serving its queue). ``route``: the job's
         queue when the caller knows it (else read from the record)."""

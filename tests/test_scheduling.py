@@ -124,7 +124,7 @@ def test_share_of_the_queue_cancel_and_position_through_the_queue_client(
     other = client.submit(job("web:modest", 9))
     assert client.position(other.id) == 2  # behind the greedy user's first job only, not all three
     placed = client.placement(mine[2].id)
-    assert placed is not None and (placed.position, placed.waiting, placed.eta_s) == (4, 4, None)  # no worker
+    assert placed is not None and (int(placed), placed.waiting, placed.eta_s) == (4, 4, None)  # no worker
     client.cancel(mine[0].id)
     assert (client.position(other.id), client.position(mine[1].id)) == (1, 2)
     client.submit(job("web:greedy", 4))  # the cancelled job's place is free again
