@@ -162,67 +162,93 @@ def _env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _skip_without_namespaces() -> None:
+    """Skip when network namespaces cannot be made here; fail instead in CI, where a skip would hide a gap."""
+    reason = namespaces_unavailable()
+    if reason:
+        if os.environ.get("CI"):  # CI runs as root with iproute2 (.ci/run)
+            pytest.fail(f"scale-out test cannot run in CI: {reason}")
+        pytest.skip(f"scale-out test skipped: {reason}")
+
+
+def _start_redis(net: Net, redis_dir: Path, logs: Path, procs: list[subprocess.Popen[bytes]]) -> str:
+    """redis-server with a password in the ``redis`` namespace, answering; its URL."""
+    redis_ip = net.addresses["redis"]
+    procs.append(
+        net.spawn(
+            "redis",
+            [redis_server_binary(), "--bind", redis_ip, "--port", "6379", "--requirepass", PASSWORD,
+             "--save", "", "--appendonly", "no", "--dir", str(redis_dir)],
+            dict(os.environ),
+            logs / "redis.log",
+        )
+    )  # fmt: skip
+    redis_url = f"redis://:{PASSWORD}@{redis_ip}:6379/0"
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    eventually(lambda: _pings(client), 30, "Redis answering in its namespace")
+    return redis_url
+
+
+def _start_web(
+    net: Net, data_dir: Path, redis_url: str, logs: Path, procs: list[subprocess.Popen[bytes]]
+) -> str:
+    """The web chat in the ``web`` namespace, behind the access password, answering; its URL."""
+    web_ip = net.addresses["web"]
+    web_env = _env(
+        data_dir,
+        redis_url,
+        IMAGINEBOT_WEB_ACCESS_PASSWORD=ACCESS_PASSWORD,
+        IMAGINEBOT_WEB_SECRET_KEY=secrets.token_hex(16),
+        IMAGINEBOT_WEB_RATE_LIMIT_IP="1000",
+        IMAGINEBOT_WEB_RATE_LIMIT_CONVERSATION="1000",
+    )
+    web_argv = [sys.executable, "-m", "worker.cli", "web", "--host", web_ip, "--port", "8080"]
+    procs.append(net.spawn("web", web_argv, web_env, logs / "web.log"))
+    web_url = f"http://{web_ip}:8080"
+    eventually(lambda: _reachable(f"{web_url}/api/health"), 60, "the web chat answering in its namespace")
+    return web_url
+
+
+def _logged_in(web_url: str) -> requests.Session:
+    """A session past the web chat's login; without it, nothing but health and login answers."""
+    session = requests.Session()
+    assert session.post(f"{web_url}/api/imagine", json={}, timeout=10).status_code == 401
+    login = session.post(f"{web_url}/login", data={"password": ACCESS_PASSWORD}, timeout=10)
+    assert login.status_code == 200 and login.url.rstrip("/") == web_url, login.text[:200]
+    return session
+
+
+def _wait_consuming(redis_url: str, names: set[str]) -> None:
+    """Until every worker of ``names`` answers a Celery ping."""
+    producer = make_producer(redis_url)
+    eventually(
+        lambda: {r for reply in producer.control.ping(timeout=1.0) for r in reply} >= names,
+        180,
+        "both workers consuming",
+    )
+    producer.close()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Cluster]:
     """Redis, two workers and the web chat, each in its own network namespace."""
-    reason = namespaces_unavailable()
-    if reason:
-        if os.environ.get("CI"):  # CI runs as root with iproute2 (.ci/run): a skip there would hide a gap
-            pytest.fail(f"scale-out test cannot run in CI: {reason}")
-        pytest.skip(f"scale-out test skipped: {reason}")
+    _skip_without_namespaces()
     logs = tmp_path_factory.mktemp("netns-logs")
     net = Net().open()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        redis_ip = net.add("redis", 1)
-        for role, host in (("w1", 11), ("w2", 12), ("web", 20)):
+        for role, host in (("redis", 1), ("w1", 11), ("w2", 12), ("web", 20)):
             net.add(role, host)
-        redis_url = f"redis://:{PASSWORD}@{redis_ip}:6379/0"
-        redis_dir = tmp_path_factory.mktemp("netns-redis")
-        procs.append(
-            net.spawn(
-                "redis",
-                [redis_server_binary(), "--bind", redis_ip, "--port", "6379", "--requirepass", PASSWORD,
-                 "--save", "", "--appendonly", "no", "--dir", str(redis_dir)],
-                dict(os.environ),
-                logs / "redis.log",
-            )
-        )  # fmt: skip
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        eventually(lambda: _pings(client), 30, "Redis answering in its namespace")
+        redis_url = _start_redis(net, tmp_path_factory.mktemp("netns-redis"), logs, procs)
         workers = {}
         for role in ("w1", "w2"):
             argv = [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu,delivery",
                     "--loglevel", "WARNING", "--hostname", f"{role}@netns"]  # fmt: skip
             workers[role] = net.spawn(role, argv, _env(data_dir, redis_url), logs / f"{role}.log")
             procs.append(workers[role])
-        web_ip = net.addresses["web"]
-        web_env = _env(
-            data_dir,
-            redis_url,
-            IMAGINEBOT_WEB_ACCESS_PASSWORD=ACCESS_PASSWORD,
-            IMAGINEBOT_WEB_SECRET_KEY=secrets.token_hex(16),
-            IMAGINEBOT_WEB_RATE_LIMIT_IP="1000",
-            IMAGINEBOT_WEB_RATE_LIMIT_CONVERSATION="1000",
-        )
-        web_argv = [sys.executable, "-m", "worker.cli", "web", "--host", web_ip, "--port", "8080"]
-        procs.append(net.spawn("web", web_argv, web_env, logs / "web.log"))
-        web_url = f"http://{web_ip}:8080"
-        session = requests.Session()
-        eventually(lambda: _reachable(f"{web_url}/api/health"), 60, "the web chat answering in its namespace")
-        # Beyond localhost: nothing but health and login without the access password.
-        assert session.post(f"{web_url}/api/imagine", json={}, timeout=10).status_code == 401
-        login = session.post(f"{web_url}/login", data={"password": ACCESS_PASSWORD}, timeout=10)
-        assert login.status_code == 200 and login.url.rstrip("/") == web_url, login.text[:200]
-        producer = make_producer(redis_url)
-        eventually(
-            lambda: (
-                {r for reply in producer.control.ping(timeout=1.0) for r in reply} >= {"w1@netns", "w2@netns"}
-            ),
-            180,
-            "both workers consuming",
-        )
-        producer.close()
+        web_url = _start_web(net, data_dir, redis_url, logs, procs)
+        session = _logged_in(web_url)
+        _wait_consuming(redis_url, {"w1@netns", "w2@netns"})
         yield Cluster(net, redis_url, web_url, workers, logs, session)
     finally:
         for proc in procs:
@@ -276,6 +302,38 @@ def _all_delivered(store: JobStore, job_ids: list[str]) -> list[JobRecord] | Non
     return records if all(r.status.finished and r.delivered_at is not None for r in records) else None
 
 
+def _delivered_done(cluster: Cluster, store: JobStore, job_ids: list[str], what: str) -> list[JobRecord]:
+    """The jobs' records once all are delivered, each DONE; the processes' logs in the failure."""
+    try:
+        records = eventually(lambda: _all_delivered(store, job_ids), 300, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{cluster.log_tail()}") from None
+    assert all(r.status == JobStatus.DONE for r in records), [r.error for r in records if r.error]
+    return records
+
+
+def _role_of(worker_pids: dict[str, str], record: JobRecord) -> str | None:
+    """The role (w1, w2) of the worker that drew ``record`` last (its name is ``host:pid``)."""
+    return worker_pids.get(str(record.worker).rsplit(":", 1)[-1])
+
+
+def _caught_drawing(
+    store: JobStore, job_ids: list[str], worker_pids: dict[str, str]
+) -> tuple[str, str] | None:
+    """(role, job id) of a worker in the middle of drawing one of ``job_ids``, well before its end."""
+    for record in _records(store, job_ids):
+        role = _role_of(worker_pids, record)
+        progress = record.progress
+        if (
+            record.status == JobStatus.RUNNING
+            and role
+            and progress
+            and 0 < progress.step < progress.total - 5
+        ):
+            return role, record.id
+    return None
+
+
 def test_jobs_spread_over_workers_in_other_namespaces_and_survive_a_cut_link(cluster: Cluster) -> None:
     client = redis.Redis.from_url(cluster.redis_url, socket_timeout=10)
     store = JobStore(client, 3600)
@@ -287,12 +345,8 @@ def test_jobs_spread_over_workers_in_other_namespaces_and_survive_a_cut_link(clu
         _submit(cluster, conversations[i % CONVERSATIONS], f"/imagine a red circle --engine dfgan --seed {i}")
         for i in range(FAST_JOBS)
     ]
-    try:
-        records = eventually(lambda: _all_delivered(store, fast), 300, "all 40 jobs finished and delivered")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{cluster.log_tail()}") from None
-    assert all(r.status == JobStatus.DONE for r in records), [r.error for r in records if r.error]
-    drawn_by = {worker_pids.get(str(r.worker).rsplit(":", 1)[-1], r.worker) for r in records}
+    records = _delivered_done(cluster, store, fast, "all 40 jobs finished and delivered")
+    drawn_by = {_role_of(worker_pids, r) or r.worker for r in records}
     assert drawn_by == {"w1", "w2"}, f"jobs drawn by {drawn_by}"
     assert all(r.attempts == 1 for r in records)  # nobody drew a job twice
     deliveries = _deliveries(client, conversations)
@@ -308,30 +362,14 @@ def test_jobs_spread_over_workers_in_other_namespaces_and_survive_a_cut_link(clu
         )
         for i in range(4)
     ]
-
-    def caught_drawing() -> tuple[str, str] | None:
-        for record in _records(store, slow):
-            role = worker_pids.get(str(record.worker).rsplit(":", 1)[-1])
-            progress = record.progress
-            if (
-                record.status == JobStatus.RUNNING
-                and role
-                and progress
-                and 0 < progress.step < progress.total - 5
-            ):
-                return role, record.id
-        return None
-
-    victim, job_id = eventually(caught_drawing, 180, "a worker drawing one of the slow jobs")
+    victim, job_id = eventually(
+        lambda: _caught_drawing(store, slow, worker_pids), 180, "a worker drawing one of the slow jobs"
+    )
     cluster.net.cut(victim)
     survivor = "w2" if victim == "w1" else "w1"
-    try:
-        records = eventually(lambda: _all_delivered(store, slow), 300, "the slow jobs finished after the cut")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{cluster.log_tail()}") from None
-    assert all(r.status == JobStatus.DONE for r in records), [r.error for r in records if r.error]
+    _delivered_done(cluster, store, slow, "the slow jobs finished after the cut")
     taken_over = store.get(job_id)
-    assert worker_pids.get(str(taken_over.worker).rsplit(":", 1)[-1]) == survivor
+    assert _role_of(worker_pids, taken_over) == survivor
     assert taken_over.attempts == 2  # claimed by the victim, then once more by the survivor
     deliveries = _deliveries(client, conversations)
     assert [deliveries.get(j, 0) for j in fast + slow] == [1] * (FAST_JOBS + len(slow))

@@ -11,15 +11,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-from core.job_client import QueueUnavailable
+from core.job_client import QueueClient, QueueUnavailable
+from core.settings import Settings
 from core.store import PENDING_KEY
 from tests.faults.rig import Rig
 from tests.helpers.fake_telegram import Faults
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.timeout(600)
 DRAIN_S = 300.0
@@ -127,12 +131,9 @@ def test_a_flaky_platform_gets_every_result_exactly_once(rig: Rig) -> None:
     assert figures["lost"] == 0 and figures["duplicates"] == 0 and figures["misplaced"] == 0
 
 
-def test_a_burst_of_500_prompts_gets_clear_answers_and_never_exceeds_the_cap(rig: Rig) -> None:
-    from bots.web.server import WebServer
-
-    assert rig.settings is not None
-    cap = 100
-    settings = rig.settings.model_copy(
+def burst_settings(settings: Settings, cap: int) -> Settings:
+    """``settings`` with a queue cap of ``cap`` and the web chat's own guards lifted."""
+    return settings.model_copy(
         update={
             "max_queue_depth": cap,
             "rate_limit_jobs": 10,
@@ -143,12 +144,46 @@ def test_a_burst_of_500_prompts_gets_clear_answers_and_never_exceeds_the_cap(rig
             "web_rate_limit_conversation": 100_000,
         }
     )
-    server = WebServer(settings, host="127.0.0.1", port=0).start()
-    queue = rig.queue
-    statuses: Counter[int] = Counter()
-    accepted: list[str] = []
+
+
+@dataclass
+class BurstAnswers:
+    """What the web chat answered, counted across the users' threads."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    accepted: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, response: requests.Response) -> None:
+        """Count one answer: an accepted job's id, or a refusal that must be a JSON error."""
+        with self.lock:
+            self.statuses[response.status_code] += 1
+            if response.status_code == 202:
+                self.accepted.append(response.json()["job"]["id"])
+            else:
+                assert response.headers["Content-Type"].startswith("application/json")
+                assert response.json()["error"]
+
+
+def post_prompts(url: str, n: int, answers: BurstAnswers) -> None:
+    """Web user ``n`` posts 25 prompts, one after the other."""
+    with requests.Session() as http:
+        for i in range(25):
+            response = http.post(
+                f"{url}/api/imagine",
+                json={
+                    "conversation_id": f"burst-user-{n:02d}",
+                    "text": f"a red circle --engine dfgan --seed {i}",
+                },
+                timeout=60,
+            )
+            answers.add(response)
+
+
+@contextmanager
+def pending_depths(queue: QueueClient) -> Iterator[list[int]]:
+    """The number of pending jobs, sampled every 10 ms while the block runs."""
     depths: list[int] = []
-    lock = threading.Lock()
     done = threading.Event()
 
     def watch_depth() -> None:
@@ -156,47 +191,45 @@ def test_a_burst_of_500_prompts_gets_clear_answers_and_never_exceeds_the_cap(rig
             depths.append(int(queue.redis.zcard(PENDING_KEY)))
             time.sleep(0.01)
 
-    def user(n: int) -> None:
-        with requests.Session() as http:
-            for i in range(25):
-                response = http.post(
-                    f"{server.url}/api/imagine",
-                    json={
-                        "conversation_id": f"burst-user-{n:02d}",
-                        "text": f"a red circle --engine dfgan --seed {i}",
-                    },
-                    timeout=60,
-                )
-                with lock:
-                    statuses[response.status_code] += 1
-                    if response.status_code == 202:
-                        accepted.append(response.json()["job"]["id"])
-                    else:
-                        assert response.headers["Content-Type"].startswith("application/json")
-                        assert response.json()["error"]
-
     watcher = threading.Thread(target=watch_depth, daemon=True)
     watcher.start()
-    began = time.monotonic()
     try:
-        users = [threading.Thread(target=user, args=(n,)) for n in range(20)]
-        for thread in users:
-            thread.start()
-        for thread in users:
-            thread.join(timeout=300)
-        answered_s = time.monotonic() - began
-        deadline = time.monotonic() + DRAIN_S
-        while any(queue.jobs.get(j).delivered_at is None for j in accepted):
-            assert time.monotonic() < deadline, "accepted jobs not delivered"
-            time.sleep(0.25)
+        yield depths
     finally:
         done.set()
         watcher.join(timeout=10)
+
+
+def test_a_burst_of_500_prompts_gets_clear_answers_and_never_exceeds_the_cap(rig: Rig) -> None:
+    from bots.web.server import WebServer
+
+    assert rig.settings is not None
+    cap = 100
+    server = WebServer(burst_settings(rig.settings, cap), host="127.0.0.1", port=0).start()
+    queue = rig.queue
+    answers = BurstAnswers()
+    began = time.monotonic()
+    try:
+        with pending_depths(queue) as depths:
+            users = [threading.Thread(target=post_prompts, args=(server.url, n, answers)) for n in range(20)]
+            for thread in users:
+                thread.start()
+            for thread in users:
+                thread.join(timeout=300)
+            answered_s = time.monotonic() - began
+            eventually(
+                lambda: all(queue.jobs.get(j).delivered_at is not None for j in answers.accepted),
+                DRAIN_S,
+                "accepted jobs delivered",
+                interval_s=0.25,
+            )
+    finally:
         server.stop()
+    statuses = answers.statuses
     print(
         f"\nFIGURES burst: 500 prompts from 20 users in {answered_s:.1f} s: "
         + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-        + f"; max pending {max(depths)} (cap {cap}); {len(accepted)} accepted, all delivered "
+        + f"; max pending {max(depths)} (cap {cap}); {len(answers.accepted)} accepted, all delivered "
         f"{time.monotonic() - began:.1f} s after the first"
     )
     assert sum(statuses.values()) == 500
