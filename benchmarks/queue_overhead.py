@@ -56,6 +56,7 @@ from core.settings import Settings  # noqa: E402
 from core.store import job_key  # noqa: E402
 from core.task_contract import DELIVER_TASK, PING_PREFIX, PING_TASK, QUEUE_DELIVERY, QUEUE_GPU  # noqa: E402
 from core.validation import validate_request  # noqa: E402
+from tests.helpers.processes import settings_env  # noqa: E402
 
 PROMPTS = ("a red circle", "a blue square", "a green triangle on the left", "a small yellow star")
 TARGET_FLOOR_MULTIPLE = 3.0  # sequential overhead p50 at most this many bare Celery round trips
@@ -128,10 +129,7 @@ def make_settings(redis_url: str, data_dir: Path, jobs: int) -> Settings:
 
 def start_worker_process(settings: Settings, log_path: Path, loglevel: str) -> subprocess.Popen[bytes]:
     """``python -m worker.cli worker --queues gpu,delivery`` with ``settings`` passed by environment."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"IMAGINEBOT_{name.upper()}"] = str(value)
+    env = settings_env(settings)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = [sys.executable, "-m", "worker.cli", "worker", "--queues", "gpu,delivery", "--loglevel", loglevel]
@@ -456,6 +454,125 @@ def in_process_costs(client: QueueClient, args: argparse.Namespace, count: int =
     return out
 
 
+GENERATE_BODY = "run_generate (generate task body)"
+DELIVER_BODY = "run_deliver (deliver task body)"
+#: The profile's rows in print order; "  " marks a step of the body above, "    " a step inside a step.
+PROFILE_ORDER = (
+    GENERATE_BODY,
+    "  engine.generate (incl. progress writes)",
+    "    JobStore.update in progress callback",
+    "  JobStore.update (claim, finish)",
+    "  to_png (64 px single + pair)",
+    "  compose_pair",
+    "  ImageStore.put (SET)",
+    DELIVER_BODY,
+    "  JobStore.update (mark delivered)",
+    "  History.append (web send)",
+)
+GENERATE_STEPS = 7  # PROFILE_ORDER[:7] is the generate body and its steps
+
+
+class TaskBodyProfiler:
+    """Runs the generate and deliver task bodies in this process on a worker runtime whose steps
+    are wrapped with ``perf_counter`` timers; sums seconds per step."""
+
+    def __init__(self, client: QueueClient, args: argparse.Namespace) -> None:
+        from worker.app import create_app
+        from worker.runtime import Runtime
+
+        self.client, self.args = client, args
+        self.rt = Runtime(client.settings, create_app(client.settings))
+        self.chat_id = f"bench-prof-{os.getpid()}"
+        self.totals: dict[str, float] = {}
+        self.in_engine = self.in_deliver = False
+
+    def add(self, label: str, seconds: float) -> None:
+        """Count ``seconds`` more for step ``label``."""
+        self.totals[label] = self.totals.get(label, 0.0) + seconds
+
+    def timed(self, label: str | Any, fn: Any) -> Any:
+        """``fn`` wrapped to count its time under ``label`` (or ``label()`` at the time of the call)."""
+
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.add(label() if callable(label) else label, time.perf_counter() - t0)
+
+        return wrapper
+
+    def update_label(self) -> str:
+        """Which JobStore.update this is, by where the task body is."""
+        if self.in_engine:
+            return "    JobStore.update in progress callback"
+        return (
+            "  JobStore.update (mark delivered)" if self.in_deliver else "  JobStore.update (claim, finish)"
+        )
+
+    def one(self, i: int) -> None:
+        """Write job ``i`` as ``submit`` does (no task sent) and run both task bodies on it."""
+        import worker.generate as gen
+        from core.store import PENDING_KEY
+        from worker.deliver import run_deliver
+
+        request = new_request(self.args, self.client.settings, i, self.chat_id)
+        record = JobRecord(request=request, seed=5000 + i, steps=request.steps or 1, size=self.args.size)
+        self.client.jobs.save(record)
+        self.client.redis.zadd(PENDING_KEY, {record.id: record.created_at})
+        t0 = time.perf_counter()
+        gen.run_generate(self.rt, record.id)
+        t1 = time.perf_counter()
+        self.in_deliver = True
+        try:
+            run_deliver(self.rt, record.id)
+        finally:
+            self.in_deliver = False
+        self.add(GENERATE_BODY, t1 - t0)
+        self.add(DELIVER_BODY, time.perf_counter() - t1)
+
+    @contextmanager
+    def instrumented(self) -> Iterator[None]:
+        """The runtime's steps wrapped with timers; the module functions put back afterwards."""
+        import worker.generate as gen
+
+        engine = self.rt.engines.get(self.args.engine)
+        saved = {name: getattr(gen, name) for name in ("to_png", "compose_pair")}
+        engine_generate = engine.generate
+
+        def engine_wrapper(*a: Any, **kw: Any) -> Any:
+            self.in_engine = True
+            try:
+                return engine_generate(*a, **kw)
+            finally:
+                self.in_engine = False
+
+        try:
+            engine.generate = self.timed(PROFILE_ORDER[1], engine_wrapper)  # type: ignore[method-assign]
+            self.rt.jobs.update = self.timed(self.update_label, self.rt.jobs.update)  # type: ignore[method-assign]
+            self.rt.images.put = self.timed("  ImageStore.put (SET)", self.rt.images.put)  # type: ignore[method-assign]
+            self.rt.history.append = self.timed("  History.append (web send)", self.rt.history.append)  # type: ignore[method-assign]
+            gen.to_png = self.timed("  to_png (64 px single + pair)", gen.to_png)
+            gen.compose_pair = self.timed("  compose_pair", gen.compose_pair)
+            yield
+        finally:
+            for name, fn in saved.items():
+                setattr(gen, name, fn)
+            del engine.generate  # back to the class's method
+
+    def means(self, count: int) -> dict[str, float]:
+        """Mean seconds per job per step, with the generate body's untimed rest as its own row."""
+        out = {k: self.totals.get(k, 0.0) / count for k in PROFILE_ORDER}
+        timed_steps = PROFILE_ORDER[1:GENERATE_STEPS]
+        rest = out[GENERATE_BODY] - sum(out[k] for k in timed_steps if not k.startswith("    "))
+        rows = list(out.items())
+        return {
+            **dict(rows[:GENERATE_STEPS]),
+            "  rest: ZREM, ZRANGE, records, GC": rest,
+            **dict(rows[GENERATE_STEPS:]),
+        }
+
+
 def profile_task_bodies(client: QueueClient, args: argparse.Namespace, count: int) -> dict[str, float]:
     """Time the steps of the generate and deliver task bodies, run in this process without Celery.
 
@@ -464,101 +581,14 @@ def profile_task_bodies(client: QueueClient, args: argparse.Namespace, count: in
     on a worker :class:`~worker.runtime.Runtime` whose steps are wrapped with ``perf_counter``
     timers here (the worker's code is not changed). Returns mean seconds per job per step.
     """
-    import worker.generate as gen
-    from core.store import PENDING_KEY
-    from worker.app import create_app
-    from worker.deliver import run_deliver
-    from worker.runtime import Runtime
-
-    rt = Runtime(client.settings, create_app(client.settings))
-    chat_id = f"bench-prof-{os.getpid()}"
-    totals: dict[str, float] = {}
-    state = {"in_engine": False, "in_deliver": False}
-
-    def timed(label: str, fn: Any) -> Any:
-        def wrapper(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                key = label(state) if callable(label) else label
-                totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
-
-        return wrapper
-
-    def one(i: int) -> None:
-        request = new_request(args, client.settings, i, chat_id)
-        record = JobRecord(request=request, seed=5000 + i, steps=request.steps or 1, size=args.size)
-        client.jobs.save(record)
-        client.redis.zadd(PENDING_KEY, {record.id: record.created_at})
-        t0 = time.perf_counter()
-        gen.run_generate(rt, record.id)
-        t1 = time.perf_counter()
-        state["in_deliver"] = True
-        try:
-            run_deliver(rt, record.id)
-        finally:
-            state["in_deliver"] = False
-        totals["run_generate (generate task body)"] = totals.get("run_generate (generate task body)", 0.0) + (
-            t1 - t0
-        )
-        totals["run_deliver (deliver task body)"] = totals.get("run_deliver (deliver task body)", 0.0) + (
-            time.perf_counter() - t1
-        )
-
-    def update_label(st: dict[str, bool]) -> str:
-        if st["in_engine"]:
-            return "    JobStore.update in progress callback"
-        return (
-            "  JobStore.update (mark delivered)" if st["in_deliver"] else "  JobStore.update (claim, finish)"
-        )
-
+    profiler = TaskBodyProfiler(client, args)
     for i in range(3):  # load the engine in this runtime
-        one(i)
-    engine = rt.engines.get(args.engine)
-    saved = {name: getattr(gen, name) for name in ("to_png", "compose_pair")}
-    engine_generate = engine.generate
-
-    def engine_wrapper(*a: Any, **kw: Any) -> Any:
-        state["in_engine"] = True
-        try:
-            return engine_generate(*a, **kw)
-        finally:
-            state["in_engine"] = False
-
-    try:
-        engine.generate = timed("  engine.generate (incl. progress writes)", engine_wrapper)  # type: ignore[method-assign]
-        rt.jobs.update = timed(update_label, rt.jobs.update)  # type: ignore[method-assign]
-        rt.images.put = timed("  ImageStore.put (SET)", rt.images.put)  # type: ignore[method-assign]
-        rt.history.append = timed("  History.append (web send)", rt.history.append)  # type: ignore[method-assign]
-        gen.to_png = timed("  to_png (64 px single + pair)", gen.to_png)
-        gen.compose_pair = timed("  compose_pair", gen.compose_pair)
+        profiler.one(i)
+    profiler.totals.clear()
+    with profiler.instrumented():
         for i in range(count):
-            one(i)
-    finally:
-        for name, fn in saved.items():
-            setattr(gen, name, fn)
-        del engine.generate  # back to the class's method
-    order = [
-        "run_generate (generate task body)",
-        "  engine.generate (incl. progress writes)",
-        "    JobStore.update in progress callback",
-        "  JobStore.update (claim, finish)",
-        "  to_png (64 px single + pair)",
-        "  compose_pair",
-        "  ImageStore.put (SET)",
-        "run_deliver (deliver task body)",
-        "  JobStore.update (mark delivered)",
-        "  History.append (web send)",
-    ]
-    out = {k: totals.get(k, 0.0) / count for k in order}
-    rest = out[order[0]] - sum(out[k] for k in order[1:7] if not k.startswith("    "))
-    out = {
-        **dict(list(out.items())[:7]),
-        "  rest: ZREM, ZRANGE, records, GC": rest,
-        **dict(list(out.items())[7:]),
-    }
-    return out
+            profiler.one(i)
+    return profiler.means(count)
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,33 +601,21 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report(
-    args: argparse.Namespace,
-    plain: PlainLoop,
-    burst: QueueRun,
-    seq: QueueRun,
-    hop: list[float],
-    floor: list[float],
-    ops: dict[str, float],
-    prof: dict[str, float],
-) -> None:
-    """Print the results table, the verdicts and the breakdown."""
-    plain_ips = plain.images_per_s
+WIDTH = 52  # the report's name column
+
+
+def summary_rows(
+    plain: PlainLoop, burst: QueueRun, seq: QueueRun, hop: list[float], floor: list[float]
+) -> list[tuple[str, str]]:
+    """The results table: (what, figure) rows."""
     queue_ips = burst.images / burst.wall_s
-    ratio = queue_ips / plain_ips
     seq_ips = seq.images / sum(r.delivered_at - r.created_at for r in seq.records if r.delivered_at)
     batch_sizes = [r.batch_size for r in burst.records]
-    w = 52
-    print()
-    print(f"Queue overhead: {args.engine} {args.size}x{args.size}, {args.jobs} jobs, "
-          f"{'in-process' if args.in_process else 'separate-process'} worker, "
-          f"load average now {load_average()}")  # fmt: skip
-    print("-" * 78)
-    rows = [
-        ("plain loop (engine only)", f"{plain_ips:8.1f} images/s"),
+    return [
+        ("plain loop (engine only)", f"{plain.images_per_s:8.1f} images/s"),
         ("  engine call p50 / p95", f"{ms(pct(plain.per_call_s, 0.5))} / {ms(pct(plain.per_call_s, 0.95))}"),
         ("queue, burst (all submitted at once)", f"{queue_ips:8.1f} images/s"),
-        ("  ratio queue / plain", f"{ratio:8.2f}"),
+        ("  ratio queue / plain", f"{queue_ips / plain.images_per_s:8.2f}"),
         ("  batch size mean / max", f"{statistics.mean(batch_sizes):8.2f} / {max(batch_sizes)}"),
         ("  submit->delivered p50 / p95",
          f"{ms(pct(burst.latencies, 0.5))} / {ms(pct(burst.latencies, 0.95))}"),
@@ -613,21 +631,20 @@ def report(
         ("delivery hop only (send_task->delivered) p50 / p95", f"{ms(pct(hop, 0.5))} / {ms(pct(hop, 0.95))}"),
         ("bare Celery round trip (no-op ping) p50 / p95", f"{ms(pct(floor, 0.5))} / {ms(pct(floor, 0.95))}"),
     ]  # fmt: skip
-    for name, value in rows:
-        print(f"{name:<{w}} {value}")
-    print("-" * 78)
-    p50, floor_p50 = pct(seq.overheads, 0.5), pct(floor, 0.5)
-    multiple = p50 / floor_p50
+
+
+def print_targets(plain: PlainLoop, burst: QueueRun, seq: QueueRun, floor: list[float]) -> None:
+    """The two targets, each with its figure and verdict."""
+    multiple = pct(seq.overheads, 0.5) / pct(floor, 0.5)
+    ratio = (burst.images / burst.wall_s) / plain.images_per_s
     print(f"target: sequential overhead p50 <= {TARGET_FLOOR_MULTIPLE:.0f} x bare round trip   "
           f"{multiple:7.1f} x     {verdict(multiple <= TARGET_FLOOR_MULTIPLE)}")  # fmt: skip
     print(f"target: queue images/s >= {TARGET_RATIO:.1f} x plain loop             "
           f"{ratio:7.2f} x     {verdict(ratio >= TARGET_RATIO)}")  # fmt: skip
 
-    # Where the sequential job's time goes, from the record's own timestamps.
-    def phase(get: Any) -> str:
-        values = [get(r) for r in seq.records]
-        return f"{ms(pct(values, 0.5))} / {ms(pct(values, 0.95))}"
 
+def print_phases(seq: QueueRun) -> None:
+    """Where the sequential job's time goes, from the records' own timestamps (p50 / p95)."""
     print()
     print("Sequential job, phase by phase (p50 / p95, from the job record's timestamps):")
     phases = [
@@ -638,31 +655,61 @@ def report(
         ("finished -> delivered (deliver hop + web send)", lambda r: r.delivered_at - r.finished_at),
     ]  # fmt: skip
     for name, get in phases:
-        print(f"  {name:<{w}} {phase(get)}")
+        values = [get(r) for r in seq.records]
+        print(f"  {name:<{WIDTH}} {ms(pct(values, 0.5))} / {ms(pct(values, 0.95))}")
+
+
+def print_means(title: str, seconds_by_name: dict[str, float]) -> None:
+    """A titled list of mean times."""
     print()
-    print("Worker-side steps timed in this process (mean per job):")
-    for name, seconds in {**plain.extra, **ops}.items():
-        print(f"  {name:<{w}} {ms(seconds)}")
-    print()
-    print("Task bodies in this process, no Celery (perf_counter wrappers, mean per job, one at a time):")
-    for name, seconds in prof.items():
-        print(f"  {name:<{w}} {ms(seconds)}")
-    print()
-    n = len(seq.records)
-    own = seq.poll_gets  # the benchmark's waiting GET/MGETs
-    print(f"Redis commands per sequential job (INFO commandstats; {own / n:.1f} polling MGETs of the "
-          f"benchmark removed):")  # fmt: skip
-    commands = dict(seq.commands)
-    commands["mget"] = commands.get("mget", 0) - own
+    print(title)
+    for name, seconds in seconds_by_name.items():
+        print(f"  {name:<{WIDTH}} {ms(seconds)}")
+
+
+def commands_per_job(run: QueueRun) -> tuple[float, str]:
+    """Redis commands per job of ``run`` (the benchmark's own polling MGETs removed): the total and
+    the commands of at least 0.05 per job."""
+    n = len(run.records)
+    commands = dict(run.commands)
+    commands["mget"] = commands.get("mget", 0) - run.poll_gets
     total = sum(v for v in commands.values() if v > 0)
     listed = ", ".join(f"{k} {v / n:.1f}" for k, v in commands.items() if v / n >= 0.05)
-    print(f"  total {total / n:.1f}: {listed}")
-    commands = dict(burst.commands)
-    commands["mget"] = commands.get("mget", 0) - burst.poll_gets
-    n = len(burst.records)
-    total = sum(v for v in commands.values() if v > 0)
-    listed = ", ".join(f"{k} {v / n:.1f}" for k, v in commands.items() if v / n >= 0.05)
-    print(f"Redis commands per burst job: total {total / n:.1f}: {listed}")
+    return total / n, listed
+
+
+def report(
+    args: argparse.Namespace,
+    plain: PlainLoop,
+    burst: QueueRun,
+    seq: QueueRun,
+    hop: list[float],
+    floor: list[float],
+    ops: dict[str, float],
+    prof: dict[str, float],
+) -> None:
+    """Print the results table, the verdicts and the breakdown."""
+    print()
+    print(f"Queue overhead: {args.engine} {args.size}x{args.size}, {args.jobs} jobs, "
+          f"{'in-process' if args.in_process else 'separate-process'} worker, "
+          f"load average now {load_average()}")  # fmt: skip
+    print("-" * 78)
+    for name, value in summary_rows(plain, burst, seq, hop, floor):
+        print(f"{name:<{WIDTH}} {value}")
+    print("-" * 78)
+    print_targets(plain, burst, seq, floor)
+    print_phases(seq)
+    print_means("Worker-side steps timed in this process (mean per job):", {**plain.extra, **ops})
+    print_means(
+        "Task bodies in this process, no Celery (perf_counter wrappers, mean per job, one at a time):", prof
+    )
+    print()
+    total, listed = commands_per_job(seq)
+    print(f"Redis commands per sequential job (INFO commandstats; {seq.poll_gets / len(seq.records):.1f} "
+          f"polling MGETs of the benchmark removed):")  # fmt: skip
+    print(f"  total {total:.1f}: {listed}")
+    total, listed = commands_per_job(burst)
+    print(f"Redis commands per burst job: total {total:.1f}: {listed}")
 
 
 # --------------------------------------------------------------------------------------------
