@@ -30,8 +30,8 @@ from tests.faults.rig import Rig  # noqa: E402
 from tests.helpers.fake_telegram import Faults  # noqa: E402
 
 
-def main() -> None:
-    """Parse the options, run the soak, print the figures."""
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="How long to send traffic.")
     parser.add_argument("--rate", type=float, default=1.0, help="Jobs per second.")
@@ -41,44 +41,73 @@ def main() -> None:
         "--flaky", action="store_true", help="Platforms answer 30%% 429, 10%% 500, 5%% stall."
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    chance = random.Random(args.seed)
+    return parser.parse_args()
 
+
+def make_flaky(rig: Rig, seed: int) -> None:
+    """Both fake platforms answer 30% 429, 10% 500 and stall 5% of the posts."""
+    rates = {"rate_429": 0.3, "rate_500": 0.1, "rate_stall": 0.05, "stall_s": 17.0}
+    rig.telegram.faults = Faults(methods=("sendPhoto",), seed=seed, **rates)
+    rig.discord.faults = Faults(methods=("post",), seed=seed + 1, **rates)
+
+
+class Killer(threading.Thread):
+    """SIGKILLs a random worker every ``kill_every`` seconds on average (exponential gaps) until
+    stopped; with ``redis_kills``, one kill in ten is Redis instead, restarted 1-5 s later."""
+
+    def __init__(self, rig: Rig, chance: random.Random, kill_every: float, redis_kills: bool) -> None:
+        super().__init__(daemon=True)
+        self.rig, self.chance, self.kill_every, self.with_redis = rig, chance, kill_every, redis_kills
+        self.stopping = threading.Event()
+        self.redis_kills = 0
+
+    def run(self) -> None:
+        """Kill until :attr:`stopping` is set."""
+        while not self.stopping.wait(self.chance.expovariate(1 / self.kill_every)):
+            if self.with_redis and self.chance.random() < 0.1:
+                self.rig.kill_redis()
+                self.redis_kills += 1
+                time.sleep(self.chance.uniform(1, 5))
+                self.rig.restart_redis()
+            else:
+                self.rig.kill(self.chance.choice(self.rig.workers))
+
+    def stop(self) -> None:
+        """Stop killing; wait (bounded) for a Redis restart under way to finish."""
+        self.stopping.set()
+        self.join(timeout=60)
+
+
+def send_traffic(rig: Rig, minutes: float, rate: float) -> int:
+    """Submit jobs round-robin to Telegram, Discord and the web for ``minutes`` at ``rate`` per
+    second; how many were refused (a front-end answers "queue unavailable" while Redis is down)."""
+    began = time.monotonic()
+    refused = n = 0
+    while time.monotonic() - began < minutes * 60:
+        platform = ("telegram", "discord", "web")[n % 3]
+        try:
+            rig.submit(platform, n)
+        except (InputError, QueueUnavailable):
+            refused += 1
+        n += 1
+        time.sleep(1 / rate)
+    return refused
+
+
+def main() -> None:
+    """Parse the options, run the soak, print the figures."""
+    args = parse_args()
+    chance = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="imaginebot-soak-") as tmp:
         rig = Rig(Path(tmp) / "rig", Path(tmp) / "data").start()
         if args.flaky:
-            rates = {"rate_429": 0.3, "rate_500": 0.1, "rate_stall": 0.05, "stall_s": 17.0}
-            rig.telegram.faults = Faults(methods=("sendPhoto",), seed=args.seed, **rates)
-            rig.discord.faults = Faults(methods=("post",), seed=args.seed + 1, **rates)
-        stop = threading.Event()
-        redis_kills = [0]
-        refused = [0]
-
-        def killer() -> None:
-            while not stop.wait(chance.expovariate(1 / args.kill_every)):
-                if args.redis_kills and chance.random() < 0.1:
-                    rig.kill_redis()
-                    redis_kills[0] += 1
-                    time.sleep(chance.uniform(1, 5))
-                    rig.restart_redis()
-                else:
-                    rig.kill(chance.choice(rig.workers))
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
+            make_flaky(rig, args.seed)
+        killer = Killer(rig, chance, args.kill_every, args.redis_kills)
+        killer.start()
         began = time.monotonic()
-        n = 0
         try:
-            while time.monotonic() - began < args.minutes * 60:
-                platform = ("telegram", "discord", "web")[n % 3]
-                try:
-                    rig.submit(platform, n)
-                except (InputError, QueueUnavailable):  # a front-end answers "queue unavailable"
-                    refused[0] += 1
-                n += 1
-                time.sleep(1 / args.rate)
-            stop.set()
-            thread.join(timeout=60)
+            refused = send_traffic(rig, args.minutes, args.rate)
+            killer.stop()
             if rig.redis is not None and (rig.redis.process is None or rig.redis.process.poll() is not None):
                 rig.restart_redis()
             sent_s = time.monotonic() - began
@@ -87,11 +116,11 @@ def main() -> None:
                 "soak",
                 time.monotonic() - began - sent_s,
                 minutes=args.minutes,
-                redis_kills=redis_kills[0],
-                refused_during_outages=refused[0],
+                redis_kills=killer.redis_kills,
+                refused_during_outages=refused,
             )
         finally:
-            stop.set()
+            killer.stopping.set()
             rig.stop()
 
 
