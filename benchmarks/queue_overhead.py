@@ -56,6 +56,7 @@ from core.settings import Settings  # noqa: E402
 from core.store import job_key  # noqa: E402
 from core.task_contract import DELIVER_TASK, PING_PREFIX, PING_TASK, QUEUE_DELIVERY, QUEUE_GPU  # noqa: E402
 from core.validation import validate_request  # noqa: E402
+from tests.helpers.celery_worker import in_thread_worker  # noqa: E402
 from tests.helpers.processes import settings_env  # noqa: E402
 
 PROMPTS = ("a red circle", "a blue square", "a green triangle on the left", "a small yellow star")
@@ -143,19 +144,9 @@ def start_worker_process(settings: Settings, log_path: Path, loglevel: str) -> s
 @contextmanager
 def in_process_worker(settings: Settings) -> Iterator[None]:
     """Celery's test worker (solo pool, in a thread of this process) on the gpu and delivery queues."""
-    from celery.contrib.testing.worker import start_worker
-
     from worker.app import create_app
 
-    app = create_app(settings)
-    with start_worker(
-        app,
-        pool="solo",
-        concurrency=1,
-        perform_ping_check=False,
-        queues=["gpu", "delivery"],
-        shutdown_timeout=60,
-    ):
+    with in_thread_worker(create_app(settings)):
         yield
 
 
