@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     hf_api_timeout_s: float = 120.0
     engines: str = Field(default="dfgan,diffusion", description="Enabled engines, comma separated.")
     datasets: str = Field(default="shapes,emoji", description="Dataset names admins may retrain on.")
+    retrain_eval_count: int = Field(
+        default=1000,
+        ge=8,
+        le=10_000,
+        description="Captions of the answer key a retrain run (and the version in use) is scored on "
+        "before the gate decides (a run from the CLI may give its own --eval-count).",
+    )
 
     blocklist: str = Field(
         default="", description="Comma-separated words or phrases refused in prompts (both engines)."

@@ -74,7 +74,7 @@ class TrainingClient:
             epochs=request.epochs,
             max_steps=max_steps,
             count=count,
-            eval_count=eval_count or 1000,
+            eval_count=eval_count or self.settings.retrain_eval_count,
             force=force,
             from_scratch=request.from_scratch,
             model=request.model,

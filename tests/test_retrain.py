@@ -374,6 +374,35 @@ def test_evaluation_gate(
         assert "not promoted" in note and "models promote" in note
 
 
+@pytest.mark.parametrize(
+    ("model", "dataset", "score", "gate", "end"),
+    [
+        ("dfgan", "squares", 0.41, "passed", "on the shapes answer key vs 0.400 of V; promoted."),
+        ("dfgan", "squares", 0.39, "failed", "on the shapes answer key vs 0.400 of V; not promoted."),
+        ("diffusion", "squares", 0.4, "passed", "on the shapes answer key vs 0.400 of V; promoted."),
+        ("diffusion", "scenes", 0.3, "failed", "on the scenes answer key vs 0.400 of V; not promoted."),
+    ],
+)
+def test_the_gate_scores_a_community_dataset_on_the_family_answer_key(
+    model: str, dataset: str, score: float, gate: str, end: str
+) -> None:
+    from worker import train_gate
+
+    run = TrainRun(
+        dataset=dataset,
+        epochs=1,
+        model=model,
+        requested_by="web:admin",
+        conversation=Conversation(platform="web", chat_id="admin"),
+    )
+    verdict, note = train_gate.gate(run, {"all": score}, "V", 0.4)
+    assert verdict == gate and note == f"Score {score:.3f} {end}"
+    # A stored score stands only for a run on an answer key, scored on that same key.
+    assert train_gate.stored_score_applies(model, "shapes", "squares")
+    assert not train_gate.stored_score_applies(model, "squares", "shapes")
+    assert not train_gate.stored_score_applies("diffusion", "scenes", "shapes")
+
+
 def test_duplicated_messages_cannot_multiply_the_re_checks(isolated: Settings) -> None:
     from types import SimpleNamespace
 

@@ -1,7 +1,7 @@
 """``/retrain dataset:NAME`` on a dataset admins built in the web chat, end to end: the pictures go
 in through ``POST /api/datasets`` (the real web app), the run is asked for in the chat, and a real
 ``imaginebot worker`` process on the ``train`` queue fine-tunes DF-GAN on them, then (2 steps) our
-diffusion model.
+diffusion model; the gate scores each on the shapes answer key against the model in use.
 
 Real Redis (database 15 of the session server, emptied), a private data dir shared by the web app
 and the worker (the community datasets live there).
@@ -33,9 +33,12 @@ COLOURS = {"red": (215, 40, 40), "blue": (40, 80, 215), "green": (40, 160, 60), 
 
 @pytest.fixture
 def isolated(redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
-    """Settings on database 15 (emptied), a private data dir, a web admin, dfgan only."""
+    """Settings on database 15 (emptied), a private data dir, a web admin, dfgan only, and a gate
+    that scores 32 captions of the answer key."""
     url = emptied_database(redis_server, 15)
-    return make_settings(url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN}")
+    return make_settings(
+        url, tmp_path / "data", engines="dfgan", admin_ids=f"web:{ADMIN}", retrain_eval_count=32
+    )
 
 
 def _square(colour: tuple[int, int, int], left: bool) -> bytes:
@@ -91,20 +94,30 @@ def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolat
         # Our diffusion model fine-tunes on it too (2 steps; source_size pictures from the same files).
         plan = RetrainRequest(dataset="squares", epochs=1, model="diffusion")
         admin = Conversation(platform="web", chat_id=ADMIN)
-        queued = client.submit_retrain(plan, f"web:{ADMIN}", admin, 2, config={"batch_size": 4})
+        queued = client.submit_retrain(plan, f"web:{ADMIN}", admin, 2, config={"batch_size": 4}, eval_count=8)
         diffusion = _follow(client, queued.id, timeout_s=400)
     finally:
         trainer.terminate()
         trainer.wait(timeout=60)
     assert run.status == TrainRunStatus.DONE, run.error
     assert run.dataset == "squares" and not run.from_scratch and run.step == 1  # 8 pictures, batch 16
-    assert run.gate == "skipped" and "No automatic evaluation for dataset 'squares'" in str(run.gate_note)
+    # The gate scored the fine-tune and the shipped model on the same 32 shapes captions: one step at
+    # the fine-tuning rate leaves the score near the baseline's, and the verdict follows the scores.
+    assert run.baseline is not None and run.baseline_version, run.gate_note
+    assert abs(run.metrics["all"] - run.baseline) <= 0.25, (run.metrics, run.baseline)
+    assert run.gate == ("passed" if run.metrics["all"] >= run.baseline else "failed")
+    expected = f"Score {run.metrics['all']:.3f} on the shapes answer key vs {run.baseline:.3f}"
+    assert expected in run.gate_note and str(run.baseline_version) in run.gate_note
     registry = ModelRegistry(isolated, client.redis)
     entry = registry.get(str(run.version))
     assert entry is not None and entry.version.startswith("dfgan-squares-") and entry.run_id == run.id
-    assert registry.promoted() is None  # registered, not promoted: promoting is the admin's call
+    assert entry.metrics["all"] == run.metrics["all"]  # the next run's gate compares with it
+    assert registry.promoted() == (run.version if run.promoted else None)
+    assert run.promoted == (run.gate == "passed")
     assert diffusion.status == TrainRunStatus.DONE, diffusion.error
     assert diffusion.step == 2 and str(diffusion.version).startswith("diffusion-squares-")
-    assert ModelRegistry(isolated, client.redis, family="diffusion").promoted() is None
+    assert diffusion.baseline is not None and "on the shapes answer key vs" in diffusion.gate_note
+    promoted = ModelRegistry(isolated, client.redis, family="diffusion").promoted()
+    assert promoted == (diffusion.version if diffusion.promoted else None)
     texts = [m.get("text", "") for m in web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]]
     assert any(run.id in t and "squares" in t for t in texts)

@@ -4,7 +4,8 @@ registry, promotion, chat) is :mod:`worker.train_task`'s, shared with diffusion
 (:mod:`worker.train_diffusion`).
 
 A run fine-tunes the model the workers draw with (the promoted version, else the configured or shipped
-checkpoint) at a lower generator learning rate; ``from_scratch`` starts from random weights.
+checkpoint) at a lower generator learning rate; ``from_scratch`` starts from random weights. Every run,
+on ``shapes`` or on a community dataset, is scored on the shapes answer key (:mod:`worker.train_gate`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.model_versions import ModelRegistry
+from core.model_versions import ModelRegistry, RegistryError
 from core.train_runs import FINETUNE_LR_SCALE, TrainRun
 from worker.runtime import Runtime
+from worker.train_gate import stored_score_applies
 from worker.train_lease import Heartbeat
 from worker.train_report import announce, progress_reporter, short_losses, stopped
 from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
@@ -63,12 +65,11 @@ def train_part(
     halted = stopped(rt, run, heartbeat, f"at step {result.step}")
     if halted is not None:
         return halted
-    metrics: dict[str, float] = {}
-    if run.dataset == "shapes":
-        from training.dfgan.checkpoint import load_generator
-        from training.dfgan.evaluate import evaluate_shapes
+    from training.dfgan.checkpoint import load_generator
+    from training.dfgan.evaluate import evaluate_shapes
 
-        metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
+    # Every run is scored on the shapes answer key (DF-GAN's only one), community datasets too.
+    metrics = evaluate_shapes(load_generator(result.checkpoint, device), count=run.eval_count)
     baseline_version, baseline = score_baseline(rt, registry, run, device)
     prompts = list(config.sample_prompts or getattr(dataset, "sample_prompts", None) or [run.dataset])
     return Trained(
@@ -80,23 +81,30 @@ def train_part(
 def score_baseline(
     rt: Runtime, registry: ModelRegistry, run: TrainRun, device: str
 ) -> tuple[str | None, float | None]:
-    """(version, score) the new version must match: the promoted version's stored score; with
-    nothing promoted, the default checkpoint the workers use (configured or shipped), evaluated now
-    on the same captions; (None, None) when that is the random-init placeholder or no metric applies."""
-    promoted = registry.promoted_entry()
-    if promoted is not None:
-        return promoted.version, promoted.metrics.get("all")
-    if run.dataset != "shapes":
-        return None, None
+    """(version, score) the new version must match on the shapes answer key: the promoted version's
+    stored score (a run on ``shapes`` itself), or that version scored now on the same captions (a run
+    on a community dataset, :func:`worker.train_gate.stored_score_applies`); with nothing promoted,
+    the default checkpoint the workers use (configured or shipped), scored now; (None, None) when
+    that is the random-init placeholder."""
     from training.dfgan.checkpoint import load_generator
     from training.dfgan.evaluate import evaluate_shapes
     from worker.engines.dfgan import resolve_default_checkpoint
 
-    folder = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
+    promoted = registry.promoted_entry()
+    if promoted is not None and stored_score_applies("dfgan", run.dataset, promoted.dataset):
+        return promoted.version, promoted.metrics.get("all")
+    if promoted is not None:
+        try:
+            folder: Path | None = registry.materialize(promoted.version)[0]
+        except RegistryError:  # its files are gone: its stored score is all there is
+            return promoted.version, promoted.metrics.get("all")
+    else:
+        folder = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
     if folder is None:
         return None, None
     loaded = load_generator(folder, device)
-    return loaded.version, evaluate_shapes(loaded, count=run.eval_count)["all"]
+    name = promoted.version if promoted is not None else loaded.version
+    return name, evaluate_shapes(loaded, count=run.eval_count)["all"]
 
 
 def starting_point(rt: Runtime, registry: ModelRegistry, run: TrainRun) -> tuple[Path | None, dict[str, Any]]:

@@ -5,7 +5,8 @@ lease, lock, gate, registry, promotion, chat) is :mod:`worker.train_task`'s, sha
 
 A run fine-tunes the model the workers draw with by default (the promoted diffusion version, else the
 configured or shipped model) at a quarter of the learning rate with a short warm-up; ``from_scratch``
-starts from random weights with the base config.
+starts from random weights with the base config. Every run is scored on an answer key: its dataset's
+(``shapes``, ``scenes``) or, for a community dataset, the shapes key (:mod:`worker.train_gate`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from core.model_versions import ModelRegistry
+from core.model_versions import ModelRegistry, RegistryError
 from core.settings import Settings
 from core.train_runs import FINETUNE_LR_SCALE, TrainRun
 from worker.runtime import Runtime
+from worker.train_gate import SCORED_DATASETS, answer_key, stored_score_applies
 from worker.train_lease import Heartbeat
 from worker.train_report import announce, progress_reporter, stopped
 from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
@@ -28,8 +30,6 @@ from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
 FINETUNE_WARMUP_STEPS = 20
 #: Sampling settings of the evaluation: the shipped model's defaults.
 EVAL_STEPS, EVAL_GUIDANCE = 20, 2.0
-#: Datasets with an exact answer key the gate can score.
-SCORED_DATASETS = ("shapes", "scenes")
 
 
 def train_part(
@@ -51,19 +51,36 @@ def train_part(
     if halted is not None:
         return halted
     folder = export_for_registry(result, out)
-    metrics = evaluate(settings, folder, run.dataset, run.eval_count, device)
-    promoted = registry.promoted_entry()
-    if promoted is not None:
-        baseline_version, baseline = promoted.version, promoted.metrics.get("all")
-    else:
-        default = default_folder(settings)
-        scores = evaluate(settings, default, run.dataset, run.eval_count, device) if default else {}
-        baseline_version = version_of(default) if default else None
-        baseline = scores.get("all")
+    key = answer_key("diffusion", run.dataset)  # a community dataset: the shapes answer key
+    metrics = evaluate(settings, folder, key, run.eval_count, device)
+    baseline_version, baseline = score_baseline(settings, registry, run, device)
     return Trained(
         folder, result.step, Path(result.loss_curve), Path(result.sample_grid),
         metrics, baseline_version, baseline, prompts,
     )  # fmt: skip
+
+
+def score_baseline(
+    settings: Settings, registry: ModelRegistry, run: TrainRun, device: str
+) -> tuple[str | None, float | None]:
+    """(version, score) the new version must match on the run's answer key: the promoted version's
+    stored score (a run on an answer-key dataset), or that version scored now on the same captions
+    (a run on a community dataset); with nothing promoted, the default pipeline scored now."""
+    promoted = registry.promoted_entry()
+    if promoted is not None and stored_score_applies("diffusion", run.dataset, promoted.dataset):
+        return promoted.version, promoted.metrics.get("all")
+    if promoted is not None:
+        try:
+            folder: Path | None = registry.materialize(promoted.version)[0]
+        except RegistryError:  # its files are gone: its stored score is all there is
+            return promoted.version, promoted.metrics.get("all")
+    else:
+        folder = default_folder(settings)
+    if folder is None:
+        return None, None
+    key = answer_key("diffusion", run.dataset)
+    name = promoted.version if promoted is not None else version_of(folder)
+    return name, evaluate(settings, folder, key, run.eval_count, device).get("all")
 
 
 def default_folder(settings: Settings) -> Path | None:
@@ -148,7 +165,7 @@ def export_for_registry(result: Any, out: Path) -> Path:
 
 def evaluate(settings: Settings, folder: Path, dataset: str, count: int, device: str) -> dict[str, float]:
     """Scores of the pipeline in ``folder`` on ``dataset``'s answer key ({} for a dataset with none)."""
-    if dataset not in SCORED_DATASETS:
+    if dataset not in SCORED_DATASETS["diffusion"]:
         return {}
     from training.diffusion.evaluate import evaluate_generator, pipeline_generator
     from worker.engines.diffusion import DiffusionEngine
