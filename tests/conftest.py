@@ -101,16 +101,9 @@ def celery_app(settings: Settings):  # noqa: ANN201 - celery has no precise type
 @pytest.fixture(scope="session")
 def celery_worker(celery_app):  # noqa: ANN001, ANN201
     """A real Celery worker (solo pool, in a thread) consuming the gpu and delivery queues."""
-    from celery.contrib.testing.worker import start_worker
+    from tests.helpers.celery_worker import in_thread_worker
 
-    with start_worker(
-        celery_app,
-        pool="solo",
-        concurrency=1,
-        perform_ping_check=False,
-        queues=["gpu", "delivery"],
-        shutdown_timeout=60,
-    ) as worker:
+    with in_thread_worker(celery_app) as worker:
         yield worker
 
 

@@ -34,6 +34,7 @@ from core.nsfw import NsfwPolicy, decision, nsfw_notice
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import TelegramBotThread
+from tests.helpers.fake_platforms import running, worker_posting_to
 from tests.helpers.fake_telegram import Call, FakeTelegram, button_press, photo_message, user_message
 from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
@@ -47,17 +48,14 @@ WAIT_S = 60.0
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeTelegram]:
-    server = FakeTelegram(TOKEN).start()
-    yield server
-    server.stop()
+    with running(FakeTelegram(TOKEN)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def worker_to_fake(settings: Settings, celery_worker: Any, fake: FakeTelegram) -> Iterator[None]:
     """The session's worker holds the bot token and posts to the fake (restored after this module)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(settings, "telegram_token", TOKEN)
-        mp.setattr(settings, "telegram_api_base", fake.url)
+    with worker_posting_to(settings, telegram=fake):
         yield
 
 
