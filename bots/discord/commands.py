@@ -25,6 +25,7 @@ from bots.discord.handlers import ask, channel_is_nsfw, discord_text, draw, repl
 from core.conversation import (
     Cancel,
     ChannelNsfw,
+    FromText,
     Imagine,
     Refused,
     Retrain,
@@ -170,11 +171,30 @@ async def retrain_cancel(interaction: discord.Interaction[ImagineBot], run: str 
     await ask(interaction, RetrainCancel(run))
 
 
-@app_commands.command(name="model", description="Which models this deployment runs (admins)")
+#: ``/model``'s actions: show what runs, list the trained versions, promote one, roll back.
+MODEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("show", "list", "promote", "rollback")]
+
+
+@app_commands.command(
+    name="model", description="The models in use; list, promote or roll back versions (admins)"
+)
+@app_commands.describe(
+    action="show (default), list, promote or rollback",
+    version="The version to promote, as /model list names it",
+    model="dfgan (default) or diffusion, for list and rollback",
+)
+@app_commands.choices(action=MODEL_ACTIONS)
 @app_commands.default_permissions(manage_guild=True)
-async def model(interaction: discord.Interaction[ImagineBot]) -> None:
-    """Show the engines and the models they load (admins only)."""
-    await ask(interaction, ShowModel())
+async def model(
+    interaction: discord.Interaction[ImagineBot],
+    action: str = "show",
+    version: str | None = None,
+    model: str = "dfgan",
+) -> None:
+    """Show the engines and models, list a family's versions, promote one or roll back (admins only;
+    the words are read as the text platforms' ``/model …``)."""
+    words = {"show": "", "promote": f"promote {version or ''}"}.get(action, f"{action} model:{model}")
+    await ask(interaction, FromText(ShowModel, words))
 
 
 @app_commands.command(name="models", description="The models and LoRAs you can choose in /imagine")

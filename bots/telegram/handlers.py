@@ -9,7 +9,8 @@ replies with the service's answer; nothing here decides anything or writes a use
   its caption (in groups the caption must start with ``/imagine``), or ``/imagine <prompt>`` as a
   reply to one. It is fetched and stored by ``photos.py``; a bad picture gets its specific answer.
 - ``/queue``, ``/cancel [job_id]``, ``/settings [--engine ... | reset]``, ``/models``, ``/help``.
-- ``/retrain``, ``/model`` and ``/nsfw [withhold|spoiler|allow|default]``: admins only.
+- ``/retrain``, ``/model [list|promote VERSION|rollback]`` and ``/nsfw [withhold|spoiler|allow|default]``:
+  admins only.
 - The buttons under a result: reroll, a variation on one engine, show settings.
 
 Every answer is a reply to the user's message in the same chat and forum topic.
@@ -256,8 +257,10 @@ async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """``/model``: admins only; the engines and models in use."""
-    await answer(update, context, ShowModel())
+    """``/model``: admins only; the engines and models in use; ``/model list|promote VERSION|rollback
+    [model:diffusion]``: the trained versions, promote one, go back to the one before."""
+    if update.effective_message:
+        await answer(update, context, FromText(ShowModel, _command_body(update.effective_message)))
 
 
 async def models(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

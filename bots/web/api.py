@@ -8,7 +8,8 @@ service (:mod:`core.conversation`) or the stores, and renders the answer as JSON
   ``--strength``): a bad picture is a 400 with its code (``image_format``, ``image_too_big`` …).
   ``/models`` text → 200 ``{"message": "..."}`` (the models and LoRAs); an admin's ``/nsfw
   withhold|spoiler|allow|default`` → 200 ``{"message": "..."}`` (the conversation's rule; beyond
-  localhost with the admin password, as ``/retrain``)
+  localhost with the admin password, as ``/retrain``); an admin's ``/model [list|promote
+  VERSION|rollback] [model:diffusion]`` → 200 ``{"message": "..."}`` (the same password rule)
 - ``GET /api/models`` → ``{"models": [{"name", "description"}], "loras": [...]}``
 - ``GET /api/jobs/<id>`` → ``{"job": {...}}`` with status, queue position, progress, image URLs
 - ``POST /api/jobs/<id>/cancel`` ``{"conversation_id": "..."}``
@@ -42,6 +43,7 @@ from core.conversation import (
     RetrainCancel,
     RetrainCancelled,
     RetrainQueued,
+    ShowModel,
     ShowModels,
     status_line,
 )
@@ -233,24 +235,33 @@ def imagine() -> tuple[Response, int]:
     return _render(web, cid, reply)
 
 
+#: Chat-box commands that need the admin password beyond localhost (``/model`` as a whole word: not
+#: ``/models``, which everyone may use).
+ADMIN_COMMANDS = ("/retrain", "/nsfw")
+
+
 def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes | None = None) -> Reply:
     """What the service answers to ``text`` (with ``picture`` to draw from) from conversation ``cid``."""
     caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
     command = text.strip().lower()
     if command == "/models":
         return web.service.handle(caller, ShowModels())
-    if not command.startswith(("/retrain", "/nsfw")):
+    word = command.split(maxsplit=1)[0] if command else ""
+    admin = "/model" if word == "/model" else next((c for c in ADMIN_COMMANDS if command.startswith(c)), None)
+    if admin is None:
         try:
             image_key = None if picture is None else web.service.uploads.put(picture)
         except InputError as exc:  # not a picture we take: its own code and message
             return Refused.of(exc)
         return web.service.handle(caller, FromText(Imagine, text, image_key=image_key))
     try:
-        web.admin_password.check(data, cid, "/nsfw" if command.startswith("/nsfw") else "/retrain")
+        web.admin_password.check(data, cid, admin)
     except InputError as exc:
         return Refused.of(exc)
-    if command.startswith("/nsfw"):
+    if admin == "/nsfw":
         return web.service.handle(caller, FromText(ChannelNsfw, text))
+    if admin == "/model":  # the models in use; list, promote or roll back versions
+        return web.service.handle(caller, FromText(ShowModel, text))
     kind = RetrainCancel if is_retrain_cancel(text) else Retrain
     return web.service.handle(caller, FromText(kind, text))
 

@@ -19,6 +19,7 @@ from core.commands import (
     NOT_ADMIN_RETRAIN,
     NOT_ADMIN_RETRAIN_CANCEL,
     RetrainRequest,
+    check_model,
     read_retrain,
     read_retrain_cancel,
 )
@@ -37,6 +38,9 @@ __all__ = [
     "Help",
     "Imagine",
     "JobInfo",
+    "ModelPromote",
+    "ModelRollback",
+    "ModelVersions",
     "Retrain",
     "RetrainCancel",
     "ShowModel",
@@ -45,6 +49,10 @@ __all__ = [
     "UserSettings",
 ]
 
+MODEL_USAGE = (
+    "Use /model (what runs), /model list [model:diffusion], /model promote VERSION "
+    "or /model rollback [model:diffusion]."
+)
 SETTINGS_USAGE = "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
 NOT_ADMIN_NSFW = "Only admins can set a channel's NSFW rule."
 #: What ``/nsfw`` takes besides a rule: go back to the server's rule.
@@ -188,9 +196,60 @@ class RetrainCancel:
 
 @dataclass(frozen=True)
 class ShowModel:
-    """Admins: which engines and models this deployment runs."""
+    """Admins: which engines and models this deployment runs. Its text (``/model …``) may also ask
+    for the trained versions (:class:`ModelVersions`), to promote one (:class:`ModelPromote`) or to
+    roll back (:class:`ModelRollback`)."""
 
     refusal: ClassVar[str | None] = NOT_ADMIN_MODEL
+
+    @classmethod
+    def from_text(
+        cls, text: str, settings: Settings | None = None
+    ) -> ShowModel | ModelVersions | ModelPromote | ModelRollback:
+        """``[/model] [list [model:dfgan|diffusion] | promote VERSION | rollback [model:…]]``."""
+        words = text.split()
+        if words and words[0].lower() == "/model":
+            words = words[1:]
+        if not words:
+            return cls()
+        verb, rest = words[0].lower(), words[1:]
+        if verb == "promote" and len(rest) == 1:
+            return ModelPromote(rest[0])
+        if verb in ("list", "rollback") and len(rest) <= 1:
+            family = _family(rest[0]) if rest else "dfgan"
+            return ModelVersions(family) if verb == "list" else ModelRollback(family)
+        raise InputError("bad_model_command", MODEL_USAGE)
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    """Admins: the registered versions of model ``family`` (``dfgan`` | ``diffusion``), newest last,
+    with their scores and the one in use."""
+
+    family: str = "dfgan"
+    refusal: ClassVar[str | None] = NOT_ADMIN_MODEL
+
+
+@dataclass(frozen=True)
+class ModelPromote:
+    """Admins: make ``version`` (as ``/model list`` names it) the one every worker draws with."""
+
+    version: str
+    refusal: ClassVar[str | None] = NOT_ADMIN_MODEL
+
+
+@dataclass(frozen=True)
+class ModelRollback:
+    """Admins: go back to the ``family`` version promoted before the current one (or the default)."""
+
+    family: str = "dfgan"
+    refusal: ClassVar[str | None] = NOT_ADMIN_MODEL
+
+
+def _family(word: str) -> str:
+    """The model family ``model:NAME`` (or a bare ``NAME``) names."""
+    name = word.split(":", 1)[1] if word.lower().startswith("model:") else word
+    return check_model(name)
 
 
 @dataclass(frozen=True)
@@ -240,7 +299,7 @@ class FromText:
     (admins only) first, then parses ``text``; a parse error is answered like any refusal.
     ``image_key``: a picture sent with the text (an :class:`Imagine` starts from it)."""
 
-    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel | ChannelNsfw]
+    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel | ChannelNsfw | ShowModel]
     text: str = field(default="")
     image_key: str | None = None
 
@@ -262,6 +321,9 @@ Action = (
     | Retrain
     | RetrainCancel
     | ShowModel
+    | ModelVersions
+    | ModelPromote
+    | ModelRollback
     | ShowModels
     | ChannelNsfw
     | Help

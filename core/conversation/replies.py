@@ -24,7 +24,10 @@ __all__ = [
     "HelpShown",
     "JobList",
     "JobSettings",
+    "ModelPromoted",
+    "ModelRolledBack",
     "ModelShown",
+    "ModelVersionsShown",
     "ModelsShown",
     "NsfwRuleShown",
     "Prepared",
@@ -256,6 +259,80 @@ class ModelShown:
         )
 
 
+#: How many versions ``/model list`` shows (the newest).
+VERSIONS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ModelVersionsShown:
+    """The registered versions of model ``family`` (``versions``: (name, dataset, score on its answer
+    key or None), oldest first) and the one in use (``promoted``; None: the configured default)."""
+
+    family: str
+    versions: list[tuple[str, str, float | None]]
+    promoted: str | None
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The newest versions, one a line, * marking the one in use."""
+        title = MODEL_TITLES[self.family]
+        if not self.versions:
+            lines = [f"No {title} versions are registered yet; /retrain makes one."]
+        else:
+            older = len(self.versions) - VERSIONS_SHOWN
+            lines = [f"{title} versions (newest last{f', {older} older not shown' if older > 0 else ''}):"]
+            for name, dataset, score in self.versions[-VERSIONS_SHOWN:]:
+                mark = "*" if name == self.promoted else "-"
+                shown = "no score" if score is None else f"score {score:.3f}"
+                lines.append(f"{mark} {name} (trained on {dataset}, {shown})")
+        lines.append(f"In use: {self.promoted or 'the configured default'}. {_promote_hint(self.family)}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ModelPromoted:
+    """``version`` of ``family`` is the one the workers draw with now."""
+
+    family: str
+    version: str
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """What changed, and how to undo it."""
+        return (
+            f"Promoted {self.version}: new {MODEL_TITLES[self.family]} pictures are drawn with it from "
+            f"each worker's next batch on. Undo with /model rollback{_family_option(self.family)}."
+        )
+
+
+@dataclass(frozen=True)
+class ModelRolledBack:
+    """``family``'s promotion went back to ``back_to`` (None: the configured default)."""
+
+    family: str
+    back_to: str | None
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """What the workers draw with now."""
+        model = self.back_to or "the configured default model"
+        return (
+            f"Rolled back {MODEL_TITLES[self.family]}: new pictures are drawn with {model} from "
+            "each worker's next batch on."
+        )
+
+
+def _family_option(family: str) -> str:
+    return "" if family == "dfgan" else f" model:{family}"
+
+
+def _promote_hint(family: str) -> str:
+    return f"/model promote VERSION or /model rollback{_family_option(family)} to change it."
+
+
 @dataclass(frozen=True)
 class ModelsShown:
     """The diffusion models (``models``: :func:`core.model_catalog.models_text`, one line each) and
@@ -326,6 +403,9 @@ Reply = (
     | RetrainQueued
     | RetrainCancelled
     | ModelShown
+    | ModelVersionsShown
+    | ModelPromoted
+    | ModelRolledBack
     | ModelsShown
     | NsfwRuleShown
     | HelpShown

@@ -22,6 +22,9 @@ from core.conversation.actions import (
     Help,
     Imagine,
     JobInfo,
+    ModelPromote,
+    ModelRollback,
+    ModelVersions,
     Retrain,
     RetrainCancel,
     ShowModel,
@@ -37,8 +40,11 @@ from core.conversation.replies import (
     HelpShown,
     JobList,
     JobSettings,
+    ModelPromoted,
+    ModelRolledBack,
     ModelShown,
     ModelsShown,
+    ModelVersionsShown,
     NsfwRuleShown,
     Prepared,
     Queued,
@@ -55,6 +61,7 @@ from core.ids import is_job_id
 from core.job_client import QueueClient, QueueUnavailable
 from core.jobs import Conversation, JobRecord, JobRequest
 from core.model_catalog import lora_names, models_text
+from core.model_versions import ModelRegistry, RegistryError, family_of
 from core.nsfw import ChannelNsfw as ChannelNsfwStore
 from core.nsfw import channel_policy, conversation_policy, parse_policy
 from core.preferences import Preferences, PreferenceStore
@@ -88,6 +95,9 @@ class ConversationService:
             Retrain: self._retrain,
             RetrainCancel: self._retrain_cancel,
             ShowModel: self._show_model,
+            ModelVersions: self._model_versions,
+            ModelPromote: self._model_promote,
+            ModelRollback: self._model_rollback,
             ShowModels: self._show_models,
             ChannelNsfw: self._channel_nsfw,
             Help: lambda caller, action: HelpShown(),
@@ -239,6 +249,27 @@ class ConversationService:
     def _show_model(self, caller: Caller, action: ShowModel) -> Reply:
         s = self.settings
         return ModelShown(s.enabled_engines, s.dfgan_checkpoint, s.diffusion_model)
+
+    def _model_versions(self, caller: Caller, action: ModelVersions) -> Reply:
+        registry = ModelRegistry(self.settings, self.queue.redis, family=action.family)
+        versions = [(e.version, e.dataset, e.metrics.get("all")) for e in registry.list()]
+        return ModelVersionsShown(action.family, versions, registry.promoted())
+
+    def _model_promote(self, caller: Caller, action: ModelPromote) -> Reply:
+        """The same promotion as ``imaginebot models promote``: workers pick it up at their next batch."""
+        try:
+            family = family_of(action.version)
+            ModelRegistry(self.settings, self.queue.redis, family=family).promote(action.version)
+        except RegistryError as exc:
+            return Refused("model_version", str(exc).replace("`imaginebot models list`", "/model list"))
+        return ModelPromoted(family, action.version)
+
+    def _model_rollback(self, caller: Caller, action: ModelRollback) -> Reply:
+        try:
+            back_to = ModelRegistry(self.settings, self.queue.redis, family=action.family).rollback()
+        except RegistryError as exc:
+            return Refused("nothing_to_roll_back", str(exc))
+        return ModelRolledBack(action.family, back_to)
 
     def _channel_nsfw(self, caller: Caller, action: ChannelNsfw) -> Reply:
         """Show, set or clear the caller's channel's rule for flagged pictures."""
