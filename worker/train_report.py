@@ -58,7 +58,11 @@ def announce(rt: Runtime, run: TrainRun, parent: str | None, resumed_from: int |
 def end_text(run: TrainRun, trained: Trained) -> str:
     """The note of a run that finished: its version, score and verdict, and where its pictures are."""
     score = f"score {run.metrics['all']:.3f}" if "all" in run.metrics else "no score"
-    verdict = "promoted: new images use it now" if run.promoted else "kept the current model"
+    verdict = (
+        "promoted: new images use it now"
+        if run.promoted
+        else f"kept the current model (an admin may still /model promote {run.version})"
+    )
     return (
         f"Training run {run.id} finished: {run.version} ({score}), {verdict}. {run.gate_note} "
         f"Loss curve: {trained.loss_curve}; samples: {trained.sample_grid}."
