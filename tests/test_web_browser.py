@@ -64,24 +64,45 @@ def browser() -> Iterator[object]:
 
 
 def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Path) -> None:  # noqa: ANN001
-    from playwright.sync_api import expect
-
+    """One visit, step by step: send a prompt and watch it go to done, links and lightbox, reload,
+    bad inputs (with the README's screenshot), cancel, then the same conversation on a phone."""
     page_errors: list[str] = []
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     page.add_init_script(RECORD_STATES)
     page.goto(web_server + "/")
+    cid = _page_is_ready(page)
+    job_id, api_job = _send_a_prompt_and_see_it_done(page, web_server)
+    _caption_links_and_lightbox(page, web_server, job_id, api_job)
+    _reload_shows_the_conversation(page, job_id, cid)
+    _bad_inputs_get_their_messages(page, tmp_path)
+    _a_pending_job_can_be_cancelled(page, job_id)
+    assert not page_errors, page_errors
+    context.close()
+    # A notice in the history (a training run's, which carries no error code) is not shown as an error.
+    notice = "Retraining DF-GAN on shapes (1 epochs) queued as run 0123456789abcdef"
+    QueueClient(settings).history.append("web", cid, {"role": "bot", "text": notice, "run_id": "0" * 16})
+    _the_conversation_fits_a_phone(browser, web_server, cid, job_id, notice, tmp_path)
 
-    prompt = page.locator("#prompt")
-    messages = page.locator("#messages")
-    expect(prompt).to_be_visible()
+
+def _page_is_ready(page) -> str:  # noqa: ANN001 - a Playwright page
+    """The chat box, send button and flag hints are there; returns the conversation id it made."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#prompt")).to_be_visible()
     expect(page.locator("#send")).to_be_visible()
     expect(page.locator(".hint")).to_contain_text("--seed N")
     cid = page.evaluate("localStorage.getItem('imaginebot.conversation')")
     assert cid and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", cid), cid
+    return cid
 
-    # Send a prompt: the user's message, then a job bubble that goes queued -> ... -> done with the image.
+
+def _send_a_prompt_and_see_it_done(page, web_server: str) -> tuple[str, dict]:  # noqa: ANN001
+    """The user's message, then a job bubble that goes queued -> ... -> done with the image."""
+    from playwright.sync_api import expect
+
+    prompt, messages = page.locator("#prompt"), page.locator("#messages")
     prompt.fill(PROMPT)
     page.click("#send")
     expect(messages.locator(".message.user").first).to_have_text(PROMPT)
@@ -106,7 +127,16 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     assert api_job["status"] == "done" and api_job["delivered"], api_job
     assert api_job["seed"] == 7 and api_job["steps"] == STEPS
 
-    # Caption (seed, each engine's version and time) and a full-size link per engine image.
+    return job_id, api_job
+
+
+def _caption_links_and_lightbox(page, web_server: str, job_id: str, api_job: dict) -> None:  # noqa: ANN001
+    """Caption (seed, each engine's version and time), a full-size link per engine image, and a
+    lightbox that Escape closes."""
+    from playwright.sync_api import expect
+
+    job = page.locator(f'.job[data-job-id="{job_id}"]')
+    image = job.locator("img.pair")
     caption = job.locator(".caption")
     expect(caption).to_contain_text("seed 7")
     for result in api_job["images"]:
@@ -129,7 +159,12 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     page.keyboard.press("Escape")
     expect(lightbox).not_to_have_attribute("open", "")
 
-    # A reload shows the same conversation from the server's history.
+
+def _reload_shows_the_conversation(page, job_id: str, cid: str) -> None:  # noqa: ANN001
+    """A reload shows the same conversation from the server's history."""
+    from playwright.sync_api import expect
+
+    messages = page.locator("#messages")
     page.reload()
     expect(messages.locator(".message.user").first).to_have_text(PROMPT, timeout=UI_TIMEOUT_MS)
     job = messages.locator(f'.job[data-job-id="{job_id}"]')
@@ -139,7 +174,13 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     page.wait_for_function(IMG_LOADED, arg=image.element_handle(), timeout=UI_TIMEOUT_MS)
     assert page.evaluate("localStorage.getItem('imaginebot.conversation')") == cid
 
-    # Whitespace only, sent with Enter: the server's specific message, in an error bubble.
+
+def _bad_inputs_get_their_messages(page, tmp_path: Path) -> None:  # noqa: ANN001
+    """Whitespace only, sent with Enter, gets the server's message in an error bubble (then the
+    screenshot); text is shown as text, never as markup, and a bad flag gets its own message."""
+    from playwright.sync_api import expect
+
+    prompt, messages = page.locator("#prompt"), page.locator("#messages")
     prompt.fill("   ")
     prompt.press("Enter")
     empty_error = messages.locator(".message.error", has_text="Your prompt is empty")
@@ -151,7 +192,6 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     page.screenshot(path=str(screenshot))
     assert screenshot.stat().st_size > 10_000
 
-    # Text is shown as text, never as markup (and a bad flag gets its own message).
     prompt.fill("<b id=injected>bold</b> --bogus 1")
     page.click("#send")
     expect(messages.locator(".message.error", has_text="Unknown option --bogus")).to_be_visible(
@@ -160,7 +200,12 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     expect(messages.locator(".message.user").last).to_have_text("<b id=injected>bold</b> --bogus 1")
     assert page.locator("#injected").count() == 0
 
-    # A pending job has a Cancel button; cancelling shows in its bubble.
+
+def _a_pending_job_can_be_cancelled(page, job_id: str) -> None:  # noqa: ANN001
+    """A pending job has a Cancel button; cancelling shows in its bubble."""
+    from playwright.sync_api import expect
+
+    prompt, messages = page.locator("#prompt"), page.locator("#messages")
     prompt.fill("a slow blue square --seed 3 --steps 60 --n 2")
     page.click("#send")
     slow = messages.locator(".job[data-job-id]").last
@@ -171,14 +216,14 @@ def test_web_chat_in_a_browser(web_server: str, settings, browser, tmp_path: Pat
     expect(slow.locator("button.cancel")).to_be_hidden()
     expect(slow.locator("img.pair")).to_have_count(0)
 
-    assert not page_errors, page_errors
-    context.close()
 
-    # A notice in the history (a training run's, which carries no error code) is not shown as an error.
-    notice = "Retraining DF-GAN on shapes (1 epochs) queued as run 0123456789abcdef"
-    QueueClient(settings).history.append("web", cid, {"role": "bot", "text": notice, "run_id": "0" * 16})
+def _the_conversation_fits_a_phone(
+    browser, web_server: str, cid: str, job_id: str, notice: str, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """A phone: the same conversation fits 390 px without sideways scrolling."""
+    from playwright.sync_api import expect
 
-    # A phone: the same conversation fits 390 px without sideways scrolling.
+    page_errors: list[str] = []
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     phone.add_init_script(f"localStorage.setItem('imaginebot.conversation', {json.dumps(cid)})")
     page = phone.new_page()
