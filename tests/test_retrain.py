@@ -29,6 +29,7 @@ from core.validation import request_from_text
 from tests.helpers.databases import emptied_database
 from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
+from training.shipped import SHIPPED_DFGAN
 
 ADMIN = "admin-conversation-1"
 TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay": 0.9}
@@ -403,6 +404,38 @@ def test_the_gate_scores_a_community_dataset_on_the_family_answer_key(
     assert not train_gate.stored_score_applies("diffusion", "scenes", "shapes")
 
 
+def test_a_community_run_scores_the_version_in_use_again_on_its_captions(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """A run on an answer key compares with the promoted version's stored score; a run on a community
+    dataset has that version scored again, now, on the run's own captions (its folder, fetched from
+    Redis into this machine's data dir when missing here); with nothing promoted, the default."""
+    from worker.train_gate import Baseline, baseline_of
+
+    registry = ModelRegistry(isolated, redis.Redis.from_url(str(isolated.redis_url)))
+    source = tmp_path / "checkpoint"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "generator.safetensors").write_bytes(b"weights")
+    version = registry.new_version_name("shapes")
+    registry.register(version, source, "shapes", {"all": 0.5})
+
+    def run(dataset: str) -> TrainRun:
+        return TrainRun(
+            dataset=dataset,
+            epochs=1,
+            requested_by="cli:0",
+            conversation=Conversation(platform="cli", chat_id="cli"),
+        )
+
+    assert baseline_of(registry, run("squares"), default=source) == Baseline(None, folder=source)
+    registry.promote(version)
+    assert baseline_of(registry, run("shapes"), default=source) == Baseline(version, 0.5)
+    again = baseline_of(registry, run("squares"), default=source)
+    assert again.version == version and again.score is None and again.folder is not None
+    assert (again.folder / "generator.safetensors").read_bytes() == b"weights"
+
+
 def test_duplicated_messages_cannot_multiply_the_re_checks(isolated: Settings) -> None:
     from types import SimpleNamespace
 
@@ -503,7 +536,8 @@ def test_a_run_fine_tunes_the_model_in_use_by_default_and_scores_near_it(isolate
     finally:
         stop_process(trainer)
     assert tuned.status == scratch.status == TrainRunStatus.DONE, (tuned.error, scratch.error)
-    assert tuned.baseline_version == "dfgan-shapes-64-v3" and tuned.baseline is not None
+    shipped = json.loads((SHIPPED_DFGAN / "config.json").read_text())["version"]
+    assert tuned.baseline_version == shipped and tuned.baseline is not None
     assert tuned.baseline > 0.2  # the shipped model really draws shapes
     assert abs(tuned.metrics["all"] - tuned.baseline) <= 0.1, (tuned.metrics, tuned.baseline)
     assert scratch.metrics["all"] < tuned.baseline - 0.15, (scratch.metrics, tuned.baseline)
