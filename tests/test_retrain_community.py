@@ -121,3 +121,15 @@ def test_a_dataset_built_in_the_web_chat_is_retrained_on_by_a_real_worker(isolat
     assert promoted == (diffusion.version if diffusion.promoted else None)
     texts = [m.get("text", "") for m in web.get(f"/api/conversations/{ADMIN}").get_json()["messages"]]
     assert any(run.id in t and "squares" in t for t in texts)
+    assert any(t.startswith(f"Training run {run.id} finished") and expected in t for t in texts)
+
+    # Whatever the gate said, the admin decides from the same chat: promote it, then roll back.
+    def say(text: str) -> dict:
+        resp = web.post("/api/imagine", json={"conversation_id": ADMIN, "text": text})
+        assert resp.status_code == 200, resp.get_json()
+        return resp.get_json()
+
+    assert say(f"/model promote {run.version}")["message"].startswith(f"Promoted {run.version}:")
+    assert registry.promoted() == run.version
+    assert say("/model rollback")["message"].startswith("Rolled back DF-GAN")
+    assert registry.promoted() is None

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.model_versions import ModelRegistry, RegistryError
+from core.model_versions import ModelRegistry
 from core.train_runs import FINETUNE_LR_SCALE, TrainRun
 from worker.runtime import Runtime
-from worker.train_gate import stored_score_applies
+from worker.train_gate import baseline_of
 from worker.train_lease import Heartbeat
 from worker.train_report import announce, progress_reporter, short_losses, stopped
 from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
@@ -90,21 +90,11 @@ def score_baseline(
     from training.dfgan.evaluate import evaluate_shapes
     from worker.engines.dfgan import resolve_default_checkpoint
 
-    promoted = registry.promoted_entry()
-    if promoted is not None and stored_score_applies("dfgan", run.dataset, promoted.dataset):
-        return promoted.version, promoted.metrics.get("all")
-    if promoted is not None:
-        try:
-            folder: Path | None = registry.materialize(promoted.version)[0]
-        except RegistryError:  # its files are gone: its stored score is all there is
-            return promoted.version, promoted.metrics.get("all")
-    else:
-        folder = resolve_default_checkpoint(rt.settings.dfgan_checkpoint)
-    if folder is None:
-        return None, None
-    loaded = load_generator(folder, device)
-    name = promoted.version if promoted is not None else loaded.version
-    return name, evaluate_shapes(loaded, count=run.eval_count)["all"]
+    baseline = baseline_of(registry, run, resolve_default_checkpoint(rt.settings.dfgan_checkpoint))
+    if baseline.folder is None:
+        return baseline.version, baseline.score
+    loaded = load_generator(baseline.folder, device)
+    return baseline.version or loaded.version, evaluate_shapes(loaded, count=run.eval_count)["all"]
 
 
 def starting_point(rt: Runtime, registry: ModelRegistry, run: TrainRun) -> tuple[Path | None, dict[str, Any]]:

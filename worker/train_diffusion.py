@@ -17,11 +17,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from core.model_versions import ModelRegistry, RegistryError
+from core.model_versions import ModelRegistry
 from core.settings import Settings
 from core.train_runs import FINETUNE_LR_SCALE, TrainRun
 from worker.runtime import Runtime
-from worker.train_gate import SCORED_DATASETS, answer_key, stored_score_applies
+from worker.train_gate import SCORED_DATASETS, answer_key, baseline_of
 from worker.train_lease import Heartbeat
 from worker.train_report import announce, progress_reporter, stopped
 from worker.train_run import Trained, TrainOutcome, checkpoint_step, run_dir
@@ -66,21 +66,11 @@ def score_baseline(
     """(version, score) the new version must match on the run's answer key: the promoted version's
     stored score (a run on an answer-key dataset), or that version scored now on the same captions
     (a run on a community dataset); with nothing promoted, the default pipeline scored now."""
-    promoted = registry.promoted_entry()
-    if promoted is not None and stored_score_applies("diffusion", run.dataset, promoted.dataset):
-        return promoted.version, promoted.metrics.get("all")
-    if promoted is not None:
-        try:
-            folder: Path | None = registry.materialize(promoted.version)[0]
-        except RegistryError:  # its files are gone: its stored score is all there is
-            return promoted.version, promoted.metrics.get("all")
-    else:
-        folder = default_folder(settings)
-    if folder is None:
-        return None, None
-    key = answer_key("diffusion", run.dataset)
-    name = promoted.version if promoted is not None else version_of(folder)
-    return name, evaluate(settings, folder, key, run.eval_count, device).get("all")
+    baseline = baseline_of(registry, run, default_folder(settings))
+    if baseline.folder is None:
+        return baseline.version, baseline.score
+    scores = evaluate(settings, baseline.folder, answer_key("diffusion", run.dataset), run.eval_count, device)
+    return baseline.version or version_of(baseline.folder), scores.get("all")
 
 
 def default_folder(settings: Settings) -> Path | None:

@@ -9,6 +9,10 @@ a fine-tune on a community dataset is promoted only if it did not get worse wher
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.model_versions import ModelRegistry, RegistryError
 from core.train_runs import TrainRun
 
 #: The datasets each model family has an exact answer key for.
@@ -28,6 +32,31 @@ def stored_score_applies(family: str, run_dataset: str, baseline_dataset: str) -
     on a community dataset) the baseline is scored again, now, on the same captions as the run."""
     key = answer_key(family, run_dataset)
     return run_dataset in SCORED_DATASETS.get(family, ()) and answer_key(family, baseline_dataset) == key
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a run must match: ``version`` (None: the default model) with its stored ``score``, or
+    ``folder`` set when that model is to be scored now on the run's captions."""
+
+    version: str | None
+    score: float | None = None
+    folder: Path | None = None
+
+
+def baseline_of(registry: ModelRegistry, run: TrainRun, default: Path | None) -> Baseline:
+    """The promoted version with its stored score when that applies (:func:`stored_score_applies`),
+    else its folder to score now (fetched from Redis if need be; its stored score if its files are
+    gone); with nothing promoted, the ``default`` folder the workers use (None: nothing to beat)."""
+    promoted = registry.promoted_entry()
+    if promoted is None:
+        return Baseline(None, folder=default)
+    if stored_score_applies(run.model, run.dataset, promoted.dataset):
+        return Baseline(promoted.version, promoted.metrics.get("all"))
+    try:
+        return Baseline(promoted.version, folder=registry.materialize(promoted.version)[0])
+    except RegistryError:
+        return Baseline(promoted.version, promoted.metrics.get("all"))
 
 
 def gate(
