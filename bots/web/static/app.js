@@ -447,10 +447,10 @@
     try {
       const post = () => {
         const body = { conversation_id: conversationId, text };
-        // Beyond localhost the server wants the admin password with /retrain and /dataset (kept for
-        // this tab only).
+        // Beyond localhost the server wants the admin password with /retrain, /dataset, /nsfw and
+        // /model (not /models) (kept for this tab only).
         const password = sessionStorage.getItem(ADMIN_PASSWORD_KEY);
-        if (/^\s*\/(retrain|dataset)/i.test(text) && password) body.admin_password = password;
+        if (/^\s*\/(retrain|dataset|nsfw|model(\s|$))/i.test(text) && password) body.admin_password = password;
         if (picture) {
           // The same fields as multipart/form-data, with the picture as file "image".
           const formData = new FormData();
