@@ -80,17 +80,7 @@ def _subcommand(
 
 def _answer(fake: FakeDiscord, interaction: dict) -> Call:
     """The interaction's answer: its callback, or the edit of the deferred one."""
-    callback = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
-    edit = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
-
-    def found() -> Call | None:
-        [call] = fake.wait_for(lambda: fake.calls_to("POST", callback), timeout_s=10, what=callback)
-        if call.json and call.json.get("type") == 5:
-            edits = fake.calls_to("PATCH", edit)
-            return edits[0] if edits else None
-        return call
-
-    return fake.wait_for(found, timeout_s=20, what="the answer")
+    return fake.answer_to(interaction)
 
 
 def _content(call: Call) -> str:

@@ -26,7 +26,7 @@ from core.model_versions import ModelRegistry
 from core.settings import Settings
 from tests.helpers.bot_threads import DiscordBotThread, TelegramBotThread
 from tests.helpers.databases import emptied_database
-from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.fake_discord import APP_ID, FakeDiscord, snowflake
 from tests.helpers.fake_telegram import FakeTelegram, user_message
 from tests.helpers.settings import make_settings
 from tests.helpers.web_api import ADMIN_PASSWORD, beyond_localhost
@@ -242,18 +242,8 @@ def discord(settings: Settings) -> Iterator[tuple[FakeDiscord, ImagineBot]]:
 
 
 def _discord_answer(fake: FakeDiscord, interaction: dict[str, Any]) -> str:
-    """The interaction's answer text: its callback, or the edit of the deferred one."""
-    callback = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
-    edit = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
-
-    def found() -> Call | None:
-        [call] = fake.wait_for(lambda: fake.calls_to("POST", callback), timeout_s=10, what=callback)
-        if call.json and call.json.get("type") == 5:
-            edits = fake.calls_to("PATCH", edit)
-            return edits[0] if edits else None
-        return call
-
-    body = fake.wait_for(found, timeout_s=20, what="the answer").json or {}
+    """The text of the bot's answer to ``interaction``."""
+    body = fake.answer_to(interaction).json or {}
     return str(body.get("data", body).get("content", ""))
 
 

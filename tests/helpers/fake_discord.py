@@ -214,6 +214,21 @@ class FakeDiscord:
             time.sleep(0.05)
         raise AssertionError(f"fake Discord: waited {timeout_s} s for {what}; calls: {self.summary()}")
 
+    def answer_to(self, interaction: dict[str, Any], timeout_s: float = 20.0) -> Call:
+        """The bot's answer to ``interaction``: its callback, or (when it deferred) the edit of the
+        original response."""
+        callback = f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+        edit = f"/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+
+        def found() -> Call | None:
+            [call] = self.wait_for(lambda: self.calls_to("POST", callback), timeout_s=10, what=callback)
+            if call.json and call.json.get("type") == 5:
+                edits = self.calls_to("PATCH", edit)
+                return edits[0] if edits else None
+            return call
+
+        return self.wait_for(found, timeout_s=timeout_s, what="the answer")
+
     def posted(self, predicate: Callable[[Call], bool] = lambda c: True) -> list[Call]:
         """Posts that created a message (follow-ups and channel messages), matching ``predicate``."""
         with self._lock:
