@@ -707,9 +707,9 @@ def test_imagine_with_an_image_draws_from_the_stored_upload(
     sent = fake.attachment("photo.jpg", picture("JPEG"))
     options = {"prompt": "a green square", "engine": "diffusion", "steps": 2, "image": sent, "strength": 0.5}
     interaction = fake.slash_command("imagine", options, user, channel)
-    assert callback_of(fake, interaction)["type"] == 5
-    assert fake.downloads.count(sent["id"]) == 1
+    assert callback_of(fake, interaction)["type"] == 5  # deferred first: the download comes after
     assert_png(delivery_of(fake, interaction, timeout_s=120).files["files[0]"])
+    assert fake.downloads.count(sent["id"]) == 1  # fetched once, by then
     [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
     key = record.request.image_key
     assert key is not None and key.startswith("ib:upload:") and record.request.strength == 0.5
