@@ -29,7 +29,7 @@ from core.validation import request_from_text
 from tests.helpers.databases import emptied_database
 from tests.helpers.processes import stop_process, worker_subprocess
 from tests.helpers.settings import make_settings
-from training.shipped import SHIPPED_DFGAN
+from training.shipped import SHIPPED_DFGAN, SHIPPED_DIFFUSION
 
 ADMIN = "admin-conversation-1"
 TINY = {"ngf": 4, "ndf": 4, "batch_size": 8, "checkpoint_every": 5, "ema_decay": 0.9}
@@ -587,7 +587,8 @@ def test_diffusion_retrain_fine_tunes_gates_promotes_and_reaches_the_gpu_worker(
         run, seen = _follow(client, run.id, timeout_s=600)
         assert run.status == TrainRunStatus.DONE, run.error
         assert seen and all("loss" in r.losses for r in seen)
-        assert run.baseline_version == shipped == "diffusion-shapes-32-v1" and run.baseline is not None
+        shipped_version = json.loads((SHIPPED_DIFFUSION / "imaginebot.json").read_text())["version"]
+        assert run.baseline_version == shipped == shipped_version and run.baseline is not None
         assert run.version is not None and run.version.startswith("diffusion-shapes-")
         assert run.promoted and run.gate in ("passed", "forced")
         assert abs(run.metrics["all"] - run.baseline) <= 0.25, (run.metrics, run.baseline)
