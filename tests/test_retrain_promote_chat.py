@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import redis
 
-from bots.discord.bot import ImagineBot, build_client
+from bots.discord.bot import ImagineBot
 from core.conversation import ModelPromote, ModelRollback, ModelVersions, ShowModel
 from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.model_versions import ModelRegistry
 from core.settings import Settings
-from tests.helpers.bot_threads import DiscordBotThread, TelegramBotThread
+from tests.helpers.bot_threads import TelegramBotThread, discord_bot_on_fake
 from tests.helpers.databases import emptied_database
 from tests.helpers.fake_discord import APP_ID, FakeDiscord, snowflake
 from tests.helpers.fake_telegram import FakeTelegram, user_message
@@ -226,19 +226,8 @@ def test_telegram_admin_promotes_and_rolls_back(
 # --- Discord ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def discord(settings: Settings) -> Iterator[tuple[FakeDiscord, ImagineBot]]:
-    fake = FakeDiscord().start()
-    bot_settings = settings.model_copy(
-        update={"discord_api_base": fake.api_base, "discord_token": "fake-bot-token"}
-    )
-    client = build_client(bot_settings)
-    runner = DiscordBotThread(client).start()
-    try:
-        fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
-        assert runner.error is None, runner.error
+    with discord_bot_on_fake(settings) as (fake, client):
         yield fake, client
-    finally:
-        runner.stop()
-        fake.stop()
 
 
 def _discord_answer(fake: FakeDiscord, interaction: dict[str, Any]) -> str:

@@ -19,13 +19,13 @@ import requests
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bots.discord.bot import ImagineBot, build_client
+from bots.discord.bot import ImagineBot
 from bots.telegram.bot import build_application
 from bots.web.server import WebServer
 from core.embedded_redis import EmbeddedRedis
 from core.settings import Settings
-from tests.helpers.bot_threads import DiscordBotThread as DiscordThread
 from tests.helpers.bot_threads import TelegramBotThread as TelegramThread
+from tests.helpers.bot_threads import discord_bot_on_fake
 from tests.helpers.fake_discord import APP_ID, FakeDiscord, snowflake
 from tests.helpers.fake_telegram import FakeTelegram, user_message
 from tests.helpers.settings import make_settings
@@ -73,19 +73,8 @@ def test_telegram_answers_every_text_clearly(telegram: FakeTelegram, command: st
 
 @pytest.fixture(scope="module")
 def discord(fuzz_settings: Settings) -> Iterator[tuple[FakeDiscord, ImagineBot]]:
-    fake = FakeDiscord().start()
-    bot_settings = fuzz_settings.model_copy(
-        update={"discord_api_base": fake.api_base, "discord_token": "tok"}
-    )
-    client = build_client(bot_settings)
-    runner = DiscordThread(client).start()
-    try:
-        fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
-        assert runner.error is None, runner.error
+    with discord_bot_on_fake(fuzz_settings) as (fake, client):
         yield fake, client
-    finally:
-        runner.stop()
-        fake.stop()
 
 
 NUMBER = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([0, -1, 2**31, 2**53 + 1, 10**30]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import yarl
@@ -12,6 +14,8 @@ if TYPE_CHECKING:  # each platform's library is imported only by the tests that 
     from telegram.ext import Application
 
     from bots.discord.bot import ImagineBot
+    from core.settings import Settings
+    from tests.helpers.fake_discord import FakeDiscord
 
 #: The token the Discord tests log in with (the fake accepts any).
 DISCORD_BOT_TOKEN = "fake-bot-token"
@@ -103,3 +107,24 @@ class TelegramBotThread:
         self.thread.join(timeout=30)
         assert not self.thread.is_alive(), "bot did not stop"
         self.loop.close()
+
+
+@contextmanager
+def discord_bot_on_fake(settings: Settings) -> Iterator[tuple[FakeDiscord, ImagineBot]]:
+    """A fake Discord and the real bot (built from ``settings``) logged in to it and ready, for the
+    block; both stopped after it."""
+    from bots.discord.bot import build_client
+    from tests.helpers.fake_discord import FakeDiscord
+
+    fake = FakeDiscord().start()
+    client = build_client(
+        settings.model_copy(update={"discord_api_base": fake.api_base, "discord_token": DISCORD_BOT_TOKEN})
+    )
+    runner = DiscordBotThread(client).start()
+    try:
+        fake.wait_for(lambda: runner.error or client.is_ready(), timeout_s=30, what="the bot to be ready")
+        assert runner.error is None, runner.error
+        yield fake, client
+    finally:
+        runner.stop()
+        fake.stop()
