@@ -13,6 +13,7 @@ processes, killed for real, with a real Redis.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ from bots.stopping import STOP_DEADLINE_S
 from core import heartbeats
 from core.embedded_redis import EmbeddedRedis, free_port
 from tests.helpers.waiting import eventually
+from training.shipped import SHIPPED_DFGAN, SHIPPED_DIFFUSION
 from worker.supervisor import ChildSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,7 +319,9 @@ def test_status_shows_redis_queues_and_the_live_workers_engines(up: Up) -> None:
     assert result.returncode == 0, out + result.stderr
     assert "reachable" in out and "gpu 0 waiting" in out and "no job is waiting" in out, out
     assert "gpu" in out and "delivery" in out and "train" in out, out
-    assert "dfgan dfgan-shapes-64" in out and "diffusion diffusion-shapes-32" in out, out
+    dfgan = json.loads((SHIPPED_DFGAN / "config.json").read_text())["version"]
+    diffusion = json.loads((SHIPPED_DIFFUSION / "imaginebot.json").read_text())["version"]
+    assert f"dfgan {dfgan}" in out and f"diffusion {diffusion}" in out, out  # the shipped models
     assert "worker gpu running" in out, out
 
 

@@ -93,12 +93,18 @@ def starting_point(settings: Settings, registry: ModelRegistry, run: TrainRun) -
     return registry.materialize(entry.version)[0] if entry is not None else default_folder(settings)
 
 
-def config_for(run: TrainRun, fine_tune: bool) -> Any:
+def config_for(run: TrainRun, start: Path | None) -> Any:
     """The base :class:`~training.diffusion.config.DiffusionConfig` with the run's overrides (those it
-    knows), its step budget and, for a fine-tune, the lower learning rate and short warm-up."""
+    knows), its step budget and, for a fine-tune of the pipeline in ``start``, that pipeline's text
+    condition, the lower learning rate and the short warm-up."""
     from training.diffusion.config import DiffusionConfig
 
     config = DiffusionConfig()
+    fine_tune = start is not None
+    if fine_tune:
+        # The parent's text condition (e.g. minilm-slots), so its UNet's weights fit the new one.
+        index = json.loads((start / "model_index.json").read_text())
+        config.text_encoder = index.get("text_encoder_name", config.text_encoder)
     known = {f.name for f in fields(DiffusionConfig)}
     for name, value in run.config.items():
         if name in known:
@@ -126,7 +132,7 @@ def train_run(
     from training.data.community import training_dataset
     from training.diffusion.trainer import train
 
-    config = config_for(run, fine_tune=start is not None)
+    config = config_for(run, start)
     data = training_dataset(
         run.dataset, settings.data_dir, imsize=config.source_size, count=run.count or 10_000, seed=config.seed
     )
