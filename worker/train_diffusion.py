@@ -102,9 +102,11 @@ def config_for(run: TrainRun, start: Path | None) -> Any:
     config = DiffusionConfig()
     fine_tune = start is not None
     if fine_tune:
-        # The parent's text condition (e.g. minilm-slots), so its UNet's weights fit the new one.
+        # The parent's text condition (e.g. minilm-slots, 439 numbers), so its UNet's weights fit.
         index = json.loads((start / "model_index.json").read_text())
+        unet = json.loads((start / "unet" / "config.json").read_text())
         config.text_encoder = index.get("text_encoder_name", config.text_encoder)
+        config.cond_dim = int(unet.get("cross_attention_dim", config.cond_dim))
     known = {f.name for f in fields(DiffusionConfig)}
     for name, value in run.config.items():
         if name in known:
