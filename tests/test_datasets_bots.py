@@ -20,6 +20,7 @@ from core.settings import Settings
 from tests.helpers.bot_threads import DiscordBotThread, TelegramBotThread
 from tests.helpers.databases import emptied_database
 from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.fake_platforms import running
 from tests.helpers.fake_telegram import Call as TgCall
 from tests.helpers.fake_telegram import FakeTelegram, photo_message, user_message
 from tests.helpers.settings import make_settings
@@ -35,9 +36,8 @@ def picture(colour: tuple[int, int, int] = (20, 160, 40), fmt: str = "PNG") -> b
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeDiscord]:
-    server = FakeDiscord().start()
-    yield server
-    server.stop()
+    with running(FakeDiscord()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

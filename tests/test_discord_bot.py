@@ -30,6 +30,7 @@ from core.training_client import TrainingClient
 from core.uploads import UploadStore
 from tests.helpers.bot_threads import DiscordBotThread
 from tests.helpers.fake_discord import APP_ID, Call, FakeDiscord, snowflake
+from tests.helpers.fake_platforms import running
 from tests.helpers.pictures import picture, truncated_png
 from tests.helpers.settings import make_settings
 
@@ -40,9 +41,8 @@ BOT_TOKEN = "fake-bot-token"
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeDiscord]:
     """The fake Discord for this module."""
-    server = FakeDiscord().start()
-    yield server
-    server.stop()
+    with running(FakeDiscord()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
