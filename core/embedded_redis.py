@@ -73,6 +73,7 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.persist else "no",
             "--protected-mode", "yes",
             "--loglevel", "warning",
+            "--databases", "32",  # tests give each module a database of its own
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
         # Own session: a terminal Ctrl-C must not stop Redis before the workers have finished

@@ -91,12 +91,21 @@ class EngineResult(BaseModel):
     nsfw: list[NsfwDecision] = Field(default_factory=list)
 
 
+#: Redis keys of live previews start with this (a front-end serves only the key its job's record names).
+PREVIEW_KEY_PREFIX = "ib:preview:"
+
+
 class Progress(BaseModel):
     """Latest progress report of a running job."""
 
     engine: str
     step: int
     total: int
+    preview_key: str | None = Field(
+        default=None,
+        description="Redis key of a small PNG of the model's current estimate of the picture (a live "
+        "preview; short TTL, a new key for each new preview); None: no preview yet, or the engine has none",
+    )
 
 
 class JobRecord(BaseModel):
