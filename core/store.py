@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from core.errors import JobNotFound
+from core.events import channel, nudge_message
 from core.jobs import JobRecord
 from core.leases import LeasedStore
 
@@ -81,6 +82,8 @@ class History:
         pipe.rpush(key, json.dumps(event))
         pipe.ltrim(key, -HISTORY_LIMIT, -1)
         pipe.expire(key, self.ttl_s)
+        # Listeners of this conversation (the web chat's event stream) look again at once.
+        pipe.publish(channel(platform, chat_id), nudge_message("history", event.get("job_id")))
         pipe.execute()
 
     def read(self, platform: str, chat_id: str) -> list[dict[str, Any]]:

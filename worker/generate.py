@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.compose import Panel, compose_pair, to_png
 from core.errors import JobNotFound
+from core.events import publish
 from core.fair_queue import STALE_TAKEN_S, FairQueue, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict
@@ -167,7 +168,9 @@ class _BatchProgress:
         progress = Progress(engine=engine, step=step, total=total)
         for job_id in list(self.live):
             try:
-                _, hold = self.rt.jobs.renew(job_id, self.rt.settings.job_lease_s, progress=progress)
+                record, hold = self.rt.jobs.renew(job_id, self.rt.settings.job_lease_s, progress=progress)
+                conv = record.request.conversation
+                publish(self.rt.redis, conv.platform, conv.chat_id, "progress", job_id)  # core/events.py
             except redis.RedisError as exc:
                 # Redis is away: keep drawing (a progress report is not the job). The result is
                 # written when it is back; if it stays away, the task fails and is redelivered.
