@@ -31,3 +31,17 @@ def pressed_job(jobs: JobStore, job_id: str, platform: str, chat_id: str | None)
     if chat_id is None or conversation.platform != platform or conversation.chat_id != str(chat_id):
         raise InputError("not_this_chat", NOT_THIS_CHAT_TEXT)
     return record
+
+
+def shown_job(jobs: JobStore, job_id: str, platform: str, chat_id: str | None, user: str) -> JobRecord:
+    """The job ``/show`` names: one posted in ``platform``/``chat_id`` (as :func:`pressed_job`), or
+    ``user``'s own from any chat. Anything else gets the same answers as a forged button."""
+    try:
+        return pressed_job(jobs, job_id, platform, chat_id)
+    except InputError as refused:
+        if refused.code != "not_this_chat":
+            raise
+        record = jobs.get(job_id)
+        if record.request.user != user:
+            raise
+        return record

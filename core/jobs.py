@@ -45,6 +45,17 @@ class LoraChoice(BaseModel):
     weight: float = 1.0
 
 
+class SourcePicture(BaseModel):
+    """The picture of an earlier job that a new job starts from (a result button: V-n, remix,
+    upscale): job ``job_id``'s picture ``index`` (0-based) of ``engine``, drawn with ``seed``."""
+
+    job_id: str
+    engine: str
+    index: int
+    seed: int
+    kind: str = Field(description="variation | remix | upscale")
+
+
 class JobRequest(BaseModel):
     """What a user asked for, after parsing, before validation."""
 
@@ -65,6 +76,9 @@ class JobRequest(BaseModel):
     loras: list[LoraChoice] = Field(default_factory=list)
     nsfw: str | None = Field(
         default=None, description="withhold | spoiler | allow for this channel; None: the server's rule"
+    )
+    source: SourcePicture | None = Field(
+        default=None, description="The earlier job's picture this job varies, remixes or upscales"
     )
     user: str = Field(description="platform:user_id, used for rate limits and admin checks")
     conversation: Conversation

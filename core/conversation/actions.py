@@ -24,6 +24,7 @@ from core.commands import (
     read_retrain_cancel,
 )
 from core.errors import InputError
+from core.ids import is_job_id
 from core.nsfw import parse_policy
 from core.preferences import Preferences
 from core.prompt import ParsedPrompt, parse_prompt
@@ -41,12 +42,17 @@ __all__ = [
     "ModelPromote",
     "ModelRollback",
     "ModelVersions",
+    "Pick",
+    "RemixAsk",
     "Retrain",
     "RetrainCancel",
     "ShowModel",
     "ShowModels",
+    "Show",
     "ShowQueue",
+    "Upscale",
     "UserSettings",
+    "Vary",
 ]
 
 MODEL_USAGE = (
@@ -54,6 +60,7 @@ MODEL_USAGE = (
     "or /model rollback [model:diffusion]."
 )
 SETTINGS_USAGE = "Give only options, e.g. /settings --engine dfgan --steps 30 (or: reset)."
+SHOW_USAGE = "Give a job id, e.g. /show 0123456789abcdef (the id is in the result's caption and /queue)."
 NOT_ADMIN_NSFW = "Only admins can set a channel's NSFW rule."
 #: What ``/nsfw`` takes besides a rule: go back to the server's rule.
 NSFW_CLEAR_WORDS = ("default", "reset", "clear")
@@ -113,6 +120,79 @@ class JobInfo:
 
     job_id: str
     refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """U-n under a result: post picture ``index`` (0-based) of every engine of the job full size,
+    as it is stored (no drawing). Pressed under a result, so the job must be from the caller's chat."""
+
+    job_id: str
+    index: int
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class Vary:
+    """V-n under a result: draw a variation of picture ``index`` (0-based) with a new seed
+    (diffusion: image-to-image from the stored picture; DF-GAN: the same caption with noise near
+    that picture's). With ``prompt`` it is a remix: the variation with the edited prompt (which may
+    carry ``--no`` and ``--strength``)."""
+
+    job_id: str
+    index: int
+    prompt: str | None = None
+    channel_is_nsfw: bool | None = None
+    refusal: ClassVar[str | None] = None
+
+    @property
+    def kind(self) -> str:
+        """``variation`` or ``remix``."""
+        return "variation" if self.prompt is None else "remix"
+
+
+@dataclass(frozen=True)
+class RemixAsk:
+    """✏️ Remix under a result: the front-end must ask the person for the edited prompt of picture
+    ``index`` and send it back as ``Vary(job_id, index, prompt=new)``. Handled by the service (the
+    job must be from the caller's chat), which answers :class:`~core.conversation.replies.RemixPrompt`
+    with the job's prompt to prefill; ``prompt`` is that prompt once known (None from a button)."""
+
+    job_id: str
+    index: int
+    prompt: str | None = None
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class Upscale:
+    """Upscale ×2 under a picked picture: a job on the ``upscale`` engine from picture ``index``
+    (0-based) of ``engine``."""
+
+    job_id: str
+    index: int
+    engine: str
+    channel_is_nsfw: bool | None = None
+    refusal: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class Show:
+    """``/show <job id>``: a job's result again, with its buttons (a job of the caller's chat, or
+    the caller's own job)."""
+
+    job_id: str
+    refusal: ClassVar[str | None] = None
+
+    @classmethod
+    def from_text(cls, text: str, settings: Settings | None = None) -> Show:
+        """``[/show] <job id>``."""
+        words = text.split()
+        if words and words[0].lower().startswith("/show"):
+            words = words[1:]
+        if len(words) != 1 or not is_job_id(words[0].strip().lower()):
+            raise InputError("bad_job_id", SHOW_USAGE)
+        return cls(words[0].strip().lower())
 
 
 @dataclass(frozen=True)
@@ -299,7 +379,7 @@ class FromText:
     (admins only) first, then parses ``text``; a parse error is answered like any refusal.
     ``image_key``: a picture sent with the text (an :class:`Imagine` starts from it)."""
 
-    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel | ChannelNsfw | ShowModel]
+    kind: type[Imagine | Cancel | UserSettings | Retrain | RetrainCancel | ChannelNsfw | ShowModel | Show]
     text: str = field(default="")
     image_key: str | None = None
 
@@ -315,6 +395,11 @@ Action = (
     Imagine
     | Cancel
     | Again
+    | Pick
+    | Vary
+    | RemixAsk
+    | Upscale
+    | Show
     | JobInfo
     | ShowQueue
     | UserSettings

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from core.commands import MODEL_TITLES
+from core.compose import ENGINE_TITLES
 from core.conversation.status import queue_line, status_line
 from core.errors import InputError
 from core.jobs import JobRecord, JobRequest
@@ -30,10 +31,14 @@ __all__ = [
     "ModelVersionsShown",
     "ModelsShown",
     "NsfwRuleShown",
+    "Picked",
+    "PictureOut",
     "Prepared",
     "Queued",
     "Refused",
+    "RemixPrompt",
     "Reply",
+    "ResultShown",
     "RetrainCancelled",
     "RetrainQueued",
     "SettingsShown",
@@ -62,7 +67,21 @@ HELP_TEXT = "\n".join(
 #: The status message a job starts with, until its place in the queue is known.
 QUEUEING_TEXT = "Queued…"
 #: The first answer to a prompt or a button, before the job is queued, per kind of request.
-ACK_TEXTS = {"imagine": QUEUEING_TEXT, "reroll": "Drawing it again…", "variation": "Drawing a variation…"}
+ACK_TEXTS = {
+    "imagine": QUEUEING_TEXT,
+    "reroll": "Drawing it again…",
+    "variation": "Drawing a variation…",
+    "remix": "Remixing…",
+    "upscale": "Upscaling…",
+}
+#: The same for a button under one picture (``{n}``: its 1-based number).
+PICTURE_ACK_TEXTS = {
+    "variation": "Drawing a variation of picture {n}…",
+    "remix": "Remixing picture {n}…",
+    "upscale": "Upscaling picture {n}…",
+}
+#: What a front-end asks when ✏️ Remix is pressed (Telegram: the person replies to this message).
+REMIX_ASK_TEXT = "Reply to this message with the new prompt for picture {n} (it was: “{prompt}”)."
 
 
 @dataclass(frozen=True)
@@ -97,11 +116,15 @@ class Prepared:
 
     request: JobRequest
     kind: str = "imagine"
+    #: The picture (0-based) a variation, remix or upscale starts from; None for a whole job.
+    index: int | None = None
     ok: ClassVar[bool] = True
 
     @property
     def text(self) -> str:
-        """ "Queued…", "Drawing it again…" or "Drawing a variation…"."""
+        """ "Queued…", "Drawing it again…", "Drawing a variation of picture 2…" …"""
+        if self.index is not None and self.kind in PICTURE_ACK_TEXTS:
+            return PICTURE_ACK_TEXTS[self.kind].format(n=self.index + 1)
         return ACK_TEXTS[self.kind]
 
 
@@ -198,6 +221,71 @@ class JobSettings:
             f"steps {record.steps} · size {record.size} · n {req.count}"
         )
         return text + (f" · no “{req.negative_prompt}”" if req.negative_prompt else "")
+
+
+@dataclass(frozen=True)
+class PictureOut:
+    """One stored picture to post full size: ``image_key`` in the image store (core.store.ImageStore)."""
+
+    engine: str
+    version: str
+    image_key: str
+    width: int
+    height: int
+    #: The channel shows this flagged picture behind a spoiler (core.nsfw).
+    spoiler: bool = False
+
+
+@dataclass(frozen=True)
+class Picked:
+    """U-n: picture ``index`` (0-based) of each engine of the job, full size, no drawing."""
+
+    record: JobRecord
+    index: int
+    pictures: list[PictureOut] = field(default_factory=list)
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The caption: "Picture 2 of job 0123abcd… — DF-GAN, Diffusion"."""
+        engines = ", ".join(ENGINE_TITLES.get(p.engine, p.engine) for p in self.pictures)
+        return f"Picture {self.index + 1} of job {self.record.id[:8]}… — {engines}"
+
+
+@dataclass(frozen=True)
+class ResultShown:
+    """``/show <job>``: the front-end posts the job's paired image again with its result buttons
+    (core.result_buttons.result_buttons)."""
+
+    record: JobRecord
+    ok: ClassVar[bool] = True
+
+    @property
+    def text(self) -> str:
+        """The caption: the job's prompt, id and seed."""
+        record = self.record
+        return f"“{record.request.prompt}” · job {record.id} · seed {record.seed}"
+
+
+@dataclass(frozen=True)
+class RemixPrompt:
+    """✏️ Remix was pressed: the front-end asks for the edited prompt of picture ``index``
+    (Discord: a modal prefilled with ``prompt``; Telegram: ``text``, answered by a reply; web: an
+    edit box) and sends it as ``Vary(record.id, index, prompt=new)``."""
+
+    record: JobRecord
+    index: int
+    ok: ClassVar[bool] = True
+
+    @property
+    def prompt(self) -> str:
+        """The job's prompt, to edit."""
+        return self.record.request.prompt
+
+    @property
+    def text(self) -> str:
+        """What the person is asked."""
+        return REMIX_ASK_TEXT.format(n=self.index + 1, prompt=self.prompt)
 
 
 @dataclass(frozen=True)
@@ -400,6 +488,9 @@ Reply = (
     | JobList
     | SettingsShown
     | JobSettings
+    | Picked
+    | ResultShown
+    | RemixPrompt
     | RetrainQueued
     | RetrainCancelled
     | ModelShown

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.buttons import pressed_job
+from core.buttons import pressed_job, shown_job
 from core.commands import check_run_id
+from core.conversation import result_actions
 from core.conversation.actions import (
     Action,
     Again,
@@ -25,12 +26,17 @@ from core.conversation.actions import (
     ModelPromote,
     ModelRollback,
     ModelVersions,
+    Pick,
+    RemixAsk,
     Retrain,
     RetrainCancel,
+    Show,
     ShowModel,
     ShowModels,
     ShowQueue,
+    Upscale,
     UserSettings,
+    Vary,
 )
 from core.conversation.caller import Caller
 from core.conversation.replies import (
@@ -46,10 +52,13 @@ from core.conversation.replies import (
     ModelsShown,
     ModelVersionsShown,
     NsfwRuleShown,
+    Picked,
     Prepared,
     Queued,
     Refused,
+    RemixPrompt,
     Reply,
+    ResultShown,
     RetrainCancelled,
     RetrainQueued,
     SettingsShown,
@@ -59,7 +68,7 @@ from core.errors import InputError, JobNotFound
 from core.heartbeats import job_notice
 from core.ids import is_job_id
 from core.job_client import QueueClient, QueueUnavailable
-from core.jobs import Conversation, JobRecord, JobRequest
+from core.jobs import Conversation, JobRecord, JobRequest, SourcePicture
 from core.model_catalog import lora_names, models_text
 from core.model_versions import ModelRegistry, RegistryError, family_of
 from core.nsfw import ChannelNsfw as ChannelNsfwStore
@@ -88,6 +97,11 @@ class ConversationService:
         self._handlers: dict[type, Callable[[Caller, Any], Reply]] = {
             Imagine: self._draw,
             Again: self._draw,
+            Vary: self._draw,
+            Upscale: self._draw,
+            Pick: self._pick,
+            RemixAsk: self._remix_ask,
+            Show: self._show,
             Cancel: self._cancel,
             JobInfo: self._job_info,
             ShowQueue: self._show_queue,
@@ -121,15 +135,24 @@ class ConversationService:
             return Refused.of(exc)
 
     # --- drawing -------------------------------------------------------------------------------
-    def prepare(self, caller: Caller, action: Imagine | Again | FromText) -> Prepared | Refused:
-        """Check a prompt (or a button's "again") without queueing it. Quick and pure but for one
-        Redis read; front-ends that answer before queueing call this, then :meth:`submit`."""
+    def prepare(
+        self, caller: Caller, action: Imagine | Again | Vary | Upscale | FromText
+    ) -> Prepared | Refused:
+        """Check a prompt (or a button's "again", variation, remix or upscale) without queueing it.
+        Quick and pure but for a few Redis reads (a variation copies its picture into an upload);
+        front-ends that answer before queueing call this, then :meth:`submit`."""
         try:
             parsed = action.parse(self.settings) if isinstance(action, FromText) else action
             if isinstance(parsed, Again):
                 return self._again(caller, parsed)
+            if isinstance(parsed, Vary):
+                return self._vary(caller, parsed)
+            if isinstance(parsed, Upscale):
+                return self._upscale(caller, parsed)
             if not isinstance(parsed, Imagine):
-                raise TypeError(f"prepare() takes Imagine or Again, not {type(parsed).__name__}")
+                raise TypeError(
+                    f"prepare() takes Imagine, Again, Vary or Upscale, not {type(parsed).__name__}"
+                )
             prefs = self.prefs.get(caller.user)
             request = build_request(parsed, caller.user, caller.conversation, prefs)
             return Prepared(self._checked(caller, request, parsed.channel_is_nsfw))
@@ -152,7 +175,7 @@ class ConversationService:
         position = self.queue.position(record.id)
         return Queued(record, position, job_notice(self.queue.redis, record))
 
-    def _draw(self, caller: Caller, action: Imagine | Again) -> Reply:
+    def _draw(self, caller: Caller, action: Imagine | Again | Vary | Upscale) -> Reply:
         prepared = self.prepare(caller, action)
         return self.submit(prepared) if isinstance(prepared, Prepared) else prepared
 
@@ -169,6 +192,34 @@ class ConversationService:
         )
         # Validated again: an engine may have been disabled since, an admin may have changed the rule.
         return Prepared(self._checked(caller, request, action.channel_is_nsfw), action.kind)
+
+    def _vary(self, caller: Caller, action: Vary) -> Prepared:
+        """A variation (or remix) of one picture of the pressed job, with a new seed: image-to-image
+        engines start from a copy of the stored picture, DF-GAN from noise near its seed."""
+        original = self._pressed(caller, action.job_id)
+        result_actions.check_index(original, action.index)
+        source = result_actions.source_picture(original, action.index, None, action.kind)
+        from_picture = source.engine in result_actions.FROM_PICTURE
+        key = self._copied(original, source) if from_picture else None
+        request = result_actions.variation_request(original, action, source, key)
+        request = request.model_copy(update={"user": caller.user, "conversation": caller.conversation})
+        return Prepared(self._checked(caller, request, action.channel_is_nsfw), action.kind, action.index)
+
+    def _upscale(self, caller: Caller, action: Upscale) -> Prepared:
+        """One picture of the pressed job on the upscale engine (not a choosable engine: the job is
+        checked with the original's engines, then sent to the upscaler)."""
+        original = self._pressed(caller, action.job_id)
+        result_actions.check_index(original, action.index)
+        source = result_actions.source_picture(original, action.index, action.engine, "upscale")
+        request = original.request.model_copy(
+            update={"user": caller.user, "conversation": caller.conversation, "image_key": None}
+        )
+        checked = self._checked(caller, request, action.channel_is_nsfw)
+        upscale = result_actions.upscale_request(checked, source, self._copied(original, source))
+        return Prepared(upscale, "upscale", action.index)
+
+    def _copied(self, original: JobRecord, source: SourcePicture) -> str:
+        return result_actions.copied_upload(self.queue.images, self.uploads, original, source)
 
     def _checked(self, caller: Caller, request: JobRequest, channel_is_nsfw: bool | None) -> JobRequest:
         """``request`` validated, its upload still there, with the channel's NSFW rule (on Discord a
@@ -202,6 +253,28 @@ class ConversationService:
 
     def _job_info(self, caller: Caller, action: JobInfo) -> Reply:
         return JobSettings(self._pressed(caller, action.job_id))
+
+    # --- the pictures of a result ------------------------------------------------------------------
+    def _pick(self, caller: Caller, action: Pick) -> Reply:
+        """U-n: picture ``index`` of every engine as stored (nothing is drawn)."""
+        record = self._pressed(caller, action.job_id)
+        result_actions.check_index(record, action.index)
+        pictures = result_actions.picked_pictures(self.queue.images, record, action.index)
+        return Picked(record, action.index, pictures)
+
+    def _remix_ask(self, caller: Caller, action: RemixAsk) -> Reply:
+        record = self._pressed(caller, action.job_id)
+        result_actions.check_index(record, action.index)
+        return RemixPrompt(result_actions.finished_record(record), action.index)
+
+    def _show(self, caller: Caller, action: Show) -> Reply:
+        """``/show``: a finished job of this chat, or the caller's own, with its buttons."""
+        job_id = action.job_id.strip().lower()
+        if not is_job_id(job_id):
+            return Refused("not_found", NO_SUCH_JOB_TEXT)
+        conversation = caller.conversation
+        record = shown_job(self.queue.jobs, job_id, caller.platform, conversation.chat_id, caller.user)
+        return ResultShown(result_actions.finished_record(record))
 
     def _show_queue(self, caller: Caller, action: ShowQueue) -> Reply:
         return JobList(self.queue.user_jobs(caller.user))
