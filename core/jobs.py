@@ -36,6 +36,9 @@ class Conversation(BaseModel):
     status_message_id: str | None = Field(
         default=None, description="The bot's 'Queued…' message that the sender removes when done"
     )
+    attachment_size_limit: int | None = Field(
+        default=None, description="The platform's per-upload byte limit here (Discord: per interaction)"
+    )
 
 
 class LoraChoice(BaseModel):

@@ -61,7 +61,8 @@ def discord_text(reply: Reply) -> str:
 
 
 def conversation_of(interaction: discord.Interaction) -> Conversation:
-    """Where a result for ``interaction`` goes: its channel (and thread), and its follow-up webhook."""
+    """Where a result for ``interaction`` goes: its channel (and thread), its follow-up webhook, and
+    the largest attachment Discord takes there (``attachment_size_limit``)."""
     channel = interaction.channel
     channel_id = str(interaction.channel_id)
     thread_id = None
@@ -74,6 +75,7 @@ def conversation_of(interaction: discord.Interaction) -> Conversation:
         thread_id=thread_id,
         interaction_token=interaction.token,
         application_id=str(interaction.application_id),
+        attachment_size_limit=interaction.filesize_limit,
     )
 
 

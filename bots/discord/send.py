@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import re
 import threading
 import time
@@ -49,12 +50,15 @@ from core.delivery import (
 )
 from core.jobs import Conversation, JobRecord, JobStatus
 from core.nsfw import behind_spoiler
+from core.picture_fit import FittedPicture, fit_note, fit_picture
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Discord's interaction tokens expire after 15 minutes; leave a minute of slack.
 WEBHOOK_TTL_S = 14 * 60
+#: Discord's per-attachment limit where the conversation does not say (``attachment_size_limit``).
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 HTTP_TIMEOUT_S = 15.0
 MAX_CONTENT = 2000
 MAX_THREAD_NAME = 100
@@ -186,7 +190,8 @@ def thread_name(prompt: str) -> str:
 
 
 def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], bytes | None]:
-    """The message JSON and the paired PNG (None for a text-only message)."""
+    """The message JSON and the paired picture (None for a text-only message): the PNG, or a smaller
+    encoding of it when the PNG is over the conversation's attachment limit."""
     prompt = record.request.prompt
     if record.status == JobStatus.FAILED:
         error = record.error or "something went wrong while drawing"
@@ -196,17 +201,26 @@ def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], b
     png = ctx.images.get(record.pair_key) if record.pair_key else None
     if png is None:
         return {"content": f"“{prompt}” is done, but its image has expired."[:MAX_CONTENT]}, None
+    limit = attachment_limit(record.request.conversation)
+    fitted = fit_picture(png, limit)
+    caption = "\n".join(filter(None, [result_caption(record), fit_note(fitted, limit)]))
     payload = {
-        "content": result_caption(record)[:MAX_CONTENT],
-        "attachments": [{"id": 0, "filename": _filename(record)}],
+        "content": caption[:MAX_CONTENT],
+        "attachments": [{"id": 0, "filename": _filename(record, fitted)}],
         "components": result_buttons(record.id, ctx.settings.enabled_engines),
     }
-    return payload, png
+    return payload, fitted.data
 
 
-def _filename(record: JobRecord) -> str:
+def attachment_limit(conversation: Conversation) -> int:
+    """The most bytes one attachment may have in ``conversation``: what its interaction said, else
+    Discord's default."""
+    return conversation.attachment_size_limit or DEFAULT_ATTACHMENT_LIMIT
+
+
+def _filename(record: JobRecord, fitted: FittedPicture) -> str:
     """The attachment's name; Discord hides an attachment named ``SPOILER_…`` behind a spoiler."""
-    name = f"imaginebot-{record.id}.png"
+    name = fitted.filename(f"imaginebot-{record.id}")
     return f"SPOILER_{name}" if behind_spoiler(record.results) else name
 
 
@@ -229,9 +243,10 @@ def _post(
         if png is None:
             return client().request(method, url, json=payload, headers=headers)
         filename = payload["attachments"][0]["filename"]
+        mime = mimetypes.guess_type(filename)[0] or "image/png"
         files = {
             "payload_json": (None, json.dumps(payload), "application/json"),
-            "files[0]": (filename, png, "image/png"),
+            "files[0]": (filename, png, mime),
         }
         return client().request(method, url, files=files, headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

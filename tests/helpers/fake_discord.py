@@ -10,6 +10,13 @@ bodies are both recorded in :attr:`FakeDiscord.calls`.
 Gateway (``/gateway``, plain JSON text frames): HELLO (op 10) on connect, HEARTBEAT_ACK (op 11) for each
 heartbeat (op 1), READY (op 0) after IDENTIFY (op 2); :meth:`FakeDiscord.dispatch` sends any event.
 
+Upload limit: every interaction carries ``attachment_size_limit`` (:attr:`FakeDiscord.attachment_size_limit`,
+10 MiB as Discord's default), and a post or edit with a file over it is answered 413 (code 40005,
+"Request entity too large"), as Discord does.
+
+Modals: a modal callback (type 9) is recorded like any callback; :meth:`FakeDiscord.modal_submit` sends
+the person's answer (a MODAL_SUBMIT interaction, type 5, with text inputs in labels or action rows).
+
 Attachments: :meth:`FakeDiscord.attachment` keeps a file and returns its attachment object (its
 ``url`` is served by ``GET /attachments/{id}/{filename}``, each download recorded in
 :attr:`FakeDiscord.downloads`); pass it to :meth:`FakeDiscord.slash_command` as an option value and it
@@ -134,6 +141,7 @@ class FakeDiscord:
         self.expired_tokens: set[str] = set()  # webhook tokens answered with 404 Unknown Webhook
         self.refuse_threads: int | None = None  # answer thread creation with this status (403, 400)
         self.faults: Faults | None = None  # random faults on posts (methods=("post",))
+        self.attachment_size_limit = 10 * 1024 * 1024  # per file; announced in every interaction
         self._nonces: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, nonce) -> message
         self.files: dict[str, bytes] = {}  # attachment id -> content
         self.downloads: list[str] = []  # attachment ids fetched, in order
@@ -302,6 +310,28 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         return self._interaction(3, data, user_id, channel_id, None, message, channel_nsfw)
 
+    def modal_submit(
+        self,
+        custom_id: str,
+        values: dict[str, str],
+        user_id: str,
+        channel_id: str,
+        labelled: bool = True,
+    ) -> dict[str, Any]:
+        """Dispatch INTERACTION_CREATE for a submitted modal ``custom_id`` whose text inputs (by their
+        ``custom_id``) hold ``values``: each in a label (type 18), as Discord sends modals built with
+        labels, or in an action row (type 1) when ``labelled`` is False."""
+        components: list[dict[str, Any]] = []
+        for input_id, value in values.items():
+            text = {"type": 4, "custom_id": input_id, "value": value}
+            components.append(
+                {"type": 18, "id": len(components) + 1, "component": text}
+                if labelled
+                else {"type": 1, "components": [text]}
+            )
+        data = {"custom_id": custom_id, "components": components}
+        return self._interaction(5, data, user_id, channel_id, None)
+
     def _interaction(
         self,
         kind: int,
@@ -342,7 +372,7 @@ class FakeDiscord:
             "entitlements": [],
             "authorizing_integration_owners": {"0": GUILD_ID},
             "context": 0,
-            "attachment_size_limit": 10 * 1024 * 1024,
+            "attachment_size_limit": self.attachment_size_limit,
         }
         if message is not None:
             interaction["message"] = message
@@ -431,6 +461,12 @@ class FakeDiscord:
         elif request.can_read_body:
             call.json = await request.json()
         parts = path.strip("/").split("/")
+        if any(len(data) > self.attachment_size_limit for data in call.files.values()):
+            call.status = 413
+            call.response = {"message": "Request entity too large", "code": 40005}
+            with self._lock:
+                self.calls.append(call)
+            return web.json_response(call.response, status=413)
         posting = request.method == "POST" and len(parts) == 3 and parts[0] in ("webhooks", "channels")
         if posting and self.faults is not None:
             with self._lock:
