@@ -4,6 +4,11 @@ It serves the methods the bot and its sender use, records every call (parameters
 files), hands out updates that a test injects through ``getUpdates`` (long-poll with a short wait),
 and can answer the next call of a method with an error (e.g. a 429 "retry after 2").
 
+Like Telegram, it refuses a photo it could not post: over 10 MB (``PHOTO_SAVE_FILE_INVALID``), width +
+height over 10000 or a side ratio over 20 (``PHOTO_INVALID_DIMENSIONS``), in ``sendPhoto``,
+``sendMediaGroup`` and ``editMessageMedia``; and a document over 50 MB (413). A posted photo's message
+carries its ``photo`` sizes and ``reply_markup``, as Telegram's does, so a test can reply to it.
+
 Files users sent: :meth:`FakeTelegram.photo` keeps a picture and returns its ``PhotoSize``;
 ``getFile`` answers with its ``file_path`` and ``GET /file/bot<token>/<file_path>`` serves it (each
 download recorded in :attr:`FakeTelegram.downloads`). :func:`photo_message` builds the update.
@@ -17,6 +22,7 @@ processed, the answer comes late), and a dropped connection (after or before pro
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import random
@@ -27,11 +33,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 
 BOT_USER = {"id": 123, "is_bot": True, "first_name": "imaginebot", "username": "imaginebot_test_bot"}
 ID_FIELDS = ("chat_id", "message_thread_id", "message_id", "reply_to_message_id")
 JSON_FIELDS = ("reply_parameters", "reply_markup", "media", "allowed_updates", "commands")
 TRUE_METHODS = ("setWebhook", "deleteWebhook", "setMyCommands", "answerCallbackQuery", "deleteMessage")
+EDIT_METHODS = ("editMessageText", "editMessageMedia", "editMessageCaption", "editMessageReplyMarkup")
+# Telegram's limits on a photo, and on any file a bot uploads.
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+PHOTO_MAX_SIDES = 10_000
+PHOTO_MAX_RATIO = 20
+UPLOAD_MAX_BYTES = 50 * 1024 * 1024
+PHOTO_TOO_BIG = "Bad Request: PHOTO_SAVE_FILE_INVALID"
+PHOTO_BAD_DIMENSIONS = "Bad Request: PHOTO_INVALID_DIMENSIONS"
+IMAGE_FAILED = "Bad Request: IMAGE_PROCESS_FAILED"
 
 
 @dataclass
@@ -263,14 +279,14 @@ class FakeTelegram:
             self.calls.append(call)
         if failure is not None:
             return web.json_response(failure[3], status=failure[2])
-        injected = self._injected(call)
+        injected = self._injected(call) or self._refused(call)
         if injected is not None:
             return injected
         if call.fault == "drop_before":
             call.status = 499
             drop_connection(request)
             return web.Response(status=499)
-        result = self._answer(method, params)
+        result = self._answer(method, params, files)
         if result is None:
             call.status = 404
             return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
@@ -306,6 +322,21 @@ class FakeTelegram:
             call.status = 500
             body = {"ok": False, "error_code": 500, "description": "Internal Server Error"}
             return web.json_response(body, status=500)
+        return None
+
+    def _refused(self, call: Call) -> web.Response | None:
+        """Telegram's 400 for a photo it cannot post (too heavy, too large, too narrow), or its 413
+        for an upload over 50 MB; the call is not processed."""
+        for data in call.files.values():
+            if len(data) > UPLOAD_MAX_BYTES:
+                call.status = 413
+                body = {"ok": False, "error_code": 413, "description": "Request Entity Too Large"}
+                return web.json_response(body, status=413)
+        for data in photo_uploads(call.method, call.params, call.files):
+            problem = photo_problem(data)
+            if problem is not None:
+                call.status = 400
+                return web.json_response({"ok": False, "error_code": 400, "description": problem}, status=400)
         return None
 
     @staticmethod
@@ -353,7 +384,7 @@ class FakeTelegram:
             return web.Response(status=401, text="Unauthorized")
         return serve_file(request.match_info["path"], self.files, self.downloads, self._lock)
 
-    def _answer(self, method: str, params: dict[str, Any]) -> Any:
+    def _answer(self, method: str, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         if method == "getMe":
             return BOT_USER
         if method == "getFile":
@@ -366,13 +397,25 @@ class FakeTelegram:
         if method in TRUE_METHODS:
             return True
         if method in ("sendMessage", "sendPhoto", "sendDocument"):
-            return self._message(params, text=params.get("text"), caption=params.get("caption"))
-        if method == "editMessageText":
-            message = self._message(params, text=params.get("text"))
+            message = self._message(params, text=params.get("text"), caption=params.get("caption"))
+            return with_media(message, method, params.get("photo") or params.get("document"), files)
+        if method in EDIT_METHODS:
+            message = self._message(params, text=params.get("text"), caption=params.get("caption"))
             message["message_id"] = params["message_id"]
-            return message
+            media = params.get("media") if isinstance(params.get("media"), dict) else {}
+            if media:
+                message["caption"] = media.get("caption")
+            return with_media(message, f"send{str(media.get('type', '')).title()}", media.get("media"), files)
         if method == "sendMediaGroup":
-            return [self._message(params, caption=item.get("caption")) for item in params.get("media", [])]
+            return [
+                with_media(
+                    self._message(params, caption=item.get("caption")),
+                    f"send{str(item.get('type', '')).title()}",
+                    item.get("media"),
+                    files,
+                )
+                for item in params.get("media", [])
+            ]
         return None
 
     def _message(self, params: dict[str, Any], text: str | None = None, caption: str | None = None) -> dict:
@@ -389,7 +432,70 @@ class FakeTelegram:
             message["text"] = text
         if caption is not None:
             message["caption"] = caption
+        if isinstance(params.get("reply_markup"), dict) and "inline_keyboard" in params["reply_markup"]:
+            message["reply_markup"] = params["reply_markup"]
         return message
+
+
+def uploaded(value: Any, files: dict[str, bytes]) -> bytes | None:
+    """The bytes a media field names: a file field of the request (``attach://name`` or the field
+    itself), None for a file id or URL."""
+    if isinstance(value, str) and value.startswith("attach://"):
+        return files.get(value.removeprefix("attach://"))
+    return None
+
+
+def photo_uploads(method: str, params: dict[str, Any], files: dict[str, bytes]) -> list[bytes]:
+    """Every photo ``method`` uploads: ``sendPhoto``'s file, a media group's or ``editMessageMedia``'s
+    photos."""
+    if method == "sendPhoto":
+        return [files["photo"]] if "photo" in files else []
+    media = params.get("media")
+    items = media if isinstance(media, list) else [media] if isinstance(media, dict) else []
+    found = [uploaded(item.get("media"), files) for item in items if item.get("type") == "photo"]
+    return [data for data in found if data is not None]
+
+
+def photo_problem(data: bytes) -> str | None:
+    """Telegram's error text for a photo it refuses, None when it may be posted."""
+    if len(data) > PHOTO_MAX_BYTES:
+        return PHOTO_TOO_BIG
+    size = image_size(data)
+    if size is None:
+        return IMAGE_FAILED
+    width, height = size
+    if width + height > PHOTO_MAX_SIDES or max(width, height) > PHOTO_MAX_RATIO * min(width, height):
+        return PHOTO_BAD_DIMENSIONS
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file, None when it is not one."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def with_media(message: dict[str, Any], method: str, media: Any, files: dict[str, bytes]) -> dict[str, Any]:
+    """``message`` with the ``photo`` sizes or ``document`` that ``method`` posted, as Telegram
+    answers (uploaded bytes measured; a file id kept as is)."""
+    field_name = {"sendPhoto": "photo", "sendDocument": "document"}.get(method)
+    if field_name is None:
+        return message
+    data = files.get(field_name) if media is None or not isinstance(media, str) else uploaded(media, files)
+    unique = f"posted{message['message_id']}"
+    if field_name == "document":
+        size = len(data) if data is not None else 0
+        message["document"] = {"file_id": unique, "file_unique_id": unique, "file_size": size}
+        return message
+    width, height = (image_size(data) if data is not None else None) or (1, 1)
+    size = len(data) if data is not None else 0
+    message["photo"] = [
+        {"file_id": unique, "file_unique_id": unique, "width": width, "height": height, "file_size": size}
+    ]
+    return message
 
 
 def user_message(
