@@ -111,6 +111,7 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "eta_s": getattr(position, "eta_s", None),  # about how long until it is drawn
         "notice": notice,
         "progress": record.progress.model_dump() if record.progress else None,
+        "preview_url": preview_url(record),  # the engine's latest preview while it draws
         "seed": record.seed,
         "engines": req.engines,
         "steps": record.steps,
@@ -138,6 +139,15 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
             for r in record.results
         ],
     }
+
+
+def preview_url(record: JobRecord) -> str | None:
+    """Where the running job's latest preview is (``bots/web/events.py``), None without one; the
+    step in the query makes each new preview a new URL."""
+    key = getattr(record.progress, "preview_key", None)
+    if record.status != JobStatus.RUNNING or not key or record.progress is None:
+        return None
+    return f"/api/jobs/{record.id}/preview.png?step={record.progress.step}"
 
 
 def refused(exc: InputError | Refused, status: int | None = None) -> tuple[Response, int]:

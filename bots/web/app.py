@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, send_from_directory
 from bots.web.admin_password import ADMIN_PASSWORD_TRIES, ADMIN_PASSWORD_WINDOW_S, AdminPassword
 from bots.web.api import ERROR_STATUS, WebChat, api, job_view
 from bots.web.datasets_api import datasets_api
+from bots.web.events import events_api
 from bots.web.security import install as install_security
 from core.conversation import ConversationService
 from core.job_client import QueueClient, QueueUnavailable
@@ -48,6 +49,7 @@ def create_app(settings: Settings, queue: QueueClient | None = None) -> Flask:
     app.add_url_rule("/static/<path:name>", "static_file", static_file)
     app.register_blueprint(api)
     app.register_blueprint(datasets_api)
+    app.register_blueprint(events_api)  # Server-Sent Events, previews
     app.register_error_handler(413, too_large)
     app.register_error_handler(redis.RedisError, queue_unavailable)
     app.register_error_handler(kombu.exceptions.OperationalError, queue_unavailable)

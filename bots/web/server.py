@@ -43,6 +43,9 @@ class WebServer:
             # margin lets a slightly too big picture reach the app for its JSON "image_too_big".
             max_request_body_size=MAX_MULTIPART_BODY + 1024 * 1024,
             connection_limit=max(100, settings.web_threads * 25),
+            # Keep reading a connection while its request runs, so a browser that leaves an event
+            # stream is noticed at once (``waitress.client_disconnected``, bots/web/events.py).
+            channel_request_lookahead=1,
             ident="imaginebot",
             clear_untrusted_proxy_headers=False,  # bots.web.security decides whom to believe
         )
