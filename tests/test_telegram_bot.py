@@ -23,14 +23,16 @@ import requests
 from PIL import Image
 
 from bots.telegram.bot import build_application, serve, webhook_options
-from bots.telegram.buttons import ButtonPress, parse_callback, result_keyboard
+from bots.telegram.buttons import result_keyboard
 from bots.telegram.handlers import TelegramHandlers
 from bots.telegram.progress import ProgressTracker
 from bots.telegram.send import fit_photo, send
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.embedded_redis import EmbeddedRedis
+from core.errors import InputError
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus, Progress
 from core.nsfw import NsfwPolicy, decision, nsfw_notice
+from core.result_buttons import read_button
 from core.settings import Settings
 from core.training_client import TrainingClient
 from tests.helpers.bot_threads import TelegramBotThread
@@ -131,7 +133,7 @@ def test_private_message_is_a_prompt_and_the_picture_comes_back_as_a_reply(
     assert seed_of(photo) == 7 and "dfgan" in photo.params["caption"]
     job_id = job_id_of(photo)
     assert re.fullmatch(r"[0-9a-f]{16}", job_id)
-    assert set(photo.callback_data) == {f"rr:{job_id}", f"vd:{job_id}:dfgan", f"st:{job_id}"}
+    assert set(photo.callback_data) == {f"v:{job_id}:0", f"rr:{job_id}", f"i:{job_id}", f"rx:{job_id}:0"}
     assert all(len(d.encode()) <= 64 for d in photo.callback_data)
 
     # The status message showed the queue position, then the sender removed it.
@@ -411,18 +413,18 @@ def test_oversized_pictures_are_reencoded_or_sent_as_documents() -> None:
 def test_buttons_fit_telegrams_callback_limit_and_forged_data_is_rejected() -> None:
     record = _record(1, JobStatus.DONE)
     record.request.engines = ["dfgan", "diffusion"]
-    data = [b.callback_data for row in result_keyboard(record).inline_keyboard for b in row]
-    assert data == [
-        f"rr:{record.id}",
-        f"vd:{record.id}:dfgan",
-        f"vd:{record.id}:diffusion",
-        f"st:{record.id}",
+    record.request.count = 4
+    rows = [[(b.text, b.callback_data) for b in row] for row in result_keyboard(record).inline_keyboard]
+    job = record.id
+    assert rows == [
+        [(f"U{n}", f"u:{job}:{n - 1}") for n in range(1, 5)],
+        [(f"V{n}", f"v:{job}:{n - 1}") for n in range(1, 5)],
+        [("🔄", f"rr:{job}"), ("ℹ️ Info", f"i:{job}"), ("✏️ Remix", f"rx:{job}:0")],
     ]
-    assert all(isinstance(d, str) and len(d.encode()) <= 64 for d in data)
-    assert parse_callback(f"vd:{record.id}:diffusion") == ButtonPress("variation", record.id, "diffusion")
+    assert all(len(str(data).encode()) <= 64 for row in rows for _, data in row)
     for forged in ("rr:../../etc", f"vd:{record.id}:shell", "xx:0123456789abcdef", "rr", ""):
-        with pytest.raises(ValueError):
-            parse_callback(forged)
+        with pytest.raises(InputError):
+            read_button(forged)
 
 
 class _StubApp:

@@ -1,10 +1,12 @@
-"""Where the Bot API lives (Telegram's, a local Bot API server, or a test server) and its error helpers."""
+"""Where the Bot API lives (Telegram's, a local Bot API server, or a test server), its error helpers,
+and where an answer to a message goes (its forum topic, a reply to it)."""
 
 from __future__ import annotations
 
 import datetime as dtm
 import warnings
 
+from telegram import Message, ReplyParameters
 from telegram.error import RetryAfter
 
 from core.settings import Settings
@@ -22,3 +24,16 @@ def retry_after_seconds(exc: RetryAfter) -> float:
         warnings.simplefilter("ignore")  # PTB 22 warns that the int form will become a timedelta
         value = exc.retry_after
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def thread_id_of(message: Message) -> int | None:
+    """The forum topic of ``message``; None outside topics (replies there need no thread id)."""
+    return message.message_thread_id if message.is_topic_message else None
+
+
+def replying_to(message: Message) -> dict[str, object]:
+    """The arguments of a send method that answer ``message``: in its topic, quoting it."""
+    return {
+        "message_thread_id": thread_id_of(message),
+        "reply_parameters": ReplyParameters(message.message_id, allow_sending_without_reply=True),
+    }

@@ -1,61 +1,53 @@
-"""The inline keyboard under a result and its callback data.
+"""The inline keyboards under a result and under a picked picture, and reading a press back.
 
-Callback data carries the job id (16 hex characters), never the prompt, so it stays far under
-Telegram's 64-byte limit: ``rr:<job>`` (reroll), ``vd:<job>:<engine>`` (variation on one engine),
-``st:<job>`` (show the job's settings).
+The rows are core's (:mod:`core.result_buttons`), one definition for every platform: U1..Un, V1..Vn,
+🔄 / ℹ️ Info / ✏️ Remix under a result; Upscale ×2, Vary, ✏️ Remix under a picked picture. Their data
+carries the job id and a picture number, never the prompt, so it stays within Telegram's 64-byte
+``callback_data``; older results' data (``rr:``, ``vd:``, ``st:``) still reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
-from core.compose import ENGINE_TITLES
-from core.ids import is_job_id
+from core.conversation import RemixAsk
+from core.errors import InputError
 from core.jobs import JobRecord
-from core.settings import KNOWN_ENGINES
-
-MAX_CALLBACK_BYTES = 64
+from core.result_buttons import ResultButton, picked_buttons, read_button, result_buttons
 
 
-@dataclass(frozen=True)
-class ButtonPress:
-    """A decoded button: ``action`` is ``reroll``, ``variation`` or ``settings``."""
-
-    action: str
-    job_id: str
-    engine: str | None = None
+def keyboard(rows: list[list[ResultButton]]) -> InlineKeyboardMarkup:
+    """Telegram's inline keyboard for core's button rows."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
+    )
 
 
 def result_keyboard(record: JobRecord) -> InlineKeyboardMarkup:
-    """Reroll, one variation button per engine of the job, and show settings."""
-    engines = [r.engine for r in record.results] or record.request.engines
-    variations = [
-        InlineKeyboardButton(
-            f"{ENGINE_TITLES.get(engine, engine)} variation", callback_data=f"vd:{record.id}:{engine}"
-        )
-        for engine in engines
-        if engine in KNOWN_ENGINES
-    ]
-    rows = [
-        [InlineKeyboardButton("🎲 Reroll", callback_data=f"rr:{record.id}")],
-        *([variations] if variations else []),
-        [InlineKeyboardButton("⚙️ Settings", callback_data=f"st:{record.id}")],
-    ]
-    return InlineKeyboardMarkup(rows)
+    """The buttons under a delivered result (:func:`core.result_buttons.result_buttons`)."""
+    return keyboard(result_buttons(record))
 
 
-def parse_callback(data: str) -> ButtonPress:
-    """Decode callback data; raises ``ValueError`` for anything we did not put on a button."""
-    parts = data.split(":")
-    if len(data.encode()) > MAX_CALLBACK_BYTES or len(parts) < 2 or not is_job_id(parts[1]):
-        raise ValueError(f"unknown button {data[:70]!r}")
-    match parts:
-        case ["rr", job_id]:
-            return ButtonPress("reroll", job_id)
-        case ["vd", job_id, engine] if engine in KNOWN_ENGINES:
-            return ButtonPress("variation", job_id, engine)
-        case ["st", job_id]:
-            return ButtonPress("settings", job_id)
-    raise ValueError(f"unknown button {data[:70]!r}")
+def picked_keyboard(record: JobRecord, index: int) -> InlineKeyboardMarkup:
+    """The buttons under picture ``index`` posted on its own (:func:`~core.result_buttons.picked_buttons`)."""
+    return keyboard(picked_buttons(record, index))
+
+
+def remix_of(message: Message | None) -> RemixAsk | None:
+    """The picture a reply to ``message`` remixes, when ``message`` is a result (or a picked picture)
+    with our buttons: its ✏️ Remix button's picture, else picture 1 of the job its buttons name
+    (an older result); None for any other message."""
+    markup = message.reply_markup if message is not None else None
+    if markup is None:
+        return None
+    job_id = None
+    for row in markup.inline_keyboard:
+        for button in row:
+            try:
+                action = read_button(str(button.callback_data or ""))
+            except InputError:
+                continue
+            if isinstance(action, RemixAsk):
+                return action
+            job_id = job_id or action.job_id
+    return RemixAsk(job_id, 0) if job_id else None

@@ -8,10 +8,15 @@ replies with the service's answer; nothing here decides anything or writes a use
 - A picture to draw from (image-to-image): a photo (or an image sent as a file) with the prompt as
   its caption (in groups the caption must start with ``/imagine``), or ``/imagine <prompt>`` as a
   reply to one. It is fetched and stored by ``photos.py``; a bad picture gets its specific answer.
-- ``/queue``, ``/cancel [job_id]``, ``/settings [--engine ... | reset]``, ``/models``, ``/help``.
+- ``/queue``, ``/cancel [job_id]``, ``/settings [--engine ... | reset]``, ``/models``, ``/help``,
+  ``/show <job id>`` (a job's result again, with its buttons).
 - ``/retrain``, ``/model [list|promote VERSION|rollback]`` and ``/nsfw [withhold|spoiler|allow|default]``:
   admins only.
-- The buttons under a result: reroll, a variation on one engine, show settings.
+- The buttons under a result (core's rows, :mod:`core.result_buttons`): U-n posts one picture full
+  size, V-n queues a variation, 🔄 a reroll, ℹ️ Info shows the settings, ✏️ Remix asks for the new
+  prompt; under a picked picture Upscale ×2, Vary and ✏️ Remix. Older results' buttons still work.
+- Remix: text that replies to the remix question, or to a result of ours, is the new prompt of a
+  variation of that picture.
 
 Every answer is a reply to the user's message in the same chat and forum topic.
 """
@@ -21,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from telegram import Message, MessageEntity, ReplyParameters, Update
+from telegram import CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -34,14 +40,15 @@ from telegram.ext import (
     filters,
 )
 
-from bots.telegram.buttons import parse_callback
+from bots.telegram.api import replying_to, thread_id_of
+from bots.telegram.buttons import remix_of
 from bots.telegram.photos import stored_picture
 from bots.telegram.progress import ProgressTracker
+from bots.telegram.results import ask_remix, asked_remix, post_picked, post_shown
 from core.buttons import EXPIRED_TEXT, TOO_OLD_TEXT
 from core.commands import is_retrain_cancel
 from core.conversation import (
     Action,
-    Again,
     Caller,
     Cancel,
     ChannelNsfw,
@@ -50,19 +57,27 @@ from core.conversation import (
     Help,
     Imagine,
     JobInfo,
+    Pick,
+    Picked,
     Prepared,
     Refused,
+    RemixAsk,
+    RemixPrompt,
+    ResultShown,
     Retrain,
     RetrainCancel,
+    Show,
     ShowModel,
     ShowModels,
     ShowQueue,
     UserSettings,
+    Vary,
 )
 from core.conversation.replies import COMMANDS, QUEUEING_TEXT
 from core.errors import InputError
 from core.job_client import QUEUE_UNAVAILABLE_TEXT, UNAVAILABLE_ERRORS, QueueClient
 from core.jobs import Conversation
+from core.result_buttons import read_button
 from core.settings import Settings
 
 __all__ = ["COMMANDS", "TelegramHandlers", "register"]
@@ -87,11 +102,6 @@ class TelegramHandlers:
 def handlers_of(context: ContextTypes.DEFAULT_TYPE) -> TelegramHandlers:
     """The bot's shared state (service, queue, progress tracker), kept in ``bot_data``."""
     return context.bot_data["handlers"]
-
-
-def thread_id_of(message: Message) -> int | None:
-    """The forum topic of ``message``; None outside topics (replies there need no thread id)."""
-    return message.message_thread_id if message.is_topic_message else None
 
 
 def conversation_of(message: Message) -> Conversation:
@@ -140,13 +150,10 @@ def _caption_command(message: Message) -> str | None:
     return None
 
 
-async def reply(message: Message, text: str) -> Message:
-    """Answer ``message`` in its chat and topic, quoting it."""
+async def reply(message: Message, text: str, **options: Any) -> Message:
+    """Answer ``message`` in its chat and topic, quoting it (``options``: e.g. ``reply_markup``)."""
     return await message.get_bot().send_message(
-        message.chat_id,
-        text[:MAX_TEXT],
-        message_thread_id=thread_id_of(message),
-        reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+        message.chat_id, text[:MAX_TEXT], **replying_to(message), **options
     )
 
 
@@ -275,18 +282,20 @@ async def nsfw(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await answer(update, context, FromText(ChannelNsfw, _command_body(update.effective_message)))
 
 
-# --- buttons ---------------------------------------------------------------------------------
+# --- buttons ----------------------------------------------------------------------------------
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A button under a result: answers the callback query, then queues or shows settings."""
+    """A button under a result (core's :func:`~core.result_buttons.read_button` reads it): Info
+    answers in an alert; U-n posts the picture; ✏️ Remix asks for the new prompt; the others queue."""
     query = update.callback_query
     if query is None:
         return
     message = query.message
     try:
-        press = parse_callback(query.data or "")
-    except ValueError:
-        press = None
-    if press is None or message is None:
+        action = read_button(query.data or "")
+    except InputError as exc:
+        await query.answer(exc.message[:MAX_ALERT], show_alert=True)
+        return
+    if message is None:
         await query.answer(EXPIRED_TEXT, show_alert=True)
         return
     # Callback data can be forged: the service acts only on a job of the chat the button is in.
@@ -296,18 +305,84 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         conversation = Conversation(platform=PLATFORM, chat_id=str(message.chat.id))
     caller = caller_of(update, context, conversation)
     service = handlers_of(context).service
-    if press.action == "settings":
-        info = await asyncio.to_thread(service.handle, caller, JobInfo(press.job_id))
+    if isinstance(action, JobInfo):
+        info = await asyncio.to_thread(service.handle, caller, action)
         await query.answer(info.text[:MAX_ALERT], show_alert=True)
         return
     if not isinstance(message, Message):  # too old to reply to
         await query.answer(TOO_OLD_TEXT, show_alert=True)
         return
-    prepared = await asyncio.to_thread(service.prepare, caller, Again(press.job_id, press.engine))
+    if isinstance(action, Pick | RemixAsk):
+        await _show_picture_reply(context, query, caller, action, message)
+        return
+    prepared = await asyncio.to_thread(service.prepare, caller, action)
     if isinstance(prepared, Refused):
         await query.answer(prepared.text[:MAX_ALERT], show_alert=True)
         return
     await query.answer(prepared.text)
+    await _submit(context, prepared, message)
+
+
+async def _show_picture_reply(
+    context: ContextTypes.DEFAULT_TYPE,
+    query: CallbackQuery,
+    caller: Caller,
+    action: Pick | RemixAsk,
+    message: Message,
+) -> None:
+    """U-n: post the picture under the result; ✏️ Remix: ask for the new prompt. A refusal (another
+    chat's job, an expired one) is the query's alert."""
+    shared = handlers_of(context)
+    answer_ = await asyncio.to_thread(shared.service.handle, caller, action)
+    if isinstance(answer_, RemixPrompt):
+        await query.answer()
+        await ask_remix(context.bot, shared.queue.redis, answer_, message, shared.settings.result_ttl_s)
+        return
+    if isinstance(answer_, Picked) and await post_picked(context.bot, shared.queue.images, answer_, message):
+        await query.answer()
+        return
+    await query.answer(
+        (answer_.text if isinstance(answer_, Refused) else EXPIRED_TEXT)[:MAX_ALERT], show_alert=True
+    )
+
+
+async def show(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """``/show <job id>``: the job's result again, with its buttons (a job of this chat or the
+    caller's own)."""
+    message = update.effective_message
+    if message is None:
+        return
+    shared = handlers_of(context)
+    caller = caller_of(update, context, conversation_of(message))
+    shown = await asyncio.to_thread(shared.service.handle, caller, FromText(Show, _command_body(message)))
+    if not isinstance(shown, ResultShown):
+        await reply(message, shown.text)
+    elif not await post_shown(context.bot, shared.queue.images, shown, message):
+        await reply(message, EXPIRED_TEXT)
+
+
+async def reply_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text that replies to a remix question, or to a result (or picked picture) of ours: the remix of
+    that picture with this text as its prompt. Any other reply is what plain text is (a prompt in a
+    private chat, nothing in a group)."""
+    message = update.effective_message
+    if message is None:
+        return
+    shared = handlers_of(context)
+    target = message.reply_to_message
+    asked = await asyncio.to_thread(asked_remix, shared.queue.redis, target)
+    if asked is None and target is not None and target.from_user and target.from_user.id == context.bot.id:
+        asked = remix_of(target)
+    if asked is None:
+        if message.chat.type == ChatType.PRIVATE:
+            await private_text(update, context)
+        return
+    caller = caller_of(update, context, conversation_of(message))
+    remix = Vary(asked.job_id, asked.index, prompt=message.text or "")
+    prepared = await asyncio.to_thread(shared.service.prepare, caller, remix)
+    if isinstance(prepared, Refused):
+        await reply(message, prepared.text)
+        return
     await _submit(context, prepared, message)
 
 
@@ -342,9 +417,12 @@ def register(application: Application, settings: Settings, queue: QueueClient) -
         ("model", model),
         ("models", models),
         ("nsfw", nsfw),
+        ("show", show),
     ]:
         application.add_handler(CommandHandler(names, handler, filters=new))
     application.add_handler(CallbackQueryHandler(button))
+    replies = new & filters.REPLY & filters.TEXT & ~filters.COMMAND
+    application.add_handler(MessageHandler(replies, reply_text))
     private = new & filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND
     application.add_handler(MessageHandler(private, private_text))
     pictures = new & (filters.PHOTO | filters.Document.IMAGE)

@@ -4,6 +4,12 @@ The bot process polls the records of the jobs it queued and edits their status m
 once every ``progress_interval_s`` per chat (Telegram limits how often a bot may write to one chat).
 The delivery worker removes the status message when the result is posted; this only tracks jobs
 until they finish.
+
+Live previews: when a job's record names a preview picture (``Progress.preview_key``, a small PNG
+the worker keeps in Redis for a short while), the bot posts it as a photo status message under the
+prompt, captioned with the status line, and swaps its picture (``editMessageMedia``) as newer
+previews come; these edits share the chat's budget with the text edits. Once the result is posted
+(or the job failed or was cancelled) the preview message is deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from telegram import Bot
+from telegram import Bot, InputMediaPhoto, ReplyParameters
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application
 
@@ -22,10 +28,12 @@ from core.conversation.status import status_line
 from core.errors import JobNotFound
 from core.heartbeats import job_notice
 from core.job_client import QueueClient
-from core.jobs import JobRecord
+from core.jobs import JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 TICK_S = 0.25
+#: How long a preview message may wait for the result to be posted before it is removed anyway.
+PREVIEW_LINGER_S = 60.0
 
 
 @dataclass
@@ -33,6 +41,8 @@ class _Tracked:
     chat_id: int
     message_id: int
     text: str
+    preview_key: str | None = None  # the preview on show
+    preview_message_id: int | None = None
 
 
 class ProgressTracker:
@@ -70,7 +80,7 @@ class ProgressTracker:
         self._task = None
 
     async def tick(self, bot: Bot) -> None:
-        """Read every tracked record once and edit the messages whose text changed."""
+        """Read every tracked record once and edit the messages whose text or preview changed."""
         ids = list(self.jobs)
         states = await asyncio.to_thread(self._read, ids)
         for job_id, state in zip(ids, states, strict=True):
@@ -78,22 +88,83 @@ class ProgressTracker:
             if tracked is None:
                 continue
             if state is None or state[0].status.finished:
-                del self.jobs[job_id]  # gone, or finished: the sender takes over the message
+                if state is None or not _awaits_result(state[0]) or tracked.preview_message_id is None:
+                    del self.jobs[job_id]  # the sender takes over the status message
+                    await self._remove_preview(bot, job_id, tracked)
                 continue
+            record = state[0]
             text = status_line(*state)
-            if text == tracked.text or not self.may_edit(tracked.chat_id):
+            if not self.may_edit(tracked.chat_id):
                 continue
-            try:
-                await bot.edit_message_text(text, chat_id=tracked.chat_id, message_id=tracked.message_id)
-            except RetryAfter as exc:
-                self.edited(tracked.chat_id, retry_after_seconds(exc))
-                continue
-            except TelegramError as exc:  # message deleted, chat gone: stop following it
-                log.info("progress for job %s stopped: %s", job_id, exc, extra={"job_id": job_id})
-                del self.jobs[job_id]
-                continue
-            tracked.text = text
-            self.edited(tracked.chat_id)
+            preview = record.progress.preview_key if record.progress else None
+            if preview and preview != tracked.preview_key:
+                await self._show_preview(bot, record, tracked, preview, text)
+            elif text != tracked.text:
+                await self._edit_text(bot, job_id, tracked, text)
+
+    async def _edit_text(self, bot: Bot, job_id: str, tracked: _Tracked, text: str) -> None:
+        """Put ``text`` on the status message (a message gone ends the tracking)."""
+        try:
+            await bot.edit_message_text(text, chat_id=tracked.chat_id, message_id=tracked.message_id)
+        except RetryAfter as exc:
+            self.edited(tracked.chat_id, retry_after_seconds(exc))
+            return
+        except TelegramError as exc:  # message deleted, chat gone: stop following it
+            log.info("progress for job %s stopped: %s", job_id, exc, extra={"job_id": job_id})
+            self.jobs.pop(job_id, None)
+            await self._remove_preview(bot, job_id, tracked)
+            return
+        tracked.text = text
+        self.edited(tracked.chat_id)
+
+    async def _show_preview(
+        self, bot: Bot, record: JobRecord, tracked: _Tracked, key: str, text: str
+    ) -> None:
+        """Post the preview under ``key`` as the photo status message, or swap the picture of the one
+        posted before. An expired or refused preview is skipped (the next one may do)."""
+        tracked.preview_key = key
+        png = await asyncio.to_thread(self.queue.redis.get, key)
+        if not png:
+            return
+        try:
+            if tracked.preview_message_id is None:
+                conv = record.request.conversation
+                reply = (
+                    ReplyParameters(int(conv.reply_to), allow_sending_without_reply=True)
+                    if conv.reply_to
+                    else None
+                )
+                sent = await bot.send_photo(
+                    tracked.chat_id,
+                    png,
+                    caption=text,
+                    message_thread_id=int(conv.thread_id) if conv.thread_id else None,
+                    reply_parameters=reply,
+                )
+                tracked.preview_message_id = sent.message_id
+            else:
+                await bot.edit_message_media(
+                    InputMediaPhoto(png, caption=text),
+                    chat_id=tracked.chat_id,
+                    message_id=tracked.preview_message_id,
+                )
+        except RetryAfter as exc:
+            tracked.preview_key = None  # shown at the next chance
+            self.edited(tracked.chat_id, retry_after_seconds(exc))
+            return
+        except TelegramError as exc:
+            log.info("job %s: preview not shown: %s", record.id, exc, extra={"job_id": record.id})
+        self.edited(tracked.chat_id)
+
+    async def _remove_preview(self, bot: Bot, job_id: str, tracked: _Tracked) -> None:
+        """Delete the job's preview message, if it has one (best effort)."""
+        if tracked.preview_message_id is None:
+            return
+        try:
+            await bot.delete_message(tracked.chat_id, tracked.preview_message_id)
+        except TelegramError as exc:
+            log.info("job %s: preview message left: %s", job_id, exc, extra={"job_id": job_id})
+        tracked.preview_message_id = None
 
     def _read(self, ids: list[str]) -> list[tuple[JobRecord, int | None, str | None] | None]:
         out: list[tuple[JobRecord, int | None, str | None] | None] = []
@@ -104,3 +175,11 @@ class ProgressTracker:
             except JobNotFound:
                 out.append(None)
         return out
+
+
+def _awaits_result(record: JobRecord) -> bool:
+    """Whether ``record`` is done and its result not yet posted (for a while at most): its preview
+    stays until the picture replaces it."""
+    if record.status != JobStatus.DONE or record.delivered_at is not None:
+        return False
+    return time.time() < (record.finished_at or 0.0) + PREVIEW_LINGER_S

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 from PIL import Image
-from telegram import Bot, InputFile, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -66,6 +66,8 @@ T = TypeVar("T")
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 PHOTO_MAX_SIDES = 10_000  # width + height
 PHOTO_MAX_RATIO = 20
+#: What a bot may upload at all (a document over this goes as a scaled-down photo instead).
+UPLOAD_MAX_BYTES = 50 * 1024 * 1024
 CAPTION_MAX = 1024
 TEXT_MAX = 4096
 # Timeouts of the shared client. A generous read timeout makes an unanswered (ambiguous) upload rare;
@@ -193,9 +195,13 @@ def call_telegram(
 def fit_photo(png: bytes, photo_only: bool = False) -> tuple[bytes, str, bool]:
     """``(data, filename, as_document)``: the PNG as is, re-encoded as JPEG when too heavy, or a document.
 
-    ``photo_only``: never a document (only a photo can be posted behind a spoiler); a picture too
-    large for a photo is scaled down to fit instead.
+    Telegram refuses a photo over 10 MB, with width + height over 10000 or a side ratio over 20: such
+    a picture goes as a document (the PNG as stored, its metadata kept), or, with ``photo_only``
+    (only a photo can be posted behind a spoiler) or over the 50 MB upload limit, as a JPEG photo
+    scaled down to fit. Never fails on size.
     """
+    if len(png) > UPLOAD_MAX_BYTES:
+        photo_only = True
     with Image.open(io.BytesIO(png)) as image:
         width, height = image.size
         if width + height > PHOTO_MAX_SIDES or max(width, height) > PHOTO_MAX_RATIO * min(width, height):
@@ -280,16 +286,42 @@ async def _post_outcome(bot: Bot, record: JobRecord, png: bytes | None) -> None:
             chat_id, _outcome_text(record)[:TEXT_MAX], message_thread_id=thread_id, reply_parameters=reply
         )
         return
-    spoiler = behind_spoiler(record.results)
+    await post_picture(
+        bot,
+        chat_id,
+        png,
+        result_caption(record),
+        result_keyboard(record),
+        spoiler=behind_spoiler(record.results),
+        message_thread_id=thread_id,
+        reply_parameters=reply,
+    )
+
+
+async def post_picture(
+    bot: Bot,
+    chat_id: int,
+    png: bytes,
+    caption: str,
+    markup: InlineKeyboardMarkup | None,
+    *,
+    spoiler: bool = False,
+    message_thread_id: int | None = None,
+    reply_parameters: ReplyParameters | None = None,
+) -> Message:
+    """Post ``png`` with ``caption`` and buttons: a photo within Telegram's limits (re-encoded or
+    scaled down when needed), else a document (:func:`fit_photo`); ``spoiler``: behind a spoiler."""
     data, filename, as_document = fit_photo(png, photo_only=spoiler)
     upload = InputFile(data, filename=filename)
-    caption = result_caption(record)[:CAPTION_MAX]
-    keyboard = result_keyboard(record)
-    common = {"caption": caption, "reply_markup": keyboard, "message_thread_id": thread_id}
+    common: dict[str, Any] = {
+        "caption": caption[:CAPTION_MAX],
+        "reply_markup": markup,
+        "message_thread_id": message_thread_id,
+        "reply_parameters": reply_parameters,
+    }
     if as_document:
-        await bot.send_document(chat_id, upload, reply_parameters=reply, **common)
-    else:
-        await bot.send_photo(chat_id, upload, reply_parameters=reply, has_spoiler=spoiler or None, **common)
+        return await bot.send_document(chat_id, upload, **common)
+    return await bot.send_photo(chat_id, upload, has_spoiler=spoiler or None, **common)
 
 
 def _outcome_text(record: JobRecord) -> str:
