@@ -22,8 +22,9 @@ from core.uploads import DEFAULT_STRENGTH, UploadStore
 VARIATION_STRENGTH = DEFAULT_STRENGTH
 #: The engine that draws an upscale (helper module worker/engines/upscale).
 UPSCALE_ENGINE = "upscale"
-#: Engines that start from a picture (image-to-image) rather than drawing near its noise.
-FROM_PICTURE = ("diffusion", "hf-api", UPSCALE_ENGINE)
+#: Engines whose variation starts from the picture itself (image-to-image; the worker's
+#: IMAGE_ENGINES), not from noise near its seed (DF-GAN).
+FROM_PICTURE = ("diffusion",)
 NO_PICTURES_TEXT = "That job has no pictures yet; wait for its result."
 EXPIRED_PICTURE_TEXT = "That picture has expired; send the prompt again."
 

@@ -76,20 +76,27 @@ class LoadedGenerator:
         return sentence_vectors(self.text_encoder, list(prompts), self.config).to(self.device)
 
     def draw(
-        self, prompts: Sequence[str], seeds: Sequence[int], sentences: torch.Tensor | None = None
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        sentences: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Image ``i`` shows ``prompts[i]`` from the noise of ``seeds[i]`` alone: ``[N, 3, H, W]`` in
         [-1, 1] on the CPU. The one place DF-GAN turns seeds into pictures (engine, evaluation, grids,
         R-precision, FID, compare).
 
-        ``sentences`` (``[N, cond_dim]``, e.g. cached by the engine) replaces :meth:`embed` of ``prompts``.
+        ``sentences`` (``[N, cond_dim]``, e.g. cached by the engine) replaces :meth:`embed` of ``prompts``;
+        ``noise`` (``[N, nz]``, e.g. a variation's noise near another picture's) replaces the seeds' noise.
         """
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         with torch.inference_mode():
             if sentences is None:
                 sentences = self.embed(prompts)
-            noise = seed_noise(seeds, self.config.nz).to(self.device)
+            if noise is None:
+                noise = seed_noise(seeds, self.config.nz)
+            noise = noise.to(self.device)
             return self.netG(noise, sentences.to(self.device)).clamp(-1, 1).cpu()
 
     def draw_rows(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[torch.Tensor]:

@@ -39,6 +39,9 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()
     #: What to do with a picture the safety checker flags: withhold | spoiler | allow (core.nsfw).
     nsfw: str = "withhold"
+    #: A variation by an engine that draws from noise (DF-GAN): (the source picture's seed, mix), each
+    #: picture's noise a normalised mix of that seed's (1 - mix) and its own seed's (mix).
+    noise_near: tuple[int, float] | None = None
 
 
 @dataclass

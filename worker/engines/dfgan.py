@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
 from training.dfgan.checkpoint import load_generator
 from training.images import to_pil
+from training.seeds import seed_noise
 from training.shipped import SHIPPED_DFGAN, default_dfgan_checkpoint
 from worker.engines.base import (
     EngineInfo,
@@ -70,8 +73,9 @@ class DFGANEngine:
             sentences = torch.cat(
                 [self._embed(r.prompt).expand(len(r.seeds), -1) for r in requests if r.seeds]
             )
+            noise = self._noise(requests)
             with self._lock:  # one forward at a time; the model is shared by the worker's threads
-                drawn = self.loaded.draw(prompts, seeds, sentences)
+                drawn = self.loaded.draw(prompts, seeds, sentences, noise)
         images = to_pil(drawn)
         out: list[list[Image.Image]] = []
         for request, count in zip(requests, counts, strict=True):
@@ -80,6 +84,20 @@ class DFGANEngine:
         if progress is not None:
             progress(1, 1)
         return out
+
+    def _noise(self, requests: list[GenerationRequest]) -> torch.Tensor | None:
+        """The batch's noise when a request is a variation (``noise_near``); None: the seeds' own."""
+        if not any(r.noise_near for r in requests):
+            return None
+        nz = self.loaded.config.nz
+        rows = [
+            near_noise(r.noise_near[0], r.seeds, r.noise_near[1], nz)
+            if r.noise_near
+            else seed_noise(r.seeds, nz)
+            for r in requests
+            if r.seeds
+        ]
+        return torch.cat(rows)
 
     def _embed(self, prompt: str) -> torch.Tensor:
         # One prompt per encoder call: the embedding then never depends on the other prompts' padding.
@@ -95,6 +113,16 @@ class DFGANEngine:
             if len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
                 self._embeddings.popitem(last=False)
         return emb
+
+
+def near_noise(source_seed: int, seeds: Sequence[int], mix: float, nz: int) -> torch.Tensor:
+    """``[len(seeds), nz]`` noise near ``source_seed``'s: row ``i`` is ``((1 - mix) z(source) + mix
+    z(seeds[i])) / sqrt((1 - mix)² + mix²)``, computed in float64. Two independent standard normal
+    vectors mixed this way are standard normal again, so the generator sees noise like any other."""
+    source = seed_noise([source_seed], nz).double()
+    fresh = seed_noise(seeds, nz).double()
+    near = ((1.0 - mix) * source + mix * fresh) / math.hypot(1.0 - mix, mix)
+    return near.float()
 
 
 def _resized(image: Image.Image, size: int) -> Image.Image:

@@ -20,6 +20,10 @@ from worker.engines.base import GenerationRequest
 IMAGE_ENGINES = ("diffusion",)
 #: The paired image's note for an engine that ignored the job's picture.
 TEXT_ONLY = "text only"
+#: The kinds of job (``JobRequest.source.kind``) that vary a picture; how far a variation's noise
+#: moves from the source picture's (0: the same noise, 1: a fresh seed's).
+VARIED = ("variation", "remix")
+NOISE_MIX = 0.25
 
 
 def generation_request(
@@ -45,12 +49,22 @@ def generation_request(
         strength=DEFAULT_STRENGTH if request.strength is None else request.strength,
         loras=tuple((lora.name, lora.weight) for lora in request.loras),
         nsfw=request_policy(settings, request).value,
+        noise_near=_noise_near(engine_name, job),
     )
+
+
+def _noise_near(engine_name: str, job: JobRecord) -> tuple[int, float] | None:
+    """A variation's (source seed, mix) for an engine that draws from noise, not from a picture."""
+    source = job.request.source
+    if source is None or source.kind not in VARIED or engine_name in IMAGE_ENGINES:
+        return None
+    return (source.seed, NOISE_MIX)
 
 
 def result_marks(engine_name: str, job: JobRecord, images: list[Image.Image]) -> dict[str, Any]:
     """The engine result's ``text_only`` and ``nsfw`` fields for ``job``'s ``images``."""
     text_only = bool(job.request.image_key) and engine_name not in IMAGE_ENGINES
+    text_only = text_only and _noise_near(engine_name, job) is None  # a variation draws near its picture
     return {"text_only": text_only, "nsfw": decisions_of(images)}
 
 
