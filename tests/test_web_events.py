@@ -5,6 +5,7 @@ done write and the web delivery of ``bots/web/send.py``)."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 
 from bots.web import events
 from bots.web import send as web_send
@@ -199,3 +201,82 @@ def test_who_may_listen(served: tuple[str, Settings]) -> None:
     answer = outsider.test_client().get(f"/api/conversations/{CID}/events")
     assert (answer.status_code, answer.get_json()["code"]) == (401, "login_required")
     assert web.get("/api/conversations/nobody-talked-here/events").status_code == 404
+
+
+def _finished_grid(url: str, settings: Settings, cid: str, count: int = 2) -> str:
+    """A ``--n count`` diffusion job of ``cid``, drawn (plain coloured squares stored as the worker
+    stores them) and delivered to the web chat; returns its id."""
+    from core.compose import to_png
+    from core.jobs import EngineResult
+    from worker.generate import claim
+
+    job_id = imagine(url, cid, f"a green square --n {count} --engine diffusion").json()["job"]["id"]
+    rt = a_worker(settings)
+    assert claim(rt, job_id).held is not None
+    keys = [
+        rt.images.put(job_id, f"diffusion-{i}", to_png(Image.new("RGB", (32, 32), (0, 40 * i, 0))))
+        for i in range(count)
+    ]
+    result = EngineResult(engine="diffusion", version="test-1", seconds=0.1, image_keys=keys)
+    pair = rt.images.put(job_id, "pair", to_png(Image.new("RGB", (64, 32))))
+    rt.jobs.finish(job_id, JobStatus.DONE, results=[result], pair_key=pair)
+    ctx = DeliveryContext(settings=settings, images=rt.images, history=rt.history)
+    web_send.send(rt.jobs.get(job_id), ctx)
+    rt.jobs.update(job_id, lambda r: r.model_copy(update={"delivered_at": time.time()}))
+    return job_id
+
+
+def press(url: str, cid: str, data: str, **more: str) -> requests.Response:
+    return requests.post(f"{url}/api/conversations/{cid}/buttons", json={"data": data, **more}, timeout=10)
+
+
+def test_result_buttons_from_the_web_chat(served: tuple[str, Settings]) -> None:
+    url, settings = served
+    job_id = _finished_grid(url, settings, CID)
+    job = requests.get(f"{url}/api/jobs/{job_id}", timeout=5).json()["job"]
+    labels = [[b["label"] for b in row] for row in job["buttons"]]
+    assert labels == [["U1", "U2"], ["V1", "V2"], ["🔄", "ℹ️ Info", "✏️ Remix"]]
+
+    # U2: the second picture alone, full size, with the buttons under a picked picture.
+    picked = press(url, CID, job["buttons"][0][1]["data"])
+    assert picked.status_code == 200, picked.text
+    shown = picked.json()["picked"]
+    assert [p["url"] for p in shown["pictures"]] == [f"/api/jobs/{job_id}/images/diffusion-1.png"]
+    png = requests.get(url + shown["pictures"][0]["url"], timeout=5)
+    assert Image.open(io.BytesIO(png.content)).getpixel((0, 0)) == (0, 40, 0)
+    assert [b["label"] for b in shown["buttons"][0]] == ["Upscale ×2", "Vary", "✏️ Remix"]
+    history = requests.get(f"{url}/api/conversations/{CID}", timeout=5).json()["messages"]
+    assert history[-1]["role"] == "picked" and history[-1]["picked"] == shown  # kept for a reload
+
+    # Info answers in words; V1 queues a variation drawn from the stored picture.
+    info = press(url, CID, f"i:{job_id}")
+    assert info.status_code == 200 and "seed" in info.json()["message"]
+    varied = press(url, CID, f"v:{job_id}:0")
+    assert varied.status_code == 202, varied.text
+    assert varied.json()["job"]["image_input"] is True and varied.json()["job"]["id"] != job_id
+
+    # ✏️ Remix: first the prompt to edit, then the edited prompt queues the remix.
+    asked = press(url, CID, f"rx:{job_id}:1").json()["remix"]
+    assert (asked["prompt"], asked["index"]) == ("a green square", 1)
+    remix = press(url, CID, f"rx:{job_id}:1", prompt="a blue square")
+    assert remix.status_code == 202 and remix.json()["job"]["prompt"] == "a blue square"
+
+    # /show typed in the chat brings the result back with its buttons.
+    again = imagine(url, CID, f"/show {job_id}")
+    assert again.status_code == 200 and again.json()["shown"]["buttons"] == job["buttons"]
+
+
+def test_buttons_and_show_of_another_conversation_are_refused(served: tuple[str, Settings]) -> None:
+    url, settings = served
+    job_id = _finished_grid(url, settings, CID)
+    other = "events-conversation-2"
+    imagine(url, other, "/models")  # the other conversation exists
+    for data in (f"u:{job_id}:0", f"v:{job_id}:0", f"rr:{job_id}", f"i:{job_id}"):
+        answer = press(url, other, data)
+        assert (answer.status_code, answer.json()["code"]) == (403, "not_this_chat"), data
+    assert imagine(url, other, f"/show {job_id}").json()["code"] == "not_this_chat"
+    forged = press(url, CID, "u:nothing")
+    assert (forged.status_code, forged.json()["code"]) == (400, "unknown_button")
+    assert press(url, CID, f"u:{job_id}:7").json()["code"] == "no_such_picture"
+    gone = press(url, CID, f"u:{'0' * 16}:0")
+    assert (gone.status_code, gone.json()["code"]) == (404, "expired")

@@ -16,6 +16,12 @@ service (:mod:`core.conversation`) or the stores, and renders the answer as JSON
 - ``GET /api/jobs/<id>/pair.png`` and ``/api/jobs/<id>/images/<engine>-<i>.png`` → PNG
 - ``GET /api/runs/<run_id>/<loss-curve|old-vs-new|…>.png`` → a training run's pictures
 - ``GET /api/conversations/<conversation_id>`` → ``{"messages": [...]}`` (history, survives reloads)
+- ``POST /api/conversations/<conversation_id>/buttons`` ``{"data": "u:<job>:1"}`` → a result button
+  (``buttons`` of a job's view, core/result_buttons.py): ``{"picked"}`` (U-n), ``{"job"}`` (V-n, 🔄,
+  Remix with ``"prompt"``, Upscale), ``{"remix"}`` (Remix without a prompt: the one to edit),
+  ``{"message"}`` (Info); ``/show <job>`` as text → ``{"shown": {...}}``
+- ``GET /api/conversations/<conversation_id>/events`` (Server-Sent Events) and
+  ``GET /api/jobs/<id>/preview.png``: bots/web/events.py
 - ``GET /api/health``
 """
 
@@ -36,15 +42,21 @@ from core.conversation import (
     ConversationService,
     FromText,
     Imagine,
+    Picked,
     Queued,
     Refused,
+    RemixAsk,
+    RemixPrompt,
     Reply,
+    ResultShown,
     Retrain,
     RetrainCancel,
     RetrainCancelled,
     RetrainQueued,
+    Show,
     ShowModel,
     ShowModels,
+    Vary,
     status_line,
 )
 from core.datasets_chat import is_dataset_command
@@ -56,6 +68,7 @@ from core.jobs import Conversation, JobRecord, JobStatus
 from core.model_catalog import lora_names, parse_models
 from core.nsfw import nsfw_notice
 from core.prompt import check_text
+from core.result_buttons import ResultButton, picked_buttons, read_button, result_buttons
 from core.settings import Settings
 from core.train_runs import RUN_PICTURES
 from core.uploads import MAX_UPLOAD_BYTES, check_size
@@ -78,6 +91,9 @@ ERROR_STATUS = {
     "admin_password_unset": 403,
     "bad_admin_password": 403,
     "too_many_attempts": 429,
+    "not_this_chat": 403,  # a button (or /show) naming another conversation's job
+    "expired": 404,
+    "no_pictures": 409,
 }
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -127,6 +143,8 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "delivered": record.delivered_at is not None,
         "created_at": record.created_at,
         "image_url": f"/api/jobs/{record.id}/pair.png" if done and record.pair_key else None,
+        # U1..Un, V1..Vn, 🔄 / Info / Remix (core/result_buttons.py): POST their data to .../buttons
+        "buttons": button_rows(result_buttons(record)) if done and record.pair_key else [],
         "images": [
             {
                 "engine": r.engine,
@@ -138,6 +156,40 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
             }
             for r in record.results
         ],
+    }
+
+
+def button_rows(rows: list[list[ResultButton]]) -> list[list[dict[str, str]]]:
+    """Result buttons as JSON: rows of ``{"label", "data"}``."""
+    return [[{"label": b.label, "data": b.data} for b in row] for row in rows]
+
+
+def picture_url(image_key: str) -> str:
+    """The URL of a stored picture ``ib:img:<job>:<name>`` (:class:`core.store.ImageStore`)."""
+    _, _, job_id, name = image_key.split(":", 3)
+    return f"/api/jobs/{job_id}/images/{name}.png"
+
+
+def picked_view(reply: Picked) -> dict[str, Any]:
+    """U-n's answer: picture ``index`` of every engine, full size, with the buttons under it."""
+    pictures = [
+        {
+            "engine": p.engine,
+            "version": p.version,
+            "url": picture_url(p.image_key),
+            "width": p.width,
+            "height": p.height,
+            "spoiler": p.spoiler,
+        }
+        for p in reply.pictures
+    ]
+    buttons = button_rows(picked_buttons(reply.record, reply.index))
+    return {
+        "job_id": reply.record.id,
+        "index": reply.index,
+        "text": reply.text,
+        "pictures": pictures,
+        "buttons": buttons,
     }
 
 
@@ -257,6 +309,8 @@ def _say(web: WebChat, data: dict[str, Any], cid: str, text: str, picture: bytes
     if command == "/models":
         return web.service.handle(caller, ShowModels())
     word = command.split(maxsplit=1)[0] if command else ""
+    if word == "/show":  # a job's result again, with its buttons
+        return web.service.handle(caller, FromText(Show, text))
     admin = "/model" if word == "/model" else next((c for c in ADMIN_COMMANDS if command.startswith(c)), None)
     if admin is None:
         try:
@@ -287,12 +341,51 @@ def _render(web: WebChat, cid: str, reply: Reply) -> tuple[Response, int]:
         history.append("web", cid, {"role": "bot", "text": reply.text, "run_id": reply.run.id})
         status = 202 if isinstance(reply, RetrainQueued) else 200
         return jsonify({"run": reply.run.model_dump(mode="json"), "message": reply.text}), status
-    if not isinstance(reply, Queued):  # an answer in words (/models, /nsfw)
+    if isinstance(reply, Picked | ResultShown | RemixPrompt):
+        return _render_result_action(web, cid, reply)
+    if not isinstance(reply, Queued):  # an answer in words (/models, /nsfw, Info)
         history.append("web", cid, {"role": "bot", "text": reply.text})
         return jsonify({"message": reply.text}), 200
     # Point the user's message at its job so a reloaded page can show the job's state.
     history.append("web", cid, {"role": "job", "job_id": reply.record.id})
     return jsonify({"job": job_view(reply.record, reply.position, reply.notice)}), 202
+
+
+def _render_result_action(
+    web: WebChat, cid: str, reply: Picked | ResultShown | RemixPrompt
+) -> tuple[Response, int]:
+    """U-n's pictures and /show's result (both kept in the history), or Remix's prompt to edit."""
+    if isinstance(reply, Picked):
+        picked = picked_view(reply)
+        web.queue.history.append("web", cid, {"role": "picked", "picked": picked})
+        return jsonify({"picked": picked}), 200
+    if isinstance(reply, ResultShown):
+        web.queue.history.append("web", cid, {"role": "shown", "shown_job": reply.record.id})
+        record, position = web.queue.status(reply.record.id)
+        return jsonify({"shown": job_view(record, position), "message": reply.text}), 200
+    remix = {"job_id": reply.record.id, "index": reply.index, "prompt": reply.prompt, "text": reply.text}
+    return jsonify({"remix": remix}), 200
+
+
+@api.post("/conversations/<cid>/buttons")
+def press(cid: str) -> tuple[Response, int]:
+    """A result button pressed in conversation ``cid``: ``{"data": "v:<job>:1"}`` (the data of a
+    ``buttons`` entry), and for ✏️ Remix the edited prompt, ``{"data": "rx:<job>:0", "prompt": "..."}``
+    (without it the answer is ``{"remix": {"prompt": ...}}``, the prompt to edit). The job must be
+    this conversation's. Answers like ``POST /imagine``: ``{"job"}`` (V-n, 🔄, Remix, Upscale),
+    ``{"picked"}`` (U-n), ``{"message"}`` (Info) or an error."""
+    try:
+        if not is_conversation_id(cid):
+            raise InputError("bad_conversation", "conversation_id must be 8-64 letters, digits, - or _.")
+        data = json_object()
+        action = read_button(str(data.get("data", "")))
+        if isinstance(action, RemixAsk) and data.get("prompt") is not None:
+            action = Vary(action.job_id, action.index, prompt=prompt_text({"text": data["prompt"]}))
+    except InputError as exc:
+        return refused(exc, 400)
+    web = chat()
+    caller = web.service.caller(cid, Conversation(platform="web", chat_id=cid))
+    return _render(web, cid, web.service.handle(caller, action))
 
 
 @api.get("/models")
@@ -377,12 +470,14 @@ def conversation(cid: str) -> tuple[Response, int]:
 
 def _message(queue: QueueClient, event: dict[str, Any]) -> dict[str, Any] | None:
     """One history event as the page shows it (None: not shown)."""
-    if event.get("role") == "job":
+    if event.get("role") in ("job", "shown"):  # a job, or /show's result again
         try:
-            record, position = queue.status(str(event["job_id"]))
+            record, position = queue.status(str(event.get("job_id") or event.get("shown_job")))
         except JobNotFound:
             return {"role": "bot", "text": "This job has expired.", "ts": event["ts"]}
-        return {"role": "job", "ts": event["ts"], "job": job_view(record, position)}
+        return {"role": event["role"], "ts": event["ts"], "job": job_view(record, position)}
+    if event.get("role") == "picked" and isinstance(event.get("picked"), dict):
+        return {"role": "picked", "ts": event["ts"], "picked": event["picked"]}
     if event.get("role") not in ("user", "bot") or "text" not in event or "job_id" in event:
         return None
     message = {"role": event["role"], "text": event["text"], "ts": event["ts"]}
