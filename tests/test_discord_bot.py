@@ -20,7 +20,6 @@ from PIL import Image
 
 from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot, build_client, run
-from bots.discord.components import result_buttons
 from core.delivery import DeliveryContext, DeliveryFailed, DeliveryRetry
 from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
@@ -128,6 +127,13 @@ def queue(discord_settings: Settings, clean_redis: redis.Redis) -> Iterator[Queu
     client.redis.close()
 
 
+def old_buttons(job_id: str) -> list[dict]:
+    """The action row under a result posted before the U-n / V-n buttons: ``ib:<action>:<job>``."""
+    labels = {"rr": "Reroll", "vd": "DF-GAN variation", "vf": "Diffusion variation", "info": "Show settings"}
+    row = [{"type": 2, "style": 2, "label": v, "custom_id": f"ib:{k}:{job_id}"} for k, v in labels.items()]
+    return [{"type": 1, "components": row}]
+
+
 def context(settings: Settings, queue: QueueClient) -> DeliveryContext:
     """What the deliver task hands a sender."""
     return DeliveryContext(settings=settings, images=queue.images, history=queue.history)
@@ -146,7 +152,7 @@ def test_result_goes_to_the_interaction_follow_up_with_png_and_buttons(
     assert "a red circle" in call.json["content"] and "seed 7" in call.json["content"]
     assert call.json["attachments"][0]["id"] == 0
     ids = [b["custom_id"] for row in call.json["components"] for b in row["components"]]
-    assert f"ib:rr:{record.id}" in ids and f"ib:info:{record.id}" in ids
+    assert f"rr:{record.id}" in ids and f"i:{record.id}" in ids
     assert all("circle" not in i for i in ids)
     assert "Authorization" not in call.headers  # webhooks are authorised by their token
 
@@ -562,7 +568,7 @@ def test_reroll_and_variation_buttons_queue_new_jobs(
     components = delivery_of(fake, first).json["components"]
     [(original, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
 
-    click = fake.button_click(f"ib:rr:{original.id}", user, channel, components)
+    click = fake.button_click(f"rr:{original.id}", user, channel, components)
     assert callback_of(fake, click)["type"] == 5
     assert_png(delivery_of(fake, click).files["files[0]"])
     jobs = [r for r, _ in queue.user_jobs(f"discord:{user}", unfinished_only=False)]
@@ -572,7 +578,7 @@ def test_reroll_and_variation_buttons_queue_new_jobs(
         and jobs[1].request.conversation.interaction_token == click["token"]
     )
 
-    info = fake.button_click(f"ib:info:{original.id}", new_user(), channel, components)
+    info = fake.button_click(f"i:{original.id}", new_user(), channel, components)
     answer = callback_of(fake, info)
     assert answer["data"]["flags"] == 64 and f"seed {original.seed}" in answer["data"]["content"]
 
@@ -599,7 +605,7 @@ def test_variation_button_queues_one_engine_only(
     original = discord_record(queue, token="itok-two-engines", user_id=user)
     original.request.engines = ["dfgan", "diffusion"]
     queue.jobs.save(original)
-    components = result_buttons(original.id, bot.settings.enabled_engines)
+    components = old_buttons(original.id)
     click = fake.button_click(f"ib:vd:{original.id}", user, channel, components)
     assert callback_of(fake, click)["type"] == 5
     assert_png(delivery_of(fake, click).files["files[0]"])
@@ -669,7 +675,7 @@ def test_a_forged_button_from_another_channel_reads_and_reuses_nothing(
     # A job posted in channel 777; the forged custom_ids are pressed in a channel of somebody else.
     secret = discord_record(queue, token="itok-forged", user_id=new_user())
     attacker, elsewhere = new_user(), snowflake()
-    components = result_buttons(secret.id, bot.settings.enabled_engines)
+    components = old_buttons(secret.id)
     for action in ("info", "rr", "vd"):
         forged = fake.button_click(f"ib:{action}:{secret.id}", attacker, elsewhere, components)
         answer = callback_of(fake, forged)
@@ -791,7 +797,7 @@ def test_admins_set_a_channels_nsfw_rule_which_applies_only_where_discord_marks_
         [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
         assert record.request.nsfw == expected
     # A reroll takes the rule of where its button is pressed, as it is now.
-    buttons = result_buttons(record.id, bot.settings.enabled_engines)
+    buttons = old_buttons(record.id)
     callback_of(fake, fake.button_click(f"ib:rr:{record.id}", user, channel, buttons, channel_nsfw=True))
     [_, (reroll, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
     assert reroll.request.nsfw == "spoiler"

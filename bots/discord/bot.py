@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord.buttons import ResultButton
+from bots.discord.buttons import ResultButton, on_modal_submit
 from bots.discord.commands import COMMANDS, on_command_error
 from bots.discord.progress import ProgressTracker
 from bots.stopping import on_stop_signals
@@ -62,6 +62,10 @@ class ImagineBot(discord.Client):
         if self.sync_commands:
             commands = await self.tree.sync()
             log.info("synced %d slash commands", len(commands))
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A remix modal's answer (read here, from the interaction, so it works after a restart)."""
+        await on_modal_submit(interaction)
 
     async def close(self) -> None:
         """Stop progress edits, then disconnect."""

@@ -12,6 +12,7 @@ other answer is ephemeral.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -21,15 +22,26 @@ from discord import app_commands
 
 from bots.discord.attachments import check_attachment
 from bots.discord.datasets import dataset
-from bots.discord.handlers import ask, channel_is_nsfw, discord_text, draw, reply_private, reply_unavailable
+from bots.discord.handlers import (
+    ask,
+    caller_of,
+    channel_is_nsfw,
+    discord_text,
+    draw,
+    reply_private,
+    reply_unavailable,
+)
+from bots.discord.pictures import post_shown
 from core.conversation import (
     Cancel,
     ChannelNsfw,
     FromText,
     Imagine,
     Refused,
+    ResultShown,
     Retrain,
     RetrainCancel,
+    Show,
     ShowModel,
     ShowModels,
     ShowQueue,
@@ -224,5 +236,29 @@ async def nsfw(interaction: discord.Interaction[ImagineBot], rule: str | None = 
     await ask(interaction, action)
 
 
+@app_commands.command(name="show", description="A job's picture again, with its buttons")
+@app_commands.describe(job_id="Job id, as in the result's caption or /queue")
+async def show(interaction: discord.Interaction[ImagineBot], job_id: str) -> None:
+    """Post a job of this channel (or one's own job) again with its result buttons."""
+    service = interaction.client.service
+    reply = await asyncio.to_thread(service.handle, caller_of(interaction), FromText(Show, job_id))
+    if isinstance(reply, ResultShown):
+        await post_shown(interaction, reply)
+    else:
+        await reply_private(interaction, discord_text(reply))
+
+
 #: Every slash command, in the order they are published.
-COMMANDS = (imagine, list_queue, cancel, user_settings, retrain, retrain_cancel, model, models, nsfw, dataset)
+COMMANDS = (
+    imagine,
+    list_queue,
+    cancel,
+    user_settings,
+    retrain,
+    retrain_cancel,
+    model,
+    models,
+    nsfw,
+    dataset,
+    show,
+)

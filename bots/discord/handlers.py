@@ -26,6 +26,8 @@ from core.conversation import (
     Refused,
     Reply,
     SettingsShown,
+    Upscale,
+    Vary,
 )
 from core.errors import InputError
 from core.job_client import QueueUnavailable
@@ -110,7 +112,7 @@ async def ask(interaction: discord.Interaction[ImagineBot], action: Action) -> N
 
 async def draw(
     interaction: discord.Interaction[ImagineBot],
-    action: Imagine | Again,
+    action: Imagine | Again | Vary | Upscale,
     image: discord.Attachment | None = None,
 ) -> None:
     """Check ``action`` before answering (a refusal is ephemeral and queues nothing), defer within

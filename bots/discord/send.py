@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from bots.discord.components import result_buttons
+from bots.discord.components import result_components
 from core.delivery import (
     POSTED,
     UNCONFIRMED,
@@ -207,7 +207,7 @@ def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], b
     payload = {
         "content": caption[:MAX_CONTENT],
         "attachments": [{"id": 0, "filename": _filename(record, fitted)}],
-        "components": result_buttons(record.id, ctx.settings.enabled_engines),
+        "components": result_components(record),
     }
     return payload, fitted.data
 
