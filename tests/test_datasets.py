@@ -310,8 +310,10 @@ def test_emoji_cache_is_built_once_then_read_without_the_font(
     assert [i["codepoint"] for i in index["items"]][0] == "U+1F600" and "Open Font License" in index[
         "licence"
     ]
-    assert data.captions[:2] == ["grinning face", "red apple"]
-    assert set(data.records[0].captions) == {"grinning face", "grinning face emoji"}
+    # One item per (image, caption): the CLDR short name first, then its phrasings and the aliases.
+    assert data.captions[:3] == ["grinning face", "a grinning face", "grinning face emoji"]
+    assert set(data.records[0].captions) >= {"grinning face", "grinning face emoji"}
+    assert data.records[1].captions[0] == "red apple"
     png = Image.open(cache / "u1f600.png")
     assert png.mode == "RGBA" and png.size == (emoji.CANVAS, emoji.CANVAS)
     image, _ = data[0]
@@ -324,7 +326,7 @@ def test_emoji_cache_is_built_once_then_read_without_the_font(
     monkeypatch.setattr(emoji, "FONT_PATHS", (tmp_path / "none.ttf",))
     stamp = (cache / "captions.json").stat().st_mtime_ns
     again = get_dataset("emoji", tmp_path, imsize=64)
-    assert len(again) == len(wanted) and (cache / "captions.json").stat().st_mtime_ns == stamp
+    assert len(again.records) == len(wanted) and (cache / "captions.json").stat().st_mtime_ns == stamp
 
 
 # --- preprocess cache -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Emoji artwork from Google's Noto Color Emoji font (Debian ``fonts-noto-color-emoji``), captioned
-with each character's Unicode name.
+with each character's Unicode name and, where the PyPI ``emoji`` package is installed, its CLDR short
+name ("pizza" for SLICE OF PIZZA) and the common aliases ("poop", "cat").
 
 The first use renders every single-code-point emoji the font has to a PNG and writes
 ``captions.json`` beside them under ``DATA_DIR/datasets/emoji``; later uses read that cache and need
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -31,7 +32,13 @@ FONT_SIZE = 109
 #: Side of each cached PNG: the ~120 px glyph centred with a margin, so the random crop
 #: (76 -> 64 at 64 px) cuts background, not artwork.
 CANVAS = 144
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: Every ``HOLDOUT_EVERY``-th emoji (in code-point order) is left out of the ``train`` split, so an
+#: evaluation can ask for pictures the model never saw (``split="heldout"``).
+HOLDOUT_EVERY = 20
+#: Aliases not worth teaching a chatbot.
+_SKIP_ALIASES = {"shit"}
+Split = Literal["train", "heldout", "all"]
 _SKIP_CATEGORIES = {"Cf", "Sk", "Me", "Zs", "Nd", "Cc"}  # joiners, tags, skin-tone modifiers, keycap, ASCII
 
 
@@ -72,10 +79,37 @@ def emoji_codepoints(font_path: Path) -> list[int]:
     ]
 
 
+def emoji_names(char: str) -> list[str]:
+    """The names of one emoji, most common first: the CLDR short name and the aliases of the PyPI
+    ``emoji`` package (if installed), then the Unicode name; lower case, no duplicates."""
+    names: list[str] = []
+    try:
+        import emoji as emoji_package
+    except ImportError:  # optional: without it the captions are the Unicode names only
+        entry: dict[str, Any] = {}
+    else:
+        data = emoji_package.EMOJI_DATA
+        entry = data.get(char) or data.get(char + "\ufe0f") or {}
+    for raw in [entry.get("en", ""), *entry.get("alias", []), unicodedata.name(char)]:
+        name = raw.strip(":").replace("_", " ").lower()
+        if name and name not in names and name not in _SKIP_ALIASES:
+            names.append(name)
+    return names
+
+
 def emoji_captions(char: str) -> list[str]:
-    """Captions for one emoji from its Unicode name, e.g. ``['grinning face', 'grinning face emoji']``."""
-    name = unicodedata.name(char).lower()
-    return [name, f"{name} emoji"]
+    """Training captions for one emoji: each name, "a(n) NAME" and "NAME emoji" for the first, e.g.
+    ``['red apple', 'a red apple', 'red apple emoji', 'apple']`` for U+1F34E."""
+    names = emoji_names(char)
+    first = names[0]
+    article = "an" if first[0] in "aeiou" else "a"
+    return [first, f"{article} {first}", f"{first} emoji", *names[1:]]
+
+
+def heldout_captions(char: str) -> list[str]:
+    """Phrasings never used in training (for the held-out caption check)."""
+    first = emoji_names(char)[0]
+    return [f"a picture of {first}", f"{first} icon"]
 
 
 def render_emoji(char: str, font: ImageFont.FreeTypeFont) -> Image.Image | None:
@@ -106,13 +140,21 @@ def build_emoji_cache(cache_dir: Path, font: str | Path | None = None) -> Path:
             continue
         file = f"u{cp:04x}.png"
         image.save(cache_dir / file)
-        items.append({"file": file, "codepoint": f"U+{cp:04X}", "captions": emoji_captions(chr(cp))})
+        items.append(
+            {
+                "file": file,
+                "codepoint": f"U+{cp:04X}",
+                "captions": emoji_captions(chr(cp)),
+                "heldout_captions": heldout_captions(chr(cp)),
+            }
+        )
     index = cache_dir / "captions.json"
     meta = {
         "version": CACHE_VERSION,
         "font": font_path.name,
         "font_version": _font_version(font_path),
         "licence": "SIL Open Font License 1.1 (Noto Color Emoji, Google)",
+        "captions_from": _caption_source(),
         "items": items,
     }
     index.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
@@ -125,19 +167,48 @@ def _font_version(font_path: Path) -> str:
     return str(TTFont(str(font_path), lazy=True)["name"].getDebugName(5) or "")
 
 
-def emoji_records(data_dir: Path | None, font: str | Path | None = None) -> list[Record]:
-    """Records from the cache under ``data_dir/datasets/emoji``, building it first if needed
-    (``data_dir`` defaults to ``./data``)."""
+def _caption_source() -> str:
+    try:
+        import emoji as emoji_package
+    except ImportError:
+        return "unicodedata names"
+    return f"unicodedata names + CLDR short names and aliases (PyPI emoji {emoji_package.__version__})"
+
+
+def emoji_items(data_dir: Path | None, font: str | Path | None = None) -> list[dict[str, Any]]:
+    """The cache's item list (``file``, ``codepoint``, ``captions``, ``heldout_captions``), building
+    the cache under ``data_dir/datasets/emoji`` first if needed (``data_dir`` defaults to ``./data``)."""
     cache_dir = (data_dir if data_dir is not None else Path("data")) / "datasets" / "emoji"
     index = cache_dir / "captions.json"
     meta = json.loads(index.read_text()) if index.is_file() else {}
     if meta.get("version") != CACHE_VERSION:
         meta = json.loads(build_emoji_cache(cache_dir, font).read_text())
-    return [Record(cache_dir / item["file"], tuple(item["captions"])) for item in meta["items"]]
+    return [dict(item, file=str(cache_dir / item["file"])) for item in meta["items"]]
+
+
+def in_split(index: int, split: Split) -> bool:
+    """Whether the ``index``-th emoji (code-point order) belongs to ``split``."""
+    heldout = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    return split == "all" or heldout == (split == "heldout")
+
+
+def emoji_records(
+    data_dir: Path | None, font: str | Path | None = None, split: Split = "train"
+) -> list[Record]:
+    """Records of ``split`` (``train``: all but every ``HOLDOUT_EVERY``-th emoji; ``heldout``: those;
+    ``all``) from the cache, building it first if needed."""
+    items = emoji_items(data_dir, font)
+    return [
+        Record(Path(item["file"]), tuple(item["captions"]))
+        for i, item in enumerate(items)
+        if in_split(i, split)
+    ]
 
 
 class EmojiDataset(CaptionedImages):
-    """About 1,360 Noto Color Emoji renders, each captioned with its Unicode name.
+    """About 1,360 Noto Color Emoji renders (``split`` ``train``: 95 % of them), each with a few
+    captions (:func:`emoji_captions`), one item per (image, caption) pair by default so that both
+    trainers see every caption.
 
     Transparent pixels are laid on the shapes dataset's mid-grey (a white background drove the
     tanh generator into saturation there). Flipping is off by default: arrows, hands and lettered
@@ -157,8 +228,14 @@ class EmojiDataset(CaptionedImages):
     ]
 
     def __init__(
-        self, data_dir: Path | None, imsize: int = 64, font: str | Path | None = None, **options: Any
+        self,
+        data_dir: Path | None,
+        imsize: int = 64,
+        font: str | Path | None = None,
+        split: Split = "train",
+        **options: Any,
     ) -> None:
         options.setdefault("flip", False)
         options.setdefault("background", BACKGROUND)
-        super().__init__(emoji_records(data_dir, font), imsize, **options)
+        options.setdefault("pairing", "all")
+        super().__init__(emoji_records(data_dir, font, split), imsize, **options)
