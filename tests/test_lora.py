@@ -1,5 +1,7 @@
 """LoRAs on the tiny Stable Diffusion pipeline: a tiny LoRA made here changes the picture, weight 0
-does not, and the model is exactly itself again after the batch."""
+does not, and the model is exactly itself again after the batch. Stable Diffusion pipelines take
+LoRAs through diffusers' adapter API (peft), kohya's layout included; our pixel pipeline, which has
+no adapter API, by a merge."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from core.errors import InputError
 from core.jobs import LoraChoice
@@ -18,7 +21,7 @@ from tests.helpers.tiny_models import build_pixel_pipeline, write_tiny_lora
 from training.diffusion import build_tiny_pipeline
 from worker.engines.base import GenerationRequest
 from worker.engines.diffusion import DiffusionEngine
-from worker.engines.lora import LoraNotAvailable, applied_loras
+from worker.engines.lora import LoraNotAvailable, adapter_name, applied_loras
 
 STEPS = 3
 
@@ -33,9 +36,28 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny = build_tiny_pipeline(root / "tiny", seed=0)
     folder = root / "loras"
     write_tiny_lora(tiny, folder / "tiny-style.safetensors")
+    write_kohya_copy(folder / "tiny-style.safetensors", folder / "tiny-kohya.safetensors")
+    write_tiny_lora(tiny, folder / "second.safetensors", seed=1)
+    foreign = {"unet.no_such_block.to_q.lora_A.weight": torch.ones(2, 4)}
+    save_file(foreign, str(folder / "other-model.safetensors"))
     (folder / "notes.txt").write_text("not a LoRA")
     (folder / "weights.ckpt").write_bytes(b"pickles are never loaded")
     return folder
+
+
+def write_kohya_copy(diffusers_file: Path, out: Path) -> None:
+    """The same LoRA in kohya's layout (``lora_unet_<module_with_underscores>.lora_down/up`` + alpha),
+    as LoRAs downloaded from model sites come."""
+    state: dict[str, torch.Tensor] = {}
+    for key, value in load_file(str(diffusers_file)).items():
+        module, _, part = key.removeprefix("unet.").rpartition(".lora_")
+        kohya = "lora_unet_" + module.replace(".", "_")
+        if part == "A.weight":
+            state[kohya + ".lora_down.weight"] = value
+            state[kohya + ".alpha"] = torch.tensor(float(value.shape[0]))  # alpha/rank = 1
+        else:
+            state[kohya + ".lora_up.weight"] = value
+    save_file(state, str(out))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +129,7 @@ def test_only_safetensors_files_in_the_folder_by_plain_name(engine: DiffusionEng
 
 def test_core_lists_and_checks_lora_names(lora_dir: Path) -> None:
     settings = Settings(lora_dir=lora_dir)
-    assert lora_names(settings) == ["tiny-style"]
+    assert lora_names(settings) == ["other-model", "second", "tiny-kohya", "tiny-style"]
     assert parse_lora("Tiny-Style:0.5") == LoraChoice(name="Tiny-Style", weight=0.5)
     assert parse_lora("tiny-style") == LoraChoice(name="tiny-style", weight=1.0)
     checked = check_loras(settings, [parse_lora("TINY-style:0.5")])
@@ -119,7 +141,8 @@ def test_core_lists_and_checks_lora_names(lora_dir: Path) -> None:
     for text, message in cases.items():
         with pytest.raises(InputError, match=message):
             parse_lora(text)
-    with pytest.raises(InputError, match="no LoRA called 'other'. LoRAs: tiny-style"):
+    listed = "LoRAs: other-model, second, tiny-kohya, tiny-style"
+    with pytest.raises(InputError, match=f"no LoRA called 'other'. {listed}"):
         check_loras(settings, [LoraChoice(name="other")])
     with pytest.raises(InputError, match="between -2.0 and 2.0"):
         check_loras(settings, [LoraChoice(name="tiny-style", weight=3)])
@@ -127,3 +150,37 @@ def test_core_lists_and_checks_lora_names(lora_dir: Path) -> None:
         check_loras(settings, [LoraChoice(name="tiny-style"), LoraChoice(name="Tiny-Style", weight=0.5)])
     with pytest.raises(InputError, match="none are installed"):
         check_loras(Settings(lora_dir=None), [LoraChoice(name="tiny-style")])
+
+
+def test_stable_diffusion_takes_loras_through_the_adapter_api(
+    engine: DiffusionEngine, lora_dir: Path
+) -> None:
+    keys_before = set(engine.pipe.unet.state_dict())
+    with applied_loras(engine.pipe, lora_dir, [("tiny-style", 0.7)]):
+        assert adapter_name("tiny-style") in engine.pipe.get_list_adapters().get("unet", [])
+        assert any(".lora_A." in k for k in engine.pipe.unet.state_dict())
+    assert engine.pipe.get_list_adapters() == {}
+    assert set(engine.pipe.unet.state_dict()) == keys_before  # the peft layers are gone again
+
+
+def test_a_kohya_lora_draws_what_the_same_lora_in_diffusers_layout_draws(engine: DiffusionEngine) -> None:
+    plain = draw(engine)
+    kohya = draw(engine, (("tiny-kohya", 1.0),))
+    assert np.abs(kohya - plain).mean() > 1
+    assert np.abs(kohya - draw(engine, (("tiny-style", 1.0),))).max() <= 2
+
+
+def test_two_loras_mix_with_their_own_weights(engine: DiffusionEngine) -> None:
+    first = draw(engine, (("tiny-style", 1.0),))
+    second = draw(engine, (("second", 1.0),))
+    both = draw(engine, (("tiny-style", 1.0), ("second", 1.0)))
+    assert np.abs(both - first).mean() > 1 and np.abs(both - second).mean() > 1
+    assert np.array_equal(draw(engine, (("tiny-style", 1.0), ("second", 0.0))), first)
+
+
+def test_a_lora_for_another_stable_diffusion_is_refused_and_nothing_stays(engine: DiffusionEngine) -> None:
+    plain = draw(engine)
+    with pytest.raises(LoraNotAvailable, match="another model"):
+        draw(engine, (("other-model", 1.0),))
+    assert engine.pipe.get_list_adapters() == {}
+    assert np.array_equal(draw(engine), plain)

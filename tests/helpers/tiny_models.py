@@ -59,7 +59,7 @@ def build_checked_pipeline(tiny_folder: Path, out: Path) -> Path:
 def write_tiny_lora(tiny_folder: Path, out: Path, rank: int = 4, scale: float = 0.5, seed: int = 0) -> Path:
     """A LoRA for the tiny SD UNet's attention projections, in the layout diffusers'
     ``save_lora_weights`` writes (``unet.<module>.lora_A.weight`` / ``lora_B.weight``), written
-    directly with safetensors (peft is not installed)."""
+    directly with safetensors."""
     from safetensors.torch import save_file
 
     unet = UNet2DConditionModel.from_pretrained(str(tiny_folder / "unet"), local_files_only=True)

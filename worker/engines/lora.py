@@ -1,12 +1,18 @@
-"""LoRAs from the operator's folder, merged into a loaded pipeline for one batch and taken out after.
+"""LoRAs from the operator's folder, applied to a loaded pipeline for one batch and taken out after.
 
-A LoRA file is a ``.safetensors`` state dict in the layout diffusers' ``save_lora_weights`` writes:
-``<component>.<module path>.lora_A.weight`` / ``.lora_B.weight`` (optionally ``.alpha``), where the
-component is a pipeline attribute (``unet``, ``text_encoder``, ``transformer``); kohya's
-``lora_down``/``lora_up`` names are read too. diffusers' own adapter API (``load_lora_weights`` /
-``set_adapters``) needs the ``peft`` package, which this project does not install, so the low-rank
-update ``weight · (alpha / rank) · B·A`` is added to each module's weight here, and the original
-weights are copied back when the batch ends: the model afterwards is bit for bit the one before.
+A LoRA file is a ``.safetensors`` state dict: the layout diffusers' ``save_lora_weights`` writes
+(``<component>.<module path>.lora_A.weight`` / ``.lora_B.weight``), or kohya's (``lora_unet_…``
+``lora_down`` / ``lora_up``), as people download them.
+
+Two ways, one contract (weight 0 changes nothing; afterwards the model is bit for bit the one before):
+
+- **diffusers' adapter API** for every pipeline that has it (Stable Diffusion, SDXL, Flux…):
+  ``load_lora_weights(adapter_name=…)``, ``set_adapters(names, adapter_weights)`` for the batch, and
+  ``unload_lora_weights()`` after it, which takes the peft layers out again. diffusers reads every
+  LoRA layout it knows (kohya's included) and several LoRAs mix with their own weights.
+- **a merge** for pipelines without it (our ``PixelDiffusionPipeline``): the low-rank update
+  ``weight · (alpha / rank) · B·A`` is added to each module's weight and the original weights are
+  copied back when the batch ends.
 
 Names come from chat only through :mod:`core.model_catalog`; this module checks again that a name is a
 plain name and a file in the folder, so no chat text ever becomes a path.
@@ -86,18 +92,76 @@ def _module(pipe: Any, path: str) -> torch.nn.Module:
 
 @contextmanager
 def applied_loras(pipe: Any, folder: Path | None, loras: Sequence[tuple[str, float]]) -> Iterator[None]:
-    """Merge ``loras`` ((name, weight) pairs) into ``pipe`` while the block runs; restore after.
+    """Apply ``loras`` ((name, weight) pairs) to ``pipe`` while the block runs; take them out after.
 
-    A weight of 0 leaves the model untouched. Raises :class:`LoraNotAvailable` (nothing stays
-    applied) for a missing file or a LoRA made for another model.
+    Uses diffusers' adapter API where the pipeline has it, else merges the weights in (see the
+    module's docstring). A weight of 0 leaves the model untouched. Raises :class:`LoraNotAvailable`
+    (nothing stays applied) for a missing file or a LoRA made for another model.
     """
+    wanted = [(name, weight) for name, weight in loras if weight != 0]
+    if not wanted:
+        yield
+    elif hasattr(pipe, "load_lora_weights") and _has_peft():
+        with _adapters(pipe, folder, wanted):
+            yield
+    else:
+        with _merged(pipe, folder, wanted):
+            yield
+
+
+def _has_peft() -> bool:
+    """True when peft (diffusers' adapter backend) imports."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def adapter_name(name: str) -> str:
+    """The adapter name a LoRA file gets inside the pipeline (``.`` is not allowed in module names)."""
+    return "ib_" + name.replace(".", "_").replace("-", "_")
+
+
+@contextmanager
+def _adapters(pipe: Any, folder: Path | None, loras: Sequence[tuple[str, float]]) -> Iterator[None]:
+    """diffusers' adapter API: load each LoRA as a named adapter, weight them, unload after."""
+    names: list[str] = []
+    try:
+        for name, _ in loras:
+            path = lora_file(folder, name)
+            adapter = adapter_name(name)
+            names.append(adapter)
+            _load_adapter(pipe, path, adapter)
+        pipe.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+        yield
+    finally:
+        if names:
+            pipe.unload_lora_weights()
+
+
+def _load_adapter(pipe: Any, path: Path, adapter: str) -> None:
+    """Load ``path`` as ``adapter``; refuse a file that loads into no module of this pipeline."""
+    try:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+    except (ValueError, KeyError, IndexError, AttributeError, RuntimeError, TypeError) as exc:
+        # diffusers' errors for a file whose keys fit none of its layouts or not this model.
+        reason = f"the LoRA {path.stem!r} is for another model or does not fit this one"
+        raise LoraNotAvailable(f"{reason}: {str(exc)[:160]}") from None
+    loaded = pipe.get_list_adapters()
+    if not any(adapter in names for names in loaded.values()):
+        # diffusers only warns when no key matches a module: a LoRA for another model.
+        raise LoraNotAvailable(f"the LoRA {path.stem!r} is for another model: none of its modules is here")
+
+
+@contextmanager
+def _merged(pipe: Any, folder: Path | None, loras: Sequence[tuple[str, float]]) -> Iterator[None]:
+    """Add each LoRA's update to the weights it names; copy the saved originals back after."""
+    from safetensors.torch import load_file
+
     saved: dict[torch.nn.Module, torch.Tensor] = {}
     try:
         for name, weight in loras:
-            if weight == 0:
-                continue
-            from safetensors.torch import load_file
-
             for path, (a, b, alpha) in _pairs(load_file(lora_file(folder, name))).items():
                 module = _module(pipe, path)
                 target: torch.Tensor = module.weight
