@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     nsfw_web: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the web chat only.")
     nsfw_cli: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the command line only.")
     dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
+    upscaler: str | None = Field(
+        default=None,
+        description="Diffusers upscaler folder for the Upscale ×2 button (StableDiffusionUpscalePipeline, "
+        "e.g. stabilityai/stable-diffusion-x4-upscaler, or StableDiffusionLatentUpscalePipeline); loaded "
+        "locally, never downloaded. Unset: a plain Lanczos resize ×2, labelled as such.",
+    )
     hf_api_model: str = Field(
         default="stabilityai/stable-diffusion-xl-base-1.0", description="Hub model id for the hf-api engine."
     )
@@ -209,6 +215,12 @@ class Settings(BaseSettings):
         default=3600, description="Redis gives an unacknowledged task to another worker after this long."
     )
     progress_interval_s: float = Field(default=2.0, description="At most one progress edit this often.")
+    preview_every: int = Field(
+        default=0,
+        ge=-1,
+        description="A live preview of a diffusion run every this many steps; 0: about every quarter of "
+        "the run; -1: none. Previews ride the throttled progress writes, so they come at most that often.",
+    )
 
     @field_validator("log_format")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,26 @@ def test_every_button_fits_telegram_and_reads_back_as_its_action(
                 assert action.index == int(rest[1])  # type: ignore[union-attr]
             if kind == "up":
                 assert action.engine == rest[2]  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(600)
+def test_the_command_line_shows_its_own_job_again(
+    service: ConversationService, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from bots.cli.conversation import cli_caller
+    from worker.cli import app
+
+    record = imagine(service, cli_caller(settings), "a white cloud --seed 4 --engine dfgan")
+    monkeypatch.setenv("IMAGINEBOT_REDIS_URL", settings.redis_url or "")
+    monkeypatch.setenv("IMAGINEBOT_DATA_DIR", str(settings.data_dir))
+    out = tmp_path / "again.png"
+    shown = CliRunner().invoke(app, ["show", record.id, "--out", str(out)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert record.pair_key is not None and out.read_bytes() == service.queue.images.get(record.pair_key)
+    assert f"seed {record.seed}" in shown.output
+    stranger = web_caller(service)
+    theirs = imagine(service, stranger, "a black cat --engine dfgan")
+    refused = CliRunner().invoke(app, ["show", theirs.id], terminal_width=200)
+    assert refused.exit_code == 2 and NOT_THIS_CHAT_TEXT in refused.output

@@ -7,7 +7,7 @@ commands beside its code:
 
 - ``worker/``: ``up`` and ``status`` (the supervisor), ``worker``, ``eval-diffusion`` (the served model);
 - ``bots/<platform>/cli.py``: ``web``, ``discord``, ``telegram``;
-- ``bots/cli/``: the command line as a chat front-end: ``imagine``, ``retrain``, ``models``;
+- ``bots/cli/``: the command line as a chat front-end: ``imagine``, ``show``, ``retrain``, ``models``;
 - ``training/cli.py``: ``train``, ``eval``, ``preprocess``, ``train-damsm``, ``train-diffusion``,
   ``export-diffusion`` (one typer app).
 """
@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "discord": "bots.discord.cli:app",
     "telegram": "bots.telegram.cli:app",
     "imagine": "bots.cli.imagine:app",
+    "show": "bots.cli.show:app",
     "retrain": "bots.cli.retrain:app",
     "models": "bots.cli.models:app",
     "train": "training.cli:app",

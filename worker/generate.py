@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -29,6 +30,7 @@ from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
 from worker.engines.base import GenerationCancelled
 from worker.engines.job_requests import generation_request, panel_note, result_marks
+from worker.previews import EngineProgress, LivePreviews
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -154,10 +156,13 @@ class _BatchProgress:
     # Start the throttle clock now: a one-pass engine (DF-GAN) then writes no progress at all, and
     # the finish overwrites the last report anyway.
     last_write: float = field(default_factory=time.monotonic)
+    #: The batch's live previews (worker/previews.py): stored only when the records are written.
+    previews: LivePreviews | None = None
 
     def for_engine(self, engine: str) -> Callable[[int, int], bool]:
-        """The callback an engine gets: ``(step, total) -> stop?``."""
-        return lambda step, total: self.report(engine, step, total)
+        """The callback an engine gets: ``(step, total) -> stop?``, which also takes previews."""
+        report = partial(self.report, engine)
+        return report if self.previews is None else EngineProgress(report, self.previews)
 
     def report(self, engine: str, step: int, total: int) -> bool:
         """Write ``engine``'s progress into every live job; True when all were cancelled."""
@@ -165,8 +170,9 @@ class _BatchProgress:
         if now - self.last_write < PROGRESS_WRITE_S:
             return False
         self.last_write = now
-        progress = Progress(engine=engine, step=step, total=total)
+        keys = self.previews.keys_at(step, total) if self.previews is not None else {}
         for job_id in list(self.live):
+            progress = Progress(engine=engine, step=step, total=total, preview_key=keys.get(job_id))
             try:
                 record, hold = self.rt.jobs.renew(job_id, self.rt.settings.job_lease_s, progress=progress)
                 conv = record.request.conversation
@@ -196,7 +202,8 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
     worker. A Redis error propagates: the jobs stay running under their leases, the task is
     redelivered, and the jobs are taken over once their leases lapse.
     """
-    progress = _BatchProgress(rt, {job.id for job in batch})
+    previews = LivePreviews(rt.redis, [job.id for job in batch], rt.settings.preview_every)
+    progress = _BatchProgress(rt, {job.id for job in batch}, previews=previews)
     drawn: Drawn = {job.id: [] for job in batch}
     for engine_name in batch[0].request.engines:
         try:

@@ -13,6 +13,19 @@ from training.device import resolve_device
 #: Called with (step, total_steps); returns True when the run should stop (job cancelled).
 ProgressCallback = Callable[[int, int], bool]
 
+#: A live preview an engine offers with a progress report, made only if called: one list of small
+#: pictures per request of the batch (empty for a request the running pipeline call does not draw).
+PreviewSource = Callable[[], list[list[Image.Image]]]
+
+
+def report_step(progress: ProgressCallback, step: int, total: int, preview: PreviewSource | None) -> bool:
+    """``progress(step, total)``, first offering ``preview`` to a callback that takes previews (one
+    with an ``offer_preview(source)`` method, like the worker's); plain callbacks never see it."""
+    offer = getattr(progress, "offer_preview", None)
+    if offer is not None and preview is not None:
+        offer(preview)
+    return progress(step, total)
+
 
 __all__ = ["resolve_device"]  # the engines' device choice is training's (one rule for both)
 

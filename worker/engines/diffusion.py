@@ -29,9 +29,11 @@ from worker.engines.base import (
     GenerationCancelled,
     GenerationRequest,
     ProgressCallback,
+    report_step,
     resolve_device,
 )
 from worker.engines.lora import applied_loras
+from worker.previews import EstimateTap
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +303,9 @@ class DiffusionEngine:
         with self._lock:
             for key, members in groups.items():
                 call = self._call(key, [requests[i] for i in members])
+                layout = (len(requests), [(i, len(requests[i].seeds)) for i in members])  # for previews
                 with applied_loras(self.pipe, self.lora_dir, key[5]):
-                    images = self._run(call, progress, done, total)
+                    images = self._run(call, progress, done, total, layout)
                 done += self._steps_run(key)
                 for i in members:
                     n = len(requests[i].seeds)
@@ -348,9 +351,16 @@ class DiffusionEngine:
         return self._img2img
 
     def _run(
-        self, call: _Call, progress: ProgressCallback | None, done: int, total: int
+        self,
+        call: _Call,
+        progress: ProgressCallback | None,
+        done: int,
+        total: int,
+        layout: tuple[int, list[tuple[int, int]]] = (0, []),
     ) -> list[Image.Image]:
-        """One pipeline call; raises GenerationCancelled when ``progress`` asks to stop."""
+        """One pipeline call; raises GenerationCancelled when ``progress`` asks to stop. Each step
+        offers ``progress`` a live preview (:mod:`worker.previews`); ``layout`` is (requests in the
+        batch, [(request index, pictures)] of this call)."""
         cancelled = False
         stopped_at = 0
         pipe = self._pipeline(call)
@@ -358,13 +368,14 @@ class DiffusionEngine:
         if expected == 0:
             return [image.copy() for image in call.images or []]  # nothing to redraw: the picture itself
         can_interrupt = isinstance(getattr(type(pipe), "interrupt", None), property)
+        tap = EstimateTap(pipe, *layout)
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal cancelled, stopped_at
             # Some schedulers (Heun, DPM2) run more model steps than asked; scale back to the user's steps.
             n_timesteps = int(getattr(pipe, "_num_timesteps", 0) or expected)
             current = done + max(1, round((step + 1) * expected / n_timesteps))
-            if progress is not None and progress(current, total):
+            if progress is not None and report_step(progress, current, total, tap.source()):
                 cancelled, stopped_at = True, current
                 if can_interrupt:
                     # The pipeline skips the remaining steps; it still decodes, which we discard.
@@ -378,7 +389,7 @@ class DiffusionEngine:
         if "callback_on_step_end" in params:
             kwargs["callback_on_step_end"] = on_step_end
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), tap:
                 output = pipe(**kwargs)
         except _StopRun:
             pass
