@@ -53,6 +53,31 @@ def test_imagine_refuses_bad_input_before_starting_anything(tmp_path: Path) -> N
     assert not (tmp_path / "data" / "redis").exists()
 
 
+def test_imagine_starts_from_a_picture(tmp_path: Path) -> None:
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (48, 32), (200, 30, 30)).save(picture)
+    out = tmp_path / "pair.png"
+    args = ["imagine", "a red circle", "--image", str(picture), "--strength", "0.5", "--steps", "2"]
+    result = _run([*args, "--engine", "diffusion", "--out", str(out)], _clean_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Image.open(out).format == "PNG"
+
+
+def test_imagine_refuses_a_bad_picture_or_lora_before_starting_anything(tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    cases = {
+        ("--image", str(not_an_image)): "notes.txt: That file is not an image I can read",
+        ("--image", str(tmp_path / "missing.png")): "cannot read",
+        ("--lora", "../secret"): "not a LoRA name",
+    }
+    for extra, message in cases.items():
+        result = _run(["imagine", "a cat", *extra], _clean_env(tmp_path), timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in " ".join(result.stdout.split()), result.stdout
+    assert not (tmp_path / "data" / "redis").exists()
+
+
 def test_every_command_has_help(tmp_path: Path) -> None:
     top = _run(["--help"], _clean_env(tmp_path), timeout=60)
     assert top.returncode == 0
