@@ -18,6 +18,7 @@ from PIL import Image
 
 from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot
+from bots.discord.progress import PREVIEW_INTERVAL_S
 from core.delivery import DeliveryContext, DeliveryFailed
 from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
@@ -316,3 +317,40 @@ def test_an_oversize_result_and_picked_picture_fit_the_announced_limit(
     [picked] = edit_with_files(fake, click).files.values()
     assert len(picked) <= 2_000
     assert not [c for c in fake.calls if c.status == 413]
+
+
+@pytest.fixture
+def preview_interval(discord: tuple[FakeDiscord, ImagineBot]) -> Iterator[float]:
+    """A shorter interval between two previews of one answer, for this test (restored after it)."""
+    tracker = discord[1].progress
+    saved, tracker.preview_interval_s = tracker.preview_interval_s, 0.8
+    yield tracker.preview_interval_s
+    tracker.preview_interval_s = saved
+
+
+def test_the_status_message_shows_a_live_preview_before_the_result(
+    fake: FakeDiscord, queue: QueueClient, preview_interval: float
+) -> None:
+    assert PREVIEW_INTERVAL_S >= 3.0  # the bot's own pace; this test runs faster
+    user, channel = new_user(), snowflake()
+    options = {"prompt": "a green square", "engine": "diffusion", "steps": 40, "seed": 3}
+    interaction = fake.slash_command("imagine", options, user, channel)
+    result = delivered(fake, interaction)
+    previews = [c for c in edits(fake, interaction) if c.files and c.at < result.at]
+    assert len(previews) >= 2, [c.json.get("content") for c in edits(fake, interaction)]
+    [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    for edit in previews:
+        [data] = edit.files.values()
+        preview = decoded(data)
+        assert preview.format == "PNG" and max(preview.size) <= 256
+        assert edit.json["attachments"][0]["filename"] == "preview.png"
+    # At most one new preview per interval per message (Discord's edit limits).
+    gaps = [b.at - a.at for a, b in zip(previews, previews[1:], strict=False)]
+    assert all(gap >= 0.9 * preview_interval for gap in gaps), gaps
+    assert len({bytes(next(iter(c.files.values()))) for c in previews}) == len(previews)  # each one new
+    # Once done, the answer drops the preview: the result is its own message.
+    final = fake.wait_for(
+        lambda: [c for c in edits(fake, interaction) if c.json.get("content", "").startswith("Done")],
+        what="the final edit",
+    )
+    assert final[-1].json["attachments"] == [] and record.id
