@@ -51,6 +51,7 @@ COMMANDS = [
     ("imagine", "Draw a picture: /imagine a red bird --seed 42"),
     ("queue", "Your pictures in progress"),
     ("cancel", "Cancel a picture (your latest if no id)"),
+    ("show", "A result again, with its buttons: /show JOB_ID"),
     ("settings", "Your defaults: --engine, --steps, --size, --n, or reset"),
     ("models", "The models and LoRAs you can choose with --model and --lora"),
     ("help", "How to use this bot"),
@@ -60,6 +61,8 @@ HELP_TEXT = "\n".join(
         "Send me a description and I draw it twice: with DF-GAN and with a diffusion model.\n",
         "In a private chat just type the prompt; in groups use /imagine <prompt>.",
         "Send a picture with the prompt to draw from it; --strength 0.0-1.0 says how much is redrawn.",
+        "Under a result: U1–U4 post one picture full size, V1–V4 draw a variation of it, 🔄 draws "
+        "it all again, ✏️ Remix redraws a picture with an edited prompt.",
         f"Options: {FLAG_HELP}.\n",
         *(f"/{name} — {what}" for name, what in COMMANDS[1:]),
     ]
