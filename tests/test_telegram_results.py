@@ -146,14 +146,20 @@ def test_a_grid_result_carries_cores_buttons(bot: TelegramHandlers, grid: Call) 
     assert record.request.count == 4 and len(record.results[0].image_keys) == 4
 
 
+@pytest.fixture(scope="module")
+def picked(bot: TelegramHandlers, fake: FakeTelegram, grid: Call) -> tuple[Call, int]:
+    """U2 pressed under the grid: the picture posted, and how many jobs the user had before."""
+    jobs_before = len(_jobs(bot))
+    press(fake, USER, f"u:{job_of(grid)}:1", grid.result, "q-u2")
+    return answered(fake, "sendPhoto", CHAT, grid.result["message_id"]), jobs_before
+
+
 def test_u2_posts_that_one_picture_full_size_with_its_buttons(
-    bot: TelegramHandlers, fake: FakeTelegram, grid: Call
+    bot: TelegramHandlers, grid: Call, picked: tuple[Call, int]
 ) -> None:
     job = job_of(grid)
     record = bot.queue.jobs.get(job)
-    jobs_before = len(bot.queue.user_jobs(f"telegram:{USER}"))
-    press(fake, USER, f"u:{job}:1", grid.result, "q-u2")
-    picked = answered(fake, "sendPhoto", CHAT, grid.result["message_id"])
+    picked, jobs_before = picked
     stored = bot.queue.images.get(record.results[0].image_keys[1])
     assert stored is not None
     assert pixels(picked.files["photo"]) == pixels(stored)  # picture 2 itself, not the grid
@@ -162,7 +168,7 @@ def test_u2_posts_that_one_picture_full_size_with_its_buttons(
     )
     assert picked.params["caption"].startswith(f"Picture 2 of job {job[:8]}")
     assert picked.callback_data == [f"up:{job}:1:dfgan", f"v:{job}:1", f"rx:{job}:1"]
-    assert len(bot.queue.user_jobs(f"telegram:{USER}")) == jobs_before  # nothing drawn
+    assert len(_jobs(bot)) == jobs_before  # nothing drawn
 
 
 def test_v1_queues_a_variation_of_picture_1(bot: TelegramHandlers, fake: FakeTelegram, grid: Call) -> None:
@@ -174,6 +180,33 @@ def test_v1_queues_a_variation_of_picture_1(bot: TelegramHandlers, fake: FakeTel
     source = variation.request.source
     assert source is not None and (source.job_id, source.index, source.kind) == (job, 0, "variation")
     assert variation.request.prompt == "a red circle"
+
+
+def test_upscale_under_a_picked_picture_queues_that_picture_on_the_upscaler(
+    bot: TelegramHandlers, fake: FakeTelegram, grid: Call, picked: tuple[Call, int]
+) -> None:
+    job, message = job_of(grid), picked[0].result
+    ack = press(fake, USER, f"up:{job}:1:dfgan", message, "q-up")
+    assert ack.params.get("text") == "Upscaling picture 2…"
+    status = answered(fake, "sendMessage", CHAT, message["message_id"])
+    assert status.params["text"] == "Queued…"
+    (upscale,) = [r for r in _jobs(bot) if r.request.source and r.request.source.kind == "upscale"]
+    source = upscale.request.source
+    assert upscale.request.engines == ["upscale"]
+    assert source is not None and (source.job_id, source.index, source.engine) == (job, 1, "dfgan")
+
+
+def _jobs(bot: TelegramHandlers) -> list[JobRecord]:
+    """The user's recent jobs, finished or not."""
+    return [record for record, _ in bot.queue.user_jobs(f"telegram:{USER}", unfinished_only=False)]
+
+
+def test_old_buttons_still_work(bot: TelegramHandlers, fake: FakeTelegram, grid: Call) -> None:
+    job = job_of(grid)
+    ack = press(fake, USER, f"vd:{job}:dfgan", grid.result, "q-old-vd")  # the old per-engine variation
+    assert ack.params.get("text") == "Drawing a variation…"
+    info = press(fake, USER, f"st:{job}", grid.result, "q-old-st")  # the old settings button
+    assert "seed 7" in info.params["text"] and info.params["show_alert"] in (True, "true", "True")
 
 
 def _remixed(bot: TelegramHandlers, fake: FakeTelegram, reply_id: int) -> JobRecord:
