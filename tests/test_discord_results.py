@@ -224,7 +224,7 @@ def test_a_grid_is_delivered_with_u_v_reroll_info_and_remix_buttons(
     assert all(len(c) <= 100 for c in custom_ids(components))
 
 
-def test_u2_posts_that_one_picture_full_size_with_its_own_buttons(
+def test_u2_posts_that_one_picture_full_size_with_upscale_vary_and_remix_under_it(
     fake: FakeDiscord, queue: QueueClient
 ) -> None:
     user, channel = new_user(), snowflake()
@@ -240,6 +240,13 @@ def test_u2_posts_that_one_picture_full_size_with_its_own_buttons(
     assert labels(post.json["components"]) == [["Upscale ×2", "Vary", "✏️ Remix"]]
     assert custom_ids(post.json["components"])[1] == f"v:{record.id}:1"
     assert len(queue.user_jobs(f"discord:{user}", unfinished_only=False)) == 1  # nothing drawn
+    # Under that picture, Upscale ×2 queues an upscale of it.
+    upscale = fake.button_click(f"up:{record.id}:1:dfgan", user, channel, post.json["components"])
+    assert callback(fake, upscale)["type"] == 5
+    [job] = fake.wait_for(lambda: newer_jobs(queue, user, record), what="the upscale")
+    source = job.request.source
+    assert source is not None and (source.job_id, source.index, source.kind) == (record.id, 1, "upscale")
+    assert job.request.engines == ["upscale"]
 
 
 def test_v1_queues_a_variation_of_picture_1(fake: FakeDiscord, queue: QueueClient) -> None:
@@ -247,16 +254,12 @@ def test_v1_queues_a_variation_of_picture_1(fake: FakeDiscord, queue: QueueClien
     record, components = grid(fake, queue, user, channel)
     click = fake.button_click(f"v:{record.id}:0", user, channel, components)
     assert callback(fake, click)["type"] == 5  # deferred: a job is queued
-    jobs = fake.wait_for(
-        lambda: [
-            r for r, _ in queue.user_jobs(f"discord:{user}", unfinished_only=False) if r.id != record.id
-        ],
-        what="the variation",
-    )
+    jobs = fake.wait_for(lambda: newer_jobs(queue, user, record), what="the variation")
     source = jobs[0].request.source
     assert source is not None and (source.job_id, source.index, source.kind) == (record.id, 0, "variation")
     assert jobs[0].request.prompt == "a red circle"
     assert jobs[0].request.conversation.interaction_token == click["token"]
+    assert decoded(delivered(fake, click).files["files[0]"]).format == "PNG"  # drawn and posted
 
 
 def test_remix_opens_a_prefilled_modal_whose_answer_queues_the_new_prompt(
@@ -274,15 +277,11 @@ def test_remix_opens_a_prefilled_modal_whose_answer_queues_the_new_prompt(
         f"ib:remix:{record.id}:0", {text_input["custom_id"]: "a blue square"}, user, channel
     )
     assert callback(fake, answer)["type"] == 5
-    jobs = fake.wait_for(
-        lambda: [
-            r for r, _ in queue.user_jobs(f"discord:{user}", unfinished_only=False) if r.id != record.id
-        ],
-        what="the remix",
-    )
+    jobs = fake.wait_for(lambda: newer_jobs(queue, user, record), what="the remix")
     assert jobs[0].request.prompt == "a blue square"
     source = jobs[0].request.source
     assert source is not None and (source.job_id, source.kind) == (record.id, "remix")
+    assert "“a blue square”" in delivered(fake, answer).json["content"]
 
 
 def test_show_posts_an_old_job_again_with_its_buttons(fake: FakeDiscord, queue: QueueClient) -> None:
