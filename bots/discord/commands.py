@@ -6,8 +6,9 @@ conversation service (reached through ``interaction.client``) and renders the re
 queued), then deferred within Discord's 3-second deadline and queued; the deferred answer shows the
 queue position, which the progress editor keeps up to date. With an ``image`` attached, only what can
 be checked at once is (its announced size, the LoRA names' shape): the answer is deferred before the
-picture is downloaded and checked, and a bad picture's message replaces the deferred answer. Every
-other answer is ephemeral.
+picture is downloaded and checked, and a bad picture's message replaces the deferred answer.
+``/show job_id:`` posts a job's picture again with its buttons (``pictures.py``). Every other answer
+is ephemeral.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """How a Discord interaction becomes an action of the conversation service, and how its reply is
 rendered: privately (ephemeral) for everything but a queued job, whose deferred public answer the
-progress editor keeps up to date.
+progress editor keeps up to date, and posted pictures (U-n, ``/show``).
 
-The slash commands live in ``commands.py``, the result buttons in ``buttons.py``, the progress
-editor in ``progress.py``; ``bot.py`` wires them into the client. What the bot says is written in
+The slash commands live in ``commands.py``, the result buttons and the remix modal in ``buttons.py``,
+posted pictures in ``pictures.py``, the progress editor in ``progress.py``; ``bot.py`` wires them
+into the client. What the bot says is written in
 :mod:`core.conversation.replies`; this module only chooses how Discord shows it.
 """
 
