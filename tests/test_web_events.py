@@ -125,6 +125,7 @@ def test_the_stream_pushes_status_progress_and_the_result(
     web_send.send(record, DeliveryContext(settings=settings, images=rt.images, history=rt.history))
     result = stream.wait_for(lambda e: e["event"] == "result")
     assert result["data"]["status"] == "done" and result["data"]["delivered"] is True
+    assert result["data"]["status_text"] == "Done"  # posted: not "finishing up" any more
     assert result["data"]["image_url"] == f"/api/jobs/{job_id}/pair.png"
     stream.close()
 

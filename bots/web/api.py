@@ -133,6 +133,9 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "steps": record.steps,
         "count": req.count,
         "size": record.size,
+        "aspect": getattr(req, "aspect", None),  # --ar W:H (None: square)
+        "width": getattr(record, "width", None) or record.size,  # the pictures' own size
+        "height": getattr(record, "height", None) or record.size,
         "negative": req.negative_prompt,
         "image_input": req.image_key is not None,  # drawn from an uploaded picture
         "strength": req.strength,

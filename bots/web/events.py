@@ -213,8 +213,10 @@ class Feed:
                 if job_id not in self.sent and not self._settled_since_cutoff(record):
                     self.sent[job_id] = {}  # the page had it settled already
                     continue
+            if told and record.status.finished and record.delivered_at is None:
+                # Posted into the history; the delivery marks the record a moment later.
+                record = record.model_copy(update={"delivered_at": self.told[job_id]})
             view = job_view(record, position, job_notice(self.queue.redis, record))
-            view["delivered"] = view["delivered"] or (told and record.status.finished)
             if view != self.sent.get(job_id):
                 self.sent[job_id] = view
                 events.append((_kind(view, done), view))

@@ -25,6 +25,8 @@
   const dropZone = $("#drop-zone");
   // The server checks every picture (format, pixels, content); the page only spares a doomed upload.
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
+  // Server-Sent Events push job changes; ?push=off (or a browser without EventSource) polls instead.
+  const PUSH = typeof EventSource === "function" && !/[?&]push=off(&|$)/.test(location.search);
 
   /* ---------- conversation id ---------- */
 
@@ -204,6 +206,7 @@
     body.appendChild(meter);
 
     body.appendChild(el("div", "job-prompt"));
+    body.appendChild(el("div", "job-preview"));
     body.appendChild(el("div", "job-error"));
     body.appendChild(el("div", "job-result"));
     li.appendChild(body);
@@ -233,7 +236,8 @@
     li.querySelector(".meter-fill").style.width = frac === null ? "" : `${Math.round(frac * 100)}%`;
 
     const promptEl = li.querySelector(".job-prompt");
-    const flags = [`seed ${job.seed}`, `${job.steps} steps`, `${job.size} px`];
+    const shape = job.aspect ? `ar ${job.aspect}, ${job.width}×${job.height} px` : `${job.size} px`;
+    const flags = [`seed ${job.seed}`, `${job.steps} steps`, shape];
     if (job.count > 1) flags.push(`${job.count} each`);
     if (job.negative) flags.push(`no “${job.negative}”`);
     if (job.image_input) flags.push(`from your picture, strength ${job.strength}`);
@@ -249,6 +253,8 @@
     } else {
       errEl.textContent = "";
     }
+
+    renderPreview(li.querySelector(".job-preview"), job);
 
     const showImage = job.status === "done" && job.delivered && job.image_url;
     const resultEl = li.querySelector(".job-result");
@@ -331,7 +337,144 @@
       });
     }
     frag.appendChild(links);
+    if (job.buttons && job.buttons.length) frag.appendChild(buttonRows(job.buttons));
     return frag;
+  }
+
+  // The engine's latest estimate while it draws (diffusion), until the result replaces it.
+  function renderPreview(box, job) {
+    const url = job.status === "running" ? job.preview_url : null;
+    if (!url || !/^\/api\/jobs\/[0-9a-f]{16}\/preview\.png\?step=\d+$/.test(url)) {
+      box.replaceChildren();
+      return;
+    }
+    let img = box.querySelector("img");
+    if (!img) {
+      img = el("img", "preview");
+      img.alt = "Preview of the picture being drawn";
+      img.decoding = "async";
+      box.replaceChildren(img);
+    }
+    if (img.getAttribute("src") !== url) img.src = url;
+  }
+
+  /* ---------- result buttons: U-n, V-n, reroll, Info, Remix, Upscale ---------- */
+
+  function buttonRows(rows) {
+    const box = el("div", "result-buttons");
+    for (const row of rows) {
+      const line = el("div", "button-row");
+      for (const b of row) {
+        const button = el("button", "result-button", b.label);
+        button.type = "button";
+        button.dataset.data = String(b.data);
+        button.addEventListener("click", () => pressButton(button));
+        line.appendChild(button);
+      }
+      box.appendChild(line);
+    }
+    return box;
+  }
+
+  async function pressButton(button, extra = {}) {
+    const data = button.dataset.data;
+    button.disabled = true;
+    try {
+      const res = await fetch(`/api/conversations/${encodeURIComponent(conversationId)}/buttons`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ data, ...extra }),
+      });
+      const body = await res.json().catch(() => ({}));
+      if (res.ok && body.job) append(trackJob(body.job), true);
+      else if (res.ok && body.picked) append(pickedBubble(body.picked), true);
+      else if (res.ok && body.remix) openRemix(button, body.remix);
+      else if (res.ok && body.message) append(botBubble(String(body.message)), true);
+      else append(botBubble(body.error || `The server answered ${res.status}.`, { error: true }), true);
+      return res.ok;
+    } catch (_) {
+      append(botBubble("Could not reach the server. Try the button again in a moment.", { error: true }), true);
+      return false;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ✏️ Remix: an edit box under the result, prefilled with the prompt; sending it queues the remix.
+  function openRemix(button, remix) {
+    const holder = button.closest(".result-buttons");
+    const old = holder.querySelector(".remix-box");
+    if (old) old.remove();
+    const box = el("form", "remix-box");
+    const field = el("input", "remix-prompt");
+    field.type = "text";
+    field.maxLength = 1200;
+    field.value = String(remix.prompt || "");
+    field.setAttribute("aria-label", `New prompt for picture ${Number(remix.index) + 1}`);
+    const go = el("button", "result-button", "Remix");
+    go.type = "submit";
+    go.dataset.data = button.dataset.data;
+    const close = el("button", "ghost small", "Cancel");
+    close.type = "button";
+    close.addEventListener("click", () => box.remove());
+    box.append(field, go, close);
+    box.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (await pressButton(go, { prompt: field.value })) box.remove();
+    });
+    holder.appendChild(box);
+    field.focus();
+    field.select();
+  }
+
+  // U-n: the picked picture(s), full size, with the buttons under a single picture.
+  function pickedBubble(picked, ts) {
+    const li = botBubble(String(picked.text || ""), { ts });
+    li.classList.add("picked");
+    const body = li.querySelector(".bubble");
+    const grid = el("div", "picked-pictures");
+    for (const p of picked.pictures || []) {
+      if (!/^\/api\/jobs\/[0-9a-f]{16}\/images\/[a-z-]+-\d+\.png$/.test(String(p.url))) continue;
+      const link = el("a", "pair-link");
+      link.href = p.url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      const img = el("img", "pair picked-picture");
+      img.alt = `${engineTitle(p.engine)} ${p.version}, picture ${Number(picked.index) + 1}`;
+      img.width = p.width;
+      img.height = p.height;
+      img.addEventListener("load", () => img.classList.add("loaded"));
+      img.src = p.url;
+      link.appendChild(img);
+      if (p.spoiler) {
+        link.classList.add("spoiler");
+        link.appendChild(el("span", "spoiler-label", "Flagged picture — click to show"));
+        link.addEventListener("click", (ev) => {
+          if (!link.classList.contains("spoiler")) return;
+          ev.preventDefault();
+          link.classList.remove("spoiler");
+        });
+      }
+      grid.appendChild(link);
+    }
+    body.appendChild(grid);
+    if (picked.buttons && picked.buttons.length) body.appendChild(buttonRows(picked.buttons));
+    return li;
+  }
+
+  // /show <job>: the job's result again, with its buttons.
+  function shownBubble(job, ts) {
+    const li = el("li", "message bot job shown");
+    li.title = timeLabel(ts);
+    li.dataset.shownJob = job.id;
+    const body = el("div", "bubble");
+    body.appendChild(el("div", "job-prompt", `“${job.prompt}” · job ${job.id}`));
+    const result = el("div", "job-result");
+    if (job.status === "done" && job.image_url) result.appendChild(renderResult(job));
+    else result.appendChild(el("div", "job-error", job.error || statusText(job)));
+    body.appendChild(result);
+    li.appendChild(body);
+    return li;
   }
 
   function updateElapsed(entry) {
@@ -356,7 +499,7 @@
 
   function schedulePoll(id, delay) {
     const entry = jobs.get(id);
-    if (!entry) return;
+    if (!entry || streamLive) return; // the event stream pushes the changes
     clearTimeout(entry.timer);
     entry.timer = setTimeout(() => pollJob(id), delay);
   }
@@ -393,8 +536,79 @@
 
   function trackJob(job, ts) {
     const li = createJobBubble(job, ts);
-    if (!settled(job)) schedulePoll(job.id, 400);
+    if (!settled(job)) {
+      schedulePoll(job.id, 400);
+      openStream();
+    }
     return li;
+  }
+
+  /* ---------- push: Server-Sent Events while jobs are pending, polling as the fallback ---------- */
+
+  let stream = null; // the EventSource, open while this page waits on a job
+  let streamLive = false; // connected: polling is paused
+
+  function pendingEntries() {
+    return [...jobs.values()].filter((entry) => entry.job && !settled(entry.job));
+  }
+
+  function openStream() {
+    if (!PUSH || stream) return;
+    const pending = pendingEntries();
+    if (!pending.length) return;
+    // Jobs that settle before the stream connects come with it: the server sends what settled since.
+    const since = Math.floor(Math.min(...pending.map((e) => e.createdAt || Date.now() / 1000)) * 1000);
+    const cid = encodeURIComponent(conversationId);
+    const source = new EventSource(`/api/conversations/${cid}/events?since=${since}`);
+    stream = source;
+    source.addEventListener("open", () => {
+      if (stream !== source) return;
+      streamLive = true;
+      for (const entry of jobs.values()) clearTimeout(entry.timer);
+    });
+    for (const kind of ["status", "progress", "result"]) {
+      source.addEventListener(kind, (ev) => {
+        if (stream === source) onPushedJob(JSON.parse(ev.data));
+      });
+    }
+    source.addEventListener("notice", (ev) => {
+      if (stream === source) showNotice(JSON.parse(ev.data));
+    });
+    source.addEventListener("idle", () => closeStream());
+    source.addEventListener("error", () => {
+      if (stream !== source) return;
+      // Refused (too many streams, an error): poll from now on. Reconnecting: poll meanwhile.
+      if (source.readyState === EventSource.CLOSED) stream = null;
+      streamLive = false;
+      for (const entry of pendingEntries()) schedulePoll(entry.job.id, 50);
+    });
+  }
+
+  function closeStream() {
+    if (stream) stream.close();
+    stream = null;
+    streamLive = false;
+    for (const entry of pendingEntries()) schedulePoll(entry.job.id, 50);
+  }
+
+  function onPushedJob(job) {
+    setHealth(true);
+    if (!jobs.has(job.id)) {
+      append(trackJob(job)); // sent from another tab of this conversation
+    } else {
+      jobs.get(job.id).misses = 0;
+      renderJob(job);
+    }
+    if (!pendingEntries().length) closeStream();
+  }
+
+  const noticesShown = new Set(); // training notices already in the thread (ts|text)
+  function showNotice(m) {
+    const key = `${m.ts}|${m.text}`;
+    if (noticesShown.has(key)) return;
+    noticesShown.add(key);
+    const text = String(m.text ?? "");
+    append(m.image_url ? botImageBubble(text, String(m.image_url), m.ts) : botBubble(text, { ts: m.ts }));
   }
 
   document.addEventListener("visibilitychange", () => {
@@ -488,6 +702,8 @@
     setHealth(true);
     if (res.ok && data.job) {
       placeholder.replaceWith(trackJob(data.job));
+    } else if (res.ok && data.shown) {
+      placeholder.replaceWith(shownBubble(data.shown)); // /show <job>
     } else if (res.ok && data.message) {
       // An accepted command that is not a drawing job (an admin's /retrain); its progress and
       // result arrive as bot messages in this conversation's history.
@@ -641,6 +857,9 @@
   /* ---------- history & health ---------- */
 
   function resetThread() {
+    if (stream) stream.close();
+    stream = null;
+    streamLive = false;
     for (const entry of jobs.values()) clearTimeout(entry.timer);
     jobs.clear();
     messagesEl.replaceChildren();
@@ -659,9 +878,15 @@
           messagesEl.appendChild(userBubble(String(m.text ?? ""), m.ts, m.image === true));
         } else if (m.role === "job" && m.job) {
           messagesEl.appendChild(trackJob(m.job, m.ts));
+        } else if (m.role === "shown" && m.job) {
+          messagesEl.appendChild(shownBubble(m.job, m.ts));
+        } else if (m.role === "picked" && m.picked) {
+          messagesEl.appendChild(pickedBubble(m.picked, m.ts));
         } else if (m.role === "bot" && m.image_url) {
+          noticesShown.add(`${m.ts}|${m.text}`);
           messagesEl.appendChild(botImageBubble(String(m.text ?? ""), String(m.image_url), m.ts));
         } else if (m.role === "bot") {
+          noticesShown.add(`${m.ts}|${m.text}`);
           // Answers to bad input carry an error code; notices (training progress, expiry) do not.
           messagesEl.appendChild(botBubble(String(m.text ?? ""), { error: Boolean(m.code), ts: m.ts }));
         }
