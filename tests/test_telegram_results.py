@@ -50,6 +50,7 @@ from tests.helpers.fake_telegram import (
     button_press,
     user_message,
 )
+from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
 
 TOKEN = "123:RESULTS"
@@ -266,13 +267,10 @@ def test_show_brings_a_job_back_with_its_buttons_and_only_here_or_for_its_owner(
     assert answered(fake, "sendMessage", CHAT, 53).params["text"].startswith("Give a job id")
 
 
-def _png(width: int, height: int, noise: bool = False) -> bytes:
+def _noise_png(side: int) -> bytes:
+    """A square of noise, ``side`` pixels, as a PNG that barely compresses."""
     out = io.BytesIO()
-    if noise:
-        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    else:
-        image = Image.new("RGB", (width, height), (200, 30, 30))
-    image.save(out, "PNG", compress_level=1)
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, "PNG", compress_level=1)
     return out.getvalue()
 
 
@@ -294,7 +292,7 @@ def test_pictures_over_telegrams_photo_limits_are_delivered_anyway(
     bot: TelegramHandlers, fake: FakeTelegram
 ) -> None:
     ctx = DeliveryContext(settings=bot.settings, images=bot.queue.images, history=bot.queue.history)
-    wide, huge, heavy = _png(4200, 200), _png(6000, 4100), _png(1900, 1900, noise=True)
+    wide, huge, heavy = picture("PNG", (4200, 200)), picture("PNG", (6000, 4100)), _noise_png(1900)
     assert len(heavy) > 10 * 1024 * 1024
     # The fake refuses them as photos, as Telegram does.
     for png, error in ((wide, PHOTO_BAD_DIMENSIONS), (huge, PHOTO_BAD_DIMENSIONS), (heavy, PHOTO_TOO_BIG)):
@@ -388,3 +386,27 @@ class _NoLoop:
 
     def create_task(self, coro: Any, name: str | None = None) -> None:
         coro.close()
+
+
+def test_a_live_preview_is_shown_before_the_result(bot: TelegramHandlers, fake: FakeTelegram) -> None:
+    pytest.importorskip("worker.previews", reason="the worker's live previews have not landed yet")
+    chat = user = 3200
+    fake.push_update(user_message(chat, user, "a green square --engine diffusion --steps 40 --seed 3", 61))
+    result = answered(fake, "sendPhoto", chat, 61, lambda c: bool(c.callback_data))
+    preview = answered(fake, "sendPhoto", chat, 61, lambda c: not c.callback_data)
+    assert preview.at < result.at and preview.params["caption"].startswith("Drawing — diffusion step")
+    with Image.open(io.BytesIO(preview.files["photo"])) as image:
+        assert image.format == "PNG" and max(image.size) <= 256
+    message_id = preview.result["message_id"]
+    swaps = fake.find(lambda c: c.method == "editMessageMedia" and c.params.get("message_id") == message_id)
+    assert swaps and all(c.ok and c.at < result.at for c in swaps)
+    # Each edit of this chat (status text or preview) at least the bot's interval after the one before.
+    edits = fake.find(
+        lambda c: c.method.startswith("edit") and c.params.get("chat_id") == chat and c.at < result.at
+    )
+    edits = sorted([preview, *edits], key=lambda c: c.at)
+    assert all(b.at - a.at >= 0.25 for a, b in zip(edits, edits[1:], strict=False))
+    removed = fake.wait_for(
+        lambda c: c.method == "deleteMessage" and c.params.get("message_id") == message_id, 30
+    )
+    assert removed.at > result.at
