@@ -18,6 +18,7 @@ from PIL import Image
 
 from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot
+from bots.discord.components import result_components as discord_rows
 from bots.discord.progress import PREVIEW_INTERVAL_S
 from core.delivery import DeliveryContext, DeliveryFailed
 from core.job_client import QueueClient
@@ -353,3 +354,16 @@ def test_the_status_message_shows_a_live_preview_before_the_result(
         what="the final edit",
     )
     assert final[-1].json["attachments"] == [] and record.id
+
+
+def test_a_forged_button_from_another_channel_posts_draws_and_asks_nothing(
+    fake: FakeDiscord, queue: QueueClient
+) -> None:
+    secret = finished_record(queue, noisy_png((64, 64)), None, "itok-secret")  # posted in channel 777
+    attacker, elsewhere = new_user(), snowflake()
+    components = discord_rows(secret)
+    for data in custom_ids(components):
+        forged = callback(fake, fake.button_click(data, attacker, elsewhere, components))
+        assert forged["type"] == 4 and forged["data"]["flags"] == 64, data
+        assert forged["data"]["content"] == "That button does not belong to this chat.", data
+    assert queue.user_jobs(f"discord:{attacker}", unfinished_only=False) == []
