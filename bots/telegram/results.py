@@ -15,13 +15,12 @@ from telegram import Bot, ForceReply, Message
 
 from bots.telegram.api import replying_to
 from bots.telegram.buttons import picked_keyboard, result_keyboard
-from bots.telegram.send import post_picture
+from bots.telegram.send import TEXT_MAX, post_picture
 from core.compose import ENGINE_TITLES
 from core.conversation import Picked, RemixAsk, RemixPrompt, ResultShown
 from core.nsfw import behind_spoiler
 from core.store import ImageStore
 
-MAX_TEXT = 4096
 #: Telegram shows at most this much of a forced reply's placeholder.
 PLACEHOLDER_MAX = 64
 REMIX_KEY = "ib:telegram:remix:{chat}:{message}"
@@ -76,7 +75,7 @@ async def ask_remix(
     old prompt), remembered so that the answer becomes the remix."""
     question = await bot.send_message(
         answer_to.chat_id,
-        asked.text[:MAX_TEXT],
+        asked.text[:TEXT_MAX],
         reply_markup=ForceReply(selective=True, input_field_placeholder=asked.prompt[:PLACEHOLDER_MAX]),
         **replying_to(answer_to),
     )
