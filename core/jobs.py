@@ -6,9 +6,7 @@ import time
 import uuid
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
-
-from core.aspect import dimensions
+from pydantic import BaseModel, Field
 
 
 class JobStatus(StrEnum):
@@ -59,6 +57,14 @@ class SourcePicture(BaseModel):
     index: int
     seed: int
     kind: str = Field(description="variation | remix | upscale")
+    #: When the source picture was itself a DF-GAN variation, the seeds its noise was mixed from,
+    #: oldest first (empty: its noise is ``seed``'s alone), so a variation of it stays near it.
+    earlier_seeds: list[int] = Field(default_factory=list)
+
+    @property
+    def varies(self) -> bool:
+        """A variation or remix (drawn near the source picture), not an upscale."""
+        return self.kind in ("variation", "remix")
 
 
 class JobRequest(BaseModel):
@@ -70,9 +76,6 @@ class JobRequest(BaseModel):
     count: int = 1
     steps: int | None = None
     size: int | None = None
-    aspect: str | None = Field(
-        default=None, description="--ar width:height in lowest terms (16:9); None: square (core.aspect)"
-    )
     negative_prompt: str | None = None
     image_key: str | None = Field(
         default=None, description="ib:upload:<id> of a validated upload (core.uploads) to start from"
@@ -109,8 +112,6 @@ class EngineResult(BaseModel):
     image_keys: list[str]
     #: Set when the engine drew from the prompt alone although the job gave an image (DF-GAN).
     text_only: bool = False
-    #: Set when the engine draws squares only and centre-cropped them to the job's aspect (DF-GAN).
-    cropped: bool = False
     #: One per flagged image: what the NSFW policy did with it (core.nsfw.NsfwDecision).
     nsfw: list[NsfwDecision] = Field(default_factory=list)
 
@@ -140,10 +141,6 @@ class JobRecord(BaseModel):
     seed: int
     steps: int
     size: int
-    #: The pictures' width and height: ``size`` and the request's aspect (core.aspect.dimensions);
-    #: filled in from those when not given (and for records stored before aspect ratios).
-    width: int = 0
-    height: int = 0
     status: JobStatus = JobStatus.QUEUED
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
@@ -158,12 +155,6 @@ class JobRecord(BaseModel):
     attempts: int = 0
     batch_size: int = 1
     batch_id: str | None = Field(default=None, description="Which draw of a worker this job was part of")
-
-    @model_validator(mode="after")
-    def _fill_dimensions(self) -> JobRecord:
-        if not self.width or not self.height:
-            self.width, self.height = dimensions(self.size, self.request.aspect)
-        return self
 
     @property
     def seeds(self) -> list[int]:

@@ -25,6 +25,8 @@ UPSCALE_ENGINE = "upscale"
 #: Engines whose variation starts from the picture itself (image-to-image; the worker's
 #: IMAGE_ENGINES), not from noise near its seed (DF-GAN).
 FROM_PICTURE = ("diffusion",)
+#: How many earlier seeds a variation of a variation keeps (older ones weigh under 0.95**64 anyway).
+MAX_NOISE_CHAIN = 64
 NO_PICTURES_TEXT = "That job has no pictures yet; wait for its result."
 EXPIRED_PICTURE_TEXT = "That picture has expired; send the prompt again."
 
@@ -88,8 +90,22 @@ def source_picture(record: JobRecord, index: int, engine: str | None, kind: str)
             "no_such_picture", f"Picture {index + 1} of {title} is not there (withheld or not drawn)."
         )
     return SourcePicture(
-        job_id=record.id, engine=result.engine, index=index, seed=record.seeds[index], kind=kind
+        job_id=record.id,
+        engine=result.engine,
+        index=index,
+        seed=record.seeds[index],
+        kind=kind,
+        earlier_seeds=_noise_seeds(record),
     )
+
+
+def _noise_seeds(record: JobRecord) -> list[int]:
+    """The seeds the noise of ``record``'s DF-GAN pictures was mixed from besides their own (the
+    chain of a variation of a variation …, at most :data:`MAX_NOISE_CHAIN`)."""
+    source = record.request.source
+    if source is None or not source.varies:
+        return []
+    return [*source.earlier_seeds, source.seed][-MAX_NOISE_CHAIN:]
 
 
 def copied_upload(images: ImageStore, uploads: UploadStore, record: JobRecord, source: SourcePicture) -> str:

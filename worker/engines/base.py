@@ -42,10 +42,6 @@ class GenerationRequest:
     seeds: list[int]
     steps: int = 20
     size: int = 64
-    #: The picture's shape (``--ar``, core.aspect); None: ``size`` x ``size``. Engines that draw squares
-    #: only centre-crop theirs to this shape.
-    width: int | None = None
-    height: int | None = None
     negative_prompt: str | None = None
     #: Classifier-free guidance; None uses the model's own default (SD 7.5, Flux 3.5, ours 3.0).
     guidance_scale: float | None = None
@@ -59,11 +55,9 @@ class GenerationRequest:
     #: A variation by an engine that draws from noise (DF-GAN): (the source picture's seed, mix), each
     #: picture's noise a normalised mix of that seed's (1 - mix) and its own seed's (mix).
     noise_near: tuple[int, float] | None = None
-
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """(width, height) of each picture."""
-        return (self.width or self.size, self.height or self.size)
+    #: When the source picture was itself such a variation: the seeds its noise was mixed from, oldest
+    #: first (its noise: each seed's mixed into the one before, then the source seed's).
+    noise_chain: tuple[int, ...] = ()
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from training.dfgan.checkpoint import load_generator
 from training.images import to_pil
@@ -56,10 +56,8 @@ class DFGANEngine:
 
         The noise of each image comes only from its seed, so a seed gives the same picture whatever
         else is in the batch. Images are resized (Lanczos) to ``request.size`` when it differs from
-        the model's resolution; for a job with an aspect (``request.width`` x ``request.height``) the
-        square is centre-cropped to that shape and resized, never stretched. (Batching can change
-        float rounding inside BLAS/oneDNN kernels, so a pixel may differ by a grey level between
-        batch compositions; the picture is the same.)
+        the model's resolution. (Batching can change float rounding inside BLAS/oneDNN kernels, so
+        a pixel may differ by a grey level between batch compositions; the picture is the same.)
         ``steps``, ``negative_prompt`` and ``guidance_scale`` do not apply to a one-pass GAN and are
         ignored. ``progress(0, 1)`` is asked before the pass (True cancels) and ``progress(1, 1)``
         is reported after it.
@@ -81,7 +79,7 @@ class DFGANEngine:
         images = to_pil(drawn)
         out: list[list[Image.Image]] = []
         for request, count in zip(requests, counts, strict=True):
-            out.append([_shaped(image, request.dimensions) for image in images[:count]])
+            out.append([_resized(image, request.size) for image in images[:count]])
             images = images[count:]
         if progress is not None:
             progress(1, 1)
@@ -93,7 +91,7 @@ class DFGANEngine:
             return None
         nz = self.loaded.config.nz
         rows = [
-            near_noise(r.noise_near[0], r.seeds, r.noise_near[1], nz)
+            near_noise(r.noise_near[0], r.seeds, r.noise_near[1], nz, r.noise_chain)
             if r.noise_near
             else seed_noise(r.seeds, nz)
             for r in requests
@@ -117,21 +115,26 @@ class DFGANEngine:
         return emb
 
 
-def near_noise(source_seed: int, seeds: Sequence[int], mix: float, nz: int) -> torch.Tensor:
-    """``[len(seeds), nz]`` noise near ``source_seed``'s: row ``i`` is ``((1 - mix) z(source) + mix
-    z(seeds[i])) / sqrt((1 - mix)² + mix²)``, computed in float64. Two independent standard normal
-    vectors mixed this way are standard normal again, so the generator sees noise like any other."""
-    source = seed_noise([source_seed], nz).double()
-    fresh = seed_noise(seeds, nz).double()
-    near = ((1.0 - mix) * source + mix * fresh) / math.hypot(1.0 - mix, mix)
-    return near.float()
+def near_noise(
+    source_seed: int, seeds: Sequence[int], mix: float, nz: int, earlier: Sequence[int] = ()
+) -> torch.Tensor:
+    """``[len(seeds), nz]`` noise near the source picture's: row ``i`` is ``((1 - mix) z(source) +
+    mix z(seeds[i])) / sqrt((1 - mix)² + mix²)``, computed in float64. Two independent standard
+    normal vectors mixed this way are standard normal again, so the generator sees noise like any
+    other. ``z(source)`` is ``source_seed``'s noise, or, for a source that was itself a variation,
+    the same mix down its chain of ``earlier`` seeds (oldest first)."""
+    chain = [*earlier, source_seed]
+    source = seed_noise(chain[:1], nz).double()
+    for seed in chain[1:]:
+        source = _mixed(source, seed_noise([seed], nz).double(), mix)
+    return _mixed(source, seed_noise(seeds, nz).double(), mix).float()
 
 
-def _shaped(image: Image.Image, dimensions: tuple[int, int]) -> Image.Image:
-    """``image`` at ``dimensions`` (width, height): resized (Lanczos) when the model draws another
-    size, and centre-cropped first when the shape is not square (the model draws squares only)."""
-    if image.size == dimensions:
-        return image
-    if dimensions[0] == dimensions[1]:
-        return image.resize(dimensions, Image.Resampling.LANCZOS)
-    return ImageOps.fit(image, dimensions, Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+def _mixed(near: torch.Tensor, fresh: torch.Tensor, mix: float) -> torch.Tensor:
+    """``near`` moved towards ``fresh`` by ``mix``, normalised back to unit variance."""
+    return ((1.0 - mix) * near + mix * fresh) / math.hypot(1.0 - mix, mix)
+
+
+def _resized(image: Image.Image, size: int) -> Image.Image:
+    """``image`` at ``size`` x ``size`` (Lanczos) when the model draws another size."""
+    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)
