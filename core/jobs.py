@@ -6,7 +6,9 @@ import time
 import uuid
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from core.aspect import dimensions
 
 
 class JobStatus(StrEnum):
@@ -76,6 +78,9 @@ class JobRequest(BaseModel):
     count: int = 1
     steps: int | None = None
     size: int | None = None
+    aspect: str | None = Field(
+        default=None, description="--ar width:height in lowest terms (16:9); None: square (core.aspect)"
+    )
     negative_prompt: str | None = None
     image_key: str | None = Field(
         default=None, description="ib:upload:<id> of a validated upload (core.uploads) to start from"
@@ -112,6 +117,8 @@ class EngineResult(BaseModel):
     image_keys: list[str]
     #: Set when the engine drew from the prompt alone although the job gave an image (DF-GAN).
     text_only: bool = False
+    #: Set when the engine draws squares only and centre-cropped them to the job's aspect (DF-GAN).
+    cropped: bool = False
     #: One per flagged image: what the NSFW policy did with it (core.nsfw.NsfwDecision).
     nsfw: list[NsfwDecision] = Field(default_factory=list)
 
@@ -141,6 +148,10 @@ class JobRecord(BaseModel):
     seed: int
     steps: int
     size: int
+    #: The pictures' width and height: ``size`` and the request's aspect (core.aspect.dimensions);
+    #: filled in from those when not given (and for records stored before aspect ratios).
+    width: int = 0
+    height: int = 0
     status: JobStatus = JobStatus.QUEUED
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
@@ -155,6 +166,12 @@ class JobRecord(BaseModel):
     attempts: int = 0
     batch_size: int = 1
     batch_id: str | None = Field(default=None, description="Which draw of a worker this job was part of")
+
+    @model_validator(mode="after")
+    def _fill_dimensions(self) -> JobRecord:
+        if not self.width or not self.height:
+            self.width, self.height = dimensions(self.size, self.request.aspect)
+        return self
 
     @property
     def seeds(self) -> list[int]:

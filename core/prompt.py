@@ -1,7 +1,7 @@
 """Turn what a person typed into a :class:`JobRequest`, with a specific message for every mistake.
 
-Syntax: ``[/imagine] <prompt words> [--seed N] [--engine a,b] [--steps N] [--n N] [--size N] [--no "text"]
-[--strength 0.0-1.0] [--model NAME] [--lora NAME[:WEIGHT]]...``. Flags may also be written
+Syntax: ``[/imagine] <prompt words> [--seed N] [--engine a,b] [--steps N] [--n N] [--size N] [--ar W:H]
+[--no "text"] [--strength 0.0-1.0] [--model NAME] [--lora NAME[:WEIGHT]]...``. Flags may also be written
 ``--flag=value``; ``--lora`` may be given several times, every other flag once. Quotes group words for
 ``--no``; apostrophes inside a prompt ("a bird's nest") are ordinary characters. The model and LoRA
 names are checked against the operator's catalogue later (:func:`core.model_catalog.check_choices`).
@@ -25,6 +25,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "n": ("count", "int"),
     "count": ("count", "int"),
     "size": ("size", "int"),
+    "ar": ("aspect", "text"),
+    "aspect": ("aspect", "text"),
     "no": ("negative_prompt", "text"),
     "negative": ("negative_prompt", "text"),
     "strength": ("strength", "float"),
@@ -34,7 +36,7 @@ FLAGS: dict[str, tuple[str, str]] = {
 #: Flags that may be given more than once (each adds one value).
 REPEATABLE = {"loras"}
 FLAG_HELP = (
-    '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --no "text", '
+    '--seed N, --engine dfgan,diffusion, --steps N, --n N, --size N, --ar W:H (e.g. 16:9), --no "text", '
     "--strength 0.0-1.0 (with a picture), --model NAME, --lora NAME[:WEIGHT]"
 )
 
@@ -53,6 +55,8 @@ class ParsedPrompt:
     steps: int | None = None
     count: int | None = None
     size: int | None = None
+    #: ``--ar W:H`` as typed; checked with the other options (core.aspect).
+    aspect: str | None = None
     negative_prompt: str | None = None
     strength: float | None = None
     model: str | None = None
@@ -149,6 +153,8 @@ def _example(name: str) -> str:
         "n": "--n 2",
         "count": "--n 2",
         "size": "--size 64",
+        "ar": "--ar 16:9",
+        "aspect": "--aspect 16:9",
         "no": '--no "blurry"',
         "negative": '--no "blurry"',
         "strength": "--strength 0.6",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from core.aspect import normalize_aspect
 from core.errors import InputError
 from core.jobs import Conversation, JobRequest
 from core.model_catalog import check_choices
@@ -26,6 +27,8 @@ class CheckedOptions:
     count: int
     size: int
     negative_prompt: str | None
+    #: ``W:H`` in lowest terms, None for square (core.aspect).
+    aspect: str | None = None
 
 
 def validate_options(
@@ -37,6 +40,7 @@ def validate_options(
     count: int = 1,
     size: int | None = None,
     negative_prompt: str | None = None,
+    aspect: str | None = None,
 ) -> CheckedOptions:
     """Check the options of a job (or of a user's defaults), each rule with its own message.
 
@@ -72,7 +76,7 @@ def validate_options(
             f"--no text has {len(negative)} characters; the limit is {MAX_NEGATIVE_CHARS}.",
         )
     unique = list(dict.fromkeys(chosen))  # keep order, drop repeats
-    return CheckedOptions(unique, seed, steps, count, size, negative)
+    return CheckedOptions(unique, seed, steps, count, size, negative, normalize_aspect(aspect))
 
 
 def validate_prompt(prompt: str, negative_prompt: str | None, settings: Settings) -> str:
@@ -104,6 +108,7 @@ def validate_request(request: JobRequest, settings: Settings) -> JobRequest:
         count=request.count,
         size=request.size,
         negative_prompt=request.negative_prompt,
+        aspect=request.aspect,
     )
     checked = request.model_copy(update={"prompt": prompt, **asdict(options)})
     return check_choices(settings, checked)  # model, LoRAs, image-to-image (core.model_catalog)
@@ -136,6 +141,7 @@ def build_request(
         count=asked.count if asked.count is not None else (prefs.count or 1),
         steps=asked.steps if asked.steps is not None else prefs.steps,
         size=asked.size if asked.size is not None else prefs.size,
+        aspect=asked.aspect,
         negative_prompt=asked.negative_prompt,
         image_key=getattr(asked, "image_key", None),  # an Imagine action's upload (core.uploads)
         strength=asked.strength,

@@ -29,7 +29,8 @@ def test_panels_sit_side_by_side_at_the_same_height() -> None:
     assert two.getpixel((12 + 256 + 12 + 128, y)) == (0, 0, 255)
 
 
-def test_several_images_per_engine_stack_in_rows() -> None:
+def test_several_images_per_engine_make_a_grid() -> None:
     one = compose_pair([Panel("dfgan", "v1", 0.1, [_img("red")])], "p", 1)
     three = compose_pair([Panel("dfgan", "v1", 0.1, [_img("red")] * 3)], "p", 1)
-    assert three.height - one.height == 2 * (256 + 12)
+    assert three.height - one.height == 256 + 12  # 2×2 with one place empty: one more row
+    assert three.width - one.width == 256 + 12  # and one more column

@@ -20,7 +20,7 @@ from bots.discord import send as discord_send
 from bots.discord.bot import ImagineBot
 from bots.discord.components import result_components as discord_rows
 from bots.discord.progress import PREVIEW_INTERVAL_S
-from core.delivery import DeliveryContext, DeliveryFailed
+from core.delivery import DeliveryContext
 from core.job_client import QueueClient
 from core.jobs import Conversation, EngineResult, JobRecord, JobRequest, JobStatus
 from core.picture_fit import fit_picture
@@ -118,11 +118,6 @@ def test_an_oversize_pair_is_re_encoded_under_the_interactions_limit(
         fake.attachment_size_limit = limit
         to_fake = settings.model_copy(update={"discord_api_base": fake.api_base})
         context = DeliveryContext(settings=to_fake, images=queue.images, history=queue.history)
-        # Where the conversation does not know the limit, the PNG goes as it is and the fake refuses it:
-        # the fake enforces the limit, so the next check can fail.
-        unknown = finished_record(queue, png, None, "itok-unknown")
-        with pytest.raises(DeliveryFailed, match="413"):
-            discord_send.send(unknown, context)
         record = finished_record(queue, png, limit, "itok-limit")
         discord_send.send(record, context)
         [call] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-limit")
@@ -133,6 +128,21 @@ def test_an_oversize_pair_is_re_encoded_under_the_interactions_limit(
     assert filename.rsplit(".", 1)[1] in ("webp", "jpg") and filename.startswith(f"imaginebot-{record.id}")
     assert decoded(data).format in ("WEBP", "JPEG")
     assert "upload limit" in call.json["content"].splitlines()[-1]
+
+
+def test_a_picture_refused_as_too_large_is_sent_again_smaller(settings: Settings, queue: QueueClient) -> None:
+    png = noisy_png()
+    limit = len(png) // 4
+    with running(FakeDiscord()) as fake:
+        fake.attachment_size_limit = limit  # lower than Discord's default, which the record assumes
+        to_fake = settings.model_copy(update={"discord_api_base": fake.api_base})
+        context = DeliveryContext(settings=to_fake, images=queue.images, history=queue.history)
+        record = finished_record(queue, png, None, "itok-unknown")
+        discord_send.send(record, context)
+        calls = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-unknown")
+    assert calls[0].status == 413 and calls[0].files["files[0]"] == png  # the fake enforces its limit
+    assert [c.status for c in calls[1:]][-1] == 200 and len(fake.posted(lambda c: c in calls)) == 1
+    assert len(calls[-1].files["files[0]"]) <= limit
 
 
 # --- the real bot on the fake Discord, the session's worker drawing ------------------------------

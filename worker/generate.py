@@ -25,6 +25,7 @@ from core.events import publish
 from core.fair_queue import STALE_TAKEN_S, FairQueue, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict
+from core.png_metadata import pair_parameters, picture_parameters
 from core.store import PENDING_KEY
 from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
@@ -221,13 +222,16 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
                 rt.jobs.finish(job.id, JobStatus.FAILED, error=message)
             return
         for job, job_images in zip(batch, images, strict=True):
-            keys = [
-                rt.images.put(job.id, f"{engine_name}-{i}", to_png(img)) for i, img in enumerate(job_images)
-            ]
             marks = result_marks(engine_name, job, job_images)
             result = EngineResult(
-                engine=engine_name, version=version, seconds=seconds, image_keys=keys, **marks
+                engine=engine_name, version=version, seconds=seconds, image_keys=[], **marks
             )
+            result.image_keys = [
+                rt.images.put(
+                    job.id, f"{engine_name}-{i}", to_png(img, picture_parameters(job, result, i, img))
+                )
+                for i, img in enumerate(job_images)
+            ]
             panel = Panel(engine_name, version, seconds, job_images, note=panel_note(marks))
             drawn[job.id].append((result, panel))
     _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch))
@@ -251,9 +255,10 @@ def _finish_batch(rt: Runtime, jobs: list[JobRecord], drawn: Drawn, batch_size: 
     batch_id = uuid.uuid4().hex[:16]
     for job in jobs:
         pair = compose_pair([panel for _, panel in drawn[job.id]], job.request.prompt, job.seed)
+        results = [result for result, _ in drawn[job.id]]
         fields: dict[str, Any] = {
-            "results": [result for result, _ in drawn[job.id]],
-            "pair_key": rt.images.put(job.id, "pair", to_png(pair)),
+            "results": results,
+            "pair_key": rt.images.put(job.id, "pair", to_png(pair, pair_parameters(job, results))),
             "batch_size": batch_size,
             "batch_id": batch_id,
         }

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 WEBHOOK_TTL_S = 14 * 60
 #: Discord's per-attachment limit where the conversation does not say (``attachment_size_limit``).
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+#: Times a picture refused as too large (413) is sent again smaller, and the least it is fitted to.
+REFIT_TRIES = 4
+MIN_ATTACHMENT_BYTES = 16 * 1024
 HTTP_TIMEOUT_S = 15.0
 MAX_CONTENT = 2000
 MAX_THREAD_NAME = 100
@@ -99,10 +102,32 @@ def client() -> httpx.Client:
         return _client
 
 
+class _TooLarge(DeliveryFailed):
+    """Discord refused a file as too large (413): nothing was posted."""
+
+
 def send(record: JobRecord, ctx: DeliveryContext) -> str:
-    """Post ``record``'s outcome (image, error or cancellation) into its Discord conversation."""
+    """Post ``record``'s outcome (image, error or cancellation) into its Discord conversation.
+
+    The picture is fitted under the conversation's attachment limit first; should Discord still
+    answer 413 (the server's limit went down since), it is sent again at half the refused size."""
+    limit = attachment_limit(record.request.conversation)
+    for _ in range(REFIT_TRIES):
+        payload, png = _message(record, ctx, limit)
+        try:
+            return _deliver(record, ctx, payload, png)
+        except _TooLarge:
+            if png is None or len(png) <= MIN_ATTACHMENT_BYTES:
+                raise
+            log.warning("job %s: Discord refused %d bytes as too large; sending less", record.id, len(png))
+            limit = max(MIN_ATTACHMENT_BYTES, len(png) // 2)
+    payload, png = _message(record, ctx, limit)
+    return _deliver(record, ctx, payload, png)
+
+
+def _deliver(record: JobRecord, ctx: DeliveryContext, payload: dict[str, Any], png: bytes | None) -> str:
+    """Post ``payload`` (and ``png``) as :func:`send` describes."""
     conv = record.request.conversation
-    payload, png = _message(record, ctx)
     base = ctx.settings.discord_api_base.rstrip("/")
     fresh = time.time() - record.created_at < WEBHOOK_TTL_S
     webhook = f"{base}/webhooks/{conv.application_id}/{conv.interaction_token}"
@@ -189,9 +214,9 @@ def thread_name(prompt: str) -> str:
     return name or "imaginebot"
 
 
-def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], bytes | None]:
+def _message(record: JobRecord, ctx: DeliveryContext, limit: int) -> tuple[dict[str, Any], bytes | None]:
     """The message JSON and the paired picture (None for a text-only message): the PNG, or a smaller
-    encoding of it when the PNG is over the conversation's attachment limit."""
+    encoding of it when the PNG is over ``limit`` bytes."""
     prompt = record.request.prompt
     if record.status == JobStatus.FAILED:
         error = record.error or "something went wrong while drawing"
@@ -201,7 +226,6 @@ def _message(record: JobRecord, ctx: DeliveryContext) -> tuple[dict[str, Any], b
     png = ctx.images.get(record.pair_key) if record.pair_key else None
     if png is None:
         return {"content": f"“{prompt}” is done, but its image has expired."[:MAX_CONTENT]}, None
-    limit = attachment_limit(record.request.conversation)
     fitted = fit_picture(png, limit)
     caption = "\n".join(filter(None, [result_caption(record), fit_note(fitted, limit)]))
     payload = {
@@ -268,6 +292,8 @@ def _check(response: httpx.Response) -> None:
         return
     if status == 429:
         raise DeliveryRetry("Discord rate limit", retry_after=_retry_after(response))
+    if status == 413:
+        raise _TooLarge(f"Discord refused the file as too large: {response.text[:200]}")
     if status >= 500:
         raise DeliveryRetry(f"Discord answered {status}")
     raise DeliveryFailed(f"Discord refused the message: {status} {response.text[:200]}")

@@ -217,11 +217,13 @@ class JobSettings:
 
     @property
     def text(self) -> str:
-        """Prompt, engines, seed, steps, size, count and the negative prompt."""
+        """Prompt, engines, seed, steps, size (with the aspect and the pictures' width x height),
+        count and the negative prompt."""
         req, record = self.record.request, self.record
+        shape = f" · ar {req.aspect} ({record.width}×{record.height})" if req.aspect else ""
         text = (
             f"“{req.prompt}” · engines {', '.join(req.engines)} · seed {record.seed} · "
-            f"steps {record.steps} · size {record.size} · n {req.count}"
+            f"steps {record.steps} · size {record.size}{shape} · n {req.count}"
         )
         return text + (f" · no “{req.negative_prompt}”" if req.negative_prompt else "")
 

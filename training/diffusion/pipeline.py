@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
-from PIL import Image
+from PIL import Image, ImageOps
 
+from core.aspect import fit_dimensions
 from training.images import from_uint8, to_uint8
 from training.text.encoders import load_text_encoder
 
@@ -62,6 +63,18 @@ class PixelDiffusionPipeline(DiffusionPipeline):
     def native_size(self) -> int:
         """The side the UNet was trained at; other sizes are drawn at this side and resized."""
         return int(self.unet.config.sample_size)
+
+    def native_dims(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(height, width) the UNet draws for pictures of ``height`` x ``width``: the native square for
+        a square (or none given), otherwise about ``native_size²`` pixels at that ratio, each side a
+        multiple of the UNet's downsampling factor (the UNet is convolutional: any such shape works)."""
+        side = self.native_size
+        out_h, out_w = height or side, width or side
+        if out_h == out_w:
+            return side, side
+        multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        drawn_w, drawn_h = fit_dimensions(side, out_w / out_h, multiple, max_side=4 * side)
+        return drawn_h, drawn_w
 
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """Sentence embeddings ``[len(prompts), dim]`` on the UNet's device and dtype."""
@@ -138,13 +151,17 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         array = to_uint8(pixels).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in array] if output_type == "pil" else array.astype(np.float32) / 255
 
-    def _init_pixels(self, image: Image.Image | list[Image.Image], n: int, side: int) -> torch.Tensor:
-        """The starting pictures as [n, 3, side, side] pixels in [-1, 1] on the UNet's device."""
+    def _init_pixels(
+        self, image: Image.Image | list[Image.Image], n: int, dims: tuple[int, int]
+    ) -> torch.Tensor:
+        """The starting pictures as [n, 3, height, width] pixels in [-1, 1] on the UNet's device
+        (``dims`` is (height, width); each picture centre-cropped to that shape, never stretched)."""
         images = [image] * n if isinstance(image, Image.Image) else list(image)
         if len(images) != n:
             raise ValueError(f"got {len(images)} starting images for {n} images")
+        size = (dims[1], dims[0])
         arrays = [
-            np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)) for im in images
+            np.asarray(ImageOps.fit(im.convert("RGB"), size, Image.Resampling.LANCZOS)) for im in images
         ]
         pixels = from_uint8(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
         return pixels.to(device=self.unet.device, dtype=self.unet.dtype)
@@ -171,17 +188,19 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
         ``generator`` may be a list with one generator per image, so each seed reproduces its picture
         whatever else is in the batch. Images are drawn at :attr:`native_size` and resized to
-        ``height`` × ``width`` when those differ. ``negative_prompt`` replaces the zero unconditional
-        embedding in guidance. ``output_type``: ``pil``, ``np`` or ``pt`` ([-1, 1] tensor).
+        ``height`` × ``width`` when those differ; a non-square ``height`` × ``width`` is drawn in that
+        shape (:meth:`native_dims`), then centre-cropped to the exact ratio and resized.
+        ``negative_prompt`` replaces the zero unconditional embedding in guidance. ``output_type``:
+        ``pil``, ``np`` or ``pt`` ([-1, 1] tensor).
 
-        Image-to-image: ``image`` (one, or one per image drawn) is resized to :attr:`native_size`,
+        Image-to-image: ``image`` (one, or one per image drawn) is fitted to the drawn shape,
         noised to ``strength`` (0.0 keeps it, 1.0 redraws it all) and denoised from there.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         n = len(prompts)
-        side = self.native_size
-        shape = (3, side, side)
+        dims = self.native_dims(height, width)
+        shape = (3, *dims)
         device, dtype = self.unet.device, self.unet.dtype
         noise = self._noise(generator, n, shape).to(device=device, dtype=dtype)
         cond = self.encode_prompt(prompts)
@@ -189,12 +208,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if negative_prompt:
             negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
             uncond = self.encode_prompt(negatives)
-        init = None if image is None else self._init_pixels(image, n, side)
+        init = None if image is None else self._init_pixels(image, n, dims)
         pixels = self.denoise(
             cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end, init, strength
         )
-        out_h, out_w = height or side, width or side
-        if (out_h, out_w) != (side, side):
+        out_h, out_w = height or self.native_size, width or self.native_size
+        if (out_h, out_w) != dims:
+            pixels = _crop_to_ratio(pixels, out_w / out_h)
             pixels = F.interpolate(pixels.float(), size=(out_h, out_w), mode="bicubic", align_corners=False)
             pixels = pixels.clamp(-1, 1)
         self.maybe_free_model_hooks()
@@ -202,3 +222,15 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def _crop_to_ratio(pixels: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The centre of ``pixels`` [B, C, H, W] with width/height ``ratio`` (as near as whole pixels allow)."""
+    height, width = pixels.shape[-2:]
+    if width / height > ratio:
+        keep = max(1, round(height * ratio))
+        left = (width - keep) // 2
+        return pixels[..., left : left + keep]
+    keep = max(1, round(width / ratio))
+    top = (height - keep) // 2
+    return pixels[..., top : top + keep, :]

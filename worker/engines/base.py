@@ -42,6 +42,10 @@ class GenerationRequest:
     seeds: list[int]
     steps: int = 20
     size: int = 64
+    #: The picture's shape (``--ar``, core.aspect); None: ``size`` x ``size``. Engines that draw squares
+    #: only centre-crop theirs to this shape.
+    width: int | None = None
+    height: int | None = None
     negative_prompt: str | None = None
     #: Classifier-free guidance; None uses the model's own default (SD 7.5, Flux 3.5, ours 3.0).
     guidance_scale: float | None = None
@@ -58,6 +62,11 @@ class GenerationRequest:
     #: When the source picture was itself such a variation: the seeds its noise was mixed from, oldest
     #: first (its noise: each seed's mixed into the one before, then the source seed's).
     noise_chain: tuple[int, ...] = ()
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of each picture."""
+        return (self.width or self.size, self.height or self.size)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from training.dfgan.checkpoint import load_generator
 from training.images import to_pil
@@ -56,8 +56,10 @@ class DFGANEngine:
 
         The noise of each image comes only from its seed, so a seed gives the same picture whatever
         else is in the batch. Images are resized (Lanczos) to ``request.size`` when it differs from
-        the model's resolution. (Batching can change float rounding inside BLAS/oneDNN kernels, so
-        a pixel may differ by a grey level between batch compositions; the picture is the same.)
+        the model's resolution; for a job with an aspect (``request.width`` x ``request.height``) the
+        square is centre-cropped to that shape and resized, never stretched. (Batching can change
+        float rounding inside BLAS/oneDNN kernels, so a pixel may differ by a grey level between
+        batch compositions; the picture is the same.)
         ``steps``, ``negative_prompt`` and ``guidance_scale`` do not apply to a one-pass GAN and are
         ignored. ``progress(0, 1)`` is asked before the pass (True cancels) and ``progress(1, 1)``
         is reported after it.
@@ -79,7 +81,7 @@ class DFGANEngine:
         images = to_pil(drawn)
         out: list[list[Image.Image]] = []
         for request, count in zip(requests, counts, strict=True):
-            out.append([_resized(image, request.size) for image in images[:count]])
+            out.append([_shaped(image, request.dimensions) for image in images[:count]])
             images = images[count:]
         if progress is not None:
             progress(1, 1)
@@ -135,6 +137,11 @@ def _mixed(near: torch.Tensor, fresh: torch.Tensor, mix: float) -> torch.Tensor:
     return ((1.0 - mix) * near + mix * fresh) / math.hypot(1.0 - mix, mix)
 
 
-def _resized(image: Image.Image, size: int) -> Image.Image:
-    """``image`` at ``size`` x ``size`` (Lanczos) when the model draws another size."""
-    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)
+def _shaped(image: Image.Image, dimensions: tuple[int, int]) -> Image.Image:
+    """``image`` at ``dimensions`` (width, height): resized (Lanczos) when the model draws another
+    size, and centre-cropped first when the shape is not square (the model draws squares only)."""
+    if image.size == dimensions:
+        return image
+    if dimensions[0] == dimensions[1]:
+        return image.resize(dimensions, Image.Resampling.LANCZOS)
+    return ImageOps.fit(image, dimensions, Image.Resampling.LANCZOS, centering=(0.5, 0.5))

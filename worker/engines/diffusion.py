@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.compose import WITHHELD
 from core.nsfw import NSFW_ACTION, NsfwPolicy
@@ -67,17 +67,18 @@ class _Call:
     prompts: list[str]
     seeds: list[int]
     steps: int
-    side: int
+    width: int
+    height: int
     negative: str | None
     guidance: float | None
-    #: Image-to-image: one starting picture per image (side × side) and how much of it to redraw.
+    #: Image-to-image: one starting picture per image (width × height) and how much of it to redraw.
     images: list[Image.Image] | None = None
     strength: float | None = None
 
 
-#: Requests drawn in one pipeline call share these: steps, side, negative prompt, guidance, strength
-#: (None: text-to-image) and LoRAs.
-_GroupKey = tuple[int, int, str | None, float | None, float | None, tuple[tuple[str, float], ...]]
+#: Requests drawn in one pipeline call share these: steps, (width, height), negative prompt, guidance,
+#: strength (None: text-to-image) and LoRAs.
+_GroupKey = tuple[int, tuple[int, int], str | None, float | None, float | None, tuple[tuple[str, float], ...]]
 
 
 def img2img_steps(steps: int, strength: float) -> int:
@@ -278,6 +279,10 @@ class DiffusionEngine:
         side = max(m, (size + m // 2) // m * m)
         return min(side, MAX_SIZE - MAX_SIZE % m)
 
+    def image_dims(self, dimensions: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) actually drawn for requested ``dimensions``: each side as :meth:`image_size`."""
+        return self.image_size(dimensions[0]), self.image_size(dimensions[1])
+
     def generate(
         self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
     ) -> list[list[Image.Image]]:
@@ -314,8 +319,8 @@ class DiffusionEngine:
 
     def _group_key(self, req: GenerationRequest) -> _GroupKey:
         strength = None if req.image is None else float(req.strength)
-        side = self.image_size(req.size)
-        return (req.steps, side, req.negative_prompt, req.guidance_scale, strength, tuple(req.loras))
+        dims = self.image_dims(req.dimensions)
+        return (req.steps, dims, req.negative_prompt, req.guidance_scale, strength, tuple(req.loras))
 
     @staticmethod
     def _steps_run(key: _GroupKey) -> int:
@@ -325,8 +330,8 @@ class DiffusionEngine:
     @staticmethod
     def _call(key: _GroupKey, members: list[GenerationRequest]) -> _Call:
         """The pipeline call for one group: every member's prompt once per seed, and with an image, that
-        image (resized to the side) once per seed."""
-        steps, side, negative, guidance, strength, _ = key
+        image (centre-cropped to the shape and resized) once per seed."""
+        steps, (width, height), negative, guidance, strength, _ = key
         prompts = [req.prompt for req in members for _ in req.seeds]
         seeds = [s for req in members for s in req.seeds]
         images = None
@@ -334,9 +339,9 @@ class DiffusionEngine:
             images = []
             for req in members:
                 assert req.image is not None  # grouped by strength: only requests with an image
-                start = req.image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+                start = ImageOps.fit(req.image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
                 images += [start] * len(req.seeds)
-        return _Call(prompts, seeds, steps, side, negative, guidance, images, strength)
+        return _Call(prompts, seeds, steps, width, height, negative, guidance, images, strength)
 
     def _pipeline(self, call: _Call) -> Any:
         """The text-to-image pipeline, or for an image call the image-to-image one: our own pipeline
@@ -408,7 +413,7 @@ class DiffusionEngine:
             "generator": seed_generators(call.seeds),
             "output_type": "pil",
         }
-        optional = {"height": call.side, "width": call.side, "guidance_scale": call.guidance}
+        optional = {"height": call.height, "width": call.width, "guidance_scale": call.guidance}
         if call.negative:
             optional["negative_prompt"] = [call.negative] * len(call.prompts)
         if call.images is not None:

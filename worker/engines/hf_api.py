@@ -84,8 +84,8 @@ class HFApiEngine:
                     image = self.client.text_to_image(
                         request.prompt,
                         negative_prompt=request.negative_prompt,
-                        height=request.size,
-                        width=request.size,
+                        height=request.dimensions[1],
+                        width=request.dimensions[0],
                         num_inference_steps=request.steps,
                         guidance_scale=request.guidance_scale,
                         seed=seed,

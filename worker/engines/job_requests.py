@@ -22,6 +22,10 @@ IMAGE_ENGINES = ("diffusion",)
 TEXT_ONLY = "text only"
 #: How far a variation's noise moves from the source picture's (0: the same noise, 1: a fresh seed's).
 NOISE_MIX = 0.25
+#: Engines that draw squares only: they centre-crop to the job's aspect (never stretch) and say so.
+SQUARE_ENGINES = ("dfgan",)
+#: The paired image's note for a square engine's pictures cropped to the job's aspect.
+CROPPED = "square model, cropped"
 
 
 def generation_request(
@@ -42,6 +46,8 @@ def generation_request(
         seeds=job.seeds,
         steps=job.steps,
         size=job.size,
+        width=job.width,
+        height=job.height,
         negative_prompt=request.negative_prompt,
         image=image,
         strength=DEFAULT_STRENGTH if request.strength is None else request.strength,
@@ -61,12 +67,15 @@ def _noise_near(engine_name: str, job: JobRecord) -> tuple[int, float] | None:
 
 
 def result_marks(engine_name: str, job: JobRecord, images: list[Image.Image]) -> dict[str, Any]:
-    """The engine result's ``text_only`` and ``nsfw`` fields for ``job``'s ``images``."""
+    """The engine result's ``text_only``, ``cropped`` and ``nsfw`` fields for ``job``'s ``images``."""
     text_only = bool(job.request.image_key) and engine_name not in IMAGE_ENGINES
     text_only = text_only and _noise_near(engine_name, job) is None  # a variation draws near its picture
-    return {"text_only": text_only, "nsfw": decisions_of(images)}
+    cropped = job.width != job.height and engine_name in SQUARE_ENGINES
+    return {"text_only": text_only, "cropped": cropped, "nsfw": decisions_of(images)}
 
 
 def panel_note(marks: dict[str, Any]) -> str:
-    """What the paired image says beside the engine's time (``text only`` or nothing)."""
-    return TEXT_ONLY if marks.get("text_only") else ""
+    """What the paired image says beside the engine's time (``text only``, ``square model, cropped``,
+    both, or nothing)."""
+    notes = [TEXT_ONLY if marks.get("text_only") else "", CROPPED if marks.get("cropped") else ""]
+    return " · ".join(note for note in notes if note)
