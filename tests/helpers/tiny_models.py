@@ -75,3 +75,57 @@ def write_tiny_lora(tiny_folder: Path, out: Path, rank: int = 4, scale: float = 
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out))
     return out
+
+
+def build_tiny_upscaler(tiny_folder: Path, out: Path, seed: int = 0) -> Path:
+    """A tiny ×4 ``StableDiffusionUpscalePipeline`` with random weights, built from configs and saved to
+    ``out``: the layout of ``stabilityai/stable-diffusion-x4-upscaler`` (a UNet over 4 latent + 3 picture
+    channels with the noise level as class label, a three-block VAE that draws 4× its latents,
+    v-prediction), with the tiny SD pipeline's tokenizer and text encoder."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=32,
+            in_channels=7,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=32,
+            num_class_embeds=1000,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=32,
+            scaling_factor=0.08333,
+        )
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel.from_pretrained(str(tiny_folder / "text_encoder"), local_files_only=True),
+        tokenizer=CLIPTokenizer.from_pretrained(str(tiny_folder / "tokenizer"), local_files_only=True),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
+        scheduler=DDIMScheduler(
+            num_train_timesteps=1000, beta_schedule="scaled_linear", prediction_type="v_prediction"
+        ),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out

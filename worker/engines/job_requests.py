@@ -17,7 +17,7 @@ from core.uploads import DEFAULT_STRENGTH, UploadStore
 from worker.engines.base import GenerationRequest
 
 #: Engines that can start from a picture; the others draw from the prompt alone and say so.
-IMAGE_ENGINES = ("diffusion",)
+IMAGE_ENGINES = ("diffusion", "upscale")
 #: The paired image's note for an engine that ignored the job's picture.
 TEXT_ONLY = "text only"
 #: How far a variation's noise moves from the source picture's (0: the same noise, 1: a fresh seed's).

@@ -132,6 +132,10 @@ class LoadedEngines:
             from worker.engines.hf_api import HFApiEngine
 
             return HFApiEngine(s.hf_api_model, s.hf_api_token, s.hf_api_base_url, s.hf_api_timeout_s)
+        if name == "upscale":
+            from worker.engines.upscale import load_upscaler
+
+            return load_upscaler(s.upscaler, s.device, s.diffusion_dtype)
         raise ValueError(f"no engine called {name!r}")
 
     # --- hot reload of promoted versions ----------------------------------------------------------
