@@ -283,6 +283,12 @@ def test_remix_opens_a_prefilled_modal_whose_answer_queues_the_new_prompt(
     assert modal["type"] == 9 and modal["data"]["custom_id"] == f"ib:remix:{record.id}:0"
     [text_input] = [c["component"] for c in modal["data"]["components"]]
     assert text_input["value"] == "a red circle" and text_input["type"] == 4
+    # A blank answer is refused privately and queues nothing.
+    blank = fake.modal_submit(f"ib:remix:{record.id}:0", {text_input["custom_id"]: "   "}, user, channel)
+    refused = callback(fake, blank)
+    assert refused["type"] == 4 and refused["data"]["flags"] == 64
+    assert refused["data"]["content"].startswith("Your prompt is empty.")
+    assert newer_jobs(queue, user, record) == []
     # Answered as if after a restart: the bot keeps nothing of the modal it opened.
     answer = fake.modal_submit(
         f"ib:remix:{record.id}:0", {text_input["custom_id"]: "a blue square"}, user, channel
