@@ -330,3 +330,15 @@ def test_the_command_line_shows_its_own_job_again(
     theirs = imagine(service, stranger, "a black cat --engine dfgan")
     refused = CliRunner().invoke(app, ["show", theirs.id], terminal_width=200)
     assert refused.exit_code == 2 and NOT_THIS_CHAT_TEXT in refused.output
+
+
+@pytest.mark.timeout(600)
+def test_a_variation_keeps_the_pictures_shape(service: ConversationService) -> None:
+    me = web_caller(service)
+    wide = imagine(service, me, "a red boat --ar 16:9 --seed 2 --engine dfgan,diffusion")
+    variation = drawn(service, service.handle(me, Vary(wide.id, 0)))
+    assert variation.request.aspect == "16:9"
+    for engine in ("dfgan", "diffusion"):
+        shape = pixels(service, picture(wide, engine, 0)).shape
+        assert shape[1] > shape[0], engine  # wide
+        assert pixels(service, picture(variation, engine, 0)).shape == shape, engine
