@@ -153,3 +153,29 @@ def test_the_worker_upscales_with_the_configured_upscaler(
     assert image.size == (128, 96)
     assert record.results[0].version == "tiny-x4-upscaler"
     assert np.abs(pixels(image) - pixels(doubled(picture()))).mean() > 10
+
+
+def test_the_upscale_button_draws_that_picture_twice_as_large(
+    settings: Settings, celery_worker: object, clean_redis: redis.Redis
+) -> None:
+    """From chat: a job's picture 2, Upscale ×2 under it, the worker's result (the plain resize here)."""
+    from core.conversation import Caller, ConversationService, FromText, Imagine, Queued
+    from core.result_buttons import read_button
+
+    service = ConversationService(settings, QueueClient(settings))
+    me: Caller = service.caller("upscale-chat", Conversation(platform="web", chat_id="upscale-chat"))
+
+    def drawn(reply: object) -> JobRecord:
+        assert isinstance(reply, Queued), reply
+        return service.queue.wait(reply.record.id, timeout_s=300, delivered=False)
+
+    grid = drawn(service.handle(me, FromText(Imagine, "a red circle --n 2 --seed 3 --engine diffusion")))
+    assert grid.status == JobStatus.DONE, grid.error
+    source = service.queue.images.get(grid.results[0].image_keys[1])
+    assert source is not None
+    record = drawn(service.handle(me, read_button(f"up:{grid.id}:1:diffusion")))
+    image = upscaled(service.queue, record)
+    assert record.results[0].version == PLAIN_VERSION
+    expected = doubled(Image.open(io.BytesIO(source)).convert("RGB"))
+    assert image.size == expected.size
+    assert np.abs(pixels(image) - pixels(expected)).mean() < 1.0  # that picture, not another one
