@@ -311,6 +311,9 @@ def test_show_posts_an_old_job_again_with_its_buttons(fake: FakeDiscord, queue: 
     assert data == queue.images.get(old.pair_key or "")
     assert post.json["content"].startswith(f"“a noisy field” · job {old.id}")
     assert labels(post.json["components"])[-1] == ["🔄", "ℹ️ Info", "✏️ Remix"]
+    # Its buttons work although this bot never posted that job: everything is in the custom_id.
+    info = fake.button_click(f"i:{old.id}", user, "777", post.json["components"])
+    assert f"seed {old.seed}" in callback(fake, info)["data"]["content"]
     # Another channel's job is refused, privately, and nothing is posted.
     refused = callback(fake, fake.slash_command("show", {"job_id": old.id}, user, snowflake()))
     assert refused["type"] == 4 and refused["data"]["flags"] == 64
