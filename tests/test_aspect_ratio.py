@@ -20,6 +20,7 @@ from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from core.validation import request_from_text
+from tests.helpers.jobs import drawn_from_text
 from tests.helpers.tiny_models import build_pixel_pipeline
 from training.diffusion import build_tiny_pipeline
 from worker.engines.base import GenerationRequest
@@ -201,14 +202,9 @@ def client(settings: Settings, celery_worker: object, clean_redis: redis.Redis) 
     return QueueClient(settings)
 
 
-def test_a_worker_draws_16_by_9(client: QueueClient, settings: Settings) -> None:
-    request = request_from_text(
-        "a red circle --ar 16:9 --engine dfgan,diffusion --steps 3 --n 2 --seed 7",
-        settings,
-        "cli:aspect-worker",
-        Conversation(platform="cli", chat_id="aspect-worker"),
-    )
-    record = client.wait(client.submit(request).id, timeout_s=300, delivered=False)
+def test_a_worker_draws_16_by_9(client: QueueClient) -> None:
+    text = "a red circle --ar 16:9 --engine dfgan,diffusion --steps 3 --n 2 --seed 7"
+    record = drawn_from_text(client, text, "cli:aspect-worker")
     assert record.status == JobStatus.DONE, record.error
     assert (record.width, record.height) == (88, 48)
     marks = {result.engine: result.cropped for result in record.results}

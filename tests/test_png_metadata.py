@@ -22,7 +22,7 @@ from core.png_metadata import (
     read_parameters,
 )
 from core.settings import Settings
-from core.validation import request_from_text
+from tests.helpers.jobs import drawn_from_text
 
 
 def record_of(prompt: str, negative: str | None = None, **request: object) -> JobRecord:
@@ -93,14 +93,9 @@ def client(settings: Settings, celery_worker: object, clean_redis: redis.Redis) 
     return QueueClient(settings)
 
 
-def test_every_png_a_worker_stores_carries_its_parameters(client: QueueClient, settings: Settings) -> None:
-    request = request_from_text(
-        'a blue square --no "red circle" --engine dfgan,diffusion --steps 3 --n 2 --seed 100 --ar 3:2',
-        settings,
-        "cli:png-worker",
-        Conversation(platform="cli", chat_id="png-worker"),
-    )
-    record = client.wait(client.submit(request).id, timeout_s=300, delivered=False)
+def test_every_png_a_worker_stores_carries_its_parameters(client: QueueClient) -> None:
+    text = 'a blue square --no "red circle" --engine dfgan,diffusion --steps 3 --n 2 --seed 100 --ar 3:2'
+    record = drawn_from_text(client, text, "cli:png-worker")
     assert record.status == JobStatus.DONE, record.error
     for result in record.results:
         for index, key in enumerate(result.image_keys):

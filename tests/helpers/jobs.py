@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from core.job_client import QueueClient
-from core.jobs import JobRecord
+from core.jobs import Conversation, JobRecord
+from core.validation import request_from_text
 
 
 def delivered_record(queue: QueueClient, job_id: str, timeout_s: float, interval_s: float = 0.1) -> JobRecord:
@@ -18,3 +19,10 @@ def delivered_record(queue: QueueClient, job_id: str, timeout_s: float, interval
             return record
         time.sleep(interval_s)
     raise AssertionError(f"job {job_id} not delivered in {timeout_s} s: {queue.jobs.get(job_id)}")
+
+
+def drawn_from_text(queue: QueueClient, text: str, user: str, timeout_s: float = 300.0) -> JobRecord:
+    """Queue ``text`` (``/imagine``'s words and flags) as ``user`` from the command line and return
+    the job's record once it is drawn (not waiting for its delivery)."""
+    request = request_from_text(text, queue.settings, user, Conversation(platform="cli", chat_id=user))
+    return queue.wait(queue.submit(request).id, timeout_s=timeout_s, delivered=False)
