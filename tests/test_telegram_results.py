@@ -24,7 +24,7 @@ from telegram.error import BadRequest
 
 from bots.telegram.bot import build_application
 from bots.telegram.handlers import TelegramHandlers
-from bots.telegram.progress import ProgressTracker
+from bots.telegram.progress import PREVIEW_INTERVAL_S, ProgressTracker
 from bots.telegram.send import send
 from core.conversation.replies import REMIX_ASK_TEXT
 from core.delivery import DeliveryContext
@@ -347,6 +347,7 @@ def test_the_status_shows_the_latest_preview_until_the_result_is_posted(
     async def ticks() -> None:
         async with Bot(TOKEN, base_url=f"{fake.url}/bot") as client:
             tracker = ProgressTracker(bot.queue, interval_s=0.0)
+            tracker.preview_interval_s = 0.0
             tracker.track(_NoLoop(), record.id, chat, 700, "Queued — position 1")  # type: ignore[arg-type]
             await tracker.tick(client)  # the first preview: a photo status message
             record.progress = Progress(engine="diffusion", step=6, total=8, preview_key=_preview(bot, "blue"))
@@ -388,8 +389,19 @@ class _NoLoop:
         coro.close()
 
 
-def test_a_live_preview_is_shown_before_the_result(bot: TelegramHandlers, fake: FakeTelegram) -> None:
+@pytest.fixture
+def preview_interval(bot: TelegramHandlers) -> Iterator[float]:
+    """A shorter interval between two previews in one chat, for this test (restored after it)."""
+    saved, bot.tracker.preview_interval_s = bot.tracker.preview_interval_s, 0.8
+    yield bot.tracker.preview_interval_s
+    bot.tracker.preview_interval_s = saved
+
+
+def test_a_live_preview_is_shown_before_the_result(
+    bot: TelegramHandlers, fake: FakeTelegram, preview_interval: float
+) -> None:
     pytest.importorskip("worker.previews", reason="the worker's live previews have not landed yet")
+    assert PREVIEW_INTERVAL_S >= 3.0  # the bot's own pace; this test runs faster
     chat = user = 3200
     fake.push_update(user_message(chat, user, "a green square --engine diffusion --steps 40 --seed 3", 61))
     result = answered(fake, "sendPhoto", chat, 61, lambda c: bool(c.callback_data))
@@ -399,13 +411,17 @@ def test_a_live_preview_is_shown_before_the_result(bot: TelegramHandlers, fake: 
         assert image.format == "PNG" and max(image.size) <= 256
     message_id = preview.result["message_id"]
     swaps = fake.find(lambda c: c.method == "editMessageMedia" and c.params.get("message_id") == message_id)
-    assert swaps and all(c.ok and c.at < result.at for c in swaps)
+    assert all(
+        c.ok and c.at < result.at for c in swaps
+    )  # newer previews swapped in (a fast run may have none)
     # Each edit of this chat (status text or preview) at least the bot's interval after the one before.
     edits = fake.find(
         lambda c: c.method.startswith("edit") and c.params.get("chat_id") == chat and c.at < result.at
     )
     edits = sorted([preview, *edits], key=lambda c: c.at)
     assert all(b.at - a.at >= 0.25 for a, b in zip(edits, edits[1:], strict=False))
+    pictures = sorted([preview, *swaps], key=lambda c: c.at)
+    assert all(b.at - a.at >= 0.9 * preview_interval for a, b in zip(pictures, pictures[1:], strict=False))
     removed = fake.wait_for(
         lambda c: c.method == "deleteMessage" and c.params.get("message_id") == message_id, 30
     )

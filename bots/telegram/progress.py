@@ -8,8 +8,10 @@ until they finish.
 Live previews: when a job's record names a preview picture (``Progress.preview_key``, a small PNG
 the worker keeps in Redis for a short while), the bot posts it as a photo status message under the
 prompt, captioned with the status line, and swaps its picture (``editMessageMedia``) as newer
-previews come; these edits share the chat's budget with the text edits. Once the result is posted
-(or the job failed or was cancelled) the preview message is deleted.
+previews come; these edits share the chat's budget with the text edits, and a chat gets a new
+preview picture at most every ``PREVIEW_INTERVAL_S`` (an upload; Telegram allows a group about 20
+messages a minute). Once the result is posted (or the job failed or was cancelled) the preview
+message is deleted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 #: How long a preview message may wait for the result to be posted before it is removed anyway.
 PREVIEW_LINGER_S = 60.0
+#: At most one new preview picture per chat this often.
+PREVIEW_INTERVAL_S = 3.0
 
 
 @dataclass
@@ -51,6 +55,8 @@ class ProgressTracker:
     def __init__(self, queue: QueueClient, interval_s: float) -> None:
         self.queue = queue
         self.interval_s = interval_s
+        self.preview_interval_s = max(interval_s, PREVIEW_INTERVAL_S)
+        self.next_preview: dict[int, float] = {}  # chat id -> monotonic time of the next preview
         self.jobs: dict[str, _Tracked] = {}
         self.next_edit: dict[int, float] = {}  # chat id -> monotonic time of the next allowed edit
         self._task: asyncio.Task[None] | None = None
@@ -97,10 +103,14 @@ class ProgressTracker:
             if not self.may_edit(tracked.chat_id):
                 continue
             preview = record.progress.preview_key if record.progress else None
-            if preview and preview != tracked.preview_key:
+            if preview and preview != tracked.preview_key and self._may_preview(tracked.chat_id):
                 await self._show_preview(bot, record, tracked, preview, text)
             elif text != tracked.text:
                 await self._edit_text(bot, job_id, tracked, text)
+
+    def _may_preview(self, chat_id: int) -> bool:
+        """Whether ``chat_id`` may get a new preview picture now."""
+        return time.monotonic() >= self.next_preview.get(chat_id, 0.0)
 
     async def _edit_text(self, bot: Bot, job_id: str, tracked: _Tracked, text: str) -> None:
         """Put ``text`` on the status message (a message gone ends the tracking)."""
@@ -155,6 +165,7 @@ class ProgressTracker:
         except TelegramError as exc:
             log.info("job %s: preview not shown: %s", record.id, exc, extra={"job_id": record.id})
         self.edited(tracked.chat_id)
+        self.next_preview[tracked.chat_id] = time.monotonic() + self.preview_interval_s
 
     async def _remove_preview(self, bot: Bot, job_id: str, tracked: _Tracked) -> None:
         """Delete the job's preview message, if it has one (best effort)."""
