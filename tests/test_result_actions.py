@@ -46,6 +46,7 @@ from core.settings import KNOWN_ENGINES, Settings
 from training.seeds import seed_noise
 from worker.engines.dfgan import near_noise
 from worker.engines.job_requests import NOISE_MIX
+from worker.engines.upscale import PLAIN_VERSION
 
 JOB = "0123456789abcdef"
 
@@ -198,6 +199,11 @@ def test_upscale_queues_the_upscaler_from_one_engines_picture(service: Conversat
     )
     assert request.image_key is not None
     assert np.array_equal(pixels(service, request.image_key), pixels(service, picture(grid, "dfgan", 1)))
+    upscaled = drawn(service, service.submit(prepared))  # no upscaler configured: a plain resize ×2
+    (result,) = upscaled.results
+    assert (result.engine, result.version, len(result.image_keys)) == ("upscale", PLAIN_VERSION, 1)
+    height, width, _ = pixels(service, picture(grid, "dfgan", 1)).shape
+    assert pixels(service, result.image_keys[0]).shape == (2 * height, 2 * width, 3)
     missing = service.prepare(me, Upscale(grid.id, 1, "hf-api"))
     assert isinstance(missing, Refused) and missing.code == "no_such_picture"
     beyond = service.handle(me, Pick(grid.id, 2))
