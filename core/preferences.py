@@ -1,4 +1,5 @@
-"""Per-user defaults (``/settings``): engines, steps, size and count a user's prompts start from.
+"""Per-user defaults (``/settings``): engines, steps, size, count and aspect ratio a user's prompts
+start from.
 
 The store only keeps them; the conversation service validates a change (with
 :func:`core.validation.validate_options`, the rules of a job) before it is saved.
@@ -17,6 +18,8 @@ class Preferences(BaseModel):
     steps: int | None = None
     size: int | None = None
     count: int | None = None
+    #: ``--ar`` in lowest terms (``16:9``; ``1:1`` sets square back as the default).
+    aspect: str | None = None
 
     def merged(self, change: Preferences) -> Preferences:
         """These defaults with what ``change`` sets (its None and empty values leave ours as they are)."""

@@ -141,7 +141,7 @@ def build_request(
         count=asked.count if asked.count is not None else (prefs.count or 1),
         steps=asked.steps if asked.steps is not None else prefs.steps,
         size=asked.size if asked.size is not None else prefs.size,
-        aspect=asked.aspect,
+        aspect=asked.aspect if asked.aspect is not None else prefs.aspect,
         negative_prompt=asked.negative_prompt,
         image_key=getattr(asked, "image_key", None),  # an Imagine action's upload (core.uploads)
         strength=asked.strength,

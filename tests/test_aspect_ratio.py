@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +14,26 @@ import redis
 from PIL import Image, ImageOps
 
 from core.aspect import MAX_SIDE, dimensions, fit_dimensions, parse_aspect
+from core.conversation import (
+    ConversationService,
+    FromText,
+    Imagine,
+    Queued,
+    Refused,
+    SettingsShown,
+    UserSettings,
+)
 from core.conversation.replies import JobSettings
+from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.fair_queue import batch_key_of
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
 from core.settings import Settings
 from core.validation import request_from_text
+from tests.helpers.databases import emptied_database
 from tests.helpers.jobs import drawn_from_text
+from tests.helpers.settings import make_settings
 from tests.helpers.tiny_models import build_pixel_pipeline
 from training.diffusion import build_tiny_pipeline
 from worker.engines.base import GenerationRequest
@@ -219,3 +232,33 @@ def test_a_worker_draws_16_by_9(client: QueueClient) -> None:
     pair = Image.open(io.BytesIO(client.images.get(record.pair_key) or b""))
     # Two engines side by side, each a 2×1 grid of 16:9 pictures 256 px high (469 px wide).
     assert pair.width >= 2 * (2 * 469 + 12) and pair.height < 2 * 256 + 200
+
+
+@pytest.fixture
+def service(redis_server: EmbeddedRedis, tmp_path: Path) -> ConversationService:
+    url = emptied_database(redis_server, 16)  # no worker: jobs stay queued
+    settings = make_settings(url, tmp_path, engines="dfgan")
+    return ConversationService(settings, QueueClient(settings))
+
+
+def test_settings_keep_a_default_aspect(service: ConversationService) -> None:
+    me = service.caller("5", Conversation(platform="telegram", chat_id="500"))
+
+    def drawn(prompt: str) -> JobRecord:
+        queued = service.handle(me, Imagine.from_text(prompt))
+        assert isinstance(queued, Queued), queued
+        return queued.record
+
+    shown = service.handle(me, FromText(UserSettings, "--ar 32:18"))
+    assert isinstance(shown, SettingsShown) and shown.aspect == "16:9"
+    assert "--n 1 --ar 16:9" in shown.text and shown.summary.endswith("ar 16:9")
+    record = drawn("a red circle")
+    assert (record.request.aspect, record.width, record.height) == ("16:9", 88, 48)
+    assert drawn("a red circle --ar 1:1").width == 64  # the prompt's own --ar wins
+    refused = service.handle(me, FromText(UserSettings, "--ar 9:1"))
+    assert isinstance(refused, Refused) and refused.code == "aspect_out_of_range"
+    assert "too wide" in refused.text
+    assert drawn("a red circle").request.aspect == "16:9"  # the refused change stored nothing
+    square = service.handle(me, FromText(UserSettings, "--ar 1:1"))
+    assert isinstance(square, SettingsShown) and square.aspect is None and "--ar" not in square.text
+    assert drawn("a red circle").width == 64

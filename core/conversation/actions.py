@@ -211,21 +211,31 @@ class UserSettings:
     size: int | None = None
     count: int | None = None
     reset: bool = False
+    #: ``--ar W:H`` as given (checked when saved).
+    aspect: str | None = None
     refusal: ClassVar[str | None] = None
 
     @property
     def changes(self) -> bool:
         """Whether this sets any default."""
-        return bool(self.engines) or any(v is not None for v in (self.steps, self.size, self.count))
+        given = (self.steps, self.size, self.count, self.aspect)
+        return bool(self.engines) or any(v is not None for v in given)
 
     @property
     def preferences(self) -> Preferences:
         """The defaults this sets (None where it sets none)."""
-        return Preferences(engines=self.engines or None, steps=self.steps, size=self.size, count=self.count)
+        return Preferences(
+            engines=self.engines or None,
+            steps=self.steps,
+            size=self.size,
+            count=self.count,
+            aspect=self.aspect,
+        )
 
     @classmethod
     def from_text(cls, text: str, settings: Settings | None = None) -> UserSettings:
-        """``reset``, nothing (show), or the prompt flags ``--engine a,b --steps N --size N --n N``."""
+        """``reset``, nothing (show), or the prompt flags ``--engine a,b --steps N --size N --n N
+        --ar W:H``."""
         if text.strip().lower() == "reset":
             return cls(reset=True)
         parsed = parse_prompt(text)
@@ -237,7 +247,7 @@ class UserSettings:
             raise InputError(
                 "bad_settings", "--strength, --model and --lora are per prompt; they cannot be defaults."
             )
-        return cls(parsed.engines or None, parsed.steps, parsed.size, parsed.count)
+        return cls(parsed.engines or None, parsed.steps, parsed.size, parsed.count, aspect=parsed.aspect)
 
 
 @dataclass

@@ -52,7 +52,7 @@ COMMANDS = [
     ("queue", "Your pictures in progress"),
     ("cancel", "Cancel a picture (your latest if no id)"),
     ("show", "A result again, with its buttons: /show JOB_ID"),
-    ("settings", "Your defaults: --engine, --steps, --size, --n, or reset"),
+    ("settings", "Your defaults: --engine, --steps, --size, --n, --ar, or reset"),
     ("models", "The models and LoRAs you can choose with --model and --lora"),
     ("help", "How to use this bot"),
 ]
@@ -191,19 +191,24 @@ class SettingsShown:
     steps: int
     size: int
     count: int
+    #: The default ``--ar`` (None: square).
+    aspect: str | None = None
     ok: ClassVar[bool] = True
 
     @property
     def summary(self) -> str:
-        """``engines dfgan, steps 2, size 64, count 1`` (for option-style commands)."""
-        return f"engines {', '.join(self.engines)}, steps {self.steps}, size {self.size}, count {self.count}"
+        """``engines dfgan, steps 2, size 64, count 1`` (and ``, ar 16:9``; for option-style commands)."""
+        shape = f", ar {self.aspect}" if self.aspect else ""
+        engines = ", ".join(self.engines)
+        return f"engines {engines}, steps {self.steps}, size {self.size}, count {self.count}{shape}"
 
     @property
     def text(self) -> str:
         """The defaults as the flags that set them, and how to change them."""
+        shape = f" --ar {self.aspect}" if self.aspect else ""
         return (
             f"Your defaults: --engine {','.join(self.engines)} --steps {self.steps} "
-            f"--size {self.size} --n {self.count}\n"
+            f"--size {self.size} --n {self.count}{shape}\n"
             "Change them with /settings --engine dfgan --steps 30, or /settings reset."
         )
 

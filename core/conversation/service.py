@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from core.aspect import parse_aspect
 from core.buttons import pressed_job, shown_job
 from core.commands import check_run_id
 from core.conversation import result_actions
@@ -287,6 +288,7 @@ class ConversationService:
             steps=prefs.steps or s.default_steps,
             size=prefs.size or s.default_size,
             count=prefs.count or 1,
+            aspect=prefs.aspect if prefs.aspect != "1:1" else None,
         )
 
     def _apply_settings(self, user: str, action: UserSettings) -> Preferences:
@@ -301,8 +303,15 @@ class ConversationService:
         change = action.preferences
         count = change.count or 1
         validate_options(
-            self.settings, engines=change.engines, steps=change.steps, size=change.size, count=count
+            self.settings,
+            engines=change.engines,
+            steps=change.steps,
+            size=change.size,
+            count=count,
+            aspect=change.aspect,
         )
+        if change.aspect is not None:  # lowest terms; 1:1 kept, so that it can undo a default
+            change.aspect = str(parse_aspect(change.aspect))
         prefs = current.merged(change)
         self.prefs.save(user, prefs)
         return prefs
