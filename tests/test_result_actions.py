@@ -348,3 +348,29 @@ def test_a_variation_keeps_the_pictures_shape(service: ConversationService) -> N
         shape = pixels(service, picture(wide, engine, 0)).shape
         assert shape[1] > shape[0], engine  # wide
         assert pixels(service, picture(variation, engine, 0)).shape == shape, engine
+
+
+@given(
+    data=st.text(max_size=80) | st.from_regex(r"(u|v|rx|up|rr|i|vd|st|ib):[0-9a-f]{16}(:[0-9a-z]{0,12}){0,3}")
+)
+def test_any_button_data_is_an_action_or_unknown_button(data: str) -> None:
+    from core.errors import InputError
+
+    try:
+        action = read_button(data)
+    except InputError as refused:
+        assert refused.code == "unknown_button"
+    else:
+        assert len(data.encode()) <= MAX_DATA_BYTES and action.job_id in data
+
+
+@given(text=st.text(max_size=60))
+def test_show_reads_only_a_job_id(text: str) -> None:
+    from core.errors import InputError
+
+    try:
+        shown = Show.from_text(text)
+    except InputError as refused:
+        assert refused.code == "bad_job_id"
+    else:
+        assert len(shown.job_id) == 16 and shown.job_id in text.lower()
