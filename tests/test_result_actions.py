@@ -128,7 +128,7 @@ def test_pick_vary_remix_and_reroll_from_one_grid(service: ConversationService) 
     reroll = service.handle(me, read_button(f"rr:{grid.id}"))  # 🔄
     assert isinstance(reroll, Queued) and reroll.record.request.source is None
     assert reroll.record.request.prompt == "a red circle" and reroll.record.request.count == 2
-    assert reroll.record.seed != grid.seed or reroll.record.request.seed is None
+    assert reroll.record.request.seed is None and reroll.record.seed != grid.seed  # a new random seed
 
 
 def mean_distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
