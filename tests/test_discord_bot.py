@@ -6,6 +6,7 @@ bot tests run the real discord.py client (gateway + REST) in a thread against th
 
 from __future__ import annotations
 
+import functools
 import io
 import subprocess
 import sys
@@ -794,12 +795,15 @@ def test_admins_set_a_channels_nsfw_rule_which_applies_only_where_discord_marks_
         user = new_user()
         options = {"prompt": "a red circle", "engine": "dfgan", "steps": 1}
         callback_of(fake, fake.slash_command("imagine", options, user, channel, channel_nsfw=is_marked))
-        [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+        # The deferred answer comes before the job is queued: wait for it.
+        jobs_of = functools.partial(queue.user_jobs, f"discord:{user}", unfinished_only=False)
+        [(record, _)] = fake.wait_for(jobs_of, what="the job")
         assert record.request.nsfw == expected
     # A reroll takes the rule of where its button is pressed, as it is now.
     buttons = old_buttons(record.id)
     callback_of(fake, fake.button_click(f"ib:rr:{record.id}", user, channel, buttons, channel_nsfw=True))
-    [_, (reroll, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
+    jobs = fake.wait_for(lambda: queue.user_jobs(f"discord:{user}", unfinished_only=False)[1:], what="reroll")
+    [(reroll, _)] = jobs
     assert reroll.request.nsfw == "spoiler"
     cleared = callback_of(fake, fake.slash_command("nsfw", {"rule": "default"}, admin, channel, **marked))
     assert cleared["data"]["content"].startswith("This channel now follows the server's NSFW rule: ")
