@@ -165,6 +165,19 @@ def test_our_pipeline_draws_the_shape_natively(pixel_engine: DiffusionEngine) ->
     assert all(np.asarray(image).std() > 1 for image in wide)
 
 
+def test_a_model_with_a_coarser_size_multiple_still_gives_the_exact_shape(
+    pixel_engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pixel_engine, "size_multiple", 16)  # as Flux's packed latents need
+    drawn = pixel_engine.image_dims((88, 48))
+    assert drawn[0] % 16 == 0 and drawn[1] % 16 == 0 and drawn[0] > drawn[1]
+    request = GenerationRequest("a red circle", seeds=[1], steps=2, size=64, width=88, height=48)
+    (images,) = pixel_engine.generate([request])
+    assert images[0].size == (88, 48)  # drawn at 16-multiples, then cropped to the job's shape
+    monkeypatch.setattr(pixel_engine, "size_multiple", 8)
+    assert pixel_engine.image_dims((88, 48)) == (88, 48)  # core's 8-multiples are drawn as they are
+
+
 def test_our_pipeline_takes_a_start_picture_of_any_shape(pixel_engine: DiffusionEngine) -> None:
     start = Image.new("RGB", (80, 60), (200, 30, 30))
     request = GenerationRequest(

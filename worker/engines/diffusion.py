@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
+from core.aspect import fit_dimensions
 from core.compose import WITHHELD
 from core.nsfw import NSFW_ACTION, NsfwPolicy
 from training.diffusion.pipeline import PIPELINE_CLASS_NAME
@@ -280,8 +282,15 @@ class DiffusionEngine:
         return min(side, MAX_SIZE - MAX_SIZE % m)
 
     def image_dims(self, dimensions: tuple[int, int]) -> tuple[int, int]:
-        """(width, height) actually drawn for requested ``dimensions``: each side as :meth:`image_size`."""
-        return self.image_size(dimensions[0]), self.image_size(dimensions[1])
+        """(width, height) actually drawn for requested ``dimensions``: a square as :meth:`image_size`,
+        another shape as near its ratio and pixel count as the model's size multiple allows."""
+        width, height = dimensions
+        if width == height:
+            return self.image_size(width), self.image_size(height)
+        m = self.size_multiple
+        if width % m == 0 and height % m == 0 and max(width, height) <= MAX_SIZE:
+            return width, height
+        return fit_dimensions(round(math.sqrt(width * height)), width / height, m, MAX_SIZE - MAX_SIZE % m)
 
     def generate(
         self, requests: list[GenerationRequest], progress: ProgressCallback | None = None
@@ -314,7 +323,8 @@ class DiffusionEngine:
                 done += self._steps_run(key)
                 for i in members:
                     n = len(requests[i].seeds)
-                    results[i], images = self._apply_policy(images[:n], requests[i].nsfw), images[n:]
+                    shaped = [_shaped(image, requests[i].dimensions) for image in images[:n]]
+                    results[i], images = self._apply_policy(shaped, requests[i].nsfw), images[n:]
         return results
 
     def _group_key(self, req: GenerationRequest) -> _GroupKey:
@@ -451,3 +461,14 @@ class DiffusionEngine:
                 image = black
             out.append(image)
         return out
+
+
+def _shaped(image: Image.Image, dimensions: tuple[int, int]) -> Image.Image:
+    """A picture of another shape (``--ar``) drawn a little off its ratio (a model whose sides must be
+    multiples of 16) centre-cropped and resized to exactly ``dimensions``, keeping its marks."""
+    width, height = dimensions
+    if width == height or image.size == dimensions:
+        return image
+    fitted = ImageOps.fit(image, dimensions, Image.Resampling.LANCZOS)
+    fitted.info.update(image.info)
+    return fitted
