@@ -81,8 +81,9 @@ class EventReader:
         self.response.close()
 
 
-def open_stream(url: str, cid: str = CID, **headers: str) -> EventReader:
-    response = requests.get(f"{url}/api/conversations/{cid}/events", stream=True, timeout=30, headers=headers)
+def open_stream(url: str, cid: str = CID, query: str = "", **headers: str) -> EventReader:
+    address = f"{url}/api/conversations/{cid}/events{query}"
+    response = requests.get(address, stream=True, timeout=30, headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/event-stream")
     return EventReader(response)
@@ -129,13 +130,22 @@ def test_the_stream_pushes_status_progress_and_the_result(
     assert result["data"]["image_url"] == f"/api/jobs/{job_id}/pair.png"
     stream.close()
 
-    # A reconnect with Last-Event-ID gets what settled since; a fresh one (no id) does not.
-    again = open_stream(url, **{"Last-Event-ID": queued["id"]})
+
+def test_a_reconnect_gets_what_settled_meanwhile(served: tuple[str, Settings]) -> None:
+    url, settings = served
+    before = str(int(time.time() * 1000))
+    job_id = _finished_grid(url, settings, CID, count=1)
+    # A reconnect with Last-Event-ID, or the page's ?since= (its oldest pending job), gets the result
+    # that settled since; a fresh stream (neither) sends nothing: the page has just read the history.
+    again = open_stream(url, **{"Last-Event-ID": before})
     assert again.wait_for(lambda e: e["event"] == "result")["data"]["id"] == job_id
     again.close()
+    since = open_stream(url, query=f"?since={before}")
+    assert since.wait_for(lambda e: e["event"] == "result")["data"]["id"] == job_id
+    since.close()
     fresh = open_stream(url)
     time.sleep(1.5)
-    assert [e for e in fresh.events if e["event"] != "idle"] == []
+    assert fresh.events == []
     fresh.close()
 
 

@@ -90,10 +90,8 @@ def sse(kind: str, data: dict[str, Any]) -> str:
 def _cutoff() -> float | None:
     """Seconds since the epoch from ``Last-Event-ID`` (a reconnect) or ``?since=`` (ms), else None."""
     for raw in (request.headers.get("Last-Event-ID"), request.args.get("since")):
-        try:
-            return int(str(raw)) / 1000 if raw else None
-        except ValueError:
-            continue
+        if raw and raw.isdigit() and len(raw) < 16:
+            return int(raw) / 1000
     return None
 
 

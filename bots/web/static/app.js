@@ -499,7 +499,8 @@
 
   function schedulePoll(id, delay) {
     const entry = jobs.get(id);
-    if (!entry || streamLive) return; // the event stream pushes the changes
+    if (!entry) return;
+    if (streamLive) delay = Math.max(delay, SAFETY_POLL_MS); // the event stream pushes the changes
     clearTimeout(entry.timer);
     entry.timer = setTimeout(() => pollJob(id), delay);
   }
@@ -546,7 +547,8 @@
   /* ---------- push: Server-Sent Events while jobs are pending, polling as the fallback ---------- */
 
   let stream = null; // the EventSource, open while this page waits on a job
-  let streamLive = false; // connected: polling is paused
+  let streamLive = false; // connected: polling slows down to a rare check
+  const SAFETY_POLL_MS = 5000;
 
   function pendingEntries() {
     return [...jobs.values()].filter((entry) => entry.job && !settled(entry.job));
@@ -564,7 +566,7 @@
     source.addEventListener("open", () => {
       if (stream !== source) return;
       streamLive = true;
-      for (const entry of jobs.values()) clearTimeout(entry.timer);
+      for (const entry of pendingEntries()) schedulePoll(entry.job.id, SAFETY_POLL_MS);
     });
     for (const kind of ["status", "progress", "result"]) {
       source.addEventListener(kind, (ev) => {
