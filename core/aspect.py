@@ -2,7 +2,9 @@
 
 A job keeps about ``size²`` pixels whatever its shape: ``--size 64 --ar 16:9`` draws 88×48. Every side
 is a multiple of 8 (what latent diffusion models need; an engine that needs more rounds again) and at
-most :data:`MAX_SIDE`. Ratios from 1:4 to 4:1 are allowed.
+most :data:`MAX_SIDE`. Ratios from 1:4 to 4:1 are allowed. The shape comes within 7 % of the ratio asked
+for; the pixel count within ×0.75–1.55 of ``size²`` at size 64 (an 8-pixel step is coarse there),
+×0.9–1.15 at 256.
 """
 
 from __future__ import annotations
