@@ -413,7 +413,9 @@ def test_bot_syncs_its_slash_commands(fake: FakeDiscord, bot: ImagineBot) -> Non
     assert [o["name"] for o in imagine["options"]][:1] == ["prompt"]
     options = {o["name"]: o["type"] for o in imagine["options"]}
     assert options["image"] == 11 and options["strength"] == 10  # an attachment, a number
-    assert options["model"] == options["lora"] == 3
+    assert options["model"] == options["lora"] == options["ar"] == 3
+    settings = next(c for c in sync.json if c["name"] == "settings")
+    assert {o["name"]: o["type"] for o in settings["options"]}["ar"] == 3
 
 
 def test_imagine_defers_answers_with_position_reports_progress_and_delivers_png(
@@ -475,6 +477,8 @@ def test_imagine_in_a_thread_keeps_the_thread(fake: FakeDiscord, bot: ImagineBot
         ({"lora": "../x"}, "'../x' is not a LoRA name; use lora NAME or NAME:WEIGHT."),
         ({"lora": "ink:much"}, "The LoRA weight in 'ink:much' is not a number."),
         ({"lora": "ink", "engine": "diffusion"}, "There is no LoRA called 'ink'."),
+        ({"ar": "9:1"}, "--ar 9:1 is too wide: ratios from 1:4 (tall) to 4:1 (wide) are allowed."),
+        ({"ar": "wide"}, "--ar must be two whole numbers as width:height"),
     ],
 )
 def test_bad_option_gets_an_ephemeral_specific_error_and_nothing_is_queued(
@@ -528,15 +532,17 @@ def test_settings_become_the_defaults_of_imagine(
 ) -> None:
     user = new_user()
     saved = callback_of(
-        fake, fake.slash_command("settings", {"engine": "dfgan", "steps": 2}, user, snowflake())
+        fake, fake.slash_command("settings", {"engine": "dfgan", "steps": 2, "ar": "16:9"}, user, snowflake())
     )
     assert saved["data"]["content"].startswith("Your defaults: engines dfgan, steps 2,")
+    assert saved["data"]["content"].endswith("ar 16:9.")
     bad = callback_of(fake, fake.slash_command("settings", {"steps": 500}, user, snowflake()))
     assert bad["data"]["content"] == "steps must be between 1 and 100." and bad["data"]["flags"] == 64
     interaction = fake.slash_command("imagine", {"prompt": "a small square"}, user, snowflake())
     delivery_of(fake, interaction)
     [(record, _)] = queue.user_jobs(f"discord:{user}", unfinished_only=False)
     assert record.request.engines == ["dfgan"] and record.steps == 2
+    assert (record.request.aspect, record.width, record.height) == ("16:9", 88, 48)
 
 
 def test_cancel_and_queue_commands(fake: FakeDiscord, bot: ImagineBot, queue: QueueClient) -> None:

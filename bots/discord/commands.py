@@ -81,6 +81,7 @@ async def on_command_error(interaction: discord.Interaction, error: app_commands
     strength="How much of the picture to redraw, 0.0-1.0 (with an image)",
     model="A diffusion model (see /models)",
     lora="LoRAs: NAME or NAME:WEIGHT, several separated by commas (see /models)",
+    ar="Aspect ratio width:height, e.g. 16:9, 2:3 (1:4 to 4:1)",
 )
 async def imagine(
     interaction: discord.Interaction[ImagineBot],
@@ -94,6 +95,7 @@ async def imagine(
     strength: float | None = None,
     model: str | None = None,
     lora: str | None = None,
+    ar: str | None = None,
 ) -> None:
     """Queue a picture: the user's defaults fill the options they left out."""
     try:
@@ -113,6 +115,7 @@ async def imagine(
         strength=strength,
         model=model,
         loras=loras,
+        aspect=ar,
         channel_is_nsfw=channel_is_nsfw(interaction),
     )
     await draw(interaction, asked, image)
@@ -143,6 +146,7 @@ async def cancel(interaction: discord.Interaction[ImagineBot], job: str | None =
     size="Default size",
     count="Default pictures per engine",
     reset="Forget your defaults",
+    ar="Default aspect ratio width:height, e.g. 16:9 (1:1 for square)",
 )
 async def user_settings(
     interaction: discord.Interaction[ImagineBot],
@@ -151,9 +155,10 @@ async def user_settings(
     size: int | None = None,
     count: int | None = None,
     reset: bool = False,
+    ar: str | None = None,
 ) -> None:
     """Show, change or forget the user's defaults."""
-    change = UserSettings(split_engines(engine or "") or None, steps, size, count, reset)
+    change = UserSettings(split_engines(engine or "") or None, steps, size, count, reset, aspect=ar)
     await ask(interaction, change)
 
 
