@@ -73,9 +73,9 @@ def one_job(page: Any, queue: QueueClient, text: str, timeout_s: float = 300.0) 
     job.wait_for(timeout=30_000)
     job_id = job.get_attribute("data-job-id")
     page.wait_for_function(
-        f"(window.__shown['{job_id}'] || {{}}).loaded", timeout=int(timeout_s * 1000), polling=50
+        "id => (window.__shown[id] || {}).loaded", arg=job_id, timeout=int(timeout_s * 1000), polling=50
     )
-    shown = page.evaluate(f"window.__shown['{job_id}']")
+    shown = page.evaluate("id => window.__shown[id]", job_id)
     record = queue.jobs.get(job_id)
     assert record.finished_at is not None and record.delivered_at is not None, record
     return {
