@@ -103,13 +103,14 @@ def _labels(container) -> list[list[str]]:  # noqa: ANN001
 
 
 def test_a_grid_with_its_buttons(served: tuple[str, Settings], browser, tmp_path: Path) -> None:  # noqa: ANN001
-    """``--n 4``: the paired image with U1–U4 / V1–V4 / 🔄 / Info / Remix; U2 posts picture 2 alone;
+    """``--n 4``: the paired image (a 2×2 grid per engine) with U1–U4 / V1–V4 / 🔄 / Info / Remix; U2
+    posts picture 2 of each engine, nothing else;
     Info answers; the remix box queues the edited prompt; ``/show`` brings the buttons back."""
     from playwright.sync_api import expect
 
     url, _ = served
     page = _page(browser, url)
-    job = _send(page, "a red circle --n 4 --engine dfgan --seed 5", FIRST_JOB_TIMEOUT_MS)
+    job = _send(page, "a red circle --n 4 --engine dfgan,diffusion --seed 5", FIRST_JOB_TIMEOUT_MS)
     job_id = job.get_attribute("data-job-id")
     assert _labels(job) == [["U1", "U2", "U3", "U4"], ["V1", "V2", "V3", "V4"], ["🔄", "ℹ️ Info", "✏️ Remix"]]
     # The result came by push: the page listened to the conversation's events.
@@ -117,22 +118,23 @@ def test_a_grid_with_its_buttons(served: tuple[str, Settings], browser, tmp_path
     page.wait_for_timeout(300)
     screenshot = README_SCREENSHOT if UPDATE_SCREENSHOT else tmp_path / "web-grid.png"
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    job.screenshot(path=str(screenshot))
+    page.locator("#messages").screenshot(path=str(screenshot))  # the prompt and its result
     assert screenshot.stat().st_size > 10_000
 
-    # U2: one picture, the second, full size, with the buttons under a picked picture.
+    # U2: the second picture of each engine, full size, with the buttons under a picked picture.
     job.get_by_role("button", name="U2", exact=True).click()
     picked = page.locator(".message.picked").last
     expect(picked).to_contain_text("Picture 2 of job", timeout=UI_TIMEOUT_MS)
     pictures = picked.locator("img.picked-picture")
-    expect(pictures).to_have_count(1)
-    assert pictures.get_attribute("src") == f"/api/jobs/{job_id}/images/dfgan-1.png"
-    page.wait_for_function(IMG_LOADED, arg=pictures.element_handle(), timeout=UI_TIMEOUT_MS)
-    stored = Image.open(
-        io.BytesIO(requests.get(url + f"/api/jobs/{job_id}/images/dfgan-1.png", timeout=5).content)
-    )
-    assert pictures.evaluate("img => [img.naturalWidth, img.naturalHeight]") == list(stored.size)
-    assert _labels(picked) == [["Upscale ×2", "Vary", "✏️ Remix"]]
+    expect(pictures).to_have_count(2)
+    for i, engine in enumerate(("dfgan", "diffusion")):
+        picture = pictures.nth(i)
+        assert picture.get_attribute("src") == f"/api/jobs/{job_id}/images/{engine}-1.png"
+        page.wait_for_function(IMG_LOADED, arg=picture.element_handle(), timeout=UI_TIMEOUT_MS)
+        png = requests.get(url + f"/api/jobs/{job_id}/images/{engine}-1.png", timeout=5).content
+        size = picture.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert size == list(Image.open(io.BytesIO(png)).size)
+    assert _labels(picked) == [["Upscale ×2 DF-GAN", "Upscale ×2 Diffusion", "Vary", "✏️ Remix"]]
 
     # Info: the job's settings in words.
     job.get_by_role("button", name="ℹ️ Info").click()
