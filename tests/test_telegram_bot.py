@@ -241,8 +241,9 @@ def test_user_settings_become_the_defaults_of_their_prompts(
     record = bot.queue.jobs.get(job_id_of(photo))
     assert record.request.engines == ["dfgan"] and record.steps == 2 and record.seed == 5
     assert record.request.count == 2
-    # Both pictures arrive in one photo (one row per seed), so a 429 can never split them.
-    assert assert_picture(photo).height > 2 * 256
+    # Both pictures arrive in one photo (a 2×1 grid, U1 and U2 under it), so a 429 can never split them.
+    assert assert_picture(photo).width > 2 * 256
+    assert [d for d in photo.callback_data if d.startswith("u:")] == [f"u:{record.id}:0", f"u:{record.id}:1"]
     assert (
         len(fake.find(lambda c: c.method in ("sendPhoto", "sendMediaGroup") and c.params["chat_id"] == chat))
         == 1

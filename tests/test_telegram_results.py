@@ -50,6 +50,7 @@ from tests.helpers.fake_telegram import (
     button_press,
     user_message,
 )
+from tests.helpers.jobs import delivered_record
 from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
 
@@ -191,10 +192,17 @@ def test_upscale_under_a_picked_picture_queues_that_picture_on_the_upscaler(
     assert ack.params.get("text") == "Upscaling picture 2…"
     status = answered(fake, "sendMessage", CHAT, message["message_id"])
     assert status.params["text"] == "Queued…"
-    (upscale,) = [r for r in _jobs(bot) if r.request.source and r.request.source.kind == "upscale"]
+    result = answered(fake, "sendPhoto", CHAT, message["message_id"], lambda c: bool(c.callback_data))
+    upscale = delivered_record(bot.queue, job_of(result), WAIT_S)
     source = upscale.request.source
-    assert upscale.request.engines == ["upscale"]
+    assert upscale.request.engines == ["upscale"] and upscale.request.conversation.status_message_id == str(
+        status.result["message_id"]
+    )
     assert source is not None and (source.job_id, source.index, source.engine) == (job, 1, "dfgan")
+    (drawn,) = [key for r in upscale.results for key in r.image_keys]
+    original = bot.queue.jobs.get(job).results[0].image_keys[1]
+    (width, height), _ = pixels(bot.queue.images.get(original) or b"")
+    assert pixels(bot.queue.images.get(drawn) or b"")[0] == (2 * width, 2 * height)
 
 
 def _jobs(bot: TelegramHandlers) -> list[JobRecord]:
@@ -400,7 +408,6 @@ def preview_interval(bot: TelegramHandlers) -> Iterator[float]:
 def test_a_live_preview_is_shown_before_the_result(
     bot: TelegramHandlers, fake: FakeTelegram, preview_interval: float
 ) -> None:
-    pytest.importorskip("worker.previews", reason="the worker's live previews have not landed yet")
     assert PREVIEW_INTERVAL_S >= 3.0  # the bot's own pace; this test runs faster
     chat = user = 3200
     fake.push_update(user_message(chat, user, "a green square --engine diffusion --steps 40 --seed 3", 61))
