@@ -447,20 +447,23 @@ def in_process_costs(client: QueueClient, args: argparse.Namespace, count: int =
 
 GENERATE_BODY = "run_generate (generate task body)"
 DELIVER_BODY = "run_deliver (deliver task body)"
+PAIR_READ = "pair composed on first read (ImageStore.get; not in the job's path)"
 #: The profile's rows in print order; "  " marks a step of the body above, "    " a step inside a step.
 PROFILE_ORDER = (
     GENERATE_BODY,
     "  engine.generate (incl. progress writes)",
     "    JobStore.update in progress callback",
-    "  JobStore.update (claim, finish)",
-    "  to_png (64 px single + pair)",
-    "  compose_pair",
-    "  ImageStore.put (SET)",
+    "  FairQueue.take (Lua: fair order, batch, records)",
+    "  LeasedStore.claim_many (one round trip)",
+    "  JobStore.update (fallbacks only)",
+    "  to_png (64 px pictures)",
+    "  _finish_batch (pictures + records, one round trip)",
     DELIVER_BODY,
-    "  JobStore.update (mark delivered)",
+    "  JobStore.update (fallbacks only)  ",
     "  History.append (web send)",
+    PAIR_READ,
 )
-GENERATE_STEPS = 7  # PROFILE_ORDER[:7] is the generate body and its steps
+GENERATE_STEPS = 8  # PROFILE_ORDER[:8] is the generate body and its steps
 
 
 class TaskBodyProfiler:
@@ -496,31 +499,37 @@ class TaskBodyProfiler:
     def update_label(self) -> str:
         """Which JobStore.update this is, by where the task body is."""
         if self.in_engine:
-            return "    JobStore.update in progress callback"
-        return (
-            "  JobStore.update (mark delivered)" if self.in_deliver else "  JobStore.update (claim, finish)"
-        )
+            return PROFILE_ORDER[2]
+        return PROFILE_ORDER[9] if self.in_deliver else PROFILE_ORDER[5]
 
     def one(self, i: int) -> None:
-        """Write job ``i`` as ``submit`` does (no task sent) and run both task bodies on it."""
+        """Write job ``i`` as ``submit`` does (no task sent), run both task bodies on it (the deliver
+        body as the generate task runs it inline for a web job), then read its pair."""
         import worker.generate as gen
-        from core.store import PENDING_KEY
         from worker.deliver import run_deliver
 
         request = new_request(self.args, self.client.settings, i, self.chat_id)
         record = JobRecord(request=request, seed=5000 + i, steps=request.steps or 1, size=self.args.size)
         self.client.jobs.save(record)
-        self.client.redis.zadd(PENDING_KEY, {record.id: record.created_at})
+        self.client.fair.admit(
+            record.id, user=request.user, conversation=self.chat_id, lane="relax", batch="bench",
+            created_at=record.created_at, max_depth=10**6, rate_limit=10**6, window_s=1.0,
+        )  # fmt: skip
         t0 = time.perf_counter()
         gen.run_generate(self.rt, record.id)
         t1 = time.perf_counter()
         self.in_deliver = True
         try:
-            run_deliver(self.rt, record.id)
+            run_deliver(self.rt, record.id, self.rt.jobs.get(record.id))
         finally:
             self.in_deliver = False
+        t2 = time.perf_counter()
+        done = self.rt.jobs.get(record.id)
+        t3 = time.perf_counter()
+        assert done.pair_key is not None and self.client.images.get(done.pair_key) is not None
         self.add(GENERATE_BODY, t1 - t0)
-        self.add(DELIVER_BODY, time.perf_counter() - t1)
+        self.add(DELIVER_BODY, t2 - t1)
+        self.add(PAIR_READ, time.perf_counter() - t3)
 
     @contextmanager
     def instrumented(self) -> Iterator[None]:
@@ -528,7 +537,7 @@ class TaskBodyProfiler:
         import worker.generate as gen
 
         engine = self.rt.engines.get(self.args.engine)
-        saved = {name: getattr(gen, name) for name in ("to_png", "compose_pair")}
+        saved = {name: getattr(gen, name) for name in ("to_png", "_finish_batch")}
         engine_generate = engine.generate
 
         def engine_wrapper(*a: Any, **kw: Any) -> Any:
@@ -538,18 +547,22 @@ class TaskBodyProfiler:
             finally:
                 self.in_engine = False
 
+        fair = self.rt.fair_for(QUEUE_GPU)
         try:
             engine.generate = self.timed(PROFILE_ORDER[1], engine_wrapper)  # type: ignore[method-assign]
+            fair.take = self.timed(PROFILE_ORDER[3], fair.take)  # type: ignore[method-assign]
+            self.rt.jobs.claim_many = self.timed(PROFILE_ORDER[4], self.rt.jobs.claim_many)  # type: ignore[method-assign]
             self.rt.jobs.update = self.timed(self.update_label, self.rt.jobs.update)  # type: ignore[method-assign]
-            self.rt.images.put = self.timed("  ImageStore.put (SET)", self.rt.images.put)  # type: ignore[method-assign]
-            self.rt.history.append = self.timed("  History.append (web send)", self.rt.history.append)  # type: ignore[method-assign]
-            gen.to_png = self.timed("  to_png (64 px single + pair)", gen.to_png)
-            gen.compose_pair = self.timed("  compose_pair", gen.compose_pair)
+            self.rt.history.append = self.timed(PROFILE_ORDER[10], self.rt.history.append)  # type: ignore[method-assign]
+            gen.to_png = self.timed(PROFILE_ORDER[6], gen.to_png)
+            gen._finish_batch = self.timed(PROFILE_ORDER[7], gen._finish_batch)
             yield
         finally:
             for name, fn in saved.items():
                 setattr(gen, name, fn)
-            del engine.generate  # back to the class's method
+            for obj, name in ((engine, "generate"), (fair, "take"), (self.rt.jobs, "claim_many"),
+                              (self.rt.jobs, "update"), (self.rt.history, "append")):  # fmt: skip
+                vars(obj).pop(name, None)  # back to the class's method
 
     def means(self, count: int) -> dict[str, float]:
         """Mean seconds per job per step, with the generate body's untimed rest as its own row."""
@@ -559,7 +572,7 @@ class TaskBodyProfiler:
         rows = list(out.items())
         return {
             **dict(rows[:GENERATE_STEPS]),
-            "  rest: ZREM, ZRANGE, records, GC": rest,
+            "  rest (task body's own Python, GC)": rest,
             **dict(rows[GENERATE_STEPS:]),
         }
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -50,7 +50,7 @@ from core.errors import InputError
 from core.jobs import Conversation, JobRecord
 from core.limits import queue_full, rate_limited
 from core.settings import Settings
-from core.store import PENDING_KEY
+from core.store import PENDING_KEY, JobStore
 
 LANES = ("fast", "relax")
 DEFAULT_ROUTE = "gpu"
@@ -79,9 +79,9 @@ local function uncount(counts, user, conversation)
 end
 """
 
-# KEYS: pending, rate, lane zset, tags, jobs, counts, seq
-# ARGV: job, created, now, window, rate_limit, max_depth, user, conversation, lane, batch, cost, weight,
-#       max_user, max_conversation
+# KEYS: pending, rate, lane zset, tags, jobs, counts, seq, cost
+# ARGV: job, created, now, window, rate_limit, max_depth, user, conversation, lane, batch, default cost,
+#       weight, max_user, max_conversation, the batch's engines key (its cost is the fallback)
 _ADMIT = (
     _LIB
     + """
@@ -89,7 +89,9 @@ local pending, rate, lane_set, tags, jobs, counts = KEYS[1], KEYS[2], KEYS[3], K
 local job, created, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local limit, max_depth = tonumber(ARGV[5]), tonumber(ARGV[6])
 local user, conversation, lane, batch = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local cost, weight = tonumber(ARGV[11]), tonumber(ARGV[12])
+local weight = tonumber(ARGV[12])
+-- the measured cost of this kind of job, else of any job with its engines, else the default
+local cost = tonumber(redis.call('HGET', KEYS[8], batch) or redis.call('HGET', KEYS[8], ARGV[15]) or ARGV[11])
 local max_user, max_conversation = tonumber(ARGV[13]), tonumber(ARGV[14])
 local depth = redis.call('ZCARD', pending)
 if depth >= max_depth then return {0, tostring(depth)} end
@@ -127,8 +129,9 @@ return {1, tostring(depth + 1)}
 )
 
 # KEYS: tags, jobs, counts, pending, taken, lane zsets (one per lane, in LANES order)
-# ARGV: max_batch, batch scan, now, stale before, the caller's own job, then name and share of each lane
-# Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone}.
+# ARGV: max_batch, batch scan, now, stale before, the caller's own job, then name and share of each lane,
+#       then the job records' key prefix
+# Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone, claimed records}.
 _CLAIM = (
     _LIB
     + """
@@ -174,7 +177,10 @@ end
 local own = 'gone'
 if redis.call('ZSCORE', taken, ARGV[5]) then own = 'taken'
 elseif redis.call('HEXISTS', jobs, ARGV[5]) == 1 then own = 'waiting' end
-return {claimed, stale, own}
+-- the taken jobs' records as they stand, so the worker can lease them without reading them again
+local records = {}
+for i = 1, #claimed do records[i] = redis.call('GET', ARGV[#ARGV] .. claimed[i]) or '' end
+return {claimed, stale, own, records}
 """
 )
 
@@ -233,6 +239,25 @@ return 1
 )
 
 
+# KEYS: the cost hash, then one usage key per job of the batch.
+# ARGV: smoothing, seconds per job, batch key, engines key.
+# Folds the measurement into both moving averages and adds it to each job's user's GPU time today.
+_SETTLE = """
+local smoothing, per_job = tonumber(ARGV[1]), tonumber(ARGV[2])
+for _, field in ipairs({ARGV[3], ARGV[4]}) do
+  local old = redis.call('HGET', KEYS[1], field)
+  local new = per_job
+  if old then new = (1 - smoothing) * tonumber(old) + smoothing * per_job end
+  redis.call('HSET', KEYS[1], field, string.format('%.6f', new))
+end
+for i = 2, #KEYS do
+  redis.call('INCRBYFLOAT', KEYS[i], ARGV[2])
+  redis.call('EXPIRE', KEYS[i], 172800)
+end
+return 1
+"""
+
+
 class Position(int):
     """A 1-based queue position that also knows how many wait and about how long until it is drawn.
 
@@ -273,6 +298,8 @@ class Taken:
     claimed: list[str]
     stale: list[str]
     own: str
+    #: The claimed jobs' records (JSON) as they stood when taken; None where a record is missing.
+    records: dict[str, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -349,9 +376,10 @@ class FairQueue:
         max_conversation = max(1, math.floor(max_depth * self.policy.conversation_queue_share))
         verdict, value = self._admit(
             keys=[PENDING_KEY, f"ib:rate:{user}", self.lane_key(lane), self.tags_key, self.jobs_key,
-                  self.counts_key, self.seq_key],
+                  self.counts_key, self.seq_key, self.cost_key],
             args=[job_id, created_at, time.time(), window_s, rate_limit, max_depth, user, conversation,
-                  lane, batch, self.cost_of(batch), max(weight, 1e-6), max_user, max_conversation],
+                  lane, batch, self.policy.default_cost_s, max(weight, 1e-6), max_user, max_conversation,
+                  _engines_of(batch)],
         )  # fmt: skip
         return _admitted(int(verdict), float(value), rate_limit, window_s)
 
@@ -371,18 +399,26 @@ class FairQueue:
             part for lane, share in zip(LANES, self.policy.shares(), strict=True) for part in (lane, share)
         ]
         now = time.time()
-        claimed, stale, state = self._claim(
-            keys=self._script_keys(), args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes]
+        claimed, stale, state, records = self._claim(
+            keys=self._script_keys(),
+            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes, JobStore.prefix],
         )
-        return Taken(claimed=_strs(claimed), stale=_strs(stale), own=_str(state))
+        ids = _strs(claimed)
+        raws = {job: raw or None for job, raw in zip(ids, records, strict=True)}
+        return Taken(claimed=ids, stale=_strs(stale), own=_str(state), records=raws)
 
     def confirm(self, job_ids: list[str]) -> None:
         """The worker holds these jobs' records now: forget them here (one round trip)."""
         if job_ids:
             pipe = self.redis.pipeline(transaction=False)
+            self.queue_confirm(pipe, job_ids)
+            pipe.execute()
+
+    def queue_confirm(self, pipe: redis.client.Pipeline, job_ids: list[str]) -> None:
+        """Add :meth:`confirm` to ``pipe`` (a pipeline the worker sends anyway)."""
+        if job_ids:
             pipe.zrem(self.taken_key, *job_ids)
             pipe.hdel(self.jobs_key, *job_ids)
-            pipe.execute()
 
     def requeue(self, job_ids: list[str]) -> int:
         """Put jobs that were taken but never confirmed back where they were in line; returns how many."""
@@ -416,30 +452,26 @@ class FairQueue:
     def record_cost(self, batch: str, seconds_per_job: float) -> None:
         """Fold one measurement into the moving averages of ``batch``'s seconds per job and of its
         engines' (what a new kind of job with the same engines is first assumed to take)."""
-        keys = [batch, _engines_of(batch)]
-        olds = self.redis.hmget(self.cost_key, keys)
-        news = {
-            key: seconds_per_job
-            if old is None
-            else (1 - COST_SMOOTHING) * float(old) + COST_SMOOTHING * seconds_per_job
-            for key, old in zip(keys, olds, strict=True)
-        }
-        self.redis.hset(self.cost_key, mapping={key: f"{value:.6f}" for key, value in news.items()})
+        self._settle_script(self.redis, batch, [], seconds_per_job)
 
     def settle(self, batch: str, users: list[str], seconds: float) -> None:
         """After a batch of ``batch`` jobs (one per entry of ``users``) took ``seconds`` in all: fold the
         measured seconds per job into the cost estimate and add each user's share to their GPU time
-        today (what the fast lane's daily quota counts)."""
-        if not users:
-            return
-        per_job = seconds / len(users)
-        self.record_cost(batch, per_job)
-        pipe = self.redis.pipeline()
-        for user in users:
-            key = usage_key(user)
-            pipe.incrbyfloat(key, per_job)
-            pipe.expire(key, 2 * 86400)
-        pipe.execute()
+        today (what the fast lane's daily quota counts). One round trip."""
+        self.queue_settle(self.redis, batch, users, seconds)
+
+    def queue_settle(
+        self, pipe: redis.Redis | redis.client.Pipeline, batch: str, users: list[str], seconds: float
+    ) -> None:
+        """:meth:`settle` sent through ``pipe`` (a pipeline the worker sends anyway, or the client)."""
+        if users:
+            self._settle_script(pipe, batch, users, seconds / len(users))
+
+    def _settle_script(
+        self, pipe: redis.Redis | redis.client.Pipeline, batch: str, users: list[str], per_job: float
+    ) -> None:
+        keys = [self.cost_key, *[usage_key(user) for user in users]]
+        pipe.eval(_SETTLE, len(keys), *keys, COST_SMOOTHING, f"{per_job:.6f}", batch, _engines_of(batch))
 
     def lane_for(self, settings: Settings, user: str) -> str:
         """``fast`` for admins and listed fast users, and for everyone else while they are under the

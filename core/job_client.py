@@ -11,7 +11,7 @@ from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
 from core.fair_queue import FairQueue, FairShare, Position, batch_key_of, conversation_key
-from core.heartbeats import live_workers, refuse_unserved
+from core.heartbeats import WorkerBeat, live_workers, refuse_unserved
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
 from core.metrics import job_cancelled, job_rejected, job_submitted
@@ -20,6 +20,8 @@ from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_
 from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, make_producer, model_queue
 
 USER_JOBS_KEPT = 50
+#: How long the live workers' heartbeats are reused for queue positions' estimates (seconds).
+BEATS_CACHED_S = 1.0
 QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again in a minute."
 #: Errors that mean "Redis (the queue) cannot be reached", from redis-py and from Celery's producer.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError)
@@ -61,6 +63,7 @@ class QueueClient:
         self.rate_limiter = RateLimiter(self.redis, settings.rate_limit_jobs, settings.rate_limit_window_s)
         self.fair = FairQueue(self.redis, policy=FairShare.from_settings(settings))
         self._fairs = {self.fair.route: self.fair}
+        self._beats: tuple[float, list[WorkerBeat]] | None = None
 
     def submit(self, request: JobRequest) -> JobRecord:
         """Queue a validated request. Raises :class:`InputError` for the rate limit or a full queue,
@@ -87,9 +90,11 @@ class QueueClient:
             job_rejected(exc.code)
             raise
         user_key = f"ib:userjobs:{request.user}"
-        self.redis.rpush(user_key, record.id)
-        self.redis.ltrim(user_key, -USER_JOBS_KEPT, -1)
-        self.redis.expire(user_key, self.settings.result_ttl_s)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(user_key, record.id)
+        pipe.ltrim(user_key, -USER_JOBS_KEPT, -1)
+        pipe.expire(user_key, self.settings.result_ttl_s)
+        pipe.execute()
         route = model_queue(request.model)
         self.producer.send_task(GENERATE_TASK, args=[record.id], kwargs={"route": route}, queue=route)
         job_submitted(request)
@@ -148,8 +153,19 @@ class QueueClient:
                 route = model_queue(self.jobs.get(job_id).request.model)
             except JobNotFound:
                 return None
-        workers = sum(1 for beat in live_workers(self.redis) if route in beat.queues)
+        workers = sum(1 for beat in self._live_workers() if route in beat.queues)
         return self.fair_for(route).placement(job_id, workers=workers)
+
+    def _live_workers(self) -> list[WorkerBeat]:
+        """The live workers' heartbeats, read at most once every :data:`BEATS_CACHED_S` (positions are
+        asked for often: every queued answer, every status poll). "None alive" is not kept: a worker
+        that starts is counted at once."""
+        now = time.monotonic()
+        if self._beats is None or now - self._beats[0] > BEATS_CACHED_S:
+            beats = live_workers(self.redis)
+            self._beats = (now, beats) if beats else None
+            return beats
+        return self._beats[1]
 
     def status(self, job_id: str) -> tuple[JobRecord, int | None]:
         """The job record and its queue position. Raises :class:`~core.errors.JobNotFound`."""

@@ -7,8 +7,11 @@ cancelled or taken over), and *finishes* it only while it still holds it. None o
 broker to deliver a task exactly once: a duplicate or late message finds the record held or finished
 and does nothing.
 
-Every change is an optimistic WATCH/MULTI read-modify-write (:func:`update_record`). The claim is
-the one place a fair scheduler's atomic (Lua) claim would replace.
+Every change is an optimistic WATCH/MULTI read-modify-write (:func:`update_record`), except on the
+image worker's hot path: there records are claimed and finished in batches by compare-and-set
+against the exact JSON last read or written (:meth:`LeasedStore.claim_many`,
+:meth:`LeasedStore.queue_swap`), one round trip for a batch and no retries; a record that changed in
+between (a cancel, a progress write) falls back to the optimistic path, where the same rules decide.
 """
 
 from __future__ import annotations
@@ -101,6 +104,27 @@ class Claim(Generic[LeasedT]):
         return max(1.0, lease_until - (now or time.time()) + 1.0)
 
 
+# KEYS: record keys.  ARGV: TTL, then (old JSON, new JSON) per key.  Sets each key to its new JSON
+# only while it still holds its old JSON; returns 1 or 0 per key.
+_SWAP = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2 * i] then
+    redis.call('SET', KEYS[i], ARGV[2 * i + 1], 'EX', ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+
+def swapped(reply: list[int]) -> list[bool]:
+    """The compare-and-set script's reply (:meth:`LeasedStore.queue_swap`): written, per record."""
+    return [bool(int(flag)) for flag in reply]
+
+
 def _lease_live(record: Any, now: float) -> bool:
     return bool(record.status == JobStatus.RUNNING and (record.lease_until or 0) > now)
 
@@ -185,23 +209,9 @@ class LeasedStore(Generic[LeasedT]):
         verdict = [Verdict.CLAIMED]
 
         def change(record: Any) -> Any:
-            refusal = self._refusal(record, now)
-            if refusal is not None:
-                verdict[0] = refusal
-            elif record.attempts >= max_attempts:
-                record.status = JobStatus.FAILED
-                record.error = self.gave_up_error.format(n=max_attempts)
-                record.finished_at = now
-                verdict[0] = Verdict.GAVE_UP
-            else:
-                record.status = JobStatus.RUNNING
-                record.started_at = record.started_at or now
-                record.worker = worker
-                record.lease_until = now + lease_s
-                record.attempts += 1
-                verdict[0] = Verdict.CLAIMED
-                if on_claim is not None:
-                    on_claim(record)
+            verdict[0] = self._take(record, now, worker, lease_s, max_attempts)
+            if verdict[0] == Verdict.CLAIMED and on_claim is not None:
+                on_claim(record)
             return record
 
         try:
@@ -209,6 +219,80 @@ class LeasedStore(Generic[LeasedT]):
         except self.missing:
             return Claim(Verdict.MISSING, None)
         return Claim(verdict[0], record)
+
+    def claim_many(
+        self,
+        raws: dict[str, bytes | None],
+        worker: str,
+        lease_s: float,
+        max_attempts: int,
+        also: Callable[[Any], None] | None = None,
+    ) -> list[Claim[LeasedT]]:
+        """:meth:`claim` for several records at once, given their stored JSON as just read (the fair
+        queue's claim script returns it with the ids it takes): the claims are written in one round
+        trip, each only if its record is still exactly as read (no WATCH retries). A record that
+        changed in between (a cancel raced the claim) is claimed again the careful way. Each claim
+        that wrote holds the record exactly as stored (its ``model_dump_json()`` is the stored JSON):
+        the holder's finish can be a compare-and-set against it too (:meth:`queue_swap`,
+        :func:`ended_copy`). ``also`` adds commands to the claims' round trip (the fair queue's confirm)."""
+        now = time.time()
+        claims: dict[str, Claim[LeasedT]] = {}
+        swaps: list[tuple[str, bytes | str, str]] = []
+        for record_id, raw in raws.items():
+            if raw is None:
+                claims[record_id] = Claim(Verdict.MISSING, None)
+                continue
+            record = self.model.model_validate_json(raw)
+            verdict = self._take(record, now, worker, lease_s, max_attempts)
+            if verdict in (Verdict.CLAIMED, Verdict.GAVE_UP):
+                swaps.append((record_id, raw, record.model_dump_json()))
+            claims[record_id] = Claim(verdict, record)
+        pipe = self.redis.pipeline(transaction=False)
+        if swaps:
+            self.queue_swap(pipe, swaps)
+        if also is not None:
+            also(pipe)
+        replies = pipe.execute()
+        for (record_id, _, _), written in zip(swaps, swapped(replies[0]) if swaps else [], strict=True):
+            if not written:  # it changed since it was read: decide again on what it is now
+                claims[record_id] = self.claim(record_id, worker, lease_s, max_attempts)
+        return [claims[record_id] for record_id in raws]
+
+    def _take(self, record: Any, now: float, worker: str, lease_s: float, max_attempts: int) -> Verdict:
+        """A claim's change of ``record`` (in place) and its verdict."""
+        refusal = self._refusal(record, now)
+        if refusal is not None:
+            return refusal
+        if record.attempts >= max_attempts:
+            record.status = JobStatus.FAILED
+            record.error = self.gave_up_error.format(n=max_attempts)
+            record.finished_at = now
+            return Verdict.GAVE_UP
+        record.status = JobStatus.RUNNING
+        record.started_at = record.started_at or now
+        record.worker = worker
+        record.lease_until = now + lease_s
+        record.attempts += 1
+        return Verdict.CLAIMED
+
+    # --- compare-and-set writes (one round trip for many records) ---
+
+    def swap(self, swaps: list[tuple[str, bytes | str, str]]) -> list[bool]:
+        """Write each ``(id, old JSON, new JSON)`` only where the record is still exactly ``old``;
+        one round trip. Returns, per entry, whether it was written."""
+        if not swaps:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_swap(pipe, swaps)
+        return swapped(pipe.execute()[-1])
+
+    def queue_swap(self, pipe: Any, swaps: list[tuple[str, bytes | str, str]]) -> None:
+        """Add :meth:`swap`'s script to ``pipe`` (a pipeline): its reply, read with :func:`swapped`,
+        says which were written."""
+        args: list[bytes | str | int] = [self.ttl_s]
+        for _, old, new in swaps:
+            args += [old, new]
+        pipe.eval(_SWAP, len(swaps), *[self.key(record_id) for record_id, _, _ in swaps], *args)
 
     @staticmethod
     def _refusal(record: Any, now: float) -> Verdict | None:
@@ -261,12 +345,7 @@ class LeasedStore(Generic[LeasedT]):
             if record.status != JobStatus.RUNNING or (owner is not None and record.worker != owner):
                 return record
             ended[0] = True
-            record.status = status
-            record.finished_at = time.time()
-            record.lease_until = None
-            for name, value in fields.items():
-                setattr(record, name, value)
-            return record
+            return ended_copy(record, status, **fields)
 
         record = self.update(record_id, change)
         return record if ended[0] else None
@@ -287,11 +366,23 @@ class LeasedStore(Generic[LeasedT]):
         return self.update(record_id, change)
 
 
+def ended_copy(record: LeasedT, status: JobStatus, **fields: Any) -> LeasedT:
+    """A copy of running ``record`` ended with ``status`` and ``fields``, its lease cleared (what
+    :meth:`LeasedStore.finish` writes; a worker that holds the record writes it with
+    :meth:`LeasedStore.queue_swap`, against the JSON it stored itself)."""
+    changes = {"status": status, "finished_at": time.time(), "lease_until": None, **fields}
+    return record.model_copy(update=changes)
+
+
 # A key lease is taken when the key is free or already holds our token, and renewed or released only
 # while it holds our token: a lapsed lease taken over by another holder is never extended or deleted
 # by the one that lost it.
 _TAKE = "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] then " \
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"  # fmt: skip
+# The same, and then the value of KEYS[2] (the record the lease guards) in the same round trip.
+_TAKE_READING = "local v = redis.call('GET', KEYS[1]) if v == false or v == ARGV[1] then " \
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1, redis.call('GET', KEYS[2])} end " \
+    "return {0}"  # fmt: skip
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # fmt: skip
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -312,6 +403,13 @@ class KeyLease:
     def acquire(self) -> bool:
         """Take the key when it is free or already ours (a previous attempt with the same token)."""
         return bool(self.redis.eval(_TAKE, 1, self.key, self.token, self.ms))
+
+    def acquire_reading(self, guarded: str) -> tuple[bool, bytes | None]:
+        """:meth:`acquire`, and when taken, the value at ``guarded`` as it is under the lease (one
+        round trip): ``(taken, value or None)``."""
+        reply = self.redis.eval(_TAKE_READING, 2, self.key, guarded, self.token, self.ms)
+        taken = bool(int(reply[0]))
+        return taken, (reply[1] or None) if taken and len(reply) > 1 else None
 
     def renew(self) -> bool:
         """Extend the key by one TTL, only while it is ours; False when it is not any more."""

@@ -15,6 +15,7 @@ from core.errors import JobNotFound
 from core.events import channel, nudge_message
 from core.jobs import JobRecord
 from core.leases import LeasedStore
+from core.pairs import PAIR, compose_stored_pair
 
 PENDING_KEY = "ib:pending"  # sorted set: queued job ids by submit time, for positions and the depth cap
 HISTORY_LIMIT = 200
@@ -46,10 +47,12 @@ class ImageStore:
         self.redis = client
         self.ttl_s = ttl_s
 
-    @staticmethod
-    def key(job_id: str, name: str) -> str:
+    PREFIX = "ib:img:"
+
+    @classmethod
+    def key(cls, job_id: str, name: str) -> str:
         """Key of image ``name`` of job ``job_id`` (``pair`` or ``<engine>-<i>``)."""
-        return f"ib:img:{job_id}:{name}"
+        return f"{cls.PREFIX}{job_id}:{name}"
 
     def put(self, job_id: str, name: str, png: bytes) -> str:
         """Store ``png``; returns its key."""
@@ -58,8 +61,23 @@ class ImageStore:
         return key
 
     def get(self, key: str) -> bytes | None:
-        """PNG bytes under ``key``, or None when expired."""
-        return self.redis.get(key)
+        """PNG bytes under ``key``, or None when expired.
+
+        A finished job's paired image (``pair``) is composed here when it is first read, from the
+        engines' stored pictures, and stored (the worker does not compose it: :mod:`core.pairs`)."""
+        png = self.redis.get(key)
+        if png is None and key.startswith(self.PREFIX) and key.endswith(f":{PAIR}"):
+            png = self._compose_pair(key.removeprefix(self.PREFIX).removesuffix(f":{PAIR}"), key)
+        return png
+
+    def _compose_pair(self, job_id: str, key: str) -> bytes | None:
+        raw = self.redis.get(job_key(job_id))
+        if raw is None:
+            return None
+        png = compose_stored_pair(self.redis, JobRecord.model_validate_json(raw))
+        if png is not None:
+            self.redis.set(key, png, ex=self.ttl_s)
+        return png
 
 
 class History:
@@ -82,6 +100,9 @@ class History:
         pipe.rpush(key, json.dumps(event))
         pipe.ltrim(key, -HISTORY_LIMIT, -1)
         pipe.expire(key, self.ttl_s)
+        if event.get("role") == "bot" and event.get("job_id"):
+            pipe.sadd(self.told_key(platform, chat_id), str(event["job_id"]))
+            pipe.expire(self.told_key(platform, chat_id), self.ttl_s)
         # Listeners of this conversation (the web chat's event stream) look again at once.
         pipe.publish(channel(platform, chat_id), nudge_message("history", event.get("job_id")))
         pipe.execute()
@@ -89,3 +110,21 @@ class History:
     def read(self, platform: str, chat_id: str) -> list[dict[str, Any]]:
         """All kept events, oldest first."""
         return [json.loads(raw) for raw in self.redis.lrange(self.key(platform, chat_id), 0, -1)]
+
+    @staticmethod
+    def told_key(platform: str, chat_id: str) -> str:
+        """Key of the set of job ids the bot has said something about in one conversation."""
+        return f"ib:history-told:{platform}:{chat_id}"
+
+    def told(self, platform: str, chat_id: str, job_id: str) -> bool:
+        """Whether the conversation's history has a bot event about ``job_id`` (what makes a repeated
+        delivery harmless): one set lookup, instead of reading the whole history (a history written
+        before the set existed is read)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self.told_key(platform, chat_id), job_id)
+        pipe.exists(self.told_key(platform, chat_id))
+        member, indexed = pipe.execute()
+        if indexed:
+            return bool(member)
+        events = self.read(platform, chat_id)
+        return any(event.get("role") == "bot" and event.get("job_id") == job_id for event in events)

@@ -79,3 +79,29 @@ def test_a_job_survives_its_worker_being_killed_mid_run(isolated: Settings) -> N
     assert done.status == JobStatus.DONE
     assert done.attempts == 2
     assert [e["job_id"] for e in client.history.read("web", "durable-chat")] == [record.id]
+
+
+def test_a_web_delivery_repeated_after_its_event_left_the_kept_history_posts_nothing(
+    isolated: Settings,
+) -> None:
+    from bots.web.send import send
+    from core.delivery import DeliveryContext
+    from core.store import HISTORY_LIMIT
+
+    client = QueueClient(isolated)
+    record = _submit(client, isolated, "a red circle --engine dfgan --seed 1", user="web:told")
+    ctx = DeliveryContext(settings=isolated, images=client.images, history=client.history)
+    send(record, ctx)
+    for i in range(HISTORY_LIMIT):  # the chat goes on: the result's event is trimmed away
+        client.history.append("web", "durable-chat", {"role": "user", "text": f"prompt {i}"})
+    assert record.id not in [event.get("job_id") for event in client.history.read("web", "durable-chat")]
+
+    send(record, ctx)  # a delivery repeated (its worker died before marking the job delivered)
+
+    events = client.history.read("web", "durable-chat")
+    assert record.id not in [event.get("job_id") for event in events]  # not posted a second time
+    # A history written before the told-index existed is read instead.
+    client.redis.delete(client.history.told_key("web", "durable-chat"))
+    assert not client.history.told("web", "durable-chat", record.id)
+    client.history.append("web", "durable-chat", {"role": "bot", "job_id": "f" * 16})
+    assert client.history.told("web", "durable-chat", "f" * 16)

@@ -35,8 +35,10 @@ from core.delivery import (
     DeliveryRetry,
     Notice,
 )
+from core.errors import JobNotFound
 from core.jobs import JobRecord, JobStatus
-from core.leases import KeyLease
+from core.leases import KeyLease, swapped
+from core.store import job_key
 from worker.outbox import outbox_for, tell
 from worker.runtime import Runtime
 
@@ -80,21 +82,34 @@ def lease_seconds(rt: Runtime) -> float:
 
 class Lease(KeyLease):
     """A :class:`~core.leases.KeyLease` with a fresh token, renewed by a daemon thread from
-    :meth:`acquire` until :meth:`release`."""
+    :meth:`acquire` until :meth:`release` (unless ``renewed`` is False: for work that ends well
+    within one lease, like an inline delivery that only writes to Redis)."""
 
-    def __init__(self, client: redis.Redis, key: str, seconds: float) -> None:
+    def __init__(self, client: redis.Redis, key: str, seconds: float, renewed: bool = True) -> None:
         super().__init__(client, key, uuid.uuid4().hex, seconds)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.renewed = renewed
         self.lost = False
 
     def acquire(self) -> bool:
         """Take the key if free; starts renewing it."""
         if not super().acquire():
             return False
-        self._thread = threading.Thread(target=self._keep, name=f"lease:{self.key}", daemon=True)
-        self._thread.start()
+        self._start_renewing()
         return True
+
+    def acquire_reading(self, guarded: str) -> tuple[bool, bytes | None]:
+        """:meth:`acquire`, also reading ``guarded`` under the lease (one round trip)."""
+        taken, value = super().acquire_reading(guarded)
+        if taken:
+            self._start_renewing()
+        return taken, value
+
+    def _start_renewing(self) -> None:
+        if self.renewed:
+            self._thread = threading.Thread(target=self._keep, name=f"lease:{self.key}", daemon=True)
+            self._thread.start()
 
     def _keep(self) -> None:
         while not self._stop.wait(self.ms / 3000):
@@ -117,39 +132,55 @@ class Lease(KeyLease):
             log.warning("could not release lease %s: %s", self.key, exc)
 
 
-def run_deliver(rt: Runtime, job_id: str) -> str:
+def run_deliver(rt: Runtime, job_id: str, record: JobRecord | None = None) -> str:
     """Deliver ``job_id`` unless already delivered. Returns what happened (for logs and tests).
+
+    ``record``: the job as the caller just read it, for an inline delivery right after the draw
+    (a local conversation: Redis writes only, so its lease is not renewed by a thread).
 
     Raises :class:`DeliveryLocked` while another delivery holds the job's lease (the task retries when
     it can have lapsed), :class:`core.delivery.DeliveryRetry` / :class:`DeliveryAmbiguous` when the
     platform says "later" or did not answer, :class:`DeliveryFailed` when it refuses for good.
     """
-    record = rt.jobs.get(job_id)
+    inline = record is not None
+    record = record or rt.jobs.get(job_id)
     if record.delivered_at is not None:
         return "already-delivered"
     if not record.status.finished:
         return "not-finished"
-    lease = Lease(rt.redis, lock_key(job_id), lease_seconds(rt))
-    if not lease.acquire():
+    lease = Lease(rt.redis, lock_key(job_id), lease_seconds(rt), renewed=not inline)
+    taken, raw = lease.acquire_reading(job_key(job_id))  # and re-read the job under the lease
+    if not taken:
         raise DeliveryLocked(f"job {job_id} is being delivered", retry_after=lease.remaining_s() + 0.5)
     try:
-        record = rt.jobs.get(job_id)  # re-read under the lease
+        if raw is None:
+            raise JobNotFound(job_id)
+        record = JobRecord.model_validate_json(raw)
         if record.delivered_at is not None:
             return "already-delivered"
-        # A journal from the start, so that a worker killed while waiting for its chat's turn leaves
-        # a trace for the sweep of a delivery worker that starts later (see :func:`sweep`).
-        if rt.redis.hsetnx(journal_key(job_id), "state", "waiting"):
-            rt.redis.expire(journal_key(job_id), rt.settings.result_ttl_s)
-        rt.redis.sadd(OPEN_KEY, job_id)
+        journal = _open_journal(rt, job_id)
         with _chat_turn(rt, record):
-            return _send_once(rt, record)
+            return _send_once(rt, record, raw, journal)
     finally:
         lease.release()
 
 
-def _send_once(rt: Runtime, record: JobRecord) -> str:
+def _open_journal(rt: Runtime, job_id: str) -> dict[str, str]:
+    """Start the job's journal (if it has none) and list the job as open, in one round trip; returns
+    the journal. A journal from the start, so that a worker killed while waiting for its chat's turn
+    leaves a trace for the sweep of a delivery worker that starts later (see :func:`sweep`)."""
+    key = journal_key(job_id)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hsetnx(key, "state", "waiting")
+    pipe.expire(key, rt.settings.result_ttl_s)
+    pipe.sadd(OPEN_KEY, job_id)
+    pipe.hgetall(key)
+    raw = pipe.execute()[-1]
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _send_once(rt: Runtime, record: JobRecord, raw: bytes, journal: dict[str, str]) -> str:
     outbox = outbox_for(record.request.conversation.platform)
-    journal = journal_of(rt, record.id)
     attempts = int(journal.get("attempts", 0))
     if attempts >= MAX_SEND_ATTEMPTS:
         raise DeliveryFailed(f"gave up after {attempts} send attempts")
@@ -159,8 +190,10 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
     # it means the request never did (nothing can have been posted); with another, it may have.
     unconfirmed = state in (SENT, UNCONFIRMED) or (state == SENDING and not reports_sent)
     key = journal_key(record.id)
-    rt.redis.hset(key, mapping={"state": SENDING, "attempts": attempts + 1, "started_at": time.time()})
-    rt.redis.expire(key, rt.settings.result_ttl_s)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hset(key, mapping={"state": SENDING, "attempts": attempts + 1, "started_at": time.time()})
+    pipe.expire(key, rt.settings.result_ttl_s)
+    pipe.execute()
     left = threading.Event()
 
     def on_sent() -> None:
@@ -189,10 +222,20 @@ def _send_once(rt: Runtime, record: JobRecord) -> str:
         # Definite: nothing was posted by this attempt. An earlier unconfirmed one stays unconfirmed.
         rt.redis.hset(key, "state", UNCONFIRMED if unconfirmed else "retry")
         raise
-    rt.redis.hset(key, mapping={"state": outcome, "finished_at": time.time()})
-    rt.jobs.update(record.id, _mark_delivered)
-    rt.redis.srem(OPEN_KEY, record.id)
+    _close(rt, record, raw, outcome)
     return "delivered" if outcome == POSTED else outcome
+
+
+def _close(rt: Runtime, record: JobRecord, raw: bytes, outcome: str) -> None:
+    """After a send: journal the outcome, mark the job delivered and no longer open, in one round trip
+    (the record is written only if it is still as read under the lease; else updated the careful way)."""
+    delivered = record.model_copy(update={"delivered_at": time.time()}).model_dump_json()
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hset(journal_key(record.id), mapping={"state": outcome, "finished_at": time.time()})
+    rt.jobs.queue_swap(pipe, [(record.id, raw, delivered)])
+    pipe.srem(OPEN_KEY, record.id)
+    if not swapped(pipe.execute()[1])[0]:
+        rt.jobs.update(record.id, _mark_delivered)
 
 
 def sweep(rt: Runtime) -> list[str]:

@@ -1,9 +1,14 @@
-"""The body of the ``generate`` task: claim a job (and compatible waiting ones), draw, compose, store.
+"""The body of the ``generate`` task: claim a job (and compatible waiting ones), draw, store.
 
 Claiming is a compare-and-set on the job record with a lease (:mod:`core.leases`), which makes the
 task idempotent: a duplicate or late message for a job that is done, or held by a live worker, does
 nothing; a job whose worker died (lease expired) is taken over. Jobs that wait with the same
 engines, steps and size are claimed together and drawn as one batch.
+
+The hot path is four round trips to Redis per batch: the fair queue's claim script (which also returns
+the taken records), one pipeline that leases them all and confirms them to the fair queue, one that
+stores every picture and finishes every record, and one that charges the users. The paired image is
+composed by whoever reads it first (:mod:`core.pairs`), not here.
 """
 
 from __future__ import annotations
@@ -19,18 +24,19 @@ from typing import Any
 import redis
 from PIL import Image
 
-from core.compose import Panel, compose_pair, to_png
+from core.compose import to_png
 from core.errors import JobNotFound
 from core.events import publish
 from core.fair_queue import STALE_TAKEN_S, FairQueue, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
-from core.leases import Claim, Hold, Verdict
-from core.png_metadata import pair_parameters, picture_parameters
-from core.store import PENDING_KEY
+from core.leases import Claim, Hold, Verdict, ended_copy, swapped
+from core.pairs import PAIR
+from core.png_metadata import picture_parameters
+from core.store import PENDING_KEY, ImageStore
 from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
 from worker.engines.base import GenerationCancelled
-from worker.engines.job_requests import generation_request, panel_note, result_marks
+from worker.engines.job_requests import generation_request, result_marks
 from worker.previews import EngineProgress, LivePreviews
 from worker.runtime import Runtime
 
@@ -73,7 +79,7 @@ def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
     if taken.stale and _requeue_stale(fair, rt, taken.stale) and not taken.claimed:
         taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
-    ran = _draw_taken(fair, rt, taken.claimed)
+    ran = _draw_taken(fair, rt, taken.records)
     if taken.own == "taken" and job_id not in taken.claimed:
         # Another worker took it from the queue and has not claimed its record yet: look again once
         # it would count as stale, so that a worker dying in between loses nothing.
@@ -84,13 +90,17 @@ def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     return Outcome(ran=ran + own.ran, recheck_in=own.recheck_in, deliver_only=own.deliver_only)
 
 
-def _draw_taken(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> list[str]:
-    """Claim the records of jobs taken from the fair queue, draw the ones now held as one batch, and
+def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) -> list[str]:
+    """Claim the records of jobs taken from the fair queue (``records``: as the claim script read
+    them) in one round trip that also confirms them there, draw the ones now held as one batch, and
     charge their users the measured time. Returns the ids that need a delivery."""
-    if not job_ids:
+    if not records:
         return []
-    claims = [claim(rt, job_id) for job_id in job_ids]
-    fair.confirm(job_ids)
+    job_ids = list(records)
+    lease_s = rt.settings.job_lease_s
+    claims = rt.jobs.claim_many(
+        records, rt.name, lease_s, MAX_ATTEMPTS, also=lambda pipe: fair.queue_confirm(pipe, job_ids)
+    )
     batch = [c.held for c in claims if c.held is not None]
     given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
     if batch:
@@ -188,8 +198,23 @@ class _BatchProgress:
         return not self.live
 
 
-#: Per job: what each engine drew, as the record's result and as a panel of the paired image.
-Drawn = dict[str, list[tuple[EngineResult, Panel]]]
+#: Per job: what each engine drew, as the record's results.
+Drawn = dict[str, list[EngineResult]]
+
+
+@dataclass
+class _Pictures:
+    """A batch's encoded pictures, kept until :func:`_finish_batch` stores them in the round trip
+    that finishes the records (results are stored before, or with, "done"; never after)."""
+
+    images: ImageStore
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    def put(self, job_id: str, name: str, png: bytes) -> str:
+        """Keep ``png`` as picture ``name`` of ``job_id``; returns the key it will have."""
+        key = self.images.key(job_id, name)
+        self.blobs[key] = png
+        return key
 
 
 def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
@@ -206,6 +231,7 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
     previews = LivePreviews(rt.redis, [job.id for job in batch], rt.settings.preview_every)
     progress = _BatchProgress(rt, {job.id for job in batch}, previews=previews)
     drawn: Drawn = {job.id: [] for job in batch}
+    pictures = _Pictures(rt.images)
     for engine_name in batch[0].request.engines:
         try:
             version, images, seconds = _draw_with(rt, engine_name, batch, progress.for_engine(engine_name))
@@ -227,14 +253,13 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
                 engine=engine_name, version=version, seconds=seconds, image_keys=[], **marks
             )
             result.image_keys = [
-                rt.images.put(
+                pictures.put(
                     job.id, f"{engine_name}-{i}", to_png(img, picture_parameters(job, result, i, img))
                 )
                 for i, img in enumerate(job_images)
             ]
-            panel = Panel(engine_name, version, seconds, job_images, note=panel_note(marks))
-            drawn[job.id].append((result, panel))
-    _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch))
+            drawn[job.id].append(result)
+    _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch), pictures)
 
 
 def _draw_with(
@@ -249,17 +274,34 @@ def _draw_with(
     return engine.info.version, images, time.perf_counter() - started
 
 
-def _finish_batch(rt: Runtime, jobs: list[JobRecord], drawn: Drawn, batch_size: int) -> None:
-    """Compose and store each job's paired image and finish its record as done (a cancel that
-    raced the end wins: the cancel already told the conversation). They share one ``batch_id``."""
+def _finish_batch(
+    rt: Runtime, jobs: list[JobRecord], drawn: Drawn, batch_size: int, pictures: _Pictures
+) -> None:
+    """Store the batch's pictures and finish each job's record as done, in one round trip: a record is
+    written only while it is exactly as this worker's claim stored it (compare-and-set). One that
+    changed meanwhile (a progress write, a cancel) is finished the careful way, where a cancel that
+    raced the end wins (the cancel already told the conversation). The jobs share one ``batch_id``.
+    The paired image is not composed here: whoever reads it first does (:mod:`core.pairs`)."""
     batch_id = uuid.uuid4().hex[:16]
-    for job in jobs:
-        pair = compose_pair([panel for _, panel in drawn[job.id]], job.request.prompt, job.seed)
-        results = [result for result, _ in drawn[job.id]]
-        fields: dict[str, Any] = {
-            "results": results,
-            "pair_key": rt.images.put(job.id, "pair", to_png(pair, pair_parameters(job, results))),
+    fields: dict[str, dict[str, Any]] = {
+        job.id: {
+            "results": drawn[job.id],
+            "pair_key": rt.images.key(job.id, PAIR),
             "batch_size": batch_size,
             "batch_id": batch_id,
         }
-        rt.jobs.finish(job.id, JobStatus.DONE, **fields)
+        for job in jobs
+    }
+    swaps = [
+        (job.id, job.model_dump_json(), ended_copy(job, JobStatus.DONE, **fields[job.id]).model_dump_json())
+        for job in jobs
+    ]
+    pipe = rt.redis.pipeline(transaction=False)
+    for key, png in pictures.blobs.items():
+        pipe.set(key, png, ex=rt.images.ttl_s)
+    if swaps:
+        rt.jobs.queue_swap(pipe, swaps)
+    replies = pipe.execute()
+    for job, written in zip(jobs, swapped(replies[-1]) if swaps else [], strict=True):
+        if not written:
+            rt.jobs.finish(job.id, JobStatus.DONE, **fields[job.id])

@@ -79,9 +79,10 @@ def _deliver_inline(rt: Runtime, job_id: str) -> bool:
     tokens and retries belong to the delivery worker, go through the ``deliver`` task.
     """
     try:
-        if rt.jobs.get(job_id).request.conversation.platform not in INLINE_PLATFORMS:
+        record = rt.jobs.get(job_id)
+        if record.request.conversation.platform not in INLINE_PLATFORMS:
             return False
-        run_deliver(rt, job_id)
+        run_deliver(rt, job_id, record)
         return True
     except Exception:  # anything odd: fall back to the deliver task, which retries
         log.exception("inline delivery of %s failed; queueing the deliver task", job_id)

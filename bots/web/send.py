@@ -45,7 +45,4 @@ def notify(conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> 
 
 def _told(ctx: DeliveryContext, conversation: Conversation, job_id: str) -> bool:
     """Whether the conversation's history already has the bot's word on ``job_id``."""
-    return any(
-        event.get("role") == "bot" and event.get("job_id") == job_id
-        for event in ctx.history.read("web", conversation.chat_id)
-    )
+    return ctx.history.told("web", conversation.chat_id, job_id)

@@ -12,20 +12,17 @@ from PIL import Image
 
 from core.jobs import JobRecord
 from core.nsfw import decisions_of, request_policy
+from core.pairs import CROPPED, TEXT_ONLY, note_for  # noqa: F401 - the notes are named there
 from core.settings import Settings
 from core.uploads import DEFAULT_STRENGTH, UploadStore
 from worker.engines.base import GenerationRequest
 
 #: Engines that can start from a picture; the others draw from the prompt alone and say so.
 IMAGE_ENGINES = ("diffusion", "upscale")
-#: The paired image's note for an engine that ignored the job's picture.
-TEXT_ONLY = "text only"
 #: How far a variation's noise moves from the source picture's (0: the same noise, 1: a fresh seed's).
 NOISE_MIX = 0.25
 #: Engines that draw squares only: they centre-crop to the job's aspect (never stretch) and say so.
 SQUARE_ENGINES = ("dfgan",)
-#: The paired image's note for a square engine's pictures cropped to the job's aspect.
-CROPPED = "square model, cropped"
 
 
 def generation_request(
@@ -75,7 +72,6 @@ def result_marks(engine_name: str, job: JobRecord, images: list[Image.Image]) ->
 
 
 def panel_note(marks: dict[str, Any]) -> str:
-    """What the paired image says beside the engine's time (``text only``, ``square model, cropped``,
-    both, or nothing)."""
-    notes = [TEXT_ONLY if marks.get("text_only") else "", CROPPED if marks.get("cropped") else ""]
-    return " · ".join(note for note in notes if note)
+    """What the paired image says beside the engine's time for a result with ``marks``
+    (:func:`core.pairs.note_for`: the pair is composed there)."""
+    return note_for(text_only=bool(marks.get("text_only")), cropped=bool(marks.get("cropped")))
