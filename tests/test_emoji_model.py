@@ -67,3 +67,19 @@ def test_emoji_captions_use_the_cldr_name_first() -> None:
     captions = emoji_captions("\U0001f355")  # SLICE OF PIZZA; CLDR: pizza (with the emoji package)
     assert captions[1:3] == [f"a {captions[0]}", f"{captions[0]} emoji"] and "slice of pizza" in captions
     assert not set(heldout_captions("\U0001f355")) & set(captions)
+
+
+def test_emoji_eval_tells_copies_and_hits_from_blobs() -> None:
+    from training.eval.emoji_eval import neighbour_check, retrieval_accuracy
+
+    real = torch.rand(60, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    real[5] = real[4] * 0.98  # like the emoji set, two training pictures nearly alike
+    items = [0, 1, 2, 3]  # training emoji (index 19 and 39 are held out)
+    copies = real[items].clone()
+    grey = torch.zeros(4, 3, 32, 32)
+    assert retrieval_accuracy(copies, items, real, candidates=20) == 1.0
+    assert retrieval_accuracy(grey, items, real, candidates=20) < 0.5
+    copied = neighbour_check(copies, items, real)
+    assert copied["copies"] == 1.0 and copied["nearest_is_prompted"] == 1.0
+    blobs = neighbour_check(grey, items, real)
+    assert blobs["copies"] == 0.0 and blobs["drawn_to_nearest_train_rmse"] > 0.1
