@@ -61,8 +61,10 @@ def test_a_preview_picture_is_small_and_shows_every_picture_of_the_job() -> None
     grid = preview_picture([red, blue, red, blue])
     assert grid.size == (PREVIEW_SIDE, PREVIEW_SIDE)
     assert grid.getpixel((10, 10)) == (255, 0, 0) and grid.getpixel((PREVIEW_SIDE - 10, 10)) == (0, 0, 255)
-    wide = preview_picture([Image.new("RGB", (96, 54))])
+    wide = preview_picture([Image.new("RGB", (128, 72))])
     assert wide.size == (PREVIEW_SIDE, 144)
+    latent = preview_picture([Image.new("RGB", (64, 48))])  # at most twice the estimate's size
+    assert latent.size == (128, 96)
 
 
 def test_live_previews_are_stored_only_when_due(redis_server: EmbeddedRedis) -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 PREVIEW_TTL_S = 600
 #: Largest side of a preview picture.
 PREVIEW_SIDE = 256
+#: A preview is at most this many times larger than the estimate it shows.
+MAX_ENLARGEMENT = 2.0
 
 #: Stable Diffusion 1.x/2.x latents (as the UNet sees them) -> RGB in about [-1, 1]: the fixed linear
 #: projection ComfyUI and AUTOMATIC1111 use for their cheap previews.
@@ -103,14 +105,15 @@ def to_pictures(estimate: torch.Tensor, kind: str) -> list[Image.Image]:
 
 def preview_picture(pictures: list[Image.Image], side: int = PREVIEW_SIDE) -> Image.Image:
     """A job's pictures as one small image: a grid of two columns when there are several, scaled so
-    that its longer side is ``side``."""
+    that its longer side is ``side``, but to at most twice the estimate's own size (a latent estimate
+    is an eighth of the picture's side; more pixels than that only cost PNG encoding time)."""
     cols = 1 if len(pictures) == 1 else 2
     rows = (len(pictures) + cols - 1) // cols
     w, h = pictures[0].size
     sheet = Image.new("RGB", (w * cols, h * rows))
     for i, picture in enumerate(pictures):
         sheet.paste(picture.resize((w, h)), ((i % cols) * w, (i // cols) * h))
-    scale = side / max(sheet.size)
+    scale = min(side / max(sheet.size), MAX_ENLARGEMENT)
     size = (max(1, round(sheet.width * scale)), max(1, round(sheet.height * scale)))
     return sheet.resize(size, Image.Resampling.BILINEAR)
 
