@@ -1,6 +1,6 @@
 """Tiny diffusion models built from configs for the engine tests (nothing is downloaded): our
 pixel-space pipeline, the tiny Stable Diffusion pipeline with a safety checker that flags everything,
-and a tiny LoRA for the tiny Stable Diffusion UNet."""
+a tiny LoRA for the tiny Stable Diffusion UNet, and a tiny ×4 upscaler pipeline."""
 
 from __future__ import annotations
 
