@@ -92,19 +92,10 @@ def build_tiny_upscaler(tiny_folder: Path, out: Path, seed: int = 0) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=32,
-            in_channels=7,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-            num_class_embeds=1000,
-        )
+        # The tiny SD UNet, taking the low-resolution picture's 3 channels beside the latents and the
+        # noise level as its class label.
+        config = dict(UNet2DConditionModel.load_config(str(tiny_folder / "unet"), local_files_only=True))
+        unet = UNet2DConditionModel.from_config({**config, "in_channels": 7, "num_class_embeds": 1000})
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
