@@ -53,6 +53,7 @@ from tests.helpers.fake_telegram import (
 from tests.helpers.jobs import delivered_record
 from tests.helpers.pictures import picture
 from tests.helpers.settings import make_settings
+from tests.helpers.waiting import eventually
 
 TOKEN = "123:RESULTS"
 WAIT_S = 90.0
@@ -182,6 +183,45 @@ def test_v1_queues_a_variation_of_picture_1(bot: TelegramHandlers, fake: FakeTel
     source = variation.request.source
     assert source is not None and (source.job_id, source.index, source.kind) == (job, 0, "variation")
     assert variation.request.prompt == "a red circle"
+
+
+def test_u1_of_a_two_engine_job_posts_each_engines_picture_and_one_set_of_buttons(
+    bot: TelegramHandlers, fake: FakeTelegram
+) -> None:
+    chat = user = 2100
+    fake.push_update(user_message(chat, user, "a blue square --engine dfgan,diffusion --steps 2 --n 2", 81))
+    result = answered(fake, "sendPhoto", chat, 81, lambda c: bool(c.callback_data))
+    job = job_of(result)
+    press(fake, user, f"u:{job}:0", result.result, "q-u1-two")
+
+    def both() -> list[Call] | None:
+        found = _answers(fake, chat, result.result["message_id"])
+        return found if len(found) >= 2 else None
+
+    first, last = eventually(both, WAIT_S, "both pictures posted")
+    assert not first.callback_data and first.params["caption"].startswith("DF-GAN")
+    assert last.params["caption"] == f"Picture 1 of job {job[:8]}… — DF-GAN, Diffusion"
+    assert last.callback_data == [
+        f"up:{job}:0:dfgan",
+        f"up:{job}:0:diffusion",
+        f"v:{job}:0",
+        f"rx:{job}:0",
+    ]
+    record = bot.queue.jobs.get(job)
+    for call, engine_result in zip((first, last), record.results, strict=True):
+        assert pixels(call.files["photo"]) == pixels(bot.queue.images.get(engine_result.image_keys[0]) or b"")
+
+
+def _answers(fake: FakeTelegram, chat_id: int, message_id: int) -> list[Call]:
+    """The photos posted as answers to message ``message_id`` of ``chat_id``, in order."""
+    return fake.find(
+        lambda c: (
+            c.method == "sendPhoto"
+            and c.ok
+            and c.params.get("chat_id") == chat_id
+            and c.reply_to == message_id
+        )
+    )
 
 
 def test_upscale_under_a_picked_picture_queues_that_picture_on_the_upscaler(
