@@ -280,6 +280,11 @@ def test_remix_asks_for_the_new_prompt_and_the_reply_becomes_the_remix(
     assert question.params["reply_markup"]["force_reply"] is True
     assert question.params["reply_markup"]["input_field_placeholder"] == "a red circle"
 
+    fake.push_update(
+        user_message(CHAT, USER, "a blue circle --bogus 3", message_id=30, reply_to=question.result)
+    )
+    refused = answered(fake, "sendMessage", CHAT, 30)
+    assert "--bogus" in refused.params["text"]  # the specific error, and the question still stands:
     fake.push_update(user_message(CHAT, USER, "a blue circle", message_id=31, reply_to=question.result))
     remix = _remixed(bot, fake, 31)
     assert remix.request.prompt == "a blue circle"
