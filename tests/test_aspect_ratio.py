@@ -29,6 +29,7 @@ from core.errors import InputError
 from core.fair_queue import batch_key_of
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
+from core.pairs import CROPPED, note_for
 from core.settings import Settings
 from core.validation import request_from_text
 from tests.helpers.databases import emptied_database
@@ -38,7 +39,6 @@ from tests.helpers.tiny_models import build_pixel_pipeline
 from training.diffusion import build_tiny_pipeline
 from worker.engines.base import GenerationRequest
 from worker.engines.diffusion import DiffusionEngine
-from worker.engines.job_requests import CROPPED, panel_note
 
 CONVERSATION = Conversation(platform="cli", chat_id="aspect")
 
@@ -223,8 +223,8 @@ def test_dfgan_crops_its_square_to_the_shape_and_never_stretches() -> None:
     diff = np.abs(np.asarray(wide[0], np.int16) - np.asarray(cropped, np.int16))
     assert diff.max() <= 2  # the same picture's middle band (a grey level of batch rounding)
     assert np.abs(np.asarray(wide[0], np.int16) - np.asarray(stretched, np.int16)).mean() > diff.mean()
-    assert panel_note({"cropped": True}) == CROPPED == "square model, cropped"
-    assert panel_note({"cropped": True, "text_only": True}) == "text only · square model, cropped"
+    assert note_for(text_only=False, cropped=True) == CROPPED == "square model, cropped"
+    assert note_for(text_only=True, cropped=True) == "text only · square model, cropped"
 
 
 @pytest.fixture

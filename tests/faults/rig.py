@@ -193,8 +193,8 @@ class Rig:
         for call in self.discord.posted():
             for row in (call.json or {}).get("components") or []:
                 for button in row.get("components", []):
-                    if button.get("custom_id", "").startswith("ib:rr:"):
-                        count[button["custom_id"][6:]] += 1
+                    if button.get("custom_id", "").startswith("rr:"):
+                        count[button["custom_id"][3:]] += 1
         queue = self.queue
         for n in range(4):
             for event in queue.history.read("web", f"rig-web-{n}"):
@@ -220,10 +220,10 @@ class Rig:
                 wrong.append(job_id or "?")
         for call in self.discord.posted():
             ids = [
-                b["custom_id"][6:]
+                b["custom_id"][3:]
                 for row in (call.json or {}).get("components") or []
                 for b in row.get("components", [])
-                if b.get("custom_id", "").startswith("ib:rr:")
+                if b.get("custom_id", "").startswith("rr:")
             ]
             for job_id in ids:
                 conv = by_id.get(job_id)

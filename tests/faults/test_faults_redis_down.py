@@ -112,10 +112,12 @@ def test_discord_answers_queue_unavailable_while_redis_is_down_and_recovers(
 
         fake.wait_for(told, timeout_s=30, what="the 'queue unavailable' answer")
         # A button under an old result answers the same way (it reads the job from Redis).
-        from bots.discord.components import result_buttons
+        from bots.discord.components import action_rows
+        from core.result_buttons import ResultButton
 
         job_id = "0123456789abcdef"
-        press = fake.button_click(f"ib:info:{job_id}", user, channel, result_buttons(job_id, ["dfgan"]))
+        info = ResultButton("ℹ️ Info", f"i:{job_id}")
+        press = fake.button_click(info.data, user, channel, action_rows([[info]]))
         press_callback = f"/interactions/{press['id']}/{press['token']}/callback"
         fake.wait_for(
             lambda: any(

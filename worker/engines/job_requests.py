@@ -12,7 +12,6 @@ from PIL import Image
 
 from core.jobs import JobRecord
 from core.nsfw import decisions_of, request_policy
-from core.pairs import CROPPED, TEXT_ONLY, note_for  # noqa: F401 - the notes are named there
 from core.settings import Settings
 from core.uploads import DEFAULT_STRENGTH, UploadStore
 from worker.engines.base import GenerationRequest
@@ -69,9 +68,3 @@ def result_marks(engine_name: str, job: JobRecord, images: list[Image.Image]) ->
     text_only = text_only and _noise_near(engine_name, job) is None  # a variation draws near its picture
     cropped = job.width != job.height and engine_name in SQUARE_ENGINES
     return {"text_only": text_only, "cropped": cropped, "nsfw": decisions_of(images)}
-
-
-def panel_note(marks: dict[str, Any]) -> str:
-    """What the paired image says beside the engine's time for a result with ``marks``
-    (:func:`core.pairs.note_for`: the pair is composed there)."""
-    return note_for(text_only=bool(marks.get("text_only")), cropped=bool(marks.get("cropped")))
