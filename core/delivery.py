@@ -142,10 +142,12 @@ def delivery_failed_text(record: JobRecord, attempts: int) -> str:
 
 
 def result_caption(record: JobRecord) -> str:
-    """The summary shared by all platforms: prompt, seed, engines and timings on one line, and on a
-    second what happened to pictures the safety checker flagged (:func:`core.nsfw.nsfw_notice`)."""
+    """The summary shared by all platforms: prompt, seed, engines and timings and the job id (what
+    ``/show <job>`` takes) on one line, and on a second what happened to pictures the safety checker
+    flagged (:func:`core.nsfw.nsfw_notice`)."""
     parts = [f"“{record.request.prompt}”", f"seed {record.seed}"]
     for result in record.results:
         parts.append(f"{result.engine} {result.version} {result.seconds:.2f} s")
+    parts.append(f"job {record.id}")
     notice = nsfw_notice(record.results)
     return " · ".join(parts) + (f"\n{notice}" if notice else "")

@@ -28,7 +28,7 @@ from core.embedded_redis import EmbeddedRedis
 from core.errors import InputError
 from core.fair_queue import batch_key_of
 from core.job_client import QueueClient
-from core.jobs import Conversation, JobRecord, JobRequest, JobStatus
+from core.jobs import Conversation, JobRecord, JobRequest, JobStatus, LoraChoice
 from core.pairs import CROPPED, note_for
 from core.settings import Settings
 from core.validation import request_from_text
@@ -137,6 +137,21 @@ def test_a_record_gets_its_shape_from_size_and_aspect_and_old_records_stay_squar
     text = JobSettings(record).text
     assert "size 128 · ar 16:9 (168×96)" in text
     assert "ar " not in JobSettings(square).text
+
+
+def test_info_names_the_model_the_loras_and_the_strength_only_when_set() -> None:
+    """ℹ️ Info reads back everything that was set: a job with a model, two LoRAs and a start picture
+    says so; a plain job's text has none of those words."""
+    plain = JobRecord(request=ask("a cat"), seed=1, steps=2, size=64)
+    loras = [LoraChoice(name="ink", weight=0.8), LoraChoice(name="sketch", weight=1.0)]
+    request = ask("a cat --no blur").model_copy(
+        update={"model": "anime", "loras": loras, "image_key": "upload:" + "a" * 32, "strength": 0.4}
+    )
+    text = JobSettings(JobRecord(request=request, seed=1, steps=2, size=64)).text
+    assert text.endswith(
+        "· no “blur” · model anime · lora ink:0.8 lora sketch:1 · from a picture at strength 0.4"
+    ), text
+    assert not any(word in JobSettings(plain).text for word in ("model", "lora", "strength", "no “"))
 
 
 @pytest.fixture(scope="module")

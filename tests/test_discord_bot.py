@@ -151,6 +151,7 @@ def test_result_goes_to_the_interaction_follow_up_with_png_and_buttons(
     [call] = fake.calls_to("POST", f"/webhooks/{APP_ID}/itok-followup")
     assert_png(call.files["files[0]"])
     assert "a red circle" in call.json["content"] and "seed 7" in call.json["content"]
+    assert f"job {record.id}" in call.json["content"]  # what /show takes
     assert call.json["attachments"][0]["id"] == 0
     ids = [b["custom_id"] for row in call.json["components"] for b in row["components"]]
     assert f"rr:{record.id}" in ids and f"i:{record.id}" in ids

@@ -153,7 +153,8 @@ def test_a_grid_with_its_buttons(served: tuple[str, Settings], browser, tmp_path
     remix = requests.get(f"{url}/api/jobs/{remix_id}", timeout=5).json()["job"]
     assert remix["prompt"] == "a blue circle" and remix["count"] == 4
 
-    # /show typed in the chat: the first job's result again, with its buttons.
+    # /show typed in the chat with the id shown under the first result: it again, with its buttons.
+    assert job.locator(".chip.job").inner_text() == f"job {job_id}"
     page.fill("#prompt", f"/show {job_id}")
     page.click("#send")
     shown = page.locator(f'.shown[data-shown-job="{job_id}"]')

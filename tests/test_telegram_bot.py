@@ -133,6 +133,7 @@ def test_private_message_is_a_prompt_and_the_picture_comes_back_as_a_reply(
     assert seed_of(photo) == 7 and "dfgan" in photo.params["caption"]
     job_id = job_id_of(photo)
     assert re.fullmatch(r"[0-9a-f]{16}", job_id)
+    assert f"job {job_id}" in photo.params["caption"]  # what /show takes
     assert set(photo.callback_data) == {f"v:{job_id}:0", f"rr:{job_id}", f"i:{job_id}", f"rx:{job_id}:0"}
     assert all(len(d.encode()) <= 64 for d in photo.callback_data)
 

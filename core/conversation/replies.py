@@ -223,14 +223,22 @@ class JobSettings:
     @property
     def text(self) -> str:
         """Prompt, engines, seed, steps, size (with the aspect and the pictures' width x height),
-        count and the negative prompt."""
+        count, then what was set of: the negative prompt, the model, the LoRAs, the strength of a
+        picture it started from."""
         req, record = self.record.request, self.record
         shape = f" · ar {req.aspect} ({record.width}×{record.height})" if req.aspect else ""
         text = (
             f"“{req.prompt}” · engines {', '.join(req.engines)} · seed {record.seed} · "
             f"steps {record.steps} · size {record.size}{shape} · n {req.count}"
         )
-        return text + (f" · no “{req.negative_prompt}”" if req.negative_prompt else "")
+        drawn_from = req.image_key is not None and req.strength is not None
+        extras = [
+            f"no “{req.negative_prompt}”" if req.negative_prompt else "",
+            f"model {req.model}" if req.model else "",
+            " ".join(f"lora {lora.name}:{lora.weight:g}" for lora in req.loras),
+            f"from a picture at strength {req.strength:g}" if drawn_from else "",
+        ]
+        return " · ".join([text, *filter(None, extras)])
 
 
 @dataclass(frozen=True)

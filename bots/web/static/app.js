@@ -314,6 +314,10 @@
       if (r.text_only) chip.appendChild(el("span", "text-only", "text only"));
       caption.appendChild(chip);
     }
+    // The job id is what /show takes to bring this result and its buttons back later.
+    const jobChip = el("span", "chip job", `job ${job.id}`);
+    jobChip.title = `/show ${job.id} brings this result back`;
+    caption.appendChild(jobChip);
     frag.appendChild(caption);
     // What happened to pictures the safety checker flagged (withheld, behind a spoiler, shown).
     if (job.nsfw_notice) frag.appendChild(el("div", "job-note nsfw-note", job.nsfw_notice));
