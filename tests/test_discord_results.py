@@ -352,7 +352,8 @@ def test_the_status_message_shows_a_live_preview_before_the_result(
 ) -> None:
     assert PREVIEW_INTERVAL_S >= 3.0  # the bot's own pace; this test runs faster
     user, channel = new_user(), snowflake()
-    options = {"prompt": "a green square", "engine": "diffusion", "steps": 40, "seed": 3}
+    # 100 steps: previews at steps 25, 50 and 75, seconds apart even on a quiet machine.
+    options = {"prompt": "a green square", "engine": "diffusion", "steps": 100, "seed": 3}
     interaction = fake.slash_command("imagine", options, user, channel)
     result = delivered(fake, interaction)
     previews = [c for c in edits(fake, interaction) if c.files and c.at < result.at]

@@ -20,6 +20,7 @@ import requests
 from PIL import Image
 
 from core.embedded_redis import EmbeddedRedis
+from core.png_metadata import read_parameters
 from core.settings import Settings
 from tests.helpers.browser import chromium, needs_chromium
 from tests.helpers.databases import emptied_database
@@ -188,6 +189,10 @@ def test_16_9_comes_back_16_9(served: tuple[str, Settings], browser) -> None:  #
     api_job = requests.get(f"{url}/api/jobs/{job.get_attribute('data-job-id')}", timeout=5).json()["job"]
     assert (api_job["aspect"], api_job["width"], api_job["height"]) == ("16:9", width, height)
     assert f"ar 16:9, {width}×{height} px" in job.locator(".job-prompt").inner_text()
+    # The picture the page links to says how it was drawn (the ``parameters`` chunk).
+    said = read_parameters(png)
+    assert said["prompt"] == "a yellow sun" and said["Seed"] == "1" and said["Steps"] == "2", said
+    assert said["Size"] == f"{width}x{height}" and said["Engine"] == "diffusion", said
     page.context.close()
 
 
