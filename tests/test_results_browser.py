@@ -19,12 +19,9 @@ import pytest
 import requests
 from PIL import Image
 
-from core.embedded_redis import EmbeddedRedis
 from core.png_metadata import read_parameters
 from core.settings import Settings
 from tests.helpers.browser import chromium, needs_chromium
-from tests.helpers.databases import emptied_database
-from tests.helpers.settings import make_settings
 
 README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "web-grid.png"
 UPDATE_SCREENSHOT = os.environ.get("IMAGINEBOT_UPDATE_SCREENSHOT") == "1"
@@ -51,17 +48,14 @@ new MutationObserver(() => {
 
 
 @pytest.fixture(scope="module")
-def served(redis_server: EmbeddedRedis, data_dir: Path) -> Iterator[tuple[str, Settings]]:
-    """The web chat and a real worker on database 19."""
+def served(settings: Settings, celery_worker: object) -> Iterator[tuple[str, Settings]]:
+    """The web chat with the session's real worker (one in-thread Celery worker per process: Celery's
+    stop flag is global, so stopping a second one would stop the session's too)."""
     from bots.web.server import WebServer
-    from tests.helpers.celery_worker import in_thread_worker
-    from worker.app import create_app
 
-    settings = make_settings(emptied_database(redis_server, 19), data_dir)
-    with in_thread_worker(create_app(settings)):
-        server = WebServer(settings, host="127.0.0.1", port=0).start()
-        yield server.url, settings
-        server.stop()
+    server = WebServer(settings, host="127.0.0.1", port=0).start()
+    yield server.url, settings
+    server.stop()
 
 
 @pytest.fixture(scope="module")
