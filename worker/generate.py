@@ -36,7 +36,7 @@ from core.store import PENDING_KEY, ImageStore
 from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
 from worker.deliver import local_delivered, queue_local_delivery
-from worker.engines.base import GenerationCancelled
+from worker.engines.base import Engine, GenerationCancelled
 from worker.engines.job_requests import generation_request, result_marks
 from worker.previews import EngineProgress, LivePreviews
 from worker.runtime import Runtime
@@ -114,23 +114,27 @@ def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) 
     given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
     delivered: list[str] = []
     if batch:
-        _load_engines(rt, batch[0])
+        loaded = _load_engines(rt, batch[0])
         started = time.perf_counter()
-        delivered = _draw_batch(rt, batch)
+        delivered = _draw_batch(rt, batch, loaded)
         fair.settle(
             batch_key_of(batch[0]), [job.request.user for job in batch], time.perf_counter() - started
         )
     return Outcome(ran=[job.id for job in batch] + given_up, delivered=delivered)
 
 
-def _load_engines(rt: Runtime, job: JobRecord) -> None:
-    """Load the job's engines (once per process) before its batch's clock starts: loading is not a
-    job's cost. A model this worker cannot load is left to the draw, which fails the jobs clearly."""
+def _load_engines(rt: Runtime, job: JobRecord) -> dict[str, Engine]:
+    """Load the job's engines (once per process; a newly promoted version is swapped in here) before
+    its batch's clock starts: loading is not a job's cost. Returns them by name, for the draw to use
+    without asking again. A model this worker cannot load is left to the draw, which fails the jobs
+    clearly."""
+    loaded: dict[str, Engine] = {}
     for engine_name in job.request.engines:
         try:
-            rt.engines.get(engine_name, job.request.model)
+            loaded[engine_name] = rt.engines.get(engine_name, job.request.model)
         except Exception:  # noqa: BLE001 - reported by the draw itself, per job
-            return
+            break
+    return loaded
 
 
 def _requeue_stale(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> int:
@@ -246,10 +250,11 @@ class _Pictures:
         return key
 
 
-def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> list[str]:
+def _draw_batch(rt: Runtime, batch: list[JobRecord], loaded: dict[str, Engine] | None = None) -> list[str]:
     """Draw ``batch`` (jobs that share engines, steps and size): one call per engine for the whole
     batch, each job with its own prompt and seeds; store every image and finish each record as done
     (delivering the jobs of local conversations in the same round trip). Returns the ids delivered.
+    ``loaded``: the batch's engines as :func:`_load_engines` just got them (else they are got here).
 
     This is where the reliability promises meet the engines. Progress reports renew the jobs'
     leases and notice cancels: a job cancelled meanwhile is left as the cancel wrote it, and the
@@ -263,7 +268,12 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> list[str]:
     pictures = _Pictures(rt.images)
     for engine_name in batch[0].request.engines:
         try:
-            version, images, seconds = _draw_with(rt, engine_name, batch, progress.for_engine(engine_name))
+            engine = (loaded or {}).get(engine_name)
+            if engine is None:
+                engine = rt.engines.get(engine_name, batch[0].request.model)
+            version, images, seconds = _draw_with(
+                rt, engine, engine_name, batch, progress.for_engine(engine_name)
+            )
         except GenerationCancelled:
             for job in batch:
                 rt.redis.zrem(PENDING_KEY, job.id)
@@ -292,10 +302,14 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> list[str]:
 
 
 def _draw_with(
-    rt: Runtime, engine_name: str, batch: list[JobRecord], progress: Callable[[int, int], bool]
+    rt: Runtime,
+    engine: Engine,
+    engine_name: str,
+    batch: list[JobRecord],
+    progress: Callable[[int, int], bool],
 ) -> tuple[str, list[list[Image.Image]], float]:
-    """(engine version, images per job, seconds): ``batch`` drawn by one engine in one call."""
-    engine = rt.engines.get(engine_name, batch[0].request.model)  # a batch shares its model
+    """(engine version, images per job, seconds): ``batch`` drawn by ``engine`` (``engine_name``, of
+    the batch's model: a batch shares its model) in one call."""
     uploads = UploadStore(rt.redis, rt.settings.result_ttl_s)
     requests = [generation_request(rt.settings, uploads, engine_name, job) for job in batch]
     started = time.perf_counter()
