@@ -138,14 +138,16 @@ return {1, tostring(depth + 1)}
 
 # KEYS: tags, jobs, counts, pending, taken, lane zsets (one per lane, in LANES order)
 # ARGV: max_batch, batch scan, now, stale before, the caller's own job, then name and share of each lane,
-#       then the job records' key prefix
+#       then the job records' key prefix, then keys the caller also wants read (see FairQueue.take)
 # Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone, claimed records,
-#          and for a gone own job: its record ('' when missing) and 1 if it is still in pending}.
+#          for a gone own job: its record ('' when missing) and 1 if it is still in pending,
+#          the values of the keys also read ('' when missing)}.
 _CLAIM = (
     _LIB
     + """
 local tags, jobs, counts, pending, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_batch, scan, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix = ARGV[6 + 2 * (#KEYS - 5)]
 local stale = redis.call('ZRANGEBYSCORE', taken, '-inf', ARGV[4], 'LIMIT', 0, 16)
 local best, best_tag = nil, nil
 for i = 6, #KEYS do
@@ -188,15 +190,17 @@ if redis.call('ZSCORE', taken, ARGV[5]) then own = 'taken'
 elseif redis.call('HEXISTS', jobs, ARGV[5]) == 1 then own = 'waiting' end
 -- the taken jobs' records as they stand, so the worker can lease them without reading them again
 local records = {}
-for i = 1, #claimed do records[i] = redis.call('GET', ARGV[#ARGV] .. claimed[i]) or '' end
+for i = 1, #claimed do records[i] = redis.call('GET', prefix .. claimed[i]) or '' end
 -- a gone own job (a late message, e.g. of a job drawn in another batch): its record, so the caller
 -- can tell "finished already, nothing to do" without another round trip
 local own_record, own_pending = '', 0
 if own == 'gone' and ARGV[5] ~= '' then
-  own_record = redis.call('GET', ARGV[#ARGV] .. ARGV[5]) or ''
+  own_record = redis.call('GET', prefix .. ARGV[5]) or ''
   if redis.call('ZSCORE', pending, ARGV[5]) then own_pending = 1 end
 end
-return {claimed, stale, own, records, own_record, own_pending}
+local also = {}
+for i = 7 + 2 * (#KEYS - 5), #ARGV do also[#also + 1] = redis.call('GET', ARGV[i]) or '' end
+return {claimed, stale, own, records, own_record, own_pending, also}
 """
 )
 
@@ -320,6 +324,8 @@ class Taken:
     own_record: bytes | None = None
     #: When ``own`` is ``gone``: whether the own job is still in the pending set.
     own_pending: bool = False
+    #: The keys the caller asked to have read with the take, and their values (None: missing).
+    also: dict[str, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -437,16 +443,24 @@ class FairQueue:
         reports such jobs as stale and :meth:`requeue` puts them back."""
         return self.take(max_batch, own).claimed
 
-    def take(self, max_batch: int = 1, own: str = "", stale_after_s: float = STALE_TAKEN_S) -> Taken:
+    def take(
+        self,
+        max_batch: int = 1,
+        own: str = "",
+        stale_after_s: float = STALE_TAKEN_S,
+        also_read: tuple[str, ...] = (),
+    ) -> Taken:
         """:meth:`claim`, also saying which jobs were taken and never confirmed for ``stale_after_s``,
-        and where the caller's ``own`` job (the one its task message names) stands."""
+        and where the caller's ``own`` job (the one its task message names) stands. ``also_read``:
+        plain string keys to read in the same round trip (:attr:`Taken.also`), e.g. what a worker
+        checks before each batch."""
         lanes = [
             part for lane, share in zip(LANES, self.policy.shares(), strict=True) for part in (lane, share)
         ]
         now = time.time()
-        claimed, stale, state, records, own_record, own_pending = self._claim(
+        claimed, stale, state, records, own_record, own_pending, also = self._claim(
             keys=self._script_keys(),
-            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes, JobStore.prefix],
+            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes, JobStore.prefix, *also_read],
         )
         ids = _strs(claimed)
         raws = {job: raw or None for job, raw in zip(ids, records, strict=True)}
@@ -457,6 +471,7 @@ class FairQueue:
             records=raws,
             own_record=own_record or None,
             own_pending=bool(int(own_pending)),
+            also={key: value or None for key, value in zip(also_read, also, strict=True)},
         )
 
     def confirm(self, job_ids: list[str]) -> None:

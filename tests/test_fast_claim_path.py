@@ -131,3 +131,14 @@ def test_a_held_delivery_lease_leaves_the_job_to_the_careful_path(
     assert record.status == JobStatus.DONE and record.delivered_at is None
     assert bot_events(queue, "leased", job.id) == []
     assert journal_of(rt, job.id) == {}
+
+
+def test_the_take_reads_the_keys_a_worker_checks_in_the_same_round_trip(queue: QueueClient) -> None:
+    job = queue.submit(web_request(queue.settings, "also", 4))
+    queue.redis.set("ib:models:dfgan:promoted", "v7")
+    taken = queue.fair.take(
+        8, own=job.id, also_read=("ib:models:dfgan:promoted", "ib:models:diffusion:promoted")
+    )
+    assert taken.claimed == [job.id]
+    assert taken.also == {"ib:models:dfgan:promoted": b"v7", "ib:models:diffusion:promoted": None}
+    assert queue.fair.take(8, own=job.id).also == {}

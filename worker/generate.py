@@ -79,10 +79,13 @@ def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     """
     fair = rt.fair_for(route)
     stale_after = min(STALE_TAKEN_S, rt.settings.job_lease_s)
-    taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
+    # The registry's promoted versions are read with the take: what the batch's engines check.
+    checks = rt.engines.promoted_keys()
+    taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after, also_read=checks)
     if taken.stale and _requeue_stale(fair, rt, taken.stale) and not taken.claimed:
-        taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
-    drawn = _draw_taken(fair, rt, taken.records)
+        # back in line: take again
+        taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after, also_read=checks)
+    drawn = _draw_taken(fair, rt, taken.records, taken.also)
     if taken.own == "taken" and job_id not in taken.claimed:
         # Another worker took it from the queue and has not claimed its record yet: look again once
         # it would count as stale, so that a worker dying in between loses nothing.
@@ -98,11 +101,13 @@ def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     )
 
 
-def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) -> Outcome:
+def _draw_taken(
+    fair: FairQueue, rt: Runtime, records: dict[str, bytes | None], promoted: dict[str, bytes | None]
+) -> Outcome:
     """Claim the records of jobs taken from the fair queue (``records``: as the claim script read
     them) in one round trip that also confirms them there, draw the ones now held as one batch, and
-    charge their users the measured time. Returns the ids that need a delivery (and those of them
-    delivered already)."""
+    charge their users the measured time. ``promoted``: the registry's promoted versions, read with
+    the take. Returns the ids that need a delivery (and those of them delivered already)."""
     if not records:
         return Outcome(ran=[])
     job_ids = list(records)
@@ -114,7 +119,7 @@ def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) 
     given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
     delivered: list[str] = []
     if batch:
-        loaded = _load_engines(rt, batch[0])
+        loaded = _load_engines(rt, batch[0], promoted)
         started = time.perf_counter()
         delivered = _draw_batch(rt, batch, loaded)
         fair.settle(
@@ -123,15 +128,15 @@ def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) 
     return Outcome(ran=[job.id for job in batch] + given_up, delivered=delivered)
 
 
-def _load_engines(rt: Runtime, job: JobRecord) -> dict[str, Engine]:
-    """Load the job's engines (once per process; a newly promoted version is swapped in here) before
-    its batch's clock starts: loading is not a job's cost. Returns them by name, for the draw to use
-    without asking again. A model this worker cannot load is left to the draw, which fails the jobs
-    clearly."""
+def _load_engines(rt: Runtime, job: JobRecord, promoted: dict[str, bytes | None]) -> dict[str, Engine]:
+    """Load the job's engines (once per process; a newly promoted version, as in ``promoted``, is
+    swapped in here) before its batch's clock starts: loading is not a job's cost. Returns them by
+    name, for the draw to use without asking again. A model this worker cannot load is left to the
+    draw, which fails the jobs clearly."""
     loaded: dict[str, Engine] = {}
     for engine_name in job.request.engines:
         try:
-            loaded[engine_name] = rt.engines.get(engine_name, job.request.model)
+            loaded[engine_name] = rt.engines.get(engine_name, job.request.model, promoted)
         except Exception:  # noqa: BLE001 - reported by the draw itself, per job
             break
     return loaded
