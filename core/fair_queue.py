@@ -79,9 +79,11 @@ local function uncount(counts, user, conversation)
 end
 """
 
-# KEYS: pending, rate, lane zset, tags, jobs, counts, seq, cost
+# KEYS: pending, rate, lane zset, tags, jobs, counts, seq, cost; optionally the job's record and its
+#       user's list of recent jobs (written with the admission, see JobWrite)
 # ARGV: job, created, now, window, rate_limit, max_depth, user, conversation, lane, batch, default cost,
-#       weight, max_user, max_conversation, the batch's engines key (its cost is the fallback)
+#       weight, max_user, max_conversation, the batch's engines key (its cost is the fallback); with the
+#       two optional keys: the record's JSON, its TTL, how many recent jobs the list keeps
 _ADMIT = (
     _LIB
     + """
@@ -124,19 +126,28 @@ redis.call('HSET', jobs, job, table.concat(meta, '|'))
 redis.call('HINCRBY', counts, 'u:' .. user, 1)
 redis.call('HINCRBY', counts, 'c:' .. conversation, 1)
 redis.call('ZADD', pending, created, job)
+if #KEYS >= 10 then
+  redis.call('SET', KEYS[9], ARGV[16], 'EX', ARGV[17])
+  redis.call('RPUSH', KEYS[10], job)
+  redis.call('LTRIM', KEYS[10], -tonumber(ARGV[18]), -1)
+  redis.call('EXPIRE', KEYS[10], ARGV[17])
+end
 return {1, tostring(depth + 1)}
 """
 )
 
 # KEYS: tags, jobs, counts, pending, taken, lane zsets (one per lane, in LANES order)
 # ARGV: max_batch, batch scan, now, stale before, the caller's own job, then name and share of each lane,
-#       then the job records' key prefix
-# Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone, claimed records}.
+#       then the job records' key prefix, then keys the caller also wants read (see FairQueue.take)
+# Returns {claimed ids, stale taken ids, the own job's state: waiting | taken | gone, claimed records,
+#          for a gone own job: its record ('' when missing) and 1 if it is still in pending,
+#          the values of the keys also read ('' when missing)}.
 _CLAIM = (
     _LIB
     + """
 local tags, jobs, counts, pending, taken = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_batch, scan, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix = ARGV[6 + 2 * (#KEYS - 5)]
 local stale = redis.call('ZRANGEBYSCORE', taken, '-inf', ARGV[4], 'LIMIT', 0, 16)
 local best, best_tag = nil, nil
 for i = 6, #KEYS do
@@ -179,8 +190,17 @@ if redis.call('ZSCORE', taken, ARGV[5]) then own = 'taken'
 elseif redis.call('HEXISTS', jobs, ARGV[5]) == 1 then own = 'waiting' end
 -- the taken jobs' records as they stand, so the worker can lease them without reading them again
 local records = {}
-for i = 1, #claimed do records[i] = redis.call('GET', ARGV[#ARGV] .. claimed[i]) or '' end
-return {claimed, stale, own, records}
+for i = 1, #claimed do records[i] = redis.call('GET', prefix .. claimed[i]) or '' end
+-- a gone own job (a late message, e.g. of a job drawn in another batch): its record, so the caller
+-- can tell "finished already, nothing to do" without another round trip
+local own_record, own_pending = '', 0
+if own == 'gone' and ARGV[5] ~= '' then
+  own_record = redis.call('GET', prefix .. ARGV[5]) or ''
+  if redis.call('ZSCORE', pending, ARGV[5]) then own_pending = 1 end
+end
+local also = {}
+for i = 7 + 2 * (#KEYS - 5), #ARGV do also[#also + 1] = redis.call('GET', ARGV[i]) or '' end
+return {claimed, stale, own, records, own_record, own_pending, also}
 """
 )
 
@@ -300,6 +320,25 @@ class Taken:
     own: str
     #: The claimed jobs' records (JSON) as they stood when taken; None where a record is missing.
     records: dict[str, bytes | None] = field(default_factory=dict)
+    #: When ``own`` is ``gone``: the own job's record (JSON; None when missing) as it stood.
+    own_record: bytes | None = None
+    #: When ``own`` is ``gone``: whether the own job is still in the pending set.
+    own_pending: bool = False
+    #: The keys the caller asked to have read with the take, and their values (None: missing).
+    also: dict[str, bytes | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """What :meth:`FairQueue.admit` also writes when it admits a job, in the same atomic step: the
+    job's record (so a worker never sees a queued id whose record is missing, and a refused job
+    leaves no record behind) and the job's place in its user's list of recent jobs."""
+
+    record_key: str
+    record_json: str
+    ttl_s: int
+    user_jobs_key: str
+    user_jobs_kept: int
 
 
 @dataclass(frozen=True)
@@ -364,8 +403,10 @@ class FairQueue:
         rate_limit: int,
         window_s: float,
         weight: float = 1.0,
+        write: JobWrite | None = None,
     ) -> int:
-        """Queue ``job_id`` under every limit at once; returns the number waiting after it.
+        """Queue ``job_id`` under every limit at once; returns the number waiting after it. ``write``:
+        the job's record and user list, written only if it is admitted (one round trip in all).
 
         Raises :class:`InputError` ``queue_full``, ``user_queue_full``, ``conversation_queue_full`` or
         ``rate_limited`` (and then nothing changed)."""
@@ -374,13 +415,23 @@ class FairQueue:
         user, conversation, batch = (part.replace("|", "/") for part in (user, conversation, batch))
         max_user = max(1, math.floor(max_depth * self.policy.user_queue_share))
         max_conversation = max(1, math.floor(max_depth * self.policy.conversation_queue_share))
-        verdict, value = self._admit(
-            keys=[PENDING_KEY, f"ib:rate:{user}", self.lane_key(lane), self.tags_key, self.jobs_key,
-                  self.counts_key, self.seq_key, self.cost_key],
-            args=[job_id, created_at, time.time(), window_s, rate_limit, max_depth, user, conversation,
-                  lane, batch, self.policy.default_cost_s, max(weight, 1e-6), max_user, max_conversation,
-                  _engines_of(batch)],
-        )  # fmt: skip
+        keys = [
+            PENDING_KEY,
+            f"ib:rate:{user}",
+            self.lane_key(lane),
+            self.tags_key,
+            self.jobs_key,
+            self.counts_key,
+            self.seq_key,
+            self.cost_key,
+        ]
+        args = [job_id, created_at, time.time(), window_s, rate_limit, max_depth, user, conversation,
+                lane, batch, self.policy.default_cost_s, max(weight, 1e-6), max_user, max_conversation,
+                _engines_of(batch)]  # fmt: skip
+        if write is not None:
+            keys += [write.record_key, write.user_jobs_key]
+            args += [write.record_json, write.ttl_s, write.user_jobs_kept]
+        verdict, value = self._admit(keys=keys, args=args)
         return _admitted(int(verdict), float(value), rate_limit, window_s)
 
     def claim(self, max_batch: int = 1, own: str = "") -> list[str]:
@@ -392,20 +443,36 @@ class FairQueue:
         reports such jobs as stale and :meth:`requeue` puts them back."""
         return self.take(max_batch, own).claimed
 
-    def take(self, max_batch: int = 1, own: str = "", stale_after_s: float = STALE_TAKEN_S) -> Taken:
+    def take(
+        self,
+        max_batch: int = 1,
+        own: str = "",
+        stale_after_s: float = STALE_TAKEN_S,
+        also_read: tuple[str, ...] = (),
+    ) -> Taken:
         """:meth:`claim`, also saying which jobs were taken and never confirmed for ``stale_after_s``,
-        and where the caller's ``own`` job (the one its task message names) stands."""
+        and where the caller's ``own`` job (the one its task message names) stands. ``also_read``:
+        plain string keys to read in the same round trip (:attr:`Taken.also`), e.g. what a worker
+        checks before each batch."""
         lanes = [
             part for lane, share in zip(LANES, self.policy.shares(), strict=True) for part in (lane, share)
         ]
         now = time.time()
-        claimed, stale, state, records = self._claim(
+        claimed, stale, state, records, own_record, own_pending, also = self._claim(
             keys=self._script_keys(),
-            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes, JobStore.prefix],
+            args=[max_batch, BATCH_SCAN, now, now - stale_after_s, own, *lanes, JobStore.prefix, *also_read],
         )
         ids = _strs(claimed)
         raws = {job: raw or None for job, raw in zip(ids, records, strict=True)}
-        return Taken(claimed=ids, stale=_strs(stale), own=_str(state), records=raws)
+        return Taken(
+            claimed=ids,
+            stale=_strs(stale),
+            own=_str(state),
+            records=raws,
+            own_record=own_record or None,
+            own_pending=bool(int(own_pending)),
+            also={key: value or None for key, value in zip(also_read, also, strict=True)},
+        )
 
     def confirm(self, job_ids: list[str]) -> None:
         """The worker holds these jobs' records now: forget them here (one round trip)."""

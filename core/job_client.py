@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from core.errors import InputError, JobNotFound
-from core.fair_queue import FairQueue, FairShare, Position, batch_key_of, conversation_key
+from core.fair_queue import FairQueue, FairShare, JobWrite, Position, batch_key_of, conversation_key
 from core.heartbeats import WorkerBeat, live_workers, refuse_unserved
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
@@ -25,6 +25,11 @@ BEATS_CACHED_S = 1.0
 QUEUE_UNAVAILABLE_TEXT = "The queue is unavailable right now. Please try again in a minute."
 #: Errors that mean "Redis (the queue) cannot be reached", from redis-py and from Celery's producer.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError)
+
+
+def user_jobs_key(user: str) -> str:
+    """The list of ``user``'s recent job ids (the newest :data:`USER_JOBS_KEPT`), for ``/queue``."""
+    return f"ib:userjobs:{user}"
 
 
 class QueueUnavailable(redis.ConnectionError):
@@ -80,29 +85,22 @@ class QueueClient:
             steps=request.steps if request.steps is not None else self.settings.default_steps,
             size=request.size if request.size is not None else self.settings.default_size,
         )
-        # Record first, then admission (cap, shares, rate limit and the job's place in the fair order,
-        # in one atomic step), then the task: a worker never sees a queued id whose record is missing.
-        self.jobs.save(record)
+        # Admission (cap, shares, rate limit and the job's place in the fair order) writes the record
+        # and the user's list in the same atomic step, then the task is sent: a worker never sees a
+        # queued id whose record is missing, and a refused job leaves nothing behind.
         try:
             self._admit(record)
         except InputError as exc:
-            self.redis.delete(job_key(record.id))
             job_rejected(exc.code)
             raise
-        user_key = f"ib:userjobs:{request.user}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(user_key, record.id)
-        pipe.ltrim(user_key, -USER_JOBS_KEPT, -1)
-        pipe.expire(user_key, self.settings.result_ttl_s)
-        pipe.execute()
         route = model_queue(request.model)
         self.producer.send_task(GENERATE_TASK, args=[record.id], kwargs={"route": route}, queue=route)
         job_submitted(request)
         return record
 
     def _admit(self, record: JobRecord) -> None:
-        """Give ``record`` its place in the fair order (:mod:`core.fair_queue`), or raise the
-        :class:`InputError` of the limit it hits."""
+        """Store ``record`` and give it its place in the fair order (:mod:`core.fair_queue`), in one
+        round trip, or raise the :class:`InputError` of the limit it hits (and store nothing)."""
         request, settings = record.request, self.settings
         refuse_unserved(self.redis, request.model)
         self.fair_for(model_queue(request.model)).admit(
@@ -115,6 +113,13 @@ class QueueClient:
             max_depth=settings.max_queue_depth,
             rate_limit=settings.rate_limit_jobs,
             window_s=settings.rate_limit_window_s,
+            write=JobWrite(
+                record_key=job_key(record.id),
+                record_json=record.model_dump_json(),
+                ttl_s=settings.result_ttl_s,
+                user_jobs_key=user_jobs_key(request.user),
+                user_jobs_kept=USER_JOBS_KEPT,
+            ),
         )
 
     def fair_for(self, route: str) -> FairQueue:
@@ -126,7 +131,7 @@ class QueueClient:
     def user_jobs(self, user: str, unfinished_only: bool = True) -> list[tuple[JobRecord, int | None]]:
         """``user``'s recent jobs (oldest first) with queue positions, for ``/queue``."""
         out = []
-        for raw in self.redis.lrange(f"ib:userjobs:{user}", 0, -1):
+        for raw in self.redis.lrange(user_jobs_key(user), 0, -1):
             try:
                 record, position = self.status(raw.decode())
             except JobNotFound:

@@ -17,6 +17,7 @@ Three things make that hold when workers die and platforms time out (docs/reliab
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 
 import redis
 
+from bots.web.send import result_event
 from core.delivery import (
     POSTED,
     DeliveryAmbiguous,
@@ -36,9 +38,10 @@ from core.delivery import (
     Notice,
 )
 from core.errors import JobNotFound
+from core.events import channel, nudge_message
 from core.jobs import JobRecord, JobStatus
 from core.leases import KeyLease, swapped
-from core.store import job_key
+from core.store import HISTORY_LIMIT, History, job_key
 from worker.outbox import outbox_for, tell
 from worker.runtime import Runtime
 
@@ -63,6 +66,48 @@ SENDING = "sending"  # a send started; its request may not have fully left yet
 SENT = "sent"  # the request fully left, no answer yet: the platform may have posted it
 UNCONFIRMED = "unconfirmed"
 FAILED = "failed"
+#: Conversations whose delivery is only a Redis write (the web chat's history; nothing for the CLI,
+#: which reads the record): the generate task delivers them itself, without the ``deliver`` task.
+LOCAL_PLATFORMS = ("web", "cli")
+
+# A local conversation's delivery as one atomic step (see queue_local_delivery).
+# KEYS: job record, delivery lease, journal, history, told set.
+# ARGV: the record's JSON as the caller stored it, the same delivered, record TTL, history TTL, history
+#       limit, the history event's JSON ('' for none), job id, events channel, nudge, now, outcome.
+# Returns 1 when delivered; 0 (nothing written) while a delivery holds the job's lease or when the
+# record changed since the caller stored it: the careful path (run_deliver) then decides.
+_DELIVER_LOCAL = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '' then
+  local told = false
+  if redis.call('EXISTS', KEYS[5]) == 1 then
+    told = redis.call('SISMEMBER', KEYS[5], ARGV[7]) == 1
+  else
+    -- a history written before the told set existed: look through it (History.told does the same)
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+      local ok, event = pcall(cjson.decode, raw)
+      if ok and type(event) == 'table' and event.role == 'bot' and event.job_id == ARGV[7] then
+        told = true
+        break
+      end
+    end
+  end
+  if not told then
+    redis.call('RPUSH', KEYS[4], ARGV[6])
+    redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+    redis.call('EXPIRE', KEYS[4], ARGV[4])
+    redis.call('SADD', KEYS[5], ARGV[7])
+    redis.call('EXPIRE', KEYS[5], ARGV[4])
+    redis.call('PUBLISH', ARGV[8], ARGV[9])
+  end
+end
+redis.call('HINCRBY', KEYS[3], 'attempts', 1)
+redis.call('HSET', KEYS[3], 'state', ARGV[11], 'started_at', ARGV[10], 'finished_at', ARGV[10])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 
 
 def lock_key(job_id: str) -> str:
@@ -236,6 +281,53 @@ def _close(rt: Runtime, record: JobRecord, raw: bytes, outcome: str) -> None:
     pipe.srem(OPEN_KEY, record.id)
     if not swapped(pipe.execute()[1])[0]:
         rt.jobs.update(record.id, _mark_delivered)
+
+
+def queue_local_delivery(pipe: redis.client.Pipeline, rt: Runtime, record: JobRecord, stored: str) -> bool:
+    """Add the delivery of a finished job of a local conversation (:data:`LOCAL_PLATFORMS`) to
+    ``pipe``, a pipeline the worker sends anyway (the one that finishes the job); False, with nothing
+    added, for any other platform.
+
+    ``stored``: the record's JSON as this pipeline writes it (``record`` finished). The delivery is one
+    atomic script: it appends the result to the web conversation's history unless it is there already
+    (with the told set and the nudge, as :meth:`core.store.History.append`), journals it and marks the
+    job delivered. Being one step, it needs no lease and leaves nothing half done for :func:`sweep`.
+    It writes nothing while a delivery holds the job's lease, or once the record is no longer
+    ``stored`` (a cancel raced the finish): its reply (read with :func:`local_delivered`) is then 0,
+    and the job goes the careful way (:func:`run_deliver`)."""
+    conv = record.request.conversation
+    if conv.platform not in LOCAL_PLATFORMS:
+        return False
+    now = time.time()
+    delivered = record.model_copy(update={"delivered_at": now}).model_dump_json()
+    event = json.dumps({"ts": now, **result_event(record)}) if conv.platform == "web" else ""
+    keys = [
+        job_key(record.id),
+        lock_key(record.id),
+        journal_key(record.id),
+        History.key(conv.platform, conv.chat_id),
+        History.told_key(conv.platform, conv.chat_id),
+    ]
+    args = [
+        stored,
+        delivered,
+        rt.jobs.ttl_s,
+        rt.history.ttl_s,
+        HISTORY_LIMIT,
+        event,
+        record.id,
+        channel(conv.platform, conv.chat_id),
+        nudge_message("history", record.id),
+        now,
+        POSTED,
+    ]
+    pipe.eval(_DELIVER_LOCAL, len(keys), *keys, *args)
+    return True
+
+
+def local_delivered(reply: object) -> bool:
+    """Whether :func:`queue_local_delivery`'s script delivered the job (its reply in the pipeline)."""
+    return bool(int(reply))  # type: ignore[call-overload]
 
 
 def sweep(rt: Runtime) -> list[str]:

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -27,7 +27,7 @@ from PIL import Image
 from core.compose import to_png
 from core.errors import JobNotFound
 from core.events import publish
-from core.fair_queue import STALE_TAKEN_S, FairQueue, batch_key_of
+from core.fair_queue import STALE_TAKEN_S, FairQueue, Taken, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict, ended_copy, swapped
 from core.pairs import PAIR
@@ -35,7 +35,8 @@ from core.png_metadata import picture_parameters
 from core.store import PENDING_KEY, ImageStore
 from core.task_contract import QUEUE_GPU
 from core.uploads import UploadStore
-from worker.engines.base import GenerationCancelled
+from worker.deliver import local_delivered, queue_local_delivery
+from worker.engines.base import Engine, GenerationCancelled
 from worker.engines.job_requests import generation_request, result_marks
 from worker.previews import EngineProgress, LivePreviews
 from worker.runtime import Runtime
@@ -54,6 +55,8 @@ class Outcome:
     ran: list[str]  # job ids drawn (or failed) by this call; each needs a delivery
     recheck_in: float | None = None  # another worker holds the job: look again after this many s
     deliver_only: bool = False  # the job had already finished; make sure it is delivered
+    #: Those of ``ran`` already delivered, in the round trip that finished them (local conversations)
+    delivered: list[str] = field(default_factory=list)
 
 
 def claim(rt: Runtime, job_id: str) -> Claim[JobRecord]:
@@ -76,26 +79,37 @@ def run_generate(rt: Runtime, job_id: str, route: str = QUEUE_GPU) -> Outcome:
     """
     fair = rt.fair_for(route)
     stale_after = min(STALE_TAKEN_S, rt.settings.job_lease_s)
-    taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)
+    # The registry's promoted versions are read with the take: what the batch's engines check.
+    checks = rt.engines.promoted_keys()
+    taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after, also_read=checks)
     if taken.stale and _requeue_stale(fair, rt, taken.stale) and not taken.claimed:
-        taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after)  # back in line: take again
-    ran = _draw_taken(fair, rt, taken.records)
+        # back in line: take again
+        taken = fair.take(MAX_BATCH, own=job_id, stale_after_s=stale_after, also_read=checks)
+    drawn = _draw_taken(fair, rt, taken.records, taken.also)
     if taken.own == "taken" and job_id not in taken.claimed:
         # Another worker took it from the queue and has not claimed its record yet: look again once
         # it would count as stale, so that a worker dying in between loses nothing.
-        return Outcome(ran=ran, recheck_in=stale_after + 1.0)
+        return replace(drawn, recheck_in=stale_after + 1.0)
     if taken.own == "waiting" or job_id in taken.claimed:
-        return Outcome(ran=ran)
-    own = _run_own(rt, job_id)
-    return Outcome(ran=ran + own.ran, recheck_in=own.recheck_in, deliver_only=own.deliver_only)
+        return drawn
+    own = _run_own(rt, job_id, taken)
+    return Outcome(
+        ran=drawn.ran + own.ran,
+        recheck_in=own.recheck_in,
+        deliver_only=own.deliver_only,
+        delivered=drawn.delivered + own.delivered,
+    )
 
 
-def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) -> list[str]:
+def _draw_taken(
+    fair: FairQueue, rt: Runtime, records: dict[str, bytes | None], promoted: dict[str, bytes | None]
+) -> Outcome:
     """Claim the records of jobs taken from the fair queue (``records``: as the claim script read
     them) in one round trip that also confirms them there, draw the ones now held as one batch, and
-    charge their users the measured time. Returns the ids that need a delivery."""
+    charge their users the measured time. ``promoted``: the registry's promoted versions, read with
+    the take. Returns the ids that need a delivery (and those of them delivered already)."""
     if not records:
-        return []
+        return Outcome(ran=[])
     job_ids = list(records)
     lease_s = rt.settings.job_lease_s
     claims = rt.jobs.claim_many(
@@ -103,24 +117,29 @@ def _draw_taken(fair: FairQueue, rt: Runtime, records: dict[str, bytes | None]) 
     )
     batch = [c.held for c in claims if c.held is not None]
     given_up = [c.record.id for c in claims if c.verdict == Verdict.GAVE_UP and c.record is not None]
+    delivered: list[str] = []
     if batch:
-        _load_engines(rt, batch[0])
+        loaded = _load_engines(rt, batch[0], promoted)
         started = time.perf_counter()
-        _draw_batch(rt, batch)
+        delivered = _draw_batch(rt, batch, loaded)
         fair.settle(
             batch_key_of(batch[0]), [job.request.user for job in batch], time.perf_counter() - started
         )
-    return [job.id for job in batch] + given_up
+    return Outcome(ran=[job.id for job in batch] + given_up, delivered=delivered)
 
 
-def _load_engines(rt: Runtime, job: JobRecord) -> None:
-    """Load the job's engines (once per process) before its batch's clock starts: loading is not a
-    job's cost. A model this worker cannot load is left to the draw, which fails the jobs clearly."""
+def _load_engines(rt: Runtime, job: JobRecord, promoted: dict[str, bytes | None]) -> dict[str, Engine]:
+    """Load the job's engines (once per process; a newly promoted version, as in ``promoted``, is
+    swapped in here) before its batch's clock starts: loading is not a job's cost. Returns them by
+    name, for the draw to use without asking again. A model this worker cannot load is left to the
+    draw, which fails the jobs clearly."""
+    loaded: dict[str, Engine] = {}
     for engine_name in job.request.engines:
         try:
-            rt.engines.get(engine_name, job.request.model)
+            loaded[engine_name] = rt.engines.get(engine_name, job.request.model, promoted)
         except Exception:  # noqa: BLE001 - reported by the draw itself, per job
-            return
+            break
+    return loaded
 
 
 def _requeue_stale(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> int:
@@ -140,8 +159,17 @@ def _requeue_stale(fair: FairQueue, rt: Runtime, job_ids: list[str]) -> int:
     return fair.requeue(waiting)
 
 
-def _run_own(rt: Runtime, job_id: str) -> Outcome:
-    """The message's own job, outside the fair queue: claim it directly and act on the verdict."""
+def _run_own(rt: Runtime, job_id: str, found: Taken | None = None) -> Outcome:
+    """The message's own job, outside the fair queue: claim it directly and act on the verdict.
+
+    ``found``: what the fair queue's take said of it. A job that had finished when it was taken (the
+    late message of a job drawn in another batch: most messages of a burst) needs no further round
+    trip: nothing to do once delivered, else a delivery to make sure of."""
+    record = _finished(found.own_record) if found is not None and not found.own_pending else None
+    if record is not None:
+        if record.delivered_at is not None:
+            return Outcome(ran=[])
+        return Outcome(ran=[job_id], deliver_only=True)
     taken = claim(rt, job_id)
     if taken.verdict == Verdict.HELD_BY_OTHER:
         return Outcome(ran=[], recheck_in=taken.recheck_in())
@@ -152,8 +180,18 @@ def _run_own(rt: Runtime, job_id: str) -> Outcome:
         return Outcome(ran=[job_id], deliver_only=True)
     if taken.held is None:
         return Outcome(ran=[])
-    _draw_batch(rt, [taken.held])
-    return Outcome(ran=[job_id])
+    return Outcome(ran=[job_id], delivered=_draw_batch(rt, [taken.held]))
+
+
+def _finished(raw: bytes | None) -> JobRecord | None:
+    """The record ``raw`` when it is finished (done, failed, cancelled); None otherwise or unreadable."""
+    if raw is None:
+        return None
+    try:
+        record = JobRecord.model_validate_json(raw)
+    except ValueError:
+        return None
+    return record if record.status.finished else None
 
 
 @dataclass
@@ -217,10 +255,11 @@ class _Pictures:
         return key
 
 
-def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
+def _draw_batch(rt: Runtime, batch: list[JobRecord], loaded: dict[str, Engine] | None = None) -> list[str]:
     """Draw ``batch`` (jobs that share engines, steps and size): one call per engine for the whole
-    batch, each job with its own prompt and seeds; store every image, compose each job's pair and
-    finish its record as done.
+    batch, each job with its own prompt and seeds; store every image and finish each record as done
+    (delivering the jobs of local conversations in the same round trip). Returns the ids delivered.
+    ``loaded``: the batch's engines as :func:`_load_engines` just got them (else they are got here).
 
     This is where the reliability promises meet the engines. Progress reports renew the jobs'
     leases and notice cancels: a job cancelled meanwhile is left as the cancel wrote it, and the
@@ -234,11 +273,16 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
     pictures = _Pictures(rt.images)
     for engine_name in batch[0].request.engines:
         try:
-            version, images, seconds = _draw_with(rt, engine_name, batch, progress.for_engine(engine_name))
+            engine = (loaded or {}).get(engine_name)
+            if engine is None:
+                engine = rt.engines.get(engine_name, batch[0].request.model)
+            version, images, seconds = _draw_with(
+                rt, engine, engine_name, batch, progress.for_engine(engine_name)
+            )
         except GenerationCancelled:
             for job in batch:
                 rt.redis.zrem(PENDING_KEY, job.id)
-            return
+            return []
         except redis.RedisError:
             raise  # not the engine's fault (see above)
         except Exception as exc:  # an engine failure fails these jobs, not the worker
@@ -246,7 +290,7 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
             message = f"The {engine_name} engine failed: {type(exc).__name__}: {str(exc)[:200]}"
             for job in batch:
                 rt.jobs.finish(job.id, JobStatus.FAILED, error=message)
-            return
+            return []
         for job, job_images in zip(batch, images, strict=True):
             marks = result_marks(engine_name, job, job_images)
             result = EngineResult(
@@ -259,14 +303,18 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord]) -> None:
                 for i, img in enumerate(job_images)
             ]
             drawn[job.id].append(result)
-    _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch), pictures)
+    return _finish_batch(rt, [job for job in batch if job.id in progress.live], drawn, len(batch), pictures)
 
 
 def _draw_with(
-    rt: Runtime, engine_name: str, batch: list[JobRecord], progress: Callable[[int, int], bool]
+    rt: Runtime,
+    engine: Engine,
+    engine_name: str,
+    batch: list[JobRecord],
+    progress: Callable[[int, int], bool],
 ) -> tuple[str, list[list[Image.Image]], float]:
-    """(engine version, images per job, seconds): ``batch`` drawn by one engine in one call."""
-    engine = rt.engines.get(engine_name, batch[0].request.model)  # a batch shares its model
+    """(engine version, images per job, seconds): ``batch`` drawn by ``engine`` (``engine_name``, of
+    the batch's model: a batch shares its model) in one call."""
     uploads = UploadStore(rt.redis, rt.settings.result_ttl_s)
     requests = [generation_request(rt.settings, uploads, engine_name, job) for job in batch]
     started = time.perf_counter()
@@ -276,12 +324,16 @@ def _draw_with(
 
 def _finish_batch(
     rt: Runtime, jobs: list[JobRecord], drawn: Drawn, batch_size: int, pictures: _Pictures
-) -> None:
+) -> list[str]:
     """Store the batch's pictures and finish each job's record as done, in one round trip: a record is
     written only while it is exactly as this worker's claim stored it (compare-and-set). One that
     changed meanwhile (a progress write, a cancel) is finished the careful way, where a cancel that
     raced the end wins (the cancel already told the conversation). The jobs share one ``batch_id``.
-    The paired image is not composed here: whoever reads it first does (:mod:`core.pairs`)."""
+    The paired image is not composed here: whoever reads it first does (:mod:`core.pairs`).
+
+    The same round trip delivers the jobs of local conversations (web, CLI: a Redis write each,
+    :func:`worker.deliver.queue_local_delivery`), each only if its finish was written. Returns the ids
+    delivered; the others go through the usual delivery."""
     batch_id = uuid.uuid4().hex[:16]
     fields: dict[str, dict[str, Any]] = {
         job.id: {
@@ -292,16 +344,18 @@ def _finish_batch(
         }
         for job in jobs
     }
-    swaps = [
-        (job.id, job.model_dump_json(), ended_copy(job, JobStatus.DONE, **fields[job.id]).model_dump_json())
-        for job in jobs
-    ]
+    done = {job.id: ended_copy(job, JobStatus.DONE, **fields[job.id]) for job in jobs}
+    swaps = [(job.id, job.model_dump_json(), done[job.id].model_dump_json()) for job in jobs]
     pipe = rt.redis.pipeline(transaction=False)
     for key, png in pictures.blobs.items():
         pipe.set(key, png, ex=rt.images.ttl_s)
     if swaps:
         rt.jobs.queue_swap(pipe, swaps)
+    local = [job_id for job_id, _, new in swaps if queue_local_delivery(pipe, rt, done[job_id], new)]
     replies = pipe.execute()
-    for job, written in zip(jobs, swapped(replies[-1]) if swaps else [], strict=True):
+    swap_at = len(pictures.blobs)
+    for job, written in zip(jobs, swapped(replies[swap_at]) if swaps else [], strict=True):
         if not written:
             rt.jobs.finish(job.id, JobStatus.DONE, **fields[job.id])
+    delivered = replies[swap_at + 1 :]
+    return [job_id for job_id, reply in zip(local, delivered, strict=True) if local_delivered(reply)]

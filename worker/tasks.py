@@ -21,7 +21,7 @@ from core.task_contract import (
     QUEUE_GPU,
     TRAIN_TASK,
 )
-from worker.deliver import MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
+from worker.deliver import LOCAL_PLATFORMS, MAX_SEND_ATTEMPTS, give_up, journal_of, run_deliver, sweep
 from worker.generate import run_generate
 from worker.runtime import Runtime, runtime_for
 from worker.train_lease import schedule_recheck
@@ -34,7 +34,7 @@ MAX_BACKOFF_S = 60.0
 #: Retry after Redis (the broker) failed mid-task, once it answers again; wait at most this long.
 REDIS_RETRY_S = 2.0
 REDIS_WAIT_S = 600.0
-INLINE_PLATFORMS = ("web", "cli")
+INLINE_PLATFORMS = LOCAL_PLATFORMS
 
 
 @shared_task(bind=True, name=PING_TASK)
@@ -67,6 +67,8 @@ def generate(self: Task, job_id: str, route: str = QUEUE_GPU) -> list[str]:
             GENERATE_TASK, args=[job_id], kwargs={"route": route}, queue=route, countdown=outcome.recheck_in
         )
     for done_id in outcome.ran:
+        if done_id in outcome.delivered:
+            continue  # delivered in the round trip that finished it
         if not _deliver_inline(rt, done_id):
             self.app.send_task(DELIVER_TASK, args=[done_id], queue=QUEUE_DELIVERY)
     return outcome.ran

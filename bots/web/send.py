@@ -19,13 +19,19 @@ def send(record: JobRecord, ctx: DeliveryContext) -> str:
     conv = record.request.conversation
     if _told(ctx, conv, record.id):
         return POSTED
+    ctx.history.append("web", conv.chat_id, result_event(record))
+    return POSTED
+
+
+def result_event(record: JobRecord) -> dict[str, object]:
+    """The history event that tells a web conversation how job ``record`` ended (what :func:`send`
+    appends; the generate task appends the same event when it delivers a web job itself)."""
     event: dict[str, object] = {"role": "bot", "job_id": record.id, "status": record.status.value}
     if record.status == JobStatus.FAILED:
         event["text"] = record.error or "Something went wrong while drawing."
     elif record.status == JobStatus.CANCELLED:
         event["text"] = "Cancelled."
-    ctx.history.append("web", conv.chat_id, event)
-    return POSTED
+    return event
 
 
 def notify(conversation: Conversation, notice: Notice, ctx: DeliveryContext) -> None:

@@ -35,12 +35,15 @@ class LoadedEngines:
         self._failed: dict[str, str] = {}  # a promoted version that would not load (not retried)
         self._reload_lock = threading.Lock()
 
-    def get(self, name: str, model: str | None = None) -> Engine:
+    def get(
+        self, name: str, model: str | None = None, promoted: dict[str, bytes | None] | None = None
+    ) -> Engine:
         """The loaded engine ``name`` (loads it on first use); for ``diffusion``, the one drawing with
         ``model`` (a name from :mod:`core.model_catalog`; None or ``default``: the default model).
 
         For a versioned engine (``dfgan``, ``diffusion``), first asks the model registry (one Redis
-        GET) which version is promoted and swaps to it when it differs from the loaded one. A batch
+        GET; none when ``promoted`` has the values of :meth:`promoted_keys` as the caller just read
+        them) which version is promoted and swaps to it when it differs from the loaded one. A batch
         already drawing keeps the engine object it got, so it finishes on its version; the next batch
         gets the new one. Only the default model follows promotions; the others are the operator's
         folders as configured.
@@ -51,7 +54,7 @@ class LoadedEngines:
         if name == "diffusion" and model not in (None, DEFAULT_MODEL):
             return self._get_model(model)
         if name in VERSIONED:
-            self._follow_promoted(name)
+            self._follow_promoted(name, promoted)
         engine = self._engines.get(name)
         if engine is not None:
             return engine
@@ -139,17 +142,27 @@ class LoadedEngines:
         raise ValueError(f"no engine called {name!r}")
 
     # --- hot reload of promoted versions ----------------------------------------------------------
-    def _promoted_version(self, name: str) -> str | None:
-        """The promoted version of engine ``name`` (one GET), or None when none is, or Redis is not
-        configured."""
+    @staticmethod
+    def promoted_keys() -> tuple[str, ...]:
+        """The registry keys :meth:`get` reads, for a caller that reads them in a round trip of its own."""
+        from core.model_versions import promoted_key
+
+        return tuple(promoted_key(name) for name in VERSIONED)
+
+    def _promoted_version(self, name: str, known: dict[str, bytes | None] | None = None) -> str | None:
+        """The promoted version of engine ``name`` (one GET, or taken from ``known``: registry keys as
+        just read), or None when none is, or Redis is not configured."""
+        from core.model_versions import promoted_key
+
+        if known is not None and promoted_key(name) in known:
+            raw = known[promoted_key(name)]
+            return None if raw is None else raw.decode()
         if self._redis is None:
             if not self.settings.redis_url:
                 return None
             from core.store import connect
 
             self._redis = connect(self.settings.redis_url)
-        from core.model_versions import promoted_key
-
         try:
             raw = self._redis.get(promoted_key(name))
         except redis.RedisError:
@@ -157,11 +170,11 @@ class LoadedEngines:
             return self._versions.get(name)
         return None if raw is None else raw.decode()
 
-    def _follow_promoted(self, name: str) -> None:
+    def _follow_promoted(self, name: str, known: dict[str, bytes | None] | None = None) -> None:
         """Swap engine ``name`` when its promoted version changed (loaded outside the lock)."""
         if name not in self._engines:
             return  # the first load reads the promoted version itself
-        wanted = self._promoted_version(name)
+        wanted = self._promoted_version(name, known)
         if wanted == self._versions.get(name) or (wanted is not None and wanted == self._failed.get(name)):
             return
         # One thread loads; the others keep drawing with the current engine meanwhile.
