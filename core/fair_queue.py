@@ -591,13 +591,14 @@ def batch_key(engines: list[str] | tuple[str, ...], steps: int, size: int) -> st
 
 def batch_key_of(record: JobRecord) -> str:
     """What a job must share with others to be drawn in one batch: engines, steps and size (and the
-    width x height of a job with an aspect), and for the diffusion engine the model, the LoRAs with
-    their weights and whether it starts from an image (at which strength). The one definition the
-    queue and the worker share."""
+    width x height of a job with an aspect), the DF-GAN model, and for the diffusion engine the model,
+    the LoRAs with their weights and whether it starts from an image (at which strength). The one
+    definition the queue and the worker share."""
     request = record.request
     key = batch_key(request.engines, record.steps, record.size)
     extras = [f"shape={record.width}x{record.height}" if record.width != record.height else ""]
     extras.append(f"model={request.model}" if request.model else "")
+    extras.append(f"dfgan={request.dfgan_model}" if request.dfgan_model else "")
     extras += [f"lora={lora.name}:{lora.weight:g}" for lora in sorted(request.loras, key=lambda x: x.name)]
     if request.image_key:
         extras.append(f"img2img={request.strength if request.strength is not None else 'default'}")

@@ -88,7 +88,12 @@ class JobRequest(BaseModel):
     strength: float | None = Field(
         default=None, description="Image-to-image: how much of the upload is redrawn, 0.0-1.0"
     )
-    model: str | None = Field(default=None, description="Diffusion model name; None: the default one")
+    model: str | None = Field(
+        default=None,
+        description="Diffusion model name; None: the default one. Before validation: the --model as "
+        "typed, which may name a DF-GAN model (core.model_catalog.check_choices moves it)",
+    )
+    dfgan_model: str | None = Field(default=None, description="DF-GAN model name; None: the default one")
     loras: list[LoraChoice] = Field(default_factory=list)
     nsfw: str | None = Field(
         default=None, description="withhold | spoiler | allow for this channel; None: the server's rule"

@@ -1,7 +1,12 @@
-"""The diffusion models and LoRAs an operator offers, by name (torch-free; chat never names a path).
+"""The diffusion and DF-GAN models and the LoRAs an operator offers, by name (torch-free; chat never
+names a path).
 
-Models: ``IMAGINEBOT_DIFFUSION_MODELS=name=folder|description,…`` plus the default model, always
-there as :data:`DEFAULT_MODEL` (``IMAGINEBOT_DIFFUSION_MODEL``, or the shipped one).
+Diffusion models: ``IMAGINEBOT_DIFFUSION_MODELS=name=folder|description,…`` plus the default model,
+always there as :data:`DEFAULT_MODEL` (``IMAGINEBOT_DIFFUSION_MODEL``, or the shipped one).
+DF-GAN models: ``IMAGINEBOT_DFGAN_MODELS`` (same syntax) plus the default DF-GAN (the configured or
+shipped checkpoint, or the promoted version) and the shipped emoji model, :data:`EMOJI_MODEL`.
+One ``--model NAME`` names either kind: each engine in the job draws with its own model of that name,
+or with its default (see :func:`check_choices`).
 LoRAs: the ``.safetensors`` files in ``IMAGINEBOT_LORA_DIR``, named by their stem.
 """
 
@@ -17,6 +22,10 @@ from core.uploads import check_strength, is_upload_key
 
 #: The name of the default diffusion model (``IMAGINEBOT_DIFFUSION_MODEL`` or the shipped one).
 DEFAULT_MODEL = "default"
+#: The shipped DF-GAN trained on Noto emoji, offered on every server.
+EMOJI_MODEL = "emoji"
+#: Its folder under ``training/shipped_models`` (the worker resolves it; core knows no paths there).
+EMOJI_SHIPPED_FOLDER = "dfgan-emoji-64"
 #: Model and LoRA names: what a user may type; never a path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_LORAS = 4
@@ -31,6 +40,18 @@ class DiffusionModel:
     name: str
     folder: str | None
     description: str
+
+
+@dataclass(frozen=True)
+class DfganModel:
+    """One DF-GAN model users may pick: its name, its folder (None: the default DF-GAN, which follows
+    promotions), whether that folder is one of the project's shipped models (a name under
+    ``training/shipped_models``) and what it is for."""
+
+    name: str
+    folder: str | None
+    description: str
+    shipped: bool = False
 
 
 def _default_model(settings: Settings) -> DiffusionModel:
@@ -48,43 +69,114 @@ def parse_models(settings: Settings) -> dict[str, DiffusionModel]:
             repeats (an operator's configuration error, reported at start).
     """
     models = {DEFAULT_MODEL: _default_model(settings)}
-    for entry in settings.diffusion_models.split(","):
+    for name, folder, description in _entries(settings.diffusion_models, "DIFFUSION_MODELS", list(models)):
+        models[name] = DiffusionModel(name, folder, description)
+    return models
+
+
+def parse_dfgan_models(settings: Settings) -> dict[str, DfganModel]:
+    """Name -> DF-GAN model: the default, the shipped emoji model, then ``IMAGINEBOT_DFGAN_MODELS``.
+
+    Raises:
+        ValueError: as :func:`parse_models`, for ``IMAGINEBOT_DFGAN_MODELS`` (``emoji`` is taken).
+    """
+    default = "the configured model" if settings.dfgan_checkpoint else "the shipped model (shapes and scenes)"
+    models = {
+        DEFAULT_MODEL: DfganModel(DEFAULT_MODEL, None, default),
+        EMOJI_MODEL: DfganModel(
+            EMOJI_MODEL, EMOJI_SHIPPED_FOLDER, "everyday words and objects (emoji; rough)", shipped=True
+        ),
+    }
+    for name, folder, description in _entries(settings.dfgan_models, "DFGAN_MODELS", list(models)):
+        models[name] = DfganModel(name, folder, description)
+    return models
+
+
+def _entries(text: str, setting: str, taken: list[str]) -> list[tuple[str, str, str]]:
+    """(name, folder, description) of each ``name=folder|description`` entry of ``text``; the
+    description is the folder when left out.
+
+    Raises:
+        ValueError: an entry is malformed, or a name repeats (also one in ``taken``), any case.
+    """
+    entries: list[tuple[str, str, str]] = []
+    seen = [name.lower() for name in taken]
+    for entry in text.split(","):
         if not entry.strip():
             continue
         name, sep, rest = entry.partition("=")
         folder, _, description = rest.partition("|")
         name, folder = name.strip(), folder.strip()
         if not sep or not folder or not NAME.fullmatch(name):
-            raise ValueError(
-                f"IMAGINEBOT_DIFFUSION_MODELS entry {entry.strip()!r} is not name=folder|description"
-            )
-        if name.lower() in (m.lower() for m in models):
-            raise ValueError(f"IMAGINEBOT_DIFFUSION_MODELS names {name!r} twice")
-        models[name] = DiffusionModel(name, folder, description.strip() or folder)
-    return models
+            raise ValueError(f"IMAGINEBOT_{setting} entry {entry.strip()!r} is not name=folder|description")
+        if name.lower() in seen:
+            raise ValueError(f"IMAGINEBOT_{setting} names {name!r} twice")
+        seen.append(name.lower())
+        entries.append((name, folder, description.strip() or folder))
+    return entries
 
 
 def models_text(settings: Settings) -> str:
-    """One line per model: its name and what it is good at (for ``/models`` and refusals)."""
+    """One line per diffusion model: its name and what it is good at."""
     return "\n".join(f"• {m.name}: {m.description}" for m in parse_models(settings).values())
 
 
+def dfgan_models_text(settings: Settings) -> str:
+    """One line per DF-GAN model: its name and what it is good at."""
+    return "\n".join(f"• {m.name}: {m.description}" for m in parse_dfgan_models(settings).values())
+
+
+def catalogue_text(settings: Settings) -> str:
+    """Every model ``--model`` may name, by engine (for ``/models`` and refusals)."""
+    return f"Diffusion:\n{models_text(settings)}\nDF-GAN:\n{dfgan_models_text(settings)}"
+
+
+def _spelled(names: list[str], wanted: str) -> str | None:
+    """The spelling in ``names`` of ``wanted`` (any case), or None."""
+    return next((known for known in names if known.lower() == wanted.lower()), None)
+
+
+def _unknown(settings: Settings, name: str) -> InputError:
+    listing = catalogue_text(settings)
+    return InputError("unknown_model", f"There is no model called '{name.strip()[:40]}'. Models:\n{listing}")
+
+
 def check_model(settings: Settings, name: str | None) -> str:
-    """The catalogue's spelling of model ``name`` (any case; None: the default).
+    """The diffusion catalogue's spelling of model ``name`` (any case; None: the default).
 
     Raises:
         InputError: ``unknown_model``, with the list of models.
     """
     if name is None or not name.strip():
         return DEFAULT_MODEL
-    models = parse_models(settings)
-    wanted = name.strip().lower()
-    for known in models:
-        if known.lower() == wanted:
-            return known
-    raise InputError(
-        "unknown_model", f"There is no model called '{name.strip()[:40]}'. Models:\n{models_text(settings)}"
-    )
+    known = _spelled(list(parse_models(settings)), name.strip())
+    if known is None:
+        raise _unknown(settings, name)
+    return known
+
+
+def check_dfgan_model(settings: Settings, name: str | None) -> str:
+    """The DF-GAN catalogue's spelling of model ``name`` (any case; None: the default).
+
+    Raises:
+        InputError: ``unknown_model``, with the list of models.
+    """
+    if name is None or not name.strip():
+        return DEFAULT_MODEL
+    known = _spelled(list(parse_dfgan_models(settings)), name.strip())
+    if known is None:
+        raise _unknown(settings, name)
+    return known
+
+
+def engine_model(request: JobRequest, engine: str) -> str | None:
+    """The model engine ``engine`` draws ``request`` with (None: its default; engines other than
+    diffusion and DF-GAN have none)."""
+    if engine == "diffusion":
+        return request.model
+    if engine == "dfgan":
+        return request.dfgan_model
+    return None
 
 
 def served_models(settings: Settings) -> list[str]:
@@ -166,7 +258,8 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
     Raises:
         InputError: ``unknown_model``, ``bad_lora``, ``strength_out_of_range``, ``strength_without_image``
             (a strength given with no image to start from), ``image_expired`` (not an upload key), or
-            ``model_without_diffusion`` (a model or LoRA for a job the diffusion engine does not draw).
+            ``model_without_diffusion`` / ``model_without_dfgan`` (a model or LoRA for a job the
+            engine it belongs to does not draw).
     """
     if request.image_key is None and request.strength is not None:
         raise InputError(
@@ -174,16 +267,52 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
         )
     if request.image_key is not None and not is_upload_key(request.image_key):
         raise InputError("image_expired", "The image this job starts from has expired; send it again.")
-    model = check_model(settings, request.model)
+    engines = request.engines or settings.default_engines
+    model, dfgan_model = _engine_models(settings, request, engines)
     loras = check_loras(settings, request.loras)
-    if (model != DEFAULT_MODEL or loras) and "diffusion" not in (request.engines or settings.default_engines):
+    if loras and "diffusion" not in engines:
         raise InputError(
             "model_without_diffusion",
             "--model and --lora choose how the diffusion engine draws; it is not in this job.",
         )
     update = {
-        "model": None if model == DEFAULT_MODEL else model,  # one spelling of "the default" in batch keys
+        # one spelling of "the default" in batch keys and queue routes
+        "model": None if model == DEFAULT_MODEL else model,
+        "dfgan_model": None if dfgan_model == DEFAULT_MODEL else dfgan_model,
         "loras": loras,
         "strength": None if request.image_key is None else check_strength(request.strength),
     }
     return request.model_copy(update=update)
+
+
+def _engine_models(settings: Settings, request: JobRequest, engines: list[str]) -> tuple[str, str]:
+    """(diffusion model, DF-GAN model) for ``request``: its ``--model`` (``request.model``) names a
+    model of either catalogue or both; each engine of the job that has a model of that name draws
+    with it, the other with its default. A DF-GAN model already chosen (``request.dfgan_model``, a
+    stored request checked again) is kept.
+
+    Raises:
+        InputError: ``unknown_model`` (in neither catalogue), ``model_without_diffusion`` or
+            ``model_without_dfgan`` (no engine of the job has a model of that name).
+    """
+    dfgan_model = check_dfgan_model(settings, request.dfgan_model)
+    name = (request.model or "").strip()
+    if not name or name.lower() == DEFAULT_MODEL:
+        return DEFAULT_MODEL, dfgan_model
+    diffusion = _spelled(list(parse_models(settings)), name)
+    dfgan = _spelled(list(parse_dfgan_models(settings)), name)
+    if diffusion is None and dfgan is None:
+        raise _unknown(settings, name)
+    for_diffusion = diffusion if "diffusion" in engines else None
+    for_dfgan = dfgan if "dfgan" in engines else None
+    if for_diffusion is None and for_dfgan is None:
+        if diffusion is not None:
+            raise InputError(
+                "model_without_diffusion",
+                "--model and --lora choose how the diffusion engine draws; it is not in this job.",
+            )
+        raise InputError(
+            "model_without_dfgan",
+            f"'{dfgan}' is a DF-GAN model and the DF-GAN engine is not in this job (add --engine dfgan).",
+        )
+    return for_diffusion or DEFAULT_MODEL, for_dfgan or dfgan_model

@@ -94,6 +94,7 @@ def picture_parameters(
         "height": image.height,
         "aspect": request.aspect,
         "model": request.model,
+        "dfgan_model": request.dfgan_model,
         "strength": request.strength if request.image_key else None,
         "loras": [[lora.name, lora.weight] for lora in request.loras],
         "cropped": result.cropped,
@@ -124,6 +125,7 @@ def pair_parameters(record: JobRecord, results: list[EngineResult]) -> PngParame
         "height": record.height,
         "aspect": request.aspect,
         "model": request.model,
+        "dfgan_model": request.dfgan_model,
         "engines": {result.engine: result.version for result in results},
     }
     return PngParameters(request.prompt, request.negative_prompt, fields, extra)

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     nsfw_web: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the web chat only.")
     nsfw_cli: str | None = Field(default=None, description="IMAGINEBOT_NSFW for the command line only.")
     dfgan_checkpoint: str | None = Field(default=None, description="DF-GAN checkpoint folder.")
+    dfgan_models: str = Field(
+        default="",
+        description="More DF-GAN models users may pick with --model: comma list of "
+        "name=folder|what it is good at (as IMAGINEBOT_DIFFUSION_MODELS). The default DF-GAN is always "
+        "there as 'default' and the shipped emoji model as 'emoji'.",
+    )
     upscaler: str | None = Field(
         default=None,
         description="Diffusers upscaler folder for the Upscale ×2 button (StableDiffusionUpscalePipeline, "
@@ -238,10 +244,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_model_catalogue(self) -> Settings:
-        """A malformed ``diffusion_models`` or an unknown name in ``worker_models`` fails at start."""
-        from core.model_catalog import served_models  # it reads these settings
+        """A malformed ``diffusion_models`` or ``dfgan_models``, or an unknown name in ``worker_models``,
+        fails at start."""
+        from core.model_catalog import parse_dfgan_models, served_models  # they read these settings
 
         served_models(self)
+        parse_dfgan_models(self)
         return self
 
     @field_validator("device")

@@ -157,10 +157,12 @@ def test_models_and_the_nsfw_rule_from_the_web_chat(
     web = create_app(app_settings).test_client()
     listed = web.get("/api/models").get_json()
     assert {"name": "anime", "description": "Anime and cartoons"} in listed["models"]
+    emoji = {"name": "emoji", "description": "everyday words and objects (emoji; rough)"}
+    assert emoji in listed["dfgan_models"] and "dfgan-emoji-64" not in str(listed)
     assert listed["loras"] == ["ink"] and "/srv" not in str(listed)  # names, never folders
     said = web.post("/api/imagine", json={"conversation_id": CID, "text": "/models"})
     assert said.status_code == 200 and "• anime: Anime and cartoons" in said.get_json()["message"]
-    assert "ink" in said.get_json()["message"]
+    assert "ink" in said.get_json()["message"] and "• emoji: everyday words" in said.get_json()["message"]
     # /nsfw: admins only; the rule is the conversation's and reaches its jobs.
     refused = web.post("/api/imagine", json={"conversation_id": CID, "text": "/nsfw allow"})
     assert (refused.status_code, refused.get_json()["code"]) == (403, "not_admin")

@@ -30,6 +30,7 @@ from core.events import publish
 from core.fair_queue import STALE_TAKEN_S, FairQueue, Taken, batch_key_of
 from core.jobs import EngineResult, JobRecord, JobStatus, Progress
 from core.leases import Claim, Hold, Verdict, ended_copy, swapped
+from core.model_catalog import engine_model
 from core.pairs import PAIR
 from core.png_metadata import picture_parameters
 from core.store import PENDING_KEY, ImageStore
@@ -136,7 +137,8 @@ def _load_engines(rt: Runtime, job: JobRecord, promoted: dict[str, bytes | None]
     loaded: dict[str, Engine] = {}
     for engine_name in job.request.engines:
         try:
-            loaded[engine_name] = rt.engines.get(engine_name, job.request.model, promoted)
+            model = engine_model(job.request, engine_name)
+            loaded[engine_name] = rt.engines.get(engine_name, model, promoted)
         except Exception:  # noqa: BLE001 - reported by the draw itself, per job
             break
     return loaded
@@ -275,7 +277,7 @@ def _draw_batch(rt: Runtime, batch: list[JobRecord], loaded: dict[str, Engine] |
         try:
             engine = (loaded or {}).get(engine_name)
             if engine is None:
-                engine = rt.engines.get(engine_name, batch[0].request.model)
+                engine = rt.engines.get(engine_name, engine_model(batch[0].request, engine_name))
             version, images, seconds = _draw_with(
                 rt, engine, engine_name, batch, progress.for_engine(engine_name)
             )

@@ -79,7 +79,7 @@ async def on_command_error(interaction: discord.Interaction, error: app_commands
     negative="What to keep out of the picture",
     image="A picture to start from (PNG, JPEG or WebP, up to 10 MB; diffusion)",
     strength="How much of the picture to redraw, 0.0-1.0 (with an image)",
-    model="A diffusion model (see /models)",
+    model="A model (see /models): a diffusion one, or a DF-GAN one such as emoji",
     lora="LoRAs: NAME or NAME:WEIGHT, several separated by commas (see /models)",
     ar="Aspect ratio width:height, e.g. 16:9, 2:3 (1:4 to 4:1)",
 )

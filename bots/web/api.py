@@ -65,7 +65,7 @@ from core.heartbeats import health_summary, job_notice
 from core.ids import is_conversation_id, is_job_id, is_run_id
 from core.job_client import QueueClient
 from core.jobs import Conversation, JobRecord, JobStatus
-from core.model_catalog import lora_names, parse_models
+from core.model_catalog import lora_names, parse_dfgan_models, parse_models
 from core.nsfw import nsfw_notice
 from core.prompt import check_text
 from core.result_buttons import ResultButton, picked_buttons, read_button, result_buttons
@@ -140,6 +140,7 @@ def job_view(record: JobRecord, position: int | None, notice: str | None = None)
         "image_input": req.image_key is not None,  # drawn from an uploaded picture
         "strength": req.strength,
         "model": req.model,
+        "dfgan_model": req.dfgan_model,
         "loras": [{"name": lora.name, "weight": lora.weight} for lora in req.loras],
         "nsfw_notice": nsfw_notice(record.results),  # what happened to flagged pictures, and why
         "error": record.error,
@@ -393,10 +394,12 @@ def press(cid: str) -> tuple[Response, int]:
 
 @api.get("/models")
 def models() -> Response:
-    """The diffusion models (``--model``) with what each is good at, and the LoRAs (``--lora``)."""
+    """The diffusion models and the DF-GAN models (``--model``) with what each is good at, and the
+    LoRAs (``--lora``)."""
     settings = chat().settings
     listed = [{"name": m.name, "description": m.description} for m in parse_models(settings).values()]
-    return jsonify({"models": listed, "loras": lora_names(settings)})
+    dfgan = [{"name": m.name, "description": m.description} for m in parse_dfgan_models(settings).values()]
+    return jsonify({"models": listed, "dfgan_models": dfgan, "loras": lora_names(settings)})
 
 
 @api.get("/jobs/<job_id>")

@@ -235,6 +235,7 @@ class JobSettings:
         extras = [
             f"no “{req.negative_prompt}”" if req.negative_prompt else "",
             f"model {req.model}" if req.model else "",
+            f"DF-GAN model {req.dfgan_model}" if req.dfgan_model else "",
             " ".join(f"lora {lora.name}:{lora.weight:g}" for lora in req.loras),
             f"from a picture at strength {req.strength:g}" if drawn_from else "",
         ]
@@ -441,8 +442,8 @@ def _promote_hint(family: str) -> str:
 
 @dataclass(frozen=True)
 class ModelsShown:
-    """The diffusion models (``models``: :func:`core.model_catalog.models_text`, one line each) and
-    the LoRAs on offer."""
+    """The diffusion and DF-GAN models (``models``: :func:`core.model_catalog.catalogue_text`, one
+    line each under its engine) and the LoRAs on offer."""
 
     models: str
     loras: list[str] = field(default_factory=list)

@@ -70,7 +70,7 @@ from core.heartbeats import job_notice
 from core.ids import is_job_id
 from core.job_client import QueueClient, QueueUnavailable
 from core.jobs import Conversation, JobRecord, JobRequest, SourcePicture
-from core.model_catalog import lora_names, models_text
+from core.model_catalog import catalogue_text, lora_names
 from core.model_versions import ModelRegistry, RegistryError, family_of
 from core.nsfw import ChannelNsfw as ChannelNsfwStore
 from core.nsfw import channel_policy, conversation_policy, parse_policy
@@ -367,4 +367,4 @@ class ConversationService:
 
     # --- everyone ----------------------------------------------------------------------------------
     def _show_models(self, caller: Caller, action: ShowModels) -> Reply:
-        return ModelsShown(models_text(self.settings), lora_names(self.settings))
+        return ModelsShown(catalogue_text(self.settings), lora_names(self.settings))

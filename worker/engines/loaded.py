@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from core.model_catalog import DEFAULT_MODEL, parse_models, served_models
+from core.model_catalog import DEFAULT_MODEL, parse_dfgan_models, parse_models, served_models
 from core.settings import Settings
 from worker.engines.base import Engine
 
@@ -20,7 +20,7 @@ VERSIONED = ("dfgan", "diffusion")
 
 
 class ModelNotServed(LookupError):
-    """A job asked for a diffusion model this worker is not configured for."""
+    """A job asked for a model this worker is not configured for."""
 
 
 class LoadedEngines:
@@ -38,8 +38,9 @@ class LoadedEngines:
     def get(
         self, name: str, model: str | None = None, promoted: dict[str, bytes | None] | None = None
     ) -> Engine:
-        """The loaded engine ``name`` (loads it on first use); for ``diffusion``, the one drawing with
-        ``model`` (a name from :mod:`core.model_catalog`; None or ``default``: the default model).
+        """The loaded engine ``name`` (loads it on first use); for ``diffusion`` and ``dfgan``, the one
+        drawing with ``model`` (a name from that engine's catalogue in :mod:`core.model_catalog`,
+        :func:`core.model_catalog.engine_model` of the job; None or ``default``: the default model).
 
         For a versioned engine (``dfgan``, ``diffusion``), first asks the model registry (one Redis
         GET; none when ``promoted`` has the values of :meth:`promoted_keys` as the caller just read
@@ -53,6 +54,8 @@ class LoadedEngines:
         """
         if name == "diffusion" and model not in (None, DEFAULT_MODEL):
             return self._get_model(model)
+        if name == "dfgan" and model not in (None, DEFAULT_MODEL):
+            return self._get_dfgan_model(model)
         if name in VERSIONED:
             self._follow_promoted(name, promoted)
         engine = self._engines.get(name)
@@ -82,6 +85,29 @@ class LoadedEngines:
                 engine.info.extra["model"] = model
                 self._engines[key] = engine
                 log.info("loaded diffusion model %s in %.1f s", model, time.perf_counter() - started)
+            return self._engines[key]
+
+    def _get_dfgan_model(self, model: str) -> Engine:
+        """The DF-GAN engine for the catalogue's model ``model`` (loaded on first use; every worker
+        serves them all: a DF-GAN is a few MB). It keeps its own weights: promotions move the
+        default DF-GAN only."""
+        entry = parse_dfgan_models(self.settings).get(model)
+        if entry is None or entry.folder is None:
+            raise ModelNotServed(f"there is no DF-GAN model {model!r}")
+        key = f"dfgan@{model}"
+        with self._lock:
+            if key not in self._engines:
+                started = time.perf_counter()
+                self._set_threads()
+                folder = entry.folder
+                if entry.shipped:
+                    from training.shipped import SHIPPED_DIR
+
+                    folder = str(SHIPPED_DIR / entry.folder)
+                engine = self._load_default("dfgan", folder)
+                engine.info.extra["model"] = model
+                self._engines[key] = engine
+                log.info("loaded DF-GAN model %s in %.1f s", model, time.perf_counter() - started)
             return self._engines[key]
 
     def loaded_versions(self) -> dict[str, str]:
