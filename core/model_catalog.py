@@ -127,8 +127,9 @@ def dfgan_models_text(settings: Settings) -> str:
 
 
 def catalogue_text(settings: Settings) -> str:
-    """Every model ``--model`` may name, by engine (for ``/models`` and refusals)."""
-    return f"Diffusion:\n{models_text(settings)}\nDF-GAN:\n{dfgan_models_text(settings)}"
+    """Every model ``--model`` may name (for ``/models`` and refusals): the diffusion models first,
+    as before DF-GAN models could be named, then the DF-GAN models under their own heading."""
+    return f"{models_text(settings)}\nDF-GAN models:\n{dfgan_models_text(settings)}"
 
 
 def _spelled(names: list[str], wanted: str) -> str | None:

@@ -105,7 +105,7 @@ def test_an_unknown_model_lists_the_models_of_both_engines() -> None:
     assert "• anime: Anime and cartoons" in err.value.message
     assert "• emoji: everyday words and objects (emoji; rough)" in err.value.message
     assert "• birds: small birds (CUB)" in err.value.message
-    assert err.value.message.index("Diffusion:") < err.value.message.index("DF-GAN:")
+    assert err.value.message.index("• anime") < err.value.message.index("DF-GAN models:\n• default")
     assert "• emoji" in catalogue_text(Settings(_env_file=None))  # type: ignore[call-arg]
 
 
