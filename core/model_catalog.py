@@ -290,13 +290,14 @@ def _engine_models(settings: Settings, request: JobRequest, engines: list[str]) 
     """(diffusion model, DF-GAN model) for ``request``: its ``--model`` (``request.model``) names a
     model of either catalogue or both; each engine of the job that has a model of that name draws
     with it, the other with its default. A DF-GAN model already chosen (``request.dfgan_model``, a
-    stored request checked again) is kept.
+    stored request checked again) is kept while the job has the DF-GAN engine.
 
     Raises:
         InputError: ``unknown_model`` (in neither catalogue), ``model_without_diffusion`` or
             ``model_without_dfgan`` (no engine of the job has a model of that name).
     """
-    dfgan_model = check_dfgan_model(settings, request.dfgan_model)
+    # Dropped when the job has no DF-GAN (a variation of the diffusion picture): it would split batches.
+    dfgan_model = check_dfgan_model(settings, request.dfgan_model) if "dfgan" in engines else DEFAULT_MODEL
     name = (request.model or "").strip()
     if not name or name.lower() == DEFAULT_MODEL:
         return DEFAULT_MODEL, dfgan_model

@@ -85,6 +85,8 @@ def test_model_emoji_is_the_dfgan_model_and_diffusion_keeps_its_default() -> Non
     assert (shared.model, shared.dfgan_model) == ("both", "both")
     assert ask("a red apple --model default").dfgan_model is None
     assert check_choices(catalogue(), both) == both  # a stored request checked again keeps its model
+    diffusion_only = both.model_copy(update={"engines": ["diffusion"]})  # a variation of that picture
+    assert check_choices(catalogue(), diffusion_only).dfgan_model is None
 
 
 def test_a_model_no_engine_of_the_job_has_is_refused() -> None:
