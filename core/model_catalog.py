@@ -142,18 +142,27 @@ def _unknown(settings: Settings, name: str) -> InputError:
     return InputError("unknown_model", f"There is no model called '{name.strip()[:40]}'. Models:\n{listing}")
 
 
+def _checked(names: list[str], settings: Settings, name: str | None) -> str:
+    """The spelling in ``names`` of model ``name`` (any case; None or blank: the default).
+
+    Raises:
+        InputError: ``unknown_model``, with every model ``--model`` may name.
+    """
+    if name is None or not name.strip():
+        return DEFAULT_MODEL
+    known = _spelled(names, name.strip())
+    if known is None:
+        raise _unknown(settings, name)
+    return known
+
+
 def check_model(settings: Settings, name: str | None) -> str:
     """The diffusion catalogue's spelling of model ``name`` (any case; None: the default).
 
     Raises:
         InputError: ``unknown_model``, with the list of models.
     """
-    if name is None or not name.strip():
-        return DEFAULT_MODEL
-    known = _spelled(list(parse_models(settings)), name.strip())
-    if known is None:
-        raise _unknown(settings, name)
-    return known
+    return _checked(list(parse_models(settings)), settings, name)
 
 
 def check_dfgan_model(settings: Settings, name: str | None) -> str:
@@ -162,12 +171,7 @@ def check_dfgan_model(settings: Settings, name: str | None) -> str:
     Raises:
         InputError: ``unknown_model``, with the list of models.
     """
-    if name is None or not name.strip():
-        return DEFAULT_MODEL
-    known = _spelled(list(parse_dfgan_models(settings)), name.strip())
-    if known is None:
-        raise _unknown(settings, name)
-    return known
+    return _checked(list(parse_dfgan_models(settings)), settings, name)
 
 
 def engine_model(request: JobRequest, engine: str) -> str | None:
