@@ -15,6 +15,7 @@ from core.heartbeats import WorkerBeat, live_workers, refuse_unserved
 from core.jobs import JobRecord, JobRequest, JobStatus
 from core.limits import RateLimiter
 from core.metrics import job_cancelled, job_rejected, job_submitted
+from core.prompt_vocabulary import settle_auto_choice
 from core.settings import Settings
 from core.store import PENDING_KEY, History, ImageStore, JobStore, connect, job_key
 from core.task_contract import DELIVER_TASK, GENERATE_TASK, QUEUE_DELIVERY, make_producer, model_queue
@@ -79,6 +80,7 @@ class QueueClient:
             raise QueueUnavailable() from exc
 
     def _submit(self, request: JobRequest) -> JobRecord:
+        request = settle_auto_choice(self.settings, self.redis, request)
         record = JobRecord(
             request=request,
             seed=request.seed if request.seed is not None else secrets.randbelow(2**32),

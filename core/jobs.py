@@ -94,6 +94,11 @@ class JobRequest(BaseModel):
         "typed, which may name a DF-GAN model (core.model_catalog.check_choices moves it)",
     )
     dfgan_model: str | None = Field(default=None, description="DF-GAN model name; None: the default one")
+    dfgan_auto: bool = Field(
+        default=False,
+        description="dfgan_model was chosen for the prompt's words, not by the user "
+        "(core.prompt_vocabulary): chosen again whenever the prompt changes",
+    )
     loras: list[LoraChoice] = Field(default_factory=list)
     nsfw: str | None = Field(
         default=None, description="withhold | spoiler | allow for this channel; None: the server's rule"

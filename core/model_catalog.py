@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from core.errors import InputError
 from core.jobs import JobRequest, LoraChoice
+from core.prompt_vocabulary import auto_dfgan_model
 from core.settings import Settings
 from core.uploads import check_strength, is_upload_key
 
@@ -273,6 +274,12 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
     if request.image_key is not None and not is_upload_key(request.image_key):
         raise InputError("image_expired", "The image this job starts from has expired; send it again.")
     engines = request.engines or settings.default_engines
+    if request.dfgan_auto:  # chosen for the words of the prompt, which may have changed (a remix)
+        request = request.model_copy(update={"dfgan_model": None, "dfgan_auto": False})
+    auto = auto_dfgan_model(settings, request, engines)
+    auto = _spelled(list(parse_dfgan_models(settings)), auto) if auto is not None else None
+    if auto is not None:  # (a name missing from the catalogue is the operator's slip: not the user's)
+        request = request.model_copy(update={"dfgan_model": auto, "dfgan_auto": True})
     model, dfgan_model = _engine_models(settings, request, engines)
     loras = check_loras(settings, request.loras)
     if loras and "diffusion" not in engines:
@@ -284,6 +291,7 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
         # one spelling of "the default" in batch keys and queue routes
         "model": None if model == DEFAULT_MODEL else model,
         "dfgan_model": None if dfgan_model == DEFAULT_MODEL else dfgan_model,
+        "dfgan_auto": request.dfgan_auto and dfgan_model != DEFAULT_MODEL,
         "loras": loras,
         "strength": None if request.image_key is None else check_strength(request.strength),
     }

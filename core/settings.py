@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         "name=folder|what it is good at (as IMAGINEBOT_DIFFUSION_MODELS). The default DF-GAN is always "
         "there as 'default' and the shipped emoji model as 'emoji'.",
     )
+    auto_dfgan_model: str = Field(
+        default="emoji",
+        description="DF-GAN model for prompts with a word the shipped shapes model never saw, when the "
+        "user names no model (core/prompt_vocabulary.py); empty: every prompt goes to the default DF-GAN. "
+        "Not applied when IMAGINEBOT_DFGAN_CHECKPOINT names a model of your own.",
+    )
     upscaler: str | None = Field(
         default=None,
         description="Diffusers upscaler folder for the Upscale ×2 button (StableDiffusionUpscalePipeline, "

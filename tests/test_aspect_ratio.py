@@ -142,9 +142,9 @@ def test_a_record_gets_its_shape_from_size_and_aspect_and_old_records_stay_squar
 def test_info_names_the_model_the_loras_and_the_strength_only_when_set() -> None:
     """ℹ️ Info reads back everything that was set: a job with a model, two LoRAs and a start picture
     says so; a plain job's text has none of those words."""
-    plain = JobRecord(request=ask("a cat"), seed=1, steps=2, size=64)
+    plain = JobRecord(request=ask("a red circle"), seed=1, steps=2, size=64)  # (no automatic model)
     loras = [LoraChoice(name="ink", weight=0.8), LoraChoice(name="sketch", weight=1.0)]
-    request = ask("a cat --no blur").model_copy(
+    request = ask("a red circle --no blur").model_copy(
         update={"model": "anime", "loras": loras, "image_key": "upload:" + "a" * 32, "strength": 0.4}
     )
     text = JobSettings(JobRecord(request=request, seed=1, steps=2, size=64)).text

@@ -116,7 +116,7 @@ def record_of(request: JobRequest) -> JobRecord:
 
 
 def test_emoji_and_default_jobs_have_different_batch_keys() -> None:
-    emoji, default = ask("a red apple --model emoji"), ask("a red apple")
+    emoji, default = ask("a red apple --model emoji"), ask("a red apple --model default")
     assert batch_key_of(record_of(emoji)) != batch_key_of(record_of(default))
     assert batch_key_of(record_of(default)) == "dfgan,diffusion/4/64"  # default keys are as they were
 
@@ -139,7 +139,7 @@ def test_a_dfgan_only_model_is_queued_on_gpu_and_batched_apart(isolated: Setting
 
     emoji = submit("a red apple --model emoji --seed 3")
     assert client.fair.waiting(emoji) and not client.fair_for("gpu.emoji").waiting(emoji)
-    default, default_too = submit("a red apple --seed 3"), submit("a blue apple --seed 4")
+    default, default_too = submit("a red apple --model default --seed 3"), submit("a blue circle --seed 4")
     assert client.jobs.get(emoji).request.dfgan_model == EMOJI_MODEL
     fair = FairQueue(client.redis)
     first = fair.claim(8)  # the emoji job first (fair order); the default jobs wait
@@ -186,9 +186,11 @@ def client(settings: Settings, celery_worker: object, clean_redis: redis.Redis) 
 
 def test_a_worker_draws_model_emoji_with_the_emoji_weights(client: QueueClient) -> None:
     emoji = drawn_from_text(client, "a red apple --engine dfgan --model emoji --seed 11", "cli:emoji-1")
-    default = drawn_from_text(client, "a red apple --engine dfgan --seed 11", "cli:emoji-2")
-    assert emoji.status == JobStatus.DONE and default.status == JobStatus.DONE, (emoji.error, default.error)
-    assert [r.version for r in emoji.results] == [EMOJI_VERSION]
+    default = drawn_from_text(client, "a red apple --engine dfgan --model default --seed 11", "cli:emoji-2")
+    # No model named, a word the shapes model does not know: the emoji model by itself (prompt_vocabulary)
+    auto = drawn_from_text(client, "a red apple --engine dfgan --seed 11", "cli:emoji-3")
+    assert {emoji.status, default.status, auto.status} == {JobStatus.DONE}, (emoji.error, default.error)
+    assert [r.version for r in emoji.results] == [EMOJI_VERSION] == [r.version for r in auto.results]
     assert default.results[0].version != EMOJI_VERSION
 
     def picture(record: JobRecord) -> np.ndarray:
@@ -197,3 +199,4 @@ def test_a_worker_draws_model_emoji_with_the_emoji_weights(client: QueueClient) 
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
     assert np.abs(picture(emoji) - picture(default)).mean() > 1
+    assert np.array_equal(picture(auto), picture(emoji))  # the same model, seed and prompt

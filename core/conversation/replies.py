@@ -86,6 +86,9 @@ PICTURE_ACK_TEXTS = {
 #: What a front-end asks when ✏️ Remix is pressed (Telegram: the person replies to this message).
 REMIX_ASK_TEXT = "Reply to this message with the new prompt for picture {n} (it was: “{prompt}”)."
 
+#: After the DF-GAN model in Info when it was chosen for the prompt's words (core.prompt_vocabulary).
+AUTO_NOTE = " (chosen for words the shapes model does not know)"
+
 
 @dataclass(frozen=True)
 class Refused:
@@ -235,7 +238,7 @@ class JobSettings:
         extras = [
             f"no “{req.negative_prompt}”" if req.negative_prompt else "",
             f"model {req.model}" if req.model else "",
-            f"DF-GAN model {req.dfgan_model}" if req.dfgan_model else "",
+            f"DF-GAN model {req.dfgan_model}{AUTO_NOTE if req.dfgan_auto else ''}" if req.dfgan_model else "",
             " ".join(f"lora {lora.name}:{lora.weight:g}" for lora in req.loras),
             f"from a picture at strength {req.strength:g}" if drawn_from else "",
         ]
