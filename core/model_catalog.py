@@ -291,7 +291,6 @@ def check_choices(settings: Settings, request: JobRequest) -> JobRequest:
         # one spelling of "the default" in batch keys and queue routes
         "model": None if model == DEFAULT_MODEL else model,
         "dfgan_model": None if dfgan_model == DEFAULT_MODEL else dfgan_model,
-        "dfgan_auto": request.dfgan_auto and dfgan_model != DEFAULT_MODEL,
         "loras": loras,
         "strength": None if request.image_key is None else check_strength(request.strength),
     }

@@ -74,8 +74,8 @@ def default_knows_only_shapes(settings: Settings, client: redis.Redis) -> bool:
 
 def settle_auto_choice(settings: Settings, client: redis.Redis, request: JobRequest) -> JobRequest:
     """``request`` as submitted: an automatic DF-GAN model choice is dropped (back to the default) when
-    the default is no longer the shapes model (:func:`default_knows_only_shapes`). One Redis read, and
-    only for requests that were routed automatically."""
+    the default is no longer the shapes model (:func:`default_knows_only_shapes`). Reads Redis (the
+    promoted name, then its entry if there is one) only for requests that were routed automatically."""
     if not request.dfgan_auto or default_knows_only_shapes(settings, client):
         return request
     return request.model_copy(update={"dfgan_model": None, "dfgan_auto": False})
