@@ -155,6 +155,13 @@ class Settings(BaseSettings):
         "user names no model (core/prompt_vocabulary.py); empty: every prompt goes to the default DF-GAN. "
         "Not applied when IMAGINEBOT_DFGAN_CHECKPOINT names a model of your own.",
     )
+    dfgan_cpu_chunk: int = Field(
+        default=4,
+        ge=0,
+        description="DF-GAN pictures per forward pass on a CPU (0: a whole batch in one pass). Smaller "
+        "passes keep the activations in the CPU's cache: 4 was fastest per picture on a 2-core EPYC "
+        "(docs/benchmarks.md). A GPU always draws the whole batch in one pass.",
+    )
     upscaler: str | None = Field(
         default=None,
         description="Diffusers upscaler folder for the Upscale ×2 button (StableDiffusionUpscalePipeline, "

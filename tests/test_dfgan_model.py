@@ -130,6 +130,39 @@ def test_engine_reproduces_a_seed_regardless_of_batching(engine: DFGANEngine) ->
     assert _pixel_diff(batched[0][1], batched[1][1]) > 2
 
 
+def test_engine_draws_a_cpu_batch_in_passes_of_its_chunk_size(engine: DFGANEngine) -> None:
+    """A CPU batch split into passes of ``chunk`` pictures gives every request its own pictures, in
+    order, as one pass would (variations' noise included), and the passes really are smaller."""
+    assert engine.chunk == 4  # the default on a CPU
+    requests = [
+        GenerationRequest("a red circle", [1, 2, 3]),
+        GenerationRequest("a blue square", [7]),
+        GenerationRequest("a green triangle", [4, 5], noise_near=(9, 0.25)),
+    ]
+    sizes: list[int] = []
+    original = engine.loaded.draw
+
+    def counted(prompts: list[str], seeds: list[int], *rest: object) -> object:
+        sizes.append(len(seeds))
+        return original(prompts, seeds, *rest)
+
+    try:
+        engine.loaded.draw = counted  # type: ignore[method-assign]
+        engine.chunk = 0
+        whole = engine.generate(requests)
+        engine.chunk = 2
+        parts = engine.generate(requests)
+    finally:
+        engine.loaded.draw = original  # type: ignore[method-assign]
+        engine.chunk = 4
+    assert sizes == [6, 2, 2, 2]
+    assert [len(r) for r in parts] == [3, 1, 2]
+    for one, split in zip(whole, parts, strict=True):
+        for a, b in zip(one, split, strict=True):
+            assert _pixel_diff(a, b) < 0.5
+    assert _pixel_diff(parts[0][0], parts[0][1]) > 2 and _pixel_diff(parts[0][2], parts[2][0]) > 2
+
+
 def test_engine_serves_requests_of_different_sizes(engine: DFGANEngine) -> None:
     out = engine.generate(
         [GenerationRequest("a green triangle", [5], size=128), GenerationRequest("x", [5, 6], size=64)]

@@ -139,7 +139,9 @@ class LoadedEngines:
         if name == "dfgan":
             from worker.engines.dfgan import DFGANEngine, resolve_default_checkpoint
 
-            return DFGANEngine(folder or resolve_default_checkpoint(s.dfgan_checkpoint), s.device)
+            return DFGANEngine(
+                folder or resolve_default_checkpoint(s.dfgan_checkpoint), s.device, s.dfgan_cpu_chunk
+            )
         if name == "diffusion":
             from diffusers.utils import logging as diffusers_logging
 
