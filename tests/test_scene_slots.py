@@ -142,3 +142,15 @@ def test_trainers_warm_start_a_slots_run_from_a_minilm_model(tmp_path: Path) -> 
         got = d.ema(x, t, encoder_hidden_states=cond[:, None], class_labels=cond).sample
         want = narrow_unet(x, t, encoder_hidden_states=sentence[:, None], class_labels=sentence).sample
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_scaled_slots_encoder_is_five_times_the_slots_vector() -> None:
+    """``minilm-slots-x5`` (the diffusion emoji model's condition) is the slots vector times 5, the
+    empty caption's zero vector included."""
+    from training.text.encoders import load_text_encoder
+
+    plain, scaled = load_text_encoder("minilm-slots"), load_text_encoder("minilm-slots-x5")
+    texts = ["a red apple", "a small red circle above a large blue square"]
+    assert scaled.dim == plain.dim == MINILM_DIM + SLOTS_DIM
+    assert torch.allclose(scaled.encode(texts), 5.0 * plain.encode(texts))
+    assert torch.allclose(scaled.encode(texts).norm(dim=1)[0], torch.tensor(5.0))  # MiniLM part only

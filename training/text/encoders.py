@@ -77,10 +77,29 @@ class ProjectedEncoder:
         return torch.nn.functional.normalize(emb, dim=1)
 
 
+class ScaledEncoder:
+    """A base encoder's vectors times a fixed ``factor``. A unit-norm sentence vector is a faint input
+    next to a UNet's timestep embedding; scaling it (as DF-GAN's ``cond_scale`` does) makes the
+    condition a strong signal from the first step. The zero vector (guidance's unconditional input)
+    stays zero."""
+
+    def __init__(self, base: TextEncoder, factor: float, name: str) -> None:
+        self.base, self.factor, self.name, self.dim = base, factor, name, base.dim
+        self.device = getattr(base, "device", "cpu")
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """The base encoder's vectors times :attr:`factor`."""
+        return self.base.encode(texts) * self.factor
+
+
 _BUILDERS: dict[str, Callable[[str], TextEncoder]] = {
     "minilm": MiniLMEncoder,
     "minilm-256": lambda device: ProjectedEncoder(load_text_encoder("minilm", device), 256, "minilm-256"),
     "minilm-slots": lambda device: _scene_slots(load_text_encoder("minilm", device)),
+    # The slots condition times 5: the diffusion emoji model, whose captions leave the slots empty.
+    "minilm-slots-x5": lambda device: ScaledEncoder(
+        load_text_encoder("minilm-slots", device), 5.0, "minilm-slots-x5"
+    ),
 }
 
 
