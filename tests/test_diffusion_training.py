@@ -86,6 +86,27 @@ def test_export_halves_the_weights_and_draws_the_same_pictures(shapes: ShapesDat
     assert diff.mean() < 1.0
 
 
+def test_a_model_s_own_guidance_is_used_when_a_job_names_none(shapes: ShapesDataset, tmp_path: Path) -> None:
+    """``guidance`` in the config (or ``export_pipeline(guidance=…)``) is saved as the pipeline's
+    ``default_guidance``; a job without ``guidance_scale`` is drawn with it, one with its own is not."""
+    result = train(
+        tiny_config(guidance=4.0), shapes, tmp_path / "run", max_steps=1, console=Console(quiet=True)
+    )
+    assert json.loads((result.pipeline / "model_index.json").read_text())["default_guidance"] == 4.0
+    shipped = export_pipeline(result.pipeline, tmp_path / "shipped", guidance=6.0)
+    assert json.loads((shipped / "model_index.json").read_text())["default_guidance"] == 6.0
+    engine = DiffusionEngine(str(shipped), tmp_path, device="cpu")
+    assert engine.pipe.config.default_guidance == 6.0
+
+    def draw(guidance: float | None) -> np.ndarray:
+        request = GenerationRequest("a red circle", seeds=[3], steps=2, size=16, guidance_scale=guidance)
+        return np.asarray(engine.generate([request])[0][0], dtype=np.int16)
+
+    unnamed, six, two = draw(None), draw(6.0), draw(2.0)
+    assert np.array_equal(unnamed, six)
+    assert np.abs(unnamed - two).mean() > 0.5  # the guidance really changes the picture
+
+
 def test_resume_continues_exactly_where_it_stopped(shapes: ShapesDataset, tmp_path: Path) -> None:
     quiet = Console(quiet=True)
     straight, split = tmp_path / "straight", tmp_path / "split"

@@ -31,6 +31,8 @@ class DiffusionConfig(TrainingConfig):
     beta_schedule: str = "squaredcos_cap_v2"
     #: Fraction of captions replaced by the zero vector, so the model also learns p(x) for guidance.
     cond_dropout: float = 0.1
+    #: Guidance scale the saved pipeline uses when a caller names none (its ``default_guidance``).
+    guidance: float = 2.0
     batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 200

@@ -28,6 +28,8 @@ from core.aspect import fit_dimensions
 from training.images import from_uint8, to_uint8
 from training.text.encoders import load_text_encoder
 
+#: Guidance scale of a call that names none, unless the model's folder says otherwise.
+DEFAULT_GUIDANCE = 2.0
 #: ``_class_name`` in model_index.json; the diffusion engine loads folders with it through this class.
 PIPELINE_CLASS_NAME = "PixelDiffusionPipeline"
 
@@ -40,17 +42,23 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             projection class-embedding input equal the text encoder's width.
         scheduler: Any diffusers noise scheduler (the shipped model saves DDIM).
         text_encoder_name: A name :func:`training.text.encoders.load_text_encoder` knows.
+        default_guidance: The guidance scale of a call that names none (saved in
+            ``model_index.json``; a model trained on few, varied pictures may need more than 2).
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
-        self, unet: UNet2DConditionModel, scheduler: SchedulerMixin, text_encoder_name: str = "minilm"
+        self,
+        unet: UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        text_encoder_name: str = "minilm",
+        default_guidance: float = DEFAULT_GUIDANCE,
     ) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_to_config(text_encoder_name=text_encoder_name)
+        self.register_to_config(text_encoder_name=text_encoder_name, default_guidance=default_guidance)
         self._interrupt = False
         self._num_timesteps = 0
 
@@ -171,7 +179,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         num_inference_steps: int = 20,
-        guidance_scale: float = 2.0,
+        guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -190,6 +198,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         whatever else is in the batch. Images are drawn at :attr:`native_size` and resized to
         ``height`` × ``width`` when those differ; a non-square ``height`` × ``width`` is drawn in that
         shape (:meth:`native_dims`), then centre-cropped to the exact ratio and resized.
+        ``guidance_scale`` None: the model's own ``default_guidance``.
         ``negative_prompt`` replaces the zero unconditional embedding in guidance. ``output_type``:
         ``pil``, ``np`` or ``pt`` ([-1, 1] tensor).
 
@@ -209,6 +218,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
             uncond = self.encode_prompt(negatives)
         init = None if image is None else self._init_pixels(image, n, dims)
+        if guidance_scale is None:
+            guidance_scale = float(self.config.get("default_guidance", DEFAULT_GUIDANCE))
         pixels = self.denoise(
             cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end, init, strength
         )

@@ -82,7 +82,12 @@ def build_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel) -> Pixel
         timestep_spacing="trailing",
         clip_sample=True,
     )
-    return PixelDiffusionPipeline(unet=unet, scheduler=scheduler, text_encoder_name=config.text_encoder)
+    return PixelDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder_name=config.text_encoder,
+        default_guidance=config.guidance,
+    )
 
 
 def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: Path, extra: dict) -> None:
@@ -90,11 +95,15 @@ def save_pipeline(config: DiffusionConfig, unet: UNet2DConditionModel, folder: P
     _write_folder(build_pipeline(config, unet), folder, {"version": config.version, **extra})
 
 
-def export_pipeline(run_pipeline: Path, target: Path, half: bool = True) -> Path:
+def export_pipeline(
+    run_pipeline: Path, target: Path, half: bool = True, guidance: float | None = None
+) -> Path:
     """Copy a run's pipeline folder to ``target`` (e.g. ``training/shipped_models/...``), with the UNet
     stored in float16 when ``half`` (half the size; the engine loads it back as float32 on a CPU,
-    which changes pixels by at most a few levels)."""
+    which changes pixels by at most a few levels). ``guidance``: a new ``default_guidance``."""
     pipe = PixelDiffusionPipeline.from_pretrained(str(run_pipeline), local_files_only=True)
+    if guidance is not None:
+        pipe.register_to_config(default_guidance=guidance)
     if half:
         pipe.unet.to(torch.float16)
     meta = json.loads((run_pipeline / META_FILE).read_text())

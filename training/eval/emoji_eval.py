@@ -254,16 +254,18 @@ def main(
     grid: Annotated[Path | None, typer.Option(help="Write the everyday-prompts grid here.")] = None,
     neighbours: Annotated[Path | None, typer.Option(help="Write the nearest-neighbour grid here.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 1,
+    guidance: Annotated[float, typer.Option(help="Diffusion only: classifier-free guidance scale.")] = 2.0,
 ) -> None:
     """Score an emoji model (see the module docstring) and draw its grids."""
     torch.set_num_threads(threads)
-    generate = load_emoji_generator(engine, model)
+    generate = load_emoji_generator(engine, model, guidance=guidance)
     if grid is not None:
         everyday_grid(generate).save(grid)
     if neighbours is not None:
         neighbour_grid(generate, data_dir).save(neighbours)
     scores = evaluate_emoji(generate, data_dir, encoders, count)
-    text = json.dumps({"engine": engine, "model": str(model), **scores}, indent=2)
+    drawn_with = {"guidance": guidance} if engine == "diffusion" else {}
+    text = json.dumps({"engine": engine, "model": str(model), **drawn_with, **scores}, indent=2)
     if json_out is not None:
         json_out.write_text(text + "\n")
     typer.echo(text)
