@@ -2,7 +2,8 @@
 names a path).
 
 Diffusion models: ``IMAGINEBOT_DIFFUSION_MODELS=name=folder|description,…`` plus the default model,
-always there as :data:`DEFAULT_MODEL` (``IMAGINEBOT_DIFFUSION_MODEL``, or the shipped one).
+always there as :data:`DEFAULT_MODEL` (``IMAGINEBOT_DIFFUSION_MODEL``, or the shipped one), and the
+shipped emoji model, :data:`EMOJI_MODEL`.
 DF-GAN models: ``IMAGINEBOT_DFGAN_MODELS`` (same syntax) plus the default DF-GAN (the configured or
 shipped checkpoint, or the promoted version) and the shipped emoji model, :data:`EMOJI_MODEL`.
 One ``--model NAME`` names either kind: each engine in the job draws with its own model of that name,
@@ -27,6 +28,10 @@ DEFAULT_MODEL = "default"
 EMOJI_MODEL = "emoji"
 #: Its folder under ``training/shipped_models`` (the worker resolves it; core knows no paths there).
 EMOJI_SHIPPED_FOLDER = "dfgan-emoji-64"
+#: The folder of the shipped diffusion model trained on emoji, offered under the same name.
+EMOJI_DIFFUSION_SHIPPED_FOLDER = "diffusion-emoji-32"
+#: What both emoji models are for, in the catalogue.
+EMOJI_DESCRIPTION = "everyday words and objects (emoji; rough)"
 #: Model and LoRA names: what a user may type; never a path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_LORAS = 4
@@ -36,11 +41,14 @@ LORA_WEIGHT_RANGE = (-2.0, 2.0)
 
 @dataclass(frozen=True)
 class DiffusionModel:
-    """One model users may pick: its name, where it lives (None: the shipped one) and what it is for."""
+    """One model users may pick: its name, where it lives (None: the shipped default), whether that
+    folder is one of the project's shipped models (a name under ``training/shipped_models``) and what
+    it is for."""
 
     name: str
     folder: str | None
     description: str
+    shipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,19 @@ def _default_model(settings: Settings) -> DiffusionModel:
 
 
 def parse_models(settings: Settings) -> dict[str, DiffusionModel]:
-    """Name -> model: the default first, then ``IMAGINEBOT_DIFFUSION_MODELS`` in order.
+    """Name -> model: the default first, the shipped emoji model, then ``IMAGINEBOT_DIFFUSION_MODELS``
+    in order.
 
     Raises:
         ValueError: an entry is not ``name=folder[|description]``, a name is not a plain name, or
-            repeats (an operator's configuration error, reported at start).
+            repeats (an operator's configuration error, reported at start; ``emoji`` is taken).
     """
-    models = {DEFAULT_MODEL: _default_model(settings)}
+    models = {
+        DEFAULT_MODEL: _default_model(settings),
+        EMOJI_MODEL: DiffusionModel(
+            EMOJI_MODEL, EMOJI_DIFFUSION_SHIPPED_FOLDER, EMOJI_DESCRIPTION, shipped=True
+        ),
+    }
     for name, folder, description in _entries(settings.diffusion_models, "DIFFUSION_MODELS", list(models)):
         models[name] = DiffusionModel(name, folder, description)
     return models
@@ -84,9 +98,7 @@ def parse_dfgan_models(settings: Settings) -> dict[str, DfganModel]:
     default = "the configured model" if settings.dfgan_checkpoint else "the shipped model (shapes and scenes)"
     models = {
         DEFAULT_MODEL: DfganModel(DEFAULT_MODEL, None, default),
-        EMOJI_MODEL: DfganModel(
-            EMOJI_MODEL, EMOJI_SHIPPED_FOLDER, "everyday words and objects (emoji; rough)", shipped=True
-        ),
+        EMOJI_MODEL: DfganModel(EMOJI_MODEL, EMOJI_SHIPPED_FOLDER, EMOJI_DESCRIPTION, shipped=True),
     }
     for name, folder, description in _entries(settings.dfgan_models, "DFGAN_MODELS", list(models)):
         models[name] = DfganModel(name, folder, description)

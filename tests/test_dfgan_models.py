@@ -1,6 +1,7 @@
-"""DF-GAN models by name: the catalogue (the shipped emoji model and the operator's), ``--model emoji``
-checked and stored on the request, routed on ``gpu``, batched apart from the default model, listed by
-``/models``, and drawn by a worker with the emoji weights (real Redis, the real shipped checkpoints)."""
+"""DF-GAN models by name: the catalogue (the shipped emoji models and the operator's), ``--model emoji``
+checked and stored on the request (both engines' emoji models), a DF-GAN-only job routed on ``gpu`` and
+batched apart from the default model, listed by ``/models``, and drawn by a worker with the emoji
+weights (real Redis, the real shipped checkpoints)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from core.model_catalog import (
     check_dfgan_model,
     engine_model,
     parse_dfgan_models,
+    parse_models,
 )
 from core.settings import Settings
 from core.validation import request_from_text
@@ -65,6 +67,13 @@ def test_the_emoji_model_is_always_offered_beside_the_operators() -> None:
     assert (models["birds"].folder, models["birds"].description) == ("/srv/birds", "small birds (CUB)")
     assert models["both"].description == "/srv/both-gan"
     assert check_dfgan_model(catalogue(), " EMOJI ") == EMOJI_MODEL
+    # ...and the shipped diffusion emoji model under the same name, beside the operator's
+    diffusion = parse_models(catalogue())
+    assert list(diffusion) == [DEFAULT_MODEL, EMOJI_MODEL, "anime", "both"]
+    assert (diffusion[EMOJI_MODEL].folder, diffusion[EMOJI_MODEL].shipped) == ("diffusion-emoji-32", True)
+    assert (SHIPPED_DIR / "diffusion-emoji-32" / "model_index.json").is_file()
+    with pytest.raises(ValueError, match="IMAGINEBOT_DIFFUSION_MODELS"):
+        catalogue(diffusion_models="emoji=/srv/x")
 
 
 @pytest.mark.parametrize("bad", ["birds", "=/srv/x", "a b=/x", "emoji=/x", "default=/x", "b=/x,B=/y"])
@@ -73,12 +82,14 @@ def test_a_bad_dfgan_catalogue_is_an_operator_error_at_start(bad: str) -> None:
         catalogue(dfgan_models=bad)
 
 
-def test_model_emoji_is_the_dfgan_model_and_diffusion_keeps_its_default() -> None:
+def test_model_emoji_names_both_engines_emoji_models() -> None:
     both = ask("a red apple --model Emoji")
-    assert (both.model, both.dfgan_model) == (None, EMOJI_MODEL)
-    assert (engine_model(both, "dfgan"), engine_model(both, "diffusion")) == (EMOJI_MODEL, None)
+    assert (both.model, both.dfgan_model) == (EMOJI_MODEL, EMOJI_MODEL)
+    assert (engine_model(both, "dfgan"), engine_model(both, "diffusion")) == (EMOJI_MODEL, EMOJI_MODEL)
     only_gan = ask("a red apple --model emoji --engine dfgan")
     assert (only_gan.model, only_gan.dfgan_model) == (None, EMOJI_MODEL)
+    only_diffusion = ask("a red apple --model emoji --engine diffusion")
+    assert (only_diffusion.model, only_diffusion.dfgan_model) == (EMOJI_MODEL, None)
     anime = ask("a red apple --model anime")
     assert (anime.model, anime.dfgan_model) == ("anime", None)
     shared = ask("a red apple --model both")  # each engine draws with its own model of that name
@@ -86,12 +97,15 @@ def test_model_emoji_is_the_dfgan_model_and_diffusion_keeps_its_default() -> Non
     assert ask("a red apple --model default").dfgan_model is None
     assert check_choices(catalogue(), both) == both  # a stored request checked again keeps its model
     diffusion_only = both.model_copy(update={"engines": ["diffusion"]})  # a variation of that picture
-    assert check_choices(catalogue(), diffusion_only).dfgan_model is None
+    assert (check_choices(catalogue(), diffusion_only).dfgan_model, diffusion_only.model) == (
+        None,
+        EMOJI_MODEL,
+    )
 
 
 def test_a_model_no_engine_of_the_job_has_is_refused() -> None:
     for text, code in [
-        ("a red apple --model emoji --engine diffusion", "model_without_dfgan"),
+        ("a red apple --model birds --engine diffusion", "model_without_dfgan"),
         ("a red apple --model anime --engine dfgan", "model_without_diffusion"),
     ]:
         with pytest.raises(InputError) as err:
@@ -137,9 +151,12 @@ def test_a_dfgan_only_model_is_queued_on_gpu_and_batched_apart(isolated: Setting
     def submit(text: str) -> str:
         return client.submit(request_from_text(text, isolated, user, CONVERSATION)).id
 
-    emoji = submit("a red apple --model emoji --seed 3")
+    emoji = submit("a red apple --model emoji --engine dfgan --seed 3")
     assert client.fair.waiting(emoji) and not client.fair_for("gpu.emoji").waiting(emoji)
-    default, default_too = submit("a red apple --model default --seed 3"), submit("a blue circle --seed 4")
+    both = submit("a red apple --model emoji --seed 3")  # the diffusion emoji model too: its own route
+    assert client.fair_for("gpu.emoji").waiting(both) and not client.fair.waiting(both)
+    default = submit("a red apple --model default --engine dfgan --seed 3")
+    default_too = submit("a blue circle --engine dfgan --seed 4")
     assert client.jobs.get(emoji).request.dfgan_model == EMOJI_MODEL
     fair = FairQueue(client.redis)
     first = fair.claim(8)  # the emoji job first (fair order); the default jobs wait
@@ -156,6 +173,7 @@ def test_models_lists_the_dfgan_models_with_their_descriptions(isolated: Setting
     assert "• emoji: everyday words and objects (emoji; rough)" in reply.text
     queued = service.handle(me, FromText(Imagine, "/imagine a red apple --model emoji"))
     assert isinstance(queued, Queued) and queued.record.request.dfgan_model == EMOJI_MODEL
+    assert queued.record.request.model == EMOJI_MODEL
     refused = service.handle(me, FromText(Imagine, "/imagine a red apple --model nonsense"))
     assert isinstance(refused, Refused) and refused.code == "unknown_model" and "• emoji" in refused.text
 
@@ -177,6 +195,26 @@ def test_the_worker_loads_the_emoji_model_once_beside_the_default(tmp_path: Path
     assert engines.loaded_versions()["dfgan@emoji"] == EMOJI_VERSION
     with pytest.raises(ModelNotServed):
         engines.get("dfgan", "nonsense")
+
+
+def test_the_worker_loads_the_shipped_diffusion_emoji_model_with_its_own_guidance(tmp_path: Path) -> None:
+    """``--model emoji``'s diffusion half: the shipped emoji pipeline, drawn at its own guidance
+    (``default_guidance`` in its folder) when the job names none."""
+    engines = LoadedEngines(Settings(_env_file=None, data_dir=tmp_path, device="cpu"))  # type: ignore[call-arg]
+    emoji = engines.get("diffusion", EMOJI_MODEL)
+    folder = SHIPPED_DIR / "diffusion-emoji-32"
+    version = json.loads((folder / "imaginebot.json").read_text())["version"]
+    guidance = json.loads((folder / "model_index.json").read_text())["default_guidance"]
+    assert emoji.info.version == version and emoji.info.extra["model"] == EMOJI_MODEL
+    assert engines.get("diffusion", EMOJI_MODEL) is emoji and guidance > 2.0
+    assert engines.loaded_versions()["diffusion@emoji"] == version
+
+    def drawn(prompt: str, scale: float | None = None) -> np.ndarray:
+        request = GenerationRequest(prompt, [5], 4, 32, guidance_scale=scale)
+        return np.asarray(emoji.generate([request])[0][0], dtype=np.int16)
+
+    assert np.array_equal(drawn("a red apple"), drawn("a red apple", guidance))
+    assert np.abs(drawn("a red apple") - drawn("a green tree")).mean() > 1  # the words matter
 
 
 @pytest.fixture

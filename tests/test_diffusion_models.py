@@ -12,6 +12,7 @@ from core.errors import InputError
 from core.jobs import Conversation, JobRequest, LoraChoice
 from core.model_catalog import (
     DEFAULT_MODEL,
+    EMOJI_MODEL,
     batch_model_key,
     check_choices,
     check_model,
@@ -37,16 +38,17 @@ def catalogue(**kw: object) -> Settings:
 
 def test_models_are_parsed_with_the_default_first() -> None:
     models = parse_models(catalogue())
-    assert list(models) == [DEFAULT_MODEL, "pixel", "sdtiny"]
+    assert list(models) == [DEFAULT_MODEL, EMOJI_MODEL, "pixel", "sdtiny"]  # the shipped emoji model too
     assert models["pixel"].folder == "/srv/pixel"
     assert models["pixel"].description == "small pixel-space shapes; fast"
     assert models["sdtiny"].description == "/srv/sd"  # none given: the folder says what it is
     assert models_text(catalogue()).splitlines() == [
         "• default: the shapes model",
+        "• emoji: everyday words and objects (emoji; rough)",
         "• pixel: small pixel-space shapes; fast",
         "• sdtiny: /srv/sd",
     ]
-    assert list(parse_models(Settings())) == [DEFAULT_MODEL]
+    assert list(parse_models(Settings())) == [DEFAULT_MODEL, EMOJI_MODEL]
 
 
 @pytest.mark.parametrize("bad", ["pixel", "=/srv/x", "a b=/x", "../x=/y", "default=/x", "p=/x,P=/y"])
@@ -66,7 +68,7 @@ def test_check_model_any_case_and_unknown_names_get_the_list() -> None:
 
 
 def test_served_models() -> None:
-    assert served_models(catalogue()) == [DEFAULT_MODEL, "pixel", "sdtiny"]
+    assert served_models(catalogue()) == [DEFAULT_MODEL, EMOJI_MODEL, "pixel", "sdtiny"]
     assert served_models(catalogue(worker_models="pixel")) == ["pixel"]
     with pytest.raises(ValueError, match="unknown models"):
         served_models(catalogue(worker_models="pixel,nope"))
@@ -146,4 +148,4 @@ def test_a_model_this_worker_does_not_serve(engines: LoadedEngines) -> None:
 
 def test_catalogue_with_no_models_named_serves_all(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, diffusion_models="a=/x,b=/y")
-    assert LoadedEngines(settings).served_models() == [DEFAULT_MODEL, "a", "b"]
+    assert LoadedEngines(settings).served_models() == [DEFAULT_MODEL, EMOJI_MODEL, "a", "b"]

@@ -77,7 +77,8 @@ class LoadedEngines:
         """The diffusion engine for the configured model ``model`` (loaded on first use)."""
         if model not in self.served_models():
             raise ModelNotServed(f"this worker does not serve the diffusion model {model!r}")
-        return self._load_named("diffusion", model, lambda: parse_models(self.settings)[model].folder)
+        entry = parse_models(self.settings)[model]
+        return self._load_named("diffusion", model, lambda: _folder_of(entry.folder, entry.shipped))
 
     def _get_dfgan_model(self, model: str) -> Engine:
         """The DF-GAN engine for the catalogue's model ``model`` (loaded on first use; every worker
@@ -86,15 +87,8 @@ class LoadedEngines:
         entry = parse_dfgan_models(self.settings).get(model)
         if entry is None or entry.folder is None:
             raise ModelNotServed(f"there is no DF-GAN model {model!r}")
-
-        def folder() -> str:
-            if not entry.shipped:
-                return str(entry.folder)
-            from training.shipped import SHIPPED_DIR
-
-            return str(SHIPPED_DIR / str(entry.folder))
-
-        return self._load_named("dfgan", model, folder)
+        folder = entry.folder
+        return self._load_named("dfgan", model, lambda: str(_folder_of(folder, entry.shipped)))
 
     def _load_named(self, engine_name: str, model: str, folder: Callable[[], str]) -> Engine:
         """``engine_name``'s engine for the named ``model`` from ``folder()``: loaded once (under the
@@ -248,3 +242,12 @@ class LoadedEngines:
         engine = self._load_default(name, str(folder))
         self._versions[name] = version
         return engine
+
+
+def _folder_of(folder: str | None, shipped: bool) -> str | None:
+    """A catalogue entry's folder as a path: a shipped model's name is under ``training/shipped_models``."""
+    if not shipped or folder is None:
+        return folder
+    from training.shipped import SHIPPED_DIR
+
+    return str(SHIPPED_DIR / folder)
