@@ -219,7 +219,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             uncond = self.encode_prompt(negatives)
         init = None if image is None else self._init_pixels(image, n, dims)
         if guidance_scale is None:
-            guidance_scale = float(self.config.get("default_guidance", DEFAULT_GUIDANCE))
+            guidance_scale = float(self.config.default_guidance)  # set by __init__, old folders too
         pixels = self.denoise(
             cond, noise, num_inference_steps, guidance_scale, uncond, callback_on_step_end, init, strength
         )
